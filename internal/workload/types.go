@@ -1,0 +1,135 @@
+// Package workload owns the workload definition (v1): its types, defaults and
+// validation, and the instance record the controller stores. It does no I/O.
+package workload
+
+import "time"
+
+// Kind is the kind of a workload, normalised: "pod" or "function".
+type Kind string
+
+const (
+	KindPod      Kind = "pod"
+	KindFunction Kind = "function"
+)
+
+// RestartPolicy says what a node does when an instance's process exits.
+type RestartPolicy string
+
+const (
+	RestartNever     RestartPolicy = "Never"
+	RestartOnFailure RestartPolicy = "OnFailure"
+	RestartAlways    RestartPolicy = "Always"
+)
+
+// Workload is a workload definition. JSON field names follow RIK
+// (api_version, kind, name, replicas, spec); apiVersion is accepted too.
+type Workload struct {
+	APIVersion    string        `json:"api_version,omitempty"`
+	Kind          Kind          `json:"kind"`
+	Name          string        `json:"name"`
+	Replicas      int           `json:"replicas,omitempty"`
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
+	Spec          Spec          `json:"spec"`
+}
+
+// Spec holds what runs: containers for a Pod, a function for a Function.
+type Spec struct {
+	Containers []Container `json:"containers,omitempty"`
+	Function   *Function   `json:"function,omitempty"`
+}
+
+// Container is one OCI container of a Pod.
+type Container struct {
+	Name      string     `json:"name"`
+	Image     string     `json:"image"`
+	Command   []string   `json:"command,omitempty"`
+	Args      []string   `json:"args,omitempty"`
+	Env       []EnvVar   `json:"env,omitempty"`
+	Ports     PortList   `json:"ports,omitempty"`
+	Resources *Resources `json:"resources,omitempty"`
+}
+
+// EnvVar is one environment variable.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Port exposes TargetPort of a pod or guest on the node's Port.
+// Port 0 means "not exposed on the node".
+type Port struct {
+	Port       int    `json:"port,omitempty"`
+	TargetPort int    `json:"targetPort,omitempty"`
+	Protocol   string `json:"protocol,omitempty"` // TCP (default) or UDP
+}
+
+// PortList is a list of ports; a single object is accepted too (RIK examples).
+type PortList []Port
+
+// Resources asked for by a container or function.
+type Resources struct {
+	CPU    int `json:"cpu,omitempty"`    // millicores
+	Memory int `json:"memory,omitempty"` // MiB
+}
+
+// Function is a microVM booted from a root filesystem.
+type Function struct {
+	Execution Execution `json:"execution"`
+	Exposure  PortList  `json:"exposure,omitempty"`
+}
+
+// Execution says how a Function's VM boots.
+type Execution struct {
+	Rootfs     string `json:"rootfs"`
+	SHA256     string `json:"sha256,omitempty"`
+	VCPUs      int    `json:"vcpus,omitempty"`
+	Memory     int    `json:"memory,omitempty"` // MiB
+	KernelArgs string `json:"kernelArgs,omitempty"`
+	Entrypoint string `json:"entrypoint,omitempty"` // default /sbin/init
+}
+
+// Status of an instance, as stored and shown. Names match common.ResourceStatus.
+type Status string
+
+const (
+	StatusUnknown    Status = "UNKNOWN"
+	StatusPending    Status = "PENDING"
+	StatusRunning    Status = "RUNNING"
+	StatusFailed     Status = "FAILED"
+	StatusTerminated Status = "TERMINATED"
+	StatusCreating   Status = "CREATING"
+	StatusDestroying Status = "DESTROYING"
+)
+
+// PortMapping is a host port forwarded to an instance.
+type PortMapping struct {
+	Port       int    `json:"port"`
+	TargetPort int    `json:"targetPort"`
+	Protocol   string `json:"protocol,omitempty"`
+}
+
+// Instance is the value of an instance record: one running copy of a workload.
+type Instance struct {
+	ID           string           `json:"id"`
+	Name         string           `json:"name"`
+	WorkloadID   string           `json:"workload_id"`
+	WorkloadName string           `json:"workload_name,omitempty"`
+	Kind         Kind             `json:"kind"`
+	Status       Status           `json:"status"`
+	Node         string           `json:"node,omitempty"`
+	IP           string           `json:"ip,omitempty"`
+	Ports        []PortMapping    `json:"ports,omitempty"`
+	Reason       string           `json:"reason,omitempty"`
+	Message      string           `json:"message,omitempty"`
+	ExitCode     *int             `json:"exitCode,omitempty"`
+	Restarts     int              `json:"restarts"`
+	Timings      map[string]int64 `json:"timings_ms,omitempty"`
+	CreatedAt    time.Time        `json:"createdAt"`
+	UpdatedAt    time.Time        `json:"updatedAt"`
+	// DeleteRequested is set when a user deleted the instance; the record
+	// goes away once the node reports it TERMINATED.
+	DeleteRequested bool `json:"deleteRequested,omitempty"`
+}
+
+// Terminal reports whether s is an end state.
+func (s Status) Terminal() bool { return s == StatusFailed || s == StatusTerminated }
