@@ -24,10 +24,12 @@ const (
 // Workload is a workload definition. JSON field names follow RIK
 // (api_version, kind, name, replicas, spec); apiVersion is accepted too.
 type Workload struct {
-	APIVersion    string        `json:"api_version,omitempty"`
-	Kind          Kind          `json:"kind"`
-	Name          string        `json:"name"`
-	Replicas      int           `json:"replicas,omitempty"`
+	APIVersion string `json:"api_version,omitempty"`
+	Kind       Kind   `json:"kind"`
+	Name       string `json:"name"`
+	// Replicas defaults to 1 when absent from the JSON (0 is valid: defined,
+	// not run), so it is always written out.
+	Replicas      int           `json:"replicas"`
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	Spec          Spec          `json:"spec"`
 }

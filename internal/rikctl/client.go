@@ -1,0 +1,327 @@
+package rikctl
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// WorkloadItem is one workload as the API lists it.
+type WorkloadItem struct {
+	ID    string            `json:"id"`
+	Name  string            `json:"name"`
+	Value workload.Workload `json:"value"`
+}
+
+// InstanceItem is one instance as the API lists it.
+type InstanceItem struct {
+	ID    string            `json:"id"`
+	Name  string            `json:"name"`
+	Value workload.Instance `json:"value"`
+}
+
+// NodeItem is one node as the API lists it.
+type NodeItem struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Value Node   `json:"value"`
+}
+
+// Node is a node as the controller reports it (cpu in millicores, memory
+// and disk in MiB).
+type Node struct {
+	Name          string            `json:"name"`
+	Status        string            `json:"status"`
+	Capacity      Resources         `json:"capacity"`
+	Usage         Resources         `json:"usage"`
+	Allocated     Resources         `json:"allocated"`
+	Kinds         []string          `json:"kinds,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	Address       string            `json:"address,omitempty"`
+	Instances     int               `json:"instances"`
+	Load1         float64           `json:"load1"`
+	LastHeartbeat string            `json:"lastHeartbeat,omitempty"` // RFC 3339
+}
+
+// Resources of a node.
+type Resources struct {
+	CPU    int64 `json:"cpu"`
+	Memory int64 `json:"memory"`
+	Disk   int64 `json:"disk,omitempty"`
+}
+
+// CreateInstancesRequest is the body of instances.create.
+type CreateInstancesRequest struct {
+	WorkloadID string `json:"workload_id"`
+	Name       string `json:"name,omitempty"`
+	Replicas   int    `json:"replicas,omitempty"`
+}
+
+// LogOptions select the logs of an instance.
+type LogOptions struct {
+	Container string
+	Follow    bool
+	Tail      int // 0: all
+}
+
+// APIError is an error answered by the controller.
+type APIError struct {
+	StatusCode int
+	Message    string // the server's {"error": ...} text
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// UnreachableError says the controller could not be reached at all.
+type UnreachableError struct {
+	Server string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	msg := fmt.Sprintf("cannot reach rik at %s: is the controller running?", e.Server)
+	if !errors.Is(e.Err, syscall.ECONNREFUSED) {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	return msg
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Client talks to the controller's REST API (/api/v0).
+type Client struct {
+	server  string
+	http    *http.Client
+	timeout time.Duration
+}
+
+// Limits on what the client reads back.
+const (
+	maxResponseBytes = 64 << 20
+	maxErrorBytes    = 64 << 10
+	// DefaultTimeout bounds every request but a log stream.
+	DefaultTimeout = 30 * time.Second
+)
+
+// NewClient returns a client of the controller at server
+// (e.g. http://127.0.0.1:5000). hc may be nil (http.DefaultClient).
+func NewClient(server string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{server: normalizeServer(server), http: hc, timeout: DefaultTimeout}
+}
+
+// Server is the base URL the client talks to.
+func (c *Client) Server() string { return c.server }
+
+// ListWorkloads lists every workload.
+func (c *Client) ListWorkloads(ctx context.Context) ([]WorkloadItem, error) {
+	var out []WorkloadItem
+	return out, c.do(ctx, http.MethodGet, "workloads.list", nil, &out)
+}
+
+// WorkloadInstances lists the instances of a workload (id or name).
+func (c *Client) WorkloadInstances(ctx context.Context, id string) ([]InstanceItem, error) {
+	var out []InstanceItem
+	return out, c.do(ctx, http.MethodGet, "workloads.instances/"+url.PathEscape(id), nil, &out)
+}
+
+// CreateWorkload sends a JSON workload definition.
+func (c *Client) CreateWorkload(ctx context.Context, definition []byte) (WorkloadItem, error) {
+	var out WorkloadItem
+	return out, c.do(ctx, http.MethodPost, "workloads.create", json.RawMessage(definition), &out)
+}
+
+// DeleteWorkload deletes a workload (id or name) and its instances.
+func (c *Client) DeleteWorkload(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "workloads.delete", map[string]string{"id": id}, nil)
+}
+
+// ListInstances lists every instance.
+func (c *Client) ListInstances(ctx context.Context) ([]InstanceItem, error) {
+	var out []InstanceItem
+	return out, c.do(ctx, http.MethodGet, "instances.list", nil, &out)
+}
+
+// CreateInstances creates instances of a workload.
+func (c *Client) CreateInstances(ctx context.Context, req CreateInstancesRequest) ([]InstanceItem, error) {
+	var out []InstanceItem
+	return out, c.do(ctx, http.MethodPost, "instances.create", req, &out)
+}
+
+// GetInstance returns one instance (id or name).
+func (c *Client) GetInstance(ctx context.Context, id string) (InstanceItem, error) {
+	var out InstanceItem
+	return out, c.do(ctx, http.MethodGet, "instances.get/"+url.PathEscape(id), nil, &out)
+}
+
+// DeleteInstance asks for an instance (id or name) to be destroyed.
+func (c *Client) DeleteInstance(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "instances.delete", map[string]string{"id": id}, nil)
+}
+
+// ListNodes lists the nodes the scheduler knows.
+func (c *Client) ListNodes(ctx context.Context) ([]NodeItem, error) {
+	var out []NodeItem
+	return out, c.do(ctx, http.MethodGet, "nodes.list", nil, &out)
+}
+
+// Logs copies the logs of an instance (id or name) to w, until the stream
+// ends or ctx is done.
+func (c *Client) Logs(ctx context.Context, id string, opts LogOptions, w io.Writer) error {
+	q := url.Values{}
+	if opts.Container != "" {
+		q.Set("container", opts.Container)
+	}
+	q.Set("follow", strconv.FormatBool(opts.Follow))
+	if opts.Tail > 0 {
+		q.Set("tail", strconv.Itoa(opts.Tail))
+	}
+	resp, err := c.send(ctx, http.MethodGet, "instances.logs/"+url.PathEscape(id)+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("reading logs of %s: %w", id, err)
+	}
+	return nil
+}
+
+// maxEventBytes bounds one server-sent event.
+const maxEventBytes = 1 << 20
+
+// WatchInstances follows the controller's event stream (/api/v0/events) and
+// calls fn for each instance status change, until ctx is done (nil), the
+// stream ends (an error) or fn fails.
+func (c *Client) WatchInstances(ctx context.Context, fn func(InstanceItem) error) error {
+	resp, err := c.send(ctx, http.MethodGet, "events", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxEventBytes)
+	event, data := "", ""
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if event == "instance" && data != "" {
+				var it InstanceItem
+				if err := json.Unmarshal([]byte(data), &it); err != nil {
+					return fmt.Errorf("decoding event: %w", err)
+				}
+				if err := fn(it); err != nil {
+					return err
+				}
+			}
+			event, data = "", ""
+		case strings.HasPrefix(line, "event:"):
+			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			if data != "" {
+				data += "\n"
+			}
+			data += strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading events: %w", err)
+	}
+	return errors.New("event stream ended")
+}
+
+// do sends body as JSON (if not nil) and decodes a 2xx answer into out (if
+// not nil), within the client's timeout.
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encoding request to %s: %w", path, err)
+		}
+		r = bytes.NewReader(b)
+	}
+	resp, err := c.send(ctx, method, path, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp); err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
+		return fmt.Errorf("decoding answer of %s: %w", path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.server+"/api/v0/"+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("building request to %s: %w", path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return nil, &UnreachableError{Server: c.server, Err: err}
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, c.server+"/api/v0/"+path, err)
+	}
+	return resp, nil
+}
+
+// checkStatus turns a non-2xx answer into an *APIError with the server's
+// {"error": "..."} text, or the status line when there is none.
+func checkStatus(resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := ""
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	} else {
+		msg = strings.TrimSpace(resp.Status)
+		if t := strings.TrimSpace(string(b)); t != "" && len(t) < 200 {
+			msg += ": " + t
+		}
+	}
+	return &APIError{StatusCode: resp.StatusCode, Message: msg}
+}

@@ -1,0 +1,473 @@
+// Package rikctl is rik's command-line client: commands (cobra), a REST
+// client of the controller, and the output formats.
+package rikctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rik-org/rik/internal/workload"
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+)
+
+// Version is rikctl's version, set at build time with
+// -ldflags "-X github.com/rik-org/rik/internal/rikctl.Version=v1.2.3".
+var Version = "dev"
+
+// Env is what rikctl takes from its process; tests provide their own.
+type Env struct {
+	Stdin      io.Reader
+	Stdout     io.Writer
+	Stderr     io.Writer
+	Getenv     func(string) string
+	Now        func() time.Time
+	HTTPClient *http.Client // nil: http.DefaultClient
+}
+
+// Main runs rikctl with the process's environment and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return Run(ctx, args, Env{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, Now: time.Now})
+}
+
+// Run runs one rikctl command line and returns the exit code: 0 on
+// success, 1 on any error (printed as "error: ..." on env.Stderr).
+func Run(ctx context.Context, args []string, env Env) int {
+	if env.Stdin == nil {
+		env.Stdin = strings.NewReader("")
+	}
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	root := newRootCommand(&app{env: env})
+	root.SetArgs(args)
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(env.Stderr, "error: "+cleanMultiline(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+// cleanMultiline keeps newlines but removes other control characters.
+func cleanMultiline(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = clean(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// app holds the state shared by the commands of one run.
+type app struct {
+	env    Env
+	server string // --server
+}
+
+func (a *app) client() (*Client, error) {
+	server := a.server
+	if server == "" {
+		cfg, err := LoadConfig(ConfigPath(a.env.Getenv))
+		if err != nil {
+			return nil, err
+		}
+		server = cfg.Cluster.Server
+	} else if err := checkServer(server); err != nil {
+		return nil, fmt.Errorf("--server: %w", err)
+	}
+	return NewClient(server, a.env.HTTPClient), nil
+}
+
+func newRootCommand(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "rikctl",
+		Short:         "rikctl talks to a rik cluster",
+		Long:          "rikctl manages workloads, instances and nodes of a rik cluster through its controller.\nThe controller is read from $RIKCONFIG or ~/.rik/config.yaml, default " + DefaultServer + ".",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newVersionCommand())
+	return root
+}
+
+func newCreateCommand(a *app) *cobra.Command {
+	create := &cobra.Command{Use: "create", Short: "Create a workload or instances", Args: resourceArgs("workload or instance"), RunE: needResource}
+
+	var file string
+	wl := &cobra.Command{
+		Use:     "workload -f FILE",
+		Aliases: []string{"workloads"},
+		Short:   "Create a workload from a JSON or YAML definition (-f - reads stdin)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data, err := readDefinition(a.env.Stdin, file)
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			item, err := c.CreateWorkload(cmd.Context(), data)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.env.Stdout, "workload/%s created (id %s)\n", clean(item.Name), clean(item.ID))
+			return nil
+		},
+	}
+	wl.Flags().StringVarP(&file, "file", "f", "", "definition file (JSON or YAML), - for stdin")
+	_ = wl.MarkFlagRequired("file")
+
+	var req CreateInstancesRequest
+	inst := &cobra.Command{
+		Use:     "instance --workload-id ID [--replicas N] [--name NAME]",
+		Aliases: []string{"instances"},
+		Short:   "Create instances of a workload",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if req.Replicas < 1 || req.Replicas > workload.MaxReplicas {
+				return fmt.Errorf("--replicas: must be between 1 and %d", workload.MaxReplicas)
+			}
+			if req.Name != "" && req.Replicas > 1 {
+				return errors.New("--name: cannot be used with --replicas > 1")
+			}
+			if req.Name != "" {
+				if err := workload.ValidName(req.Name); err != nil {
+					return fmt.Errorf("--%w", err)
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.CreateInstances(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				fmt.Fprintf(a.env.Stdout, "instance/%s created (id %s)\n", clean(it.Name), clean(it.ID))
+			}
+			return nil
+		},
+	}
+	inst.Flags().StringVar(&req.WorkloadID, "workload-id", "", "workload id or name")
+	inst.Flags().IntVar(&req.Replicas, "replicas", 1, "number of instances")
+	inst.Flags().StringVar(&req.Name, "name", "", "instance name (default: <workload>-<random>)")
+	_ = inst.MarkFlagRequired("workload-id")
+
+	create.AddCommand(wl, inst)
+	return create
+}
+
+// resourceArgs rejects an unknown resource type given to a verb.
+func resourceArgs(want string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown resource type %q for %q: want %s", args[0], cmd.CommandPath(), want)
+		}
+		return nil
+	}
+}
+
+// needResource is the verb alone: say what is missing.
+func needResource(cmd *cobra.Command, _ []string) error {
+	return fmt.Errorf("%q needs a resource type; see %q", cmd.CommandPath(), cmd.CommandPath()+" --help")
+}
+
+// readDefinition reads a workload definition file (or stdin for "-"),
+// converts YAML to JSON and validates it locally.
+func readDefinition(stdin io.Reader, file string) ([]byte, error) {
+	var r io.Reader
+	if file == "-" {
+		r, file = stdin, "stdin"
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading definition: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, workload.MaxDefinitionBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading definition %s: %w", file, err)
+	}
+	if len(data) > workload.MaxDefinitionBytes {
+		return nil, fmt.Errorf("definition %s: larger than %d bytes", file, workload.MaxDefinitionBytes)
+	}
+	if !json.Valid(data) { // not JSON: YAML (a superset of JSON)
+		if data, err = yaml.YAMLToJSON(data); err != nil {
+			return nil, fmt.Errorf("definition %s: not JSON or YAML: %w", file, err)
+		}
+	}
+	if _, err := workload.Parse(data); err != nil {
+		var ve *workload.ValidationError
+		if errors.As(err, &ve) {
+			var b strings.Builder
+			fmt.Fprintf(&b, "invalid workload in %s:", file)
+			for _, fe := range ve.Errors {
+				b.WriteString("\n  " + fe.String())
+			}
+			return nil, errors.New(b.String())
+		}
+		return nil, fmt.Errorf("invalid workload in %s: %w", file, err)
+	}
+	return data, nil
+}
+
+func newGetCommand(a *app) *cobra.Command {
+	var format string
+	get := &cobra.Command{
+		Use:   "get",
+		Short: "Show workloads, instances or nodes",
+		Args:  resourceArgs("workloads, instances or nodes"),
+		RunE:  needResource,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			return checkFormat(format)
+		},
+	}
+	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json or yaml")
+
+	wl := &cobra.Command{
+		Use:     "workloads [NAME|ID]",
+		Aliases: []string{"workload", "wl"},
+		Short:   "List workloads, or show one",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.ListWorkloads(cmd.Context())
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(items, func(x, y WorkloadItem) int { return strings.Compare(x.Name, y.Name) })
+			if len(args) == 1 {
+				i := slices.IndexFunc(items, func(it WorkloadItem) bool { return it.ID == args[0] || it.Name == args[0] })
+				if i < 0 {
+					return fmt.Errorf("workload %q not found", args[0])
+				}
+				if format == FormatJSON || format == FormatYAML {
+					return writeData(a.env.Stdout, format, items[i])
+				}
+				items = items[i : i+1]
+			}
+			if format == FormatJSON || format == FormatYAML {
+				return writeData(a.env.Stdout, format, nonNil(items))
+			}
+			return workloadTable(a.env.Stdout, format, items)
+		},
+	}
+
+	var ofWorkload string
+	var watch bool
+	inst := &cobra.Command{
+		Use:     "instances [NAME|ID]",
+		Aliases: []string{"instance", "inst"},
+		Short:   "List instances (all, or of --workload), or show one",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				item, err := c.GetInstance(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if format == FormatJSON || format == FormatYAML {
+					return writeData(a.env.Stdout, format, item)
+				}
+				return instanceTable(a.env.Stdout, format, a.env.Now(), []InstanceItem{item})
+			}
+			var items []InstanceItem
+			if ofWorkload != "" {
+				items, err = c.WorkloadInstances(cmd.Context(), ofWorkload)
+			} else {
+				items, err = c.ListInstances(cmd.Context())
+			}
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(items, func(x, y InstanceItem) int { return strings.Compare(x.Name, y.Name) })
+			if watch {
+				return watchInstances(cmd.Context(), a, c, format, ofWorkload, items)
+			}
+			if format == FormatJSON || format == FormatYAML {
+				return writeData(a.env.Stdout, format, nonNil(items))
+			}
+			return instanceTable(a.env.Stdout, format, a.env.Now(), items)
+		},
+	}
+	inst.Flags().StringVar(&ofWorkload, "workload", "", "only the instances of this workload (id or name)")
+	inst.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, print every status change (until interrupted)")
+
+	nodes := &cobra.Command{
+		Use:     "nodes [NAME]",
+		Aliases: []string{"node", "no"},
+		Short:   "List nodes, or show one",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.ListNodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(items, func(x, y NodeItem) int { return strings.Compare(x.Name, y.Name) })
+			if len(args) == 1 {
+				i := slices.IndexFunc(items, func(it NodeItem) bool { return it.ID == args[0] || it.Name == args[0] })
+				if i < 0 {
+					return fmt.Errorf("node %q not found", args[0])
+				}
+				if format == FormatJSON || format == FormatYAML {
+					return writeData(a.env.Stdout, format, items[i])
+				}
+				items = items[i : i+1]
+			}
+			if format == FormatJSON || format == FormatYAML {
+				return writeData(a.env.Stdout, format, nonNil(items))
+			}
+			return nodeTable(a.env.Stdout, format, a.env.Now(), items)
+		},
+	}
+	get.AddCommand(wl, inst, nodes)
+	return get
+}
+
+// watchInstances prints the listed instances, then one line (or JSON
+// document) per status change, until ctx is done.
+func watchInstances(ctx context.Context, a *app, c *Client, format, ofWorkload string, items []InstanceItem) error {
+	out := a.env.Stdout
+	data := format == FormatJSON || format == FormatYAML
+	show := func(its []InstanceItem, header bool) error {
+		if !data {
+			return instanceRows(out, format, a.env.Now(), its, header)
+		}
+		for _, it := range its {
+			if format == FormatYAML {
+				fmt.Fprintln(out, "---")
+			}
+			if err := writeData(out, format, it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := show(items, true); err != nil {
+		return err
+	}
+	return c.WatchInstances(ctx, func(it InstanceItem) error {
+		if ofWorkload != "" && it.Value.WorkloadID != ofWorkload && it.Value.WorkloadName != ofWorkload {
+			return nil
+		}
+		return show([]InstanceItem{it}, false)
+	})
+}
+
+// nonNil makes an empty list print as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func newDeleteCommand(a *app) *cobra.Command {
+	del := &cobra.Command{Use: "delete", Short: "Delete workloads or instances", Args: resourceArgs("workload or instance"), RunE: needResource}
+	wl := &cobra.Command{
+		Use:     "workload ID|NAME...",
+		Aliases: []string{"workloads"},
+		Short:   "Delete workloads and all their instances",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, id := range args {
+				if err := c.DeleteWorkload(cmd.Context(), id); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.env.Stdout, "workload/%s deleted\n", clean(id))
+			}
+			return nil
+		},
+	}
+	inst := &cobra.Command{
+		Use:     "instance NAME|ID...",
+		Aliases: []string{"instances"},
+		Short:   "Delete instances (they are destroyed, then removed)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, id := range args {
+				if err := c.DeleteInstance(cmd.Context(), id); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.env.Stdout, "instance/%s deleted\n", clean(id))
+			}
+			return nil
+		},
+	}
+	del.AddCommand(wl, inst)
+	return del
+}
+
+func newLogsCommand(a *app) *cobra.Command {
+	var opts LogOptions
+	cmd := &cobra.Command{
+		Use:   "logs INSTANCE",
+		Short: "Print the logs of an instance",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Tail < 0 {
+				return errors.New("--tail: must be >= 0")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), args[0], opts, a.env.Stdout)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Container, "container", "c", "", "container of a pod (default: the first)")
+	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep streaming new lines")
+	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "only the last N lines (0: all)")
+	return cmd
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print rikctl's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "rikctl %s\n", Version)
+			return nil
+		},
+	}
+}

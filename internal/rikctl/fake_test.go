@@ -1,0 +1,204 @@
+package rikctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// fakeAPI is a stateful fake of the controller's REST API: workloads and
+// instances in memory, nodes and logs fixed. It records every request.
+type fakeAPI struct {
+	mu        sync.Mutex
+	workloads []WorkloadItem
+	instances []InstanceItem
+	nodes     []NodeItem
+	logs      string
+	events    []InstanceItem // sent on GET events
+	// holdEvents keeps the event stream open until the client goes away.
+	holdEvents bool
+	requests   []fakeRequest
+	nextID     int
+}
+
+type fakeRequest struct {
+	Method, Path, EscapedPath, Query, Body, ContentType string
+}
+
+func newFakeAPI(t *testing.T) (*fakeAPI, *httptest.Server) {
+	t.Helper()
+	f := &fakeAPI{}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+func (f *fakeAPI) lastRequest(t *testing.T) fakeRequest {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.requests) == 0 {
+		t.Fatal("the server got no request")
+	}
+	return f.requests[len(f.requests)-1]
+}
+
+func (f *fakeAPI) requestCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.requests)
+}
+
+func apiError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, fakeRequest{r.Method, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery, string(body), r.Header.Get("Content-Type")})
+	route, arg, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/v0/"), "/")
+	var idBody struct {
+		ID string `json:"id"`
+	}
+	switch r.Method + " " + route {
+	case "GET workloads.list":
+		reply(w, 200, f.workloads)
+	case "GET workloads.instances":
+		if f.findWorkload(arg) < 0 {
+			apiError(w, 404, "workload %q not found", arg)
+			return
+		}
+		var out []InstanceItem
+		for _, it := range f.instances {
+			if it.Value.WorkloadID == arg || it.Value.WorkloadName == arg {
+				out = append(out, it)
+			}
+		}
+		reply(w, 200, out)
+	case "POST workloads.create":
+		wl, err := workload.Parse(body)
+		if err != nil {
+			apiError(w, 400, "%v", err)
+			return
+		}
+		if f.findWorkload(wl.Name) >= 0 {
+			apiError(w, 409, "workload %q already exists", wl.Name)
+			return
+		}
+		f.nextID++
+		it := WorkloadItem{ID: fmt.Sprintf("w-%d", f.nextID), Name: wl.Name, Value: wl}
+		f.workloads = append(f.workloads, it)
+		reply(w, 201, it)
+	case "POST workloads.delete":
+		json.Unmarshal(body, &idBody)
+		i := f.findWorkload(idBody.ID)
+		if i < 0 {
+			apiError(w, 404, "workload %q not found", idBody.ID)
+			return
+		}
+		f.workloads = append(f.workloads[:i], f.workloads[i+1:]...)
+		w.WriteHeader(204)
+	case "GET instances.list":
+		reply(w, 200, f.instances)
+	case "POST instances.create":
+		var req CreateInstancesRequest
+		json.Unmarshal(body, &req)
+		i := f.findWorkload(req.WorkloadID)
+		if i < 0 {
+			apiError(w, 404, "workload %q not found", req.WorkloadID)
+			return
+		}
+		var out []InstanceItem
+		for n := range max(req.Replicas, 1) {
+			name := req.Name
+			if name == "" {
+				name = fmt.Sprintf("%s-abc%02d", f.workloads[i].Name, n)
+			}
+			f.nextID++
+			it := InstanceItem{ID: fmt.Sprintf("i-%d", f.nextID), Name: name, Value: workload.Instance{
+				ID: fmt.Sprintf("i-%d", f.nextID), Name: name, WorkloadID: f.workloads[i].ID,
+				WorkloadName: f.workloads[i].Name, Kind: f.workloads[i].Value.Kind, Status: workload.StatusPending,
+			}}
+			f.instances = append(f.instances, it)
+			out = append(out, it)
+		}
+		reply(w, 201, out)
+	case "GET instances.get":
+		i := f.findInstance(arg)
+		if i < 0 {
+			apiError(w, 404, "instance %q not found", arg)
+			return
+		}
+		reply(w, 200, f.instances[i])
+	case "POST instances.delete":
+		json.Unmarshal(body, &idBody)
+		i := f.findInstance(idBody.ID)
+		if i < 0 {
+			apiError(w, 404, "instance %q not found", idBody.ID)
+			return
+		}
+		f.instances[i].Value.Status = workload.StatusDestroying
+		w.WriteHeader(204)
+	case "GET instances.logs":
+		if f.findInstance(arg) < 0 {
+			apiError(w, 404, "instance %q not found", arg)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, f.logs)
+	case "GET events":
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, it := range f.events {
+			b, _ := json.Marshal(it)
+			fmt.Fprintf(w, ": comment\nevent: node\ndata: {}\n\nevent: instance\ndata: %s\n\n", b)
+		}
+		w.(http.Flusher).Flush()
+		if f.holdEvents {
+			f.mu.Unlock()
+			<-r.Context().Done()
+			f.mu.Lock()
+		}
+	case "GET nodes.list":
+		reply(w, 200, f.nodes)
+	default:
+		apiError(w, 404, "no route %s %s", r.Method, r.URL.Path)
+	}
+}
+
+func (f *fakeAPI) findWorkload(id string) int {
+	for i, it := range f.workloads {
+		if it.ID == id || it.Name == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (f *fakeAPI) findInstance(id string) int {
+	for i, it := range f.instances {
+		if it.ID == id || it.Name == id {
+			return i
+		}
+	}
+	return -1
+}
+
+var testNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)

@@ -1,0 +1,49 @@
+// Package testutil holds helpers shared by rik's tests. Tests that need the
+// host (root, runc, iptables, QEMU) call these: outside CI they skip when
+// something is missing; in CI (CI=true) they fail, so a missing tool never
+// turns into a silently skipped test.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI (CI=true).
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Unavailable skips the test outside CI and fails it in CI.
+func Unavailable(t testing.TB, why string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("required in CI: %s", why)
+	}
+	t.Skipf("skipping: %s", why)
+}
+
+// RequireRoot needs the test to run as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "test needs root")
+	}
+}
+
+// RequireTool needs each named executable on PATH.
+func RequireTool(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			Unavailable(t, n+" not found on PATH")
+		}
+	}
+}
+
+// RequireFile needs the file to exist.
+func RequireFile(t testing.TB, path string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Unavailable(t, path+" missing")
+	}
+}

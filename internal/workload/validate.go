@@ -1,0 +1,392 @@
+package workload
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrInvalid is wrapped by every error saying a definition (or a name, or a
+// kind) is not acceptable. The edges map it to HTTP 400 / InvalidArgument.
+var ErrInvalid = errors.New("invalid workload")
+
+// Limits that keep a definition small; they stop abuse, not real use.
+const (
+	MaxDefinitionBytes = 1 << 20 // what Parse accepts
+	MaxNameLen         = 63      // a DNS label
+	// MaxWorkloadNameLen leaves room for the "-xxxxx" suffix of generated
+	// instance names, which must be DNS labels too.
+	MaxWorkloadNameLen = MaxNameLen - 6
+	MaxContainers      = 16
+	MaxPorts           = 64   // per container, and for a function's exposure
+	MaxEnv             = 256  // per container
+	MaxArgs            = 256  // command + args, per container
+	MaxArgLen          = 4096 // one command or args element, one env value
+	MaxImageLen        = 512
+	MaxURLLen          = 2048
+	MaxKernelArgsLen   = 1024
+	MaxPathLen         = 256
+	MaxReplicas        = 1000
+	MaxCPUMillis       = 1_000_000
+	MaxMemoryMiB       = 16 << 20 // 16 TiB
+	MaxVCPUs           = 32
+	MinFunctionMiB     = 16
+	MaxFunctionMiB     = 65536
+)
+
+// FieldError is one problem, at a field path like spec.containers[0].image.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e FieldError) String() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + ": " + e.Msg
+}
+
+// ValidationError lists every problem found in a definition. It wraps
+// ErrInvalid.
+type ValidationError struct {
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		parts[i] = fe.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+func invalid(field, msg string) *ValidationError {
+	return &ValidationError{Errors: []FieldError{{Field: field, Msg: msg}}}
+}
+
+// ParseKind normalises a kind as users and RIK spell it: "pod", "pods",
+// "Pod", "function", "functions", "Function" (any case).
+func ParseKind(s string) (Kind, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "pod", "pods":
+		return KindPod, nil
+	case "function", "functions":
+		return KindFunction, nil
+	}
+	return "", invalid("kind", fmt.Sprintf("must be pod or function, got %q", truncate(s)))
+}
+
+// KeySegment is the kind as it appears in store keys: "pods" or "function"
+// (RIK's layout). Unknown kinds give "".
+func (k Kind) KeySegment() string {
+	switch k {
+	case KindPod:
+		return "pods"
+	case KindFunction:
+		return "function"
+	}
+	return ""
+}
+
+const dnsLabelMsg = "must be a DNS label (lowercase a-z0-9 and '-', at most 63 chars)"
+
+// ValidName checks that s is a DNS label (RFC 1123): 1-63 chars of a-z, 0-9
+// and '-', starting and ending with a letter or digit. The error is a
+// *ValidationError on field "name".
+func ValidName(s string) error {
+	if !isDNSLabel(s) {
+		return invalid("name", dnsLabelMsg)
+	}
+	return nil
+}
+
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks a defaulted definition and returns a *ValidationError
+// listing every problem, or nil.
+func Validate(w Workload) error {
+	v := &validator{}
+	v.workload(w)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &ValidationError{Errors: v.errs}
+}
+
+type validator struct {
+	errs []FieldError
+}
+
+func (v *validator) add(field, format string, args ...any) {
+	v.errs = append(v.errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) workload(w Workload) {
+	switch w.APIVersion {
+	case "v0", "v1":
+	case "":
+		v.add("apiVersion", "required")
+	default:
+		v.add("apiVersion", "must be v1 (or RIK's v0), got %q", truncate(w.APIVersion))
+	}
+	switch {
+	case !isDNSLabel(w.Name):
+		v.add("name", dnsLabelMsg)
+	case len(w.Name) > MaxWorkloadNameLen:
+		v.add("name", "at most %d chars (instance names add a 6-char suffix)", MaxWorkloadNameLen)
+	}
+	if w.Replicas < 0 || w.Replicas > MaxReplicas {
+		v.add("replicas", "must be between 0 and %d", MaxReplicas)
+	}
+	switch w.RestartPolicy {
+	case RestartNever, RestartOnFailure, RestartAlways:
+	default:
+		v.add("restartPolicy", "must be Never, OnFailure or Always, got %q", truncate(string(w.RestartPolicy)))
+	}
+	switch w.Kind {
+	case KindPod:
+		v.pod(w.Spec)
+	case KindFunction:
+		v.function(w.Spec)
+	case "":
+		v.add("kind", "required (pod or function)")
+	default:
+		v.add("kind", "must be pod or function, got %q", truncate(string(w.Kind)))
+	}
+	v.hostPorts(w)
+}
+
+func (v *validator) pod(s Spec) {
+	if s.Function != nil {
+		v.add("spec.function", "not allowed for a pod")
+	}
+	switch n := len(s.Containers); {
+	case n == 0:
+		v.add("spec.containers", "at least one container required")
+		return
+	case n > MaxContainers:
+		v.add("spec.containers", "at most %d containers", MaxContainers)
+		return
+	}
+	seen := make(map[string]bool)
+	for i, c := range s.Containers {
+		p := fmt.Sprintf("spec.containers[%d]", i)
+		switch {
+		case !isDNSLabel(c.Name):
+			v.add(p+".name", dnsLabelMsg)
+		case seen[c.Name]:
+			v.add(p+".name", "duplicate container name %q", c.Name)
+		}
+		seen[c.Name] = true
+		switch {
+		case c.Image == "":
+			v.add(p+".image", "required")
+		case len(c.Image) > MaxImageLen:
+			v.add(p+".image", "at most %d chars", MaxImageLen)
+		case strings.ContainsFunc(c.Image, isSpaceOrControl):
+			v.add(p+".image", "must not contain spaces or control characters")
+		}
+		if len(c.Command)+len(c.Args) > MaxArgs {
+			v.add(p, "command and args: at most %d elements together", MaxArgs)
+		} else {
+			v.strings(p+".command", c.Command)
+			v.strings(p+".args", c.Args)
+		}
+		v.env(p+".env", c.Env)
+		v.ports(p+".ports", c.Ports)
+		if r := c.Resources; r != nil {
+			if r.CPU < 0 || r.CPU > MaxCPUMillis {
+				v.add(p+".resources.cpu", "must be between 0 and %d millicores", MaxCPUMillis)
+			}
+			if r.Memory < 0 || r.Memory > MaxMemoryMiB {
+				v.add(p+".resources.memory", "must be between 0 and %d MiB", MaxMemoryMiB)
+			}
+		}
+	}
+}
+
+func (v *validator) strings(path string, ss []string) {
+	for i, s := range ss {
+		switch {
+		case len(s) > MaxArgLen:
+			v.add(fmt.Sprintf("%s[%d]", path, i), "at most %d chars", MaxArgLen)
+		case strings.ContainsRune(s, 0):
+			v.add(fmt.Sprintf("%s[%d]", path, i), "must not contain NUL")
+		}
+	}
+}
+
+func (v *validator) env(path string, env []EnvVar) {
+	if len(env) > MaxEnv {
+		v.add(path, "at most %d variables", MaxEnv)
+		return
+	}
+	for i, e := range env {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		switch {
+		case e.Name == "":
+			v.add(p+".name", "required")
+		case len(e.Name) > MaxPathLen:
+			v.add(p+".name", "at most %d chars", MaxPathLen)
+		case strings.ContainsAny(e.Name, "=\x00"):
+			v.add(p+".name", "must not contain '=' or NUL")
+		}
+		switch {
+		case len(e.Value) > MaxArgLen:
+			v.add(p+".value", "at most %d chars", MaxArgLen)
+		case strings.ContainsRune(e.Value, 0):
+			v.add(p+".value", "must not contain NUL")
+		}
+	}
+}
+
+func (v *validator) ports(path string, ports PortList) {
+	if len(ports) > MaxPorts {
+		v.add(path, "at most %d ports", MaxPorts)
+		return
+	}
+	for i, pt := range ports {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if pt.Port < 0 || pt.Port > 65535 {
+			v.add(p+".port", "must be between 1 and 65535 (0: not exposed on the node)")
+		}
+		if pt.TargetPort < 1 || pt.TargetPort > 65535 {
+			v.add(p+".targetPort", "must be between 1 and 65535")
+		}
+		if pt.Protocol != "TCP" && pt.Protocol != "UDP" {
+			v.add(p+".protocol", "must be TCP or UDP, got %q", truncate(pt.Protocol))
+		}
+	}
+}
+
+func (v *validator) function(s Spec) {
+	if len(s.Containers) > 0 {
+		v.add("spec.containers", "not allowed for a function")
+	}
+	f := s.Function
+	if f == nil {
+		v.add("spec.function.execution.rootfs", "required")
+		return
+	}
+	e := f.Execution
+	const p = "spec.function.execution"
+	switch {
+	case e.Rootfs == "":
+		v.add(p+".rootfs", "required")
+	case len(e.Rootfs) > MaxURLLen:
+		v.add(p+".rootfs", "at most %d chars", MaxURLLen)
+	case !validRootfsURL(e.Rootfs):
+		v.add(p+".rootfs", "must be an http://, https:// or file:// URL without spaces")
+	}
+	if e.SHA256 != "" && !isHex64(e.SHA256) {
+		v.add(p+".sha256", "must be 64 hex digits")
+	}
+	if e.VCPUs < 1 || e.VCPUs > MaxVCPUs {
+		v.add(p+".vcpus", "must be between 1 and %d", MaxVCPUs)
+	}
+	if e.Memory < MinFunctionMiB || e.Memory > MaxFunctionMiB {
+		v.add(p+".memory", "must be between %d and %d MiB", MinFunctionMiB, MaxFunctionMiB)
+	}
+	switch {
+	case len(e.KernelArgs) > MaxKernelArgsLen:
+		v.add(p+".kernelArgs", "at most %d chars", MaxKernelArgsLen)
+	case strings.ContainsFunc(e.KernelArgs, isControl):
+		v.add(p+".kernelArgs", "must not contain control characters")
+	}
+	if e.Entrypoint != "" {
+		if len(e.Entrypoint) > MaxPathLen || !strings.HasPrefix(e.Entrypoint, "/") ||
+			strings.ContainsFunc(e.Entrypoint, isSpaceOrControl) {
+			v.add(p+".entrypoint", "must be an absolute path without spaces (at most %d chars)", MaxPathLen)
+		}
+	}
+	v.ports("spec.function.exposure", f.Exposure)
+}
+
+// hostPorts reports a host port (and protocol) used twice in the workload.
+func (v *validator) hostPorts(w Workload) {
+	type key struct {
+		port  int
+		proto string
+	}
+	seen := make(map[key]bool)
+	check := func(path string, ports PortList) {
+		if len(ports) > MaxPorts {
+			return // reported already
+		}
+		for i, p := range ports {
+			if p.Port <= 0 {
+				continue
+			}
+			k := key{p.Port, p.Protocol}
+			if seen[k] {
+				v.add(fmt.Sprintf("%s[%d].port", path, i), "host port %d/%s used twice", p.Port, p.Protocol)
+			}
+			seen[k] = true
+		}
+	}
+	if len(w.Spec.Containers) <= MaxContainers {
+		for i, c := range w.Spec.Containers {
+			check(fmt.Sprintf("spec.containers[%d].ports", i), c.Ports)
+		}
+	}
+	if w.Spec.Function != nil {
+		check("spec.function.exposure", w.Spec.Function.Exposure)
+	}
+}
+
+func validRootfsURL(s string) bool {
+	if strings.ContainsFunc(s, isSpaceOrControl) {
+		return false
+	}
+	for _, scheme := range []string{"http://", "https://", "file://"} {
+		if len(s) > len(scheme) && strings.EqualFold(s[:len(scheme)], scheme) {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func isSpaceOrControl(r rune) bool {
+	return isControl(r) || r == ' ' || r == '\u00a0' || r == '\u2028' || r == '\u2029'
+}
+
+// truncate keeps user input quoted in messages short.
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
