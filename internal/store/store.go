@@ -55,9 +55,13 @@ type Store interface {
 	// List returns every key with the prefix, sorted by key.
 	List(ctx context.Context, prefix string) ([]KV, error)
 	// Watch streams changes to keys with the prefix made after the call,
-	// until ctx is done; the channel is then closed.
+	// in revision order, until ctx is done; the channel is then closed.
+	// A backend may also close it early (a watcher too slow to keep up, an
+	// etcd compaction, Close): a caller whose ctx is still live then
+	// re-lists and re-watches.
 	Watch(ctx context.Context, prefix string) (<-chan Event, error)
-	// Close releases the backend.
+	// Close releases the backend and closes every watch channel. Every
+	// later call returns ErrClosed.
 	Close() error
 }
 
