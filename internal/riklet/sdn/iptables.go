@@ -1,0 +1,94 @@
+package sdn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// iptables is what the Manager needs from the packet filter. The real one
+// execs iptables; tests use a stateful fake.
+type iptables interface {
+	// Restore feeds rules to iptables-restore --noflush: every chain the
+	// input declares is flushed and refilled, in one transaction per table.
+	Restore(ctx context.Context, rules []byte) error
+	// Ensure inserts rule at the top of table/chain unless it is there.
+	Ensure(ctx context.Context, table, chain string, rule ...string) error
+}
+
+// execIptables runs the iptables binaries of one flavour.
+type execIptables struct {
+	Flavour     string // "nft" or "legacy"
+	IptablesBin string // binary for single rules
+	RestoreBin  string // binary for batches
+}
+
+// detectIptables finds which flavour the system's `iptables` is (nf_tables
+// or legacy) and the matching binaries, so rik's rules live where the
+// node's other rules do.
+func detectIptables(ctx context.Context) (*execIptables, error) {
+	out, err := exec.CommandContext(ctx, "iptables", "--version").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("detecting iptables: %w: %s", err, bytes.TrimSpace(out))
+	}
+	flavour := "legacy"
+	if strings.Contains(string(out), "nf_tables") {
+		flavour = "nft"
+	}
+	return newExecIptables(flavour)
+}
+
+// newExecIptables returns a runner for flavour "nft" or "legacy", using
+// iptables-<flavour>[-restore] when installed, plain iptables[-restore]
+// otherwise.
+func newExecIptables(flavour string) (*execIptables, error) {
+	if flavour != "nft" && flavour != "legacy" {
+		return nil, fmt.Errorf("iptables flavour %q: want nft or legacy", flavour)
+	}
+	pick := func(names ...string) (string, error) {
+		for _, n := range names {
+			if p, err := exec.LookPath(n); err == nil {
+				return p, nil
+			}
+		}
+		return "", fmt.Errorf("none of %s found on PATH", strings.Join(names, ", "))
+	}
+	ipt, err := pick("iptables-"+flavour, "iptables")
+	if err != nil {
+		return nil, fmt.Errorf("finding iptables: %w", err)
+	}
+	restore, err := pick("iptables-"+flavour+"-restore", "iptables-restore")
+	if err != nil {
+		return nil, fmt.Errorf("finding iptables-restore: %w", err)
+	}
+	return &execIptables{Flavour: flavour, IptablesBin: ipt, RestoreBin: restore}, nil
+}
+
+func (x *execIptables) Restore(ctx context.Context, rules []byte) error {
+	cmd := exec.CommandContext(ctx, x.RestoreBin, "-w", "5", "--noflush")
+	cmd.Stdin = bytes.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("running %s: %w: %s", x.RestoreBin, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (x *execIptables) Ensure(ctx context.Context, table, chain string, rule ...string) error {
+	check := append([]string{"-w", "5", "-t", table, "-C", chain}, rule...)
+	out, err := exec.CommandContext(ctx, x.IptablesBin, check...).CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 { // 1: no such rule
+		return fmt.Errorf("checking %s %s rule: %w: %s", table, chain, err, bytes.TrimSpace(out))
+	}
+	insert := append([]string{"-w", "5", "-t", table, "-I", chain, "1"}, rule...)
+	if out, err := exec.CommandContext(ctx, x.IptablesBin, insert...).CombinedOutput(); err != nil {
+		return fmt.Errorf("inserting %s %s rule: %w: %s", table, chain, err, bytes.TrimSpace(out))
+	}
+	return nil
+}

@@ -1,0 +1,434 @@
+// Package sdn is the riklet's software-defined network: it gives each
+// Function a /30 and a TAP device, and exposes Function and Pod ports on
+// the node's addresses with DNAT rules in rik's own iptables chains.
+//
+// The desired state (instance id -> address, ports) is kept in a file
+// under <StateDir>/sdn/; rik's chains are rendered from it by a pure
+// function and applied in one iptables-restore --noflush batch, so a
+// change costs the same whatever the number of rules, and a restart
+// rebuilds exactly what the owned instances need.
+package sdn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"sync"
+
+	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
+	"github.com/rik-org/rik/internal/workload"
+	"github.com/vishvananda/netns"
+)
+
+// Defaults of Config.
+var (
+	DefaultFunctionPool = netip.MustParsePrefix("10.62.0.0/16")
+	DefaultPodCIDR      = netip.MustParsePrefix("10.63.0.0/16")
+)
+
+// DefaultPodBridge is the default name of the pod bridge.
+const DefaultPodBridge = "rik0"
+
+// functionBlockBits is the size of a Function's block: a /30 holds the
+// network address, the guest, the TAP and the broadcast address.
+const functionBlockBits = 30
+
+// Config configures the Manager.
+type Config struct {
+	FunctionPool netip.Prefix // default 10.62.0.0/16
+	PodCIDR      netip.Prefix // default 10.63.0.0/16: masquerade egress + forward accept for the pod bridge
+	PodBridge    string       // default "rik0"
+	StateDir     string       // files live under <StateDir>/sdn/
+	Logger       *slog.Logger
+	// Netns, when set, is the path of the network namespace to program
+	// (e.g. /var/run/netns/node) instead of the riklet's own. For tests and
+	// nodes-in-namespaces end-to-end runs.
+	Netns string
+}
+
+// FunctionNet is the network of one Function.
+type FunctionNet struct {
+	Tap     string           // TAP device on the node
+	GuestIP netip.Addr       // first host address of Prefix
+	TapIP   netip.Addr       // second host address: the guest's gateway
+	Prefix  netip.Prefix     // the /30
+	MAC     net.HardwareAddr // guest NIC
+	Ports   []workload.PortMapping
+}
+
+// Manager programs the node's network for rik's instances. It is safe for
+// concurrent use.
+type Manager struct {
+	cfg       Config
+	log       *slog.Logger
+	ipt       iptables
+	host      netHost
+	pool      *ipam.Pool
+	statePath string
+
+	mu sync.Mutex
+	st state // what is programmed (and persisted)
+}
+
+// New returns a Manager for the node and ensures rik's chains (rebuilt from
+// the persisted state), the jumps to them and ip_forward. It is idempotent.
+func New(ctx context.Context, cfg Config) (*Manager, error) {
+	ipt, err := detectIptables(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
+	return newManager(ctx, cfg, ipt, netlinkHost{})
+}
+
+func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*Manager, error) {
+	if !cfg.FunctionPool.IsValid() {
+		cfg.FunctionPool = DefaultFunctionPool
+	}
+	if !cfg.PodCIDR.IsValid() {
+		cfg.PodCIDR = DefaultPodCIDR
+	}
+	if cfg.PodBridge == "" {
+		cfg.PodBridge = DefaultPodBridge
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("starting sdn: StateDir is required")
+	}
+	if !cfg.FunctionPool.Addr().Is4() || !cfg.PodCIDR.Addr().Is4() {
+		return nil, errors.New("starting sdn: FunctionPool and PodCIDR must be IPv4")
+	}
+	if cfg.FunctionPool.Overlaps(cfg.PodCIDR) {
+		return nil, fmt.Errorf("starting sdn: FunctionPool %s overlaps PodCIDR %s", cfg.FunctionPool, cfg.PodCIDR)
+	}
+	dir := filepath.Join(cfg.StateDir, "sdn")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
+	pool, err := ipam.Open(filepath.Join(dir, "leases.json"), cfg.FunctionPool, functionBlockBits)
+	if err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
+	statePath := filepath.Join(dir, "state.json")
+	st, err := loadState(statePath)
+	if err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
+	m := &Manager{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		ipt:       ipt,
+		host:      host,
+		pool:      pool,
+		statePath: statePath,
+		st:        st,
+	}
+	if err := m.ensureBase(ctx); err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
+	return m, nil
+}
+
+// ensureBase enables forwarding, writes rik's chains from the current state
+// and makes sure the jumps to them exist.
+func (m *Manager) ensureBase(ctx context.Context) error {
+	return m.inNetns(func() error {
+		if err := m.host.SetSysctl(ctx, "net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+		if err := m.ipt.Restore(ctx, render(m.ruleConfig(), m.st)); err != nil {
+			return fmt.Errorf("writing rik chains: %w", err)
+		}
+		for _, j := range jumps {
+			if err := m.ipt.Ensure(ctx, j.Table, j.Chain, j.Rule...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (m *Manager) ruleConfig() ruleConfig {
+	return ruleConfig{FunctionPool: m.cfg.FunctionPool, PodCIDR: m.cfg.PodCIDR, PodBridge: m.cfg.PodBridge}
+}
+
+// SetupFunction leases a /30 for Function id, creates its TAP (up, with the
+// TAP address) and exposes its ports. It is all or nothing: on error,
+// what it created is removed. Calling it again for id returns the same
+// network (and applies a change of ports).
+func (m *Manager) SetupFunction(ctx context.Context, id string, ports []workload.PortMapping) (FunctionNet, error) {
+	if err := checkID(id); err != nil {
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
+	}
+	ports, err := normalizePorts(ports)
+	if err != nil {
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.st[id]; ok && e.Kind != workload.KindFunction {
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: it is exposed as a %s: %w", id, e.Kind, ErrInvalid)
+	}
+	if err := m.st.conflict(id, ports); err != nil {
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
+	}
+
+	_, hadLease := m.pool.Lookup(id)
+	block, err := m.pool.Allocate(id)
+	if err != nil {
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
+	}
+	n := FunctionNet{
+		Tap:     TapName(id),
+		GuestIP: block.Addr().Next(),
+		Prefix:  block,
+		MAC:     GuestMAC(id),
+		Ports:   ports,
+	}
+	n.TapIP = n.GuestIP.Next()
+
+	created := false
+	fail := func(err error) (FunctionNet, error) {
+		if created {
+			if derr := m.inNetns(func() error { return m.host.DelLink(ctx, n.Tap) }); derr != nil {
+				m.log.Warn("rolling back tap", "id", id, "tap", n.Tap, "err", derr)
+			}
+		}
+		if !hadLease {
+			if rerr := m.pool.Release(id); rerr != nil {
+				m.log.Warn("rolling back lease", "id", id, "err", rerr)
+			}
+		}
+		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
+	}
+	err = m.inNetns(func() error {
+		var err error
+		created, err = m.host.AddTap(ctx, n.Tap, netip.PrefixFrom(n.TapIP, block.Bits()))
+		if err != nil {
+			return err
+		}
+		// Lets the node reach the guest from 127.0.0.1 (DNAT in OUTPUT).
+		return m.host.SetSysctl(ctx, "net/ipv4/conf/"+n.Tap+"/route_localnet", "1")
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := m.commitEntry(ctx, id, entry{Kind: workload.KindFunction, IP: n.GuestIP, Ports: ports}); err != nil {
+		return fail(err)
+	}
+	if created {
+		m.log.Info("function network set up", "id", id, "tap", n.Tap, "guest", n.GuestIP, "ports", len(ports))
+	}
+	return n, nil
+}
+
+// TeardownFunction removes Function id's rules, TAP and lease. Tearing
+// down an unknown id is not an error.
+func (m *Manager) TeardownFunction(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	if e, ok := m.st[id]; ok && e.Kind == workload.KindFunction {
+		next := m.st.clone()
+		delete(next, id)
+		errs = append(errs, m.commit(ctx, next))
+	}
+	if err := m.inNetns(func() error { return m.host.DelLink(ctx, TapName(id)) }); err != nil {
+		// Keep the lease: its address is still on the TAP. Reconcile retries.
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, m.pool.Release(id))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tearing down network of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Expose forwards the node's ports to a pod at ip. It replaces what was
+// exposed for id before; no ports means Unexpose. A port exposed by
+// another instance is refused with an error wrapping ErrPortConflict.
+func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("exposing %s: %w", id, err)
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return fmt.Errorf("exposing %s: address %s: want IPv4: %w", id, ip, ErrInvalid)
+	}
+	ports, err := normalizePorts(ports)
+	if err != nil {
+		return fmt.Errorf("exposing %s: %w", id, err)
+	}
+	if len(ports) == 0 {
+		return m.Unexpose(ctx, id)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.st[id]; ok && e.Kind != workload.KindPod {
+		return fmt.Errorf("exposing %s: it is a %s: %w", id, e.Kind, ErrInvalid)
+	}
+	if err := m.st.conflict(id, ports); err != nil {
+		return fmt.Errorf("exposing %s: %w", id, err)
+	}
+	// Lets the node reach pods from 127.0.0.1; the bridge may not exist yet.
+	err = m.inNetns(func() error {
+		return m.host.SetSysctl(ctx, "net/ipv4/conf/"+m.cfg.PodBridge+"/route_localnet", "1")
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("enabling route_localnet on pod bridge", "bridge", m.cfg.PodBridge, "err", err)
+	}
+	if err := m.commitEntry(ctx, id, entry{Kind: workload.KindPod, IP: ip, Ports: ports}); err != nil {
+		return fmt.Errorf("exposing %s: %w", id, err)
+	}
+	return nil
+}
+
+// Unexpose removes the ports of pod id. An unknown id is not an error.
+func (m *Manager) Unexpose(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.st[id]
+	if !ok || e.Kind != workload.KindPod {
+		return nil
+	}
+	next := m.st.clone()
+	delete(next, id)
+	if err := m.commit(ctx, next); err != nil {
+		return fmt.Errorf("unexposing %s: %w", id, err)
+	}
+	return nil
+}
+
+// Reconcile is called at riklet start with the ids of the instances this
+// node still owns. It forgets the rules and releases the leases of every
+// other id, deletes rik TAPs that no owned instance needs, and rebuilds
+// rik's chains and jumps from what remains.
+func (m *Manager) Reconcile(ctx context.Context, owned []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keep := make(map[string]bool, len(owned))
+	taps := make(map[string]bool, len(owned))
+	for _, id := range owned {
+		keep[id] = true
+		taps[TapName(id)] = true
+	}
+	var errs []error
+
+	next := m.st.clone()
+	for id := range next {
+		if !keep[id] {
+			m.log.Info("removing rules of an instance not owned", "id", id)
+			delete(next, id)
+		}
+	}
+	if err := saveState(m.statePath, next); err != nil {
+		return fmt.Errorf("reconciling network: %w", err)
+	}
+	m.st = next
+	for _, id := range m.pool.Owners() {
+		if !keep[id] {
+			m.log.Info("releasing lease of an instance not owned", "id", id)
+			errs = append(errs, m.pool.Release(id))
+		}
+	}
+	errs = append(errs, m.inNetns(func() error {
+		found, err := m.host.Taps(ctx)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, tap := range found {
+			if !taps[tap] {
+				m.log.Info("deleting tap of an instance not owned", "tap", tap)
+				errs = append(errs, m.host.DelLink(ctx, tap))
+			}
+		}
+		return errors.Join(errs...)
+	}))
+	errs = append(errs, m.ensureBase(ctx))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconciling network: %w", err)
+	}
+	return nil
+}
+
+// Lookup returns the network of Function id, if it is set up.
+func (m *Manager) Lookup(id string) (FunctionNet, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.st[id]
+	block, leased := m.pool.Lookup(id)
+	if !ok || !leased || e.Kind != workload.KindFunction {
+		return FunctionNet{}, false
+	}
+	return FunctionNet{
+		Tap: TapName(id), GuestIP: e.IP, TapIP: e.IP.Next(), Prefix: block,
+		MAC: GuestMAC(id), Ports: e.Ports,
+	}, true
+}
+
+// commitEntry sets id's entry, unless it is already what is programmed.
+// The caller holds m.mu.
+func (m *Manager) commitEntry(ctx context.Context, id string, e entry) error {
+	if cur, ok := m.st[id]; ok && reflect.DeepEqual(cur, e) {
+		return nil
+	}
+	next := m.st.clone()
+	next[id] = e
+	return m.commit(ctx, next)
+}
+
+// commit persists next and programs rik's chains from it, in one batch.
+// On failure the previous state is restored. The caller holds m.mu.
+func (m *Manager) commit(ctx context.Context, next state) error {
+	if err := saveState(m.statePath, next); err != nil {
+		return err
+	}
+	err := m.inNetns(func() error { return m.ipt.Restore(ctx, render(m.ruleConfig(), next)) })
+	if err != nil {
+		if serr := saveState(m.statePath, m.st); serr != nil {
+			m.log.Error("restoring sdn state after a failed apply", "err", serr)
+		}
+		// One table may have been committed before the other failed.
+		if rerr := m.inNetns(func() error { return m.ipt.Restore(ctx, render(m.ruleConfig(), m.st)) }); rerr != nil {
+			m.log.Error("restoring rik chains after a failed apply", "err", rerr)
+		}
+		return fmt.Errorf("writing rik chains: %w", err)
+	}
+	m.st = next
+	return nil
+}
+
+// inNetns runs fn in the configured network namespace: on a thread of its
+// own that enters the namespace and dies afterwards, so that nothing else
+// ever runs there by accident. Without Config.Netns fn runs in place.
+func (m *Manager) inNetns(fn func() error) error {
+	if m.cfg.Netns == "" {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		h, err := netns.GetFromPath(m.cfg.Netns)
+		if err != nil {
+			errc <- fmt.Errorf("opening netns %s: %w", m.cfg.Netns, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("entering netns %s: %w", m.cfg.Netns, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}

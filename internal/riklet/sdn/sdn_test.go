@@ -1,0 +1,703 @@
+package sdn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+func TestTapName(t *testing.T) {
+	ids := []string{"3f0c6f5e-8a3b-4a51-9d0f-5f2b7c1e2d44", "a", "b", strings.Repeat("x", 128)}
+	seen := map[string]string{}
+	for _, id := range ids {
+		name := TapName(id)
+		if len(name) > 15 {
+			t.Errorf("TapName(%q) = %q: longer than 15", id, name)
+		}
+		if !IsTapName(name) {
+			t.Errorf("IsTapName(TapName(%q)) = false", id)
+		}
+		if TapName(id) != name {
+			t.Errorf("TapName(%q) not deterministic", id)
+		}
+		if other, dup := seen[name]; dup {
+			t.Errorf("ids %q and %q share tap %s", id, other, name)
+		}
+		seen[name] = id
+	}
+	for _, name := range []string{"rik0", "rik", "eth0", "rik0123456789a", "rikABCDEF0123", "xrik0123456789"} {
+		if IsTapName(name) {
+			t.Errorf("IsTapName(%q) = true, want false", name)
+		}
+	}
+}
+
+func TestGuestMAC(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 1000 {
+		id := fmt.Sprintf("instance-%d", i)
+		mac := GuestMAC(id)
+		if len(mac) != 6 {
+			t.Fatalf("GuestMAC(%q) = %s: want 6 bytes", id, mac)
+		}
+		if mac[0]&0x02 == 0 {
+			t.Errorf("GuestMAC(%q) = %s: not locally administered", id, mac)
+		}
+		if mac[0]&0x01 != 0 {
+			t.Errorf("GuestMAC(%q) = %s: multicast", id, mac)
+		}
+		if GuestMAC(id).String() != mac.String() {
+			t.Errorf("GuestMAC(%q) not deterministic", id)
+		}
+		if seen[mac.String()] {
+			t.Errorf("GuestMAC(%q) = %s: duplicate", id, mac)
+		}
+		seen[mac.String()] = true
+	}
+}
+
+func TestNormalizePorts(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []workload.PortMapping
+		want    []workload.PortMapping
+		wantErr error
+	}{
+		{name: "empty", in: nil, want: []workload.PortMapping{}},
+		{
+			name: "defaults and order",
+			in:   []workload.PortMapping{{Port: 9000, TargetPort: 80}, {Port: 53, Protocol: "udp"}, {Port: 443}},
+			want: []workload.PortMapping{
+				{Port: 443, TargetPort: 443, Protocol: "TCP"},
+				{Port: 9000, TargetPort: 80, Protocol: "TCP"},
+				{Port: 53, TargetPort: 53, Protocol: "UDP"},
+			},
+		},
+		{name: "not exposed dropped", in: []workload.PortMapping{{Port: 0, TargetPort: 80}}, want: []workload.PortMapping{}},
+		{name: "same port tcp and udp", in: []workload.PortMapping{{Port: 53}, {Port: 53, Protocol: "UDP"}},
+			want: []workload.PortMapping{{Port: 53, TargetPort: 53, Protocol: "TCP"}, {Port: 53, TargetPort: 53, Protocol: "UDP"}}},
+		{name: "port too big", in: []workload.PortMapping{{Port: 70000}}, wantErr: ErrInvalid},
+		{name: "negative port", in: []workload.PortMapping{{Port: -1}}, wantErr: ErrInvalid},
+		{name: "target too big", in: []workload.PortMapping{{Port: 80, TargetPort: 65536}}, wantErr: ErrInvalid},
+		{name: "bad protocol", in: []workload.PortMapping{{Port: 80, Protocol: "sctp"}}, wantErr: ErrInvalid},
+		{name: "twice", in: []workload.PortMapping{{Port: 80, TargetPort: 1}, {Port: 80, TargetPort: 2}}, wantErr: ErrPortConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := normalizePorts(tt.in)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); tt.wantErr == nil && diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConflict(t *testing.T) {
+	st := state{
+		"fn-a":  {Kind: workload.KindFunction, IP: netip.MustParseAddr("10.62.0.1"), Ports: []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}}},
+		"pod-b": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.5"), Ports: []workload.PortMapping{{Port: 53, TargetPort: 53, Protocol: "UDP"}}},
+	}
+	tests := []struct {
+		id    string
+		ports []workload.PortMapping
+		owner string // "" = no conflict
+	}{
+		{"fn-c", []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}}, "fn-a"},
+		{"fn-c", []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "UDP"}}, ""},
+		{"fn-c", []workload.PortMapping{{Port: 53, TargetPort: 53, Protocol: "UDP"}}, "pod-b"},
+		{"fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 81, Protocol: "TCP"}}, ""}, // its own port
+		{"fn-c", []workload.PortMapping{{Port: 8081, TargetPort: 80, Protocol: "TCP"}}, ""},
+	}
+	for _, tt := range tests {
+		err := st.conflict(tt.id, tt.ports)
+		if tt.owner == "" {
+			if err != nil {
+				t.Errorf("conflict(%s, %v) = %v, want nil", tt.id, tt.ports, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), tt.owner) ||
+			!strings.Contains(err.Error(), fmt.Sprint(tt.ports[0].Port)) {
+			t.Errorf("conflict(%s, %v) = %v, want ErrPortConflict naming port and %s", tt.id, tt.ports, err, tt.owner)
+		}
+	}
+}
+
+var testRuleConfig = ruleConfig{
+	FunctionPool: netip.MustParsePrefix("10.62.0.0/16"),
+	PodCIDR:      netip.MustParsePrefix("10.63.0.0/16"),
+	PodBridge:    "cni0",
+}
+
+func TestRender(t *testing.T) {
+	base := func(dnat string) string {
+		return "*nat\n" +
+			":RIKLET - [0:0]\n:RIKLET-POSTROUTING - [0:0]\n" + dnat +
+			"-A RIKLET-POSTROUTING -s 10.62.0.0/16 ! -d 10.62.0.0/16 -j MASQUERADE\n" +
+			"-A RIKLET-POSTROUTING -s 10.63.0.0/16 ! -d 10.63.0.0/16 -j MASQUERADE\n" +
+			"-A RIKLET-POSTROUTING -s 127.0.0.0/8 -o rik+ -j MASQUERADE\n" +
+			"-A RIKLET-POSTROUTING -s 127.0.0.0/8 -o cni0 -j MASQUERADE\n" +
+			"COMMIT\n" +
+			"*filter\n" +
+			":RIKLET-FORWARD - [0:0]\n:RIKLET-INPUT - [0:0]\n" +
+			"-A RIKLET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n" +
+			"-A RIKLET-FORWARD -i rik+ -j ACCEPT\n-A RIKLET-FORWARD -o rik+ -j ACCEPT\n" +
+			"-A RIKLET-FORWARD -i cni0 -j ACCEPT\n-A RIKLET-FORWARD -o cni0 -j ACCEPT\n" +
+			"-A RIKLET-INPUT -i rik+ -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n" +
+			"-A RIKLET-INPUT -i cni0 -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n" +
+			"COMMIT\n"
+	}
+	tests := []struct {
+		name string
+		st   state
+		want string
+	}{
+		{name: "empty", st: state{}, want: base("")},
+		{
+			name: "function and pod, sorted by protocol and port",
+			st: state{
+				"fn-a": {Kind: workload.KindFunction, IP: netip.MustParseAddr("10.62.0.1"), Ports: []workload.PortMapping{
+					{Port: 8080, TargetPort: 80, Protocol: "TCP"}, {Port: 5353, TargetPort: 53, Protocol: "UDP"}}},
+				"pod-b": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.5"), Ports: []workload.PortMapping{
+					{Port: 443, TargetPort: 8443, Protocol: "TCP"}}},
+				"pod-c": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.6")}, // nothing exposed
+			},
+			want: base(
+				"-A RIKLET -p tcp -m tcp --dport 443 -m comment --comment \"rik:pod-b\" -j DNAT --to-destination 10.63.0.5:8443\n" +
+					"-A RIKLET -p tcp -m tcp --dport 8080 -m comment --comment \"rik:fn-a\" -j DNAT --to-destination 10.62.0.1:80\n" +
+					"-A RIKLET -p udp -m udp --dport 5353 -m comment --comment \"rik:fn-a\" -j DNAT --to-destination 10.62.0.1:53\n"),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(render(testRuleConfig, tt.st))
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			for range 20 { // map order must not leak into the text
+				if again := string(render(testRuleConfig, tt.st.clone())); again != got {
+					t.Fatalf("render is not deterministic")
+				}
+			}
+		})
+	}
+}
+
+func TestRenderBridgeCoveredByTapPattern(t *testing.T) {
+	cfg := testRuleConfig
+	cfg.PodBridge = "rik0"
+	got := string(render(cfg, state{}))
+	if strings.Contains(got, "rik0") {
+		t.Errorf("rules name rik0 although rik+ covers it:\n%s", got)
+	}
+}
+
+// newTestManager returns a Manager over fakes, in a fresh state dir.
+func newTestManager(t *testing.T) (*Manager, *fakeIptables, *fakeHost, Config) {
+	t.Helper()
+	cfg := Config{StateDir: t.TempDir()}
+	ipt, host := newFakeIptables(), newFakeHost()
+	m, err := newManager(context.Background(), cfg, ipt, host)
+	if err != nil {
+		t.Fatalf("newManager: %v", err)
+	}
+	return m, ipt, host, cfg
+}
+
+func dnatRules(ipt *fakeIptables) []string { return ipt.chain("nat", chainDNAT) }
+
+func TestNewEnsuresChainsAndJumpsOnce(t *testing.T) {
+	m, ipt, host, cfg := newTestManager(t)
+	_ = m
+	for range 2 { // a second start changes nothing
+		if _, err := newManager(context.Background(), cfg, ipt, host); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]string{
+		"nat/PREROUTING":     {"-m addrtype --dst-type LOCAL -m comment --comment rik -j RIKLET", "-m addrtype --dst-type LOCAL -j DOCKER"},
+		"nat/OUTPUT":         {"-m addrtype --dst-type LOCAL -m comment --comment rik -j RIKLET"},
+		"nat/POSTROUTING":    {"-m comment --comment rik -j RIKLET-POSTROUTING", "-s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"},
+		"nat/DOCKER":         {"-i docker0 -j RETURN"},
+		"filter/FORWARD":     {"-m comment --comment rik -j RIKLET-FORWARD", "-j DOCKER-USER"},
+		"filter/INPUT":       {"-m comment --comment rik -j RIKLET-INPUT", "-j ACCEPT"},
+		"filter/DOCKER-USER": {"-j RETURN"},
+	}
+	for tc, rules := range want {
+		table, chain, _ := strings.Cut(tc, "/")
+		if diff := cmp.Diff(rules, ipt.chain(table, chain)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc, diff)
+		}
+	}
+	if n := len(ipt.chain("nat", chainPost)); n != 3 {
+		t.Errorf("%s has %d rules, want 3", chainPost, n)
+	}
+	if got := host.sysctl("net/ipv4/ip_forward"); got != "1" {
+		t.Errorf("ip_forward = %q, want 1", got)
+	}
+}
+
+// cmpNet lets cmp compare netip values.
+var cmpNet = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
+
+func TestSetupFunction(t *testing.T) {
+	m, ipt, host, _ := newTestManager(t)
+	ctx := context.Background()
+	ports := []workload.PortMapping{{Port: 8080, TargetPort: 80}}
+	n, err := m.SetupFunction(ctx, "fn-a", ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := FunctionNet{
+		Tap:     TapName("fn-a"),
+		GuestIP: netip.MustParseAddr("10.62.0.1"),
+		TapIP:   netip.MustParseAddr("10.62.0.2"),
+		Prefix:  netip.MustParsePrefix("10.62.0.0/30"),
+		MAC:     GuestMAC("fn-a"),
+		Ports:   []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}},
+	}
+	if diff := cmp.Diff(want, n, cmpNet); diff != "" {
+		t.Errorf("FunctionNet (-want +got):\n%s", diff)
+	}
+	l, ok := host.link(n.Tap)
+	if !ok || !l.tap || !l.up || l.addr != netip.MustParsePrefix("10.62.0.2/30") {
+		t.Errorf("tap %s = %+v, %v; want an up tap with 10.62.0.2/30", n.Tap, l, ok)
+	}
+	if got := host.sysctl("net/ipv4/conf/" + n.Tap + "/route_localnet"); got != "1" {
+		t.Errorf("route_localnet on tap = %q, want 1", got)
+	}
+	wantRules := []string{`-p tcp -m tcp --dport 8080 -m comment --comment "rik:fn-a" -j DNAT --to-destination 10.62.0.1:80`}
+	if diff := cmp.Diff(wantRules, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET (-want +got):\n%s", diff)
+	}
+
+	// Idempotent: same answer, nothing reprogrammed.
+	restores := ipt.restoreCount()
+	again, err := m.SetupFunction(ctx, "fn-a", ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(n, again, cmpNet); diff != "" {
+		t.Errorf("second SetupFunction (-first +second):\n%s", diff)
+	}
+	if ipt.restoreCount() != restores {
+		t.Errorf("second SetupFunction reprogrammed iptables")
+	}
+	if got, ok := m.Lookup("fn-a"); !ok || !cmp.Equal(got, n, cmpNet) {
+		t.Errorf("Lookup = %+v, %v", got, ok)
+	}
+
+	// A second function gets the next /30.
+	n2, err := m.SetupFunction(ctx, "fn-b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n2.Prefix != netip.MustParsePrefix("10.62.0.4/30") || n2.GuestIP != netip.MustParseAddr("10.62.0.5") {
+		t.Errorf("second function got %s guest %s", n2.Prefix, n2.GuestIP)
+	}
+}
+
+func TestSetupFunctionRejectsBadInput(t *testing.T) {
+	m, _, host, _ := newTestManager(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		id    string
+		ports []workload.PortMapping
+	}{
+		{"", nil},
+		{"a b", nil},
+		{`x"; -j ACCEPT`, nil},
+		{"fn", []workload.PortMapping{{Port: 99999}}},
+	} {
+		if _, err := m.SetupFunction(ctx, tc.id, tc.ports); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetupFunction(%q, %v) = %v, want ErrInvalid", tc.id, tc.ports, err)
+		}
+	}
+	if taps, _ := host.Taps(ctx); len(taps) != 0 {
+		t.Errorf("rejected setups left taps %v", taps)
+	}
+	if o := m.pool.Owners(); len(o) != 0 {
+		t.Errorf("rejected setups left leases %v", o)
+	}
+}
+
+func TestPortConflicts(t *testing.T) {
+	m, ipt, host, _ := newTestManager(t)
+	ctx := context.Background()
+	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+		t.Fatal(err)
+	}
+	before := dnatRules(ipt)
+
+	_, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}})
+	if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "8080") || !strings.Contains(err.Error(), "fn-a") {
+		t.Errorf("function on a taken port: err = %v, want ErrPortConflict naming 8080 and fn-a", err)
+	}
+	if _, ok := host.link(TapName("fn-b")); ok {
+		t.Errorf("refused function left its tap")
+	}
+	if _, ok := m.pool.Lookup("fn-b"); ok {
+		t.Errorf("refused function left its lease")
+	}
+
+	err = m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 9000}, {Port: 8080}})
+	if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "fn-a") {
+		t.Errorf("pod on a taken port: err = %v, want ErrPortConflict naming fn-a", err)
+	}
+	if diff := cmp.Diff(before, dnatRules(ipt)); diff != "" {
+		t.Errorf("refused requests changed RIKLET (-before +after):\n%s", diff)
+	}
+
+	// UDP 8080 is another port.
+	if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 8080, Protocol: "UDP"}}); err != nil {
+		t.Errorf("udp 8080 next to tcp 8080: %v", err)
+	}
+	// Once fn-a is gone its port is free.
+	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+		t.Errorf("port freed by teardown: %v", err)
+	}
+}
+
+func TestSetupFunctionRollsBack(t *testing.T) {
+	m, ipt, host, cfg := newTestManager(t)
+	ctx := context.Background()
+	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	before := dnatRules(ipt)
+
+	ipt.failRestore = errors.New("iptables-restore: boom")
+	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}}); err == nil {
+		t.Fatal("SetupFunction with a failing iptables: want error")
+	}
+	ipt.failRestore = nil
+	if _, ok := host.link(TapName("fn-b")); ok {
+		t.Errorf("failed setup left its tap")
+	}
+	if _, ok := m.pool.Lookup("fn-b"); ok {
+		t.Errorf("failed setup left its lease")
+	}
+	if diff := cmp.Diff(before, dnatRules(ipt)); diff != "" {
+		t.Errorf("failed setup changed RIKLET (-before +after):\n%s", diff)
+	}
+
+	host.failAdd = errors.New("netlink: boom")
+	if _, err := m.SetupFunction(ctx, "fn-c", nil); err == nil {
+		t.Fatal("SetupFunction with a failing netlink: want error")
+	}
+	host.failAdd = nil
+	if _, ok := m.pool.Lookup("fn-c"); ok {
+		t.Errorf("failed setup left its lease")
+	}
+
+	// The persisted state did not keep the failed setups either.
+	m2, err := newManager(ctx, cfg, newFakeIptables(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m2.st["fn-b"]; ok {
+		t.Errorf("failed setup persisted")
+	}
+	if _, ok := m2.st["fn-a"]; !ok {
+		t.Errorf("fn-a lost from the persisted state")
+	}
+	// A retry after the failure gets a fresh, working network.
+	n, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Prefix != netip.MustParsePrefix("10.62.0.4/30") {
+		t.Errorf("retry got %s, want the block the failure released", n.Prefix)
+	}
+}
+
+func TestTeardownRemovesExactlyTheInstance(t *testing.T) {
+	m, ipt, host, _ := newTestManager(t)
+	ctx := context.Background()
+	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}, {Port: 8081, TargetPort: 81}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090, TargetPort: 90}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.7"), []workload.PortMapping{{Port: 7070}}); err != nil {
+		t.Fatal(err)
+	}
+	// A pod id given to TeardownFunction removes nothing of the pod.
+	if err := m.TeardownFunction(ctx, "pod-c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`-p tcp -m tcp --dport 7070 -m comment --comment "rik:pod-c" -j DNAT --to-destination 10.63.0.7:7070`,
+		`-p tcp -m tcp --dport 9090 -m comment --comment "rik:fn-b" -j DNAT --to-destination 10.62.0.5:90`,
+	}
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET after teardown (-want +got):\n%s", diff)
+	}
+	if _, ok := host.link(TapName("fn-a")); ok {
+		t.Errorf("tap of fn-a still there")
+	}
+	if _, ok := host.link(TapName("fn-b")); !ok {
+		t.Errorf("tap of fn-b removed")
+	}
+	if diff := cmp.Diff([]string{"fn-b"}, m.pool.Owners()); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+		t.Errorf("second teardown: %v", err)
+	}
+	if err := m.TeardownFunction(ctx, "never-seen"); err != nil {
+		t.Errorf("teardown of an unknown id: %v", err)
+	}
+
+	if err := m.Unexpose(ctx, "fn-b"); err != nil { // a function id: nothing to do
+		t.Fatal(err)
+	}
+	if err := m.Unexpose(ctx, "pod-c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unexpose(ctx, "pod-c"); err != nil {
+		t.Errorf("second Unexpose: %v", err)
+	}
+	want = want[1:]
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET after unexpose (-want +got):\n%s", diff)
+	}
+}
+
+func TestExpose(t *testing.T) {
+	m, ipt, host, _ := newTestManager(t)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("10.63.0.9")
+	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := host.sysctl("net/ipv4/conf/rik0/route_localnet"); got != "1" {
+		t.Errorf("route_localnet on the pod bridge = %q, want 1", got)
+	}
+	restores := ipt.restoreCount()
+	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ipt.restoreCount() != restores {
+		t.Errorf("exposing the same ports again reprogrammed iptables")
+	}
+	// New ports replace the old ones.
+	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8443, TargetPort: 443}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`-p tcp -m tcp --dport 8443 -m comment --comment "rik:pod-a" -j DNAT --to-destination 10.63.0.9:443`}
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET (-want +got):\n%s", diff)
+	}
+	// No ports: nothing exposed.
+	if err := m.Expose(ctx, "pod-a", ip, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := dnatRules(ipt); len(got) != 0 {
+		t.Errorf("RIKLET after exposing nothing: %v", got)
+	}
+	for _, bad := range []netip.Addr{{}, netip.MustParseAddr("fd00::1")} {
+		if err := m.Expose(ctx, "pod-a", bad, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Expose to %v: err = %v, want ErrInvalid", bad, err)
+		}
+	}
+	if _, err := m.SetupFunction(ctx, "fn", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Expose(ctx, "fn", ip, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Expose of a function id: err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	m, ipt, host, cfg := newTestManager(t)
+	ctx := context.Background()
+	for i, id := range []string{"fn-keep", "fn-gone"} {
+		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Expose(ctx, "pod-keep", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Expose(ctx, "pod-gone", netip.MustParseAddr("10.63.0.3"), []workload.PortMapping{{Port: 7001}}); err != nil {
+		t.Fatal(err)
+	}
+	// An orphan TAP and lease from a crash before the state was written.
+	host.links[TapName("crashed")] = fakeLink{tap: true}
+	if _, err := m.pool.Allocate("crashed"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The riklet restarts: the node rebooted, so the chains are empty.
+	ipt = newFakeIptables()
+	m2, err := newManager(ctx, cfg, ipt, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`-p tcp -m tcp --dport 7000 -m comment --comment "rik:pod-keep" -j DNAT --to-destination 10.63.0.2:7000`,
+		`-p tcp -m tcp --dport 8007 -m comment --comment "rik:fn-keep" -j DNAT --to-destination 10.62.0.1:8007`,
+	}
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET after reconcile (-want +got):\n%s", diff)
+	}
+	taps, _ := host.Taps(ctx)
+	if diff := cmp.Diff([]string{TapName("fn-keep")}, taps); diff != "" {
+		t.Errorf("taps (-want +got):\n%s", diff)
+	}
+	if _, ok := host.link("rik0"); !ok {
+		t.Errorf("reconcile deleted the pod bridge")
+	}
+	if diff := cmp.Diff([]string{"fn-keep"}, m2.pool.Owners()); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+	if !slices.Contains(ipt.chain("nat", "PREROUTING"), "-m addrtype --dst-type LOCAL -m comment --comment rik -j RIKLET") {
+		t.Errorf("jump to RIKLET missing after reconcile")
+	}
+
+	// Reconciling the same state again changes nothing.
+	before := render(m2.ruleConfig(), m2.st)
+	if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(before), string(render(m2.ruleConfig(), m2.st))); diff != "" {
+		t.Errorf("second reconcile changed the rules:\n%s", diff)
+	}
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET after second reconcile (-want +got):\n%s", diff)
+	}
+}
+
+// RIK leaked a /30 per Function and ran dry after 64; rik must not.
+func TestFunctionsNeverRunDry(t *testing.T) {
+	cfg := Config{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.62.0.0/24")} // 64 blocks
+	ipt, host := newFakeIptables(), newFakeHost()
+	m, err := newManager(context.Background(), cfg, ipt, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 200 {
+		id := fmt.Sprintf("fn-%d", i)
+		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 10000 + i%5}}); err != nil {
+			t.Fatalf("setup %d: %v", i, err)
+		}
+		if err := m.TeardownFunction(ctx, id); err != nil {
+			t.Fatalf("teardown %d: %v", i, err)
+		}
+	}
+	if taps, _ := host.Taps(ctx); len(taps) != 0 {
+		t.Errorf("taps left: %v", taps)
+	}
+	if got := dnatRules(ipt); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+}
+
+// One change is one batch, whatever the number of rules already there.
+func TestOneChangeOneBatch(t *testing.T) {
+	m, ipt, _, _ := newTestManager(t)
+	ctx := context.Background()
+	m.mu.Lock()
+	next := state{}
+	for i := range 1000 {
+		next[fmt.Sprintf("pod-%d", i)] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.2"),
+			Ports: []workload.PortMapping{{Port: 20000 + i, TargetPort: 80, Protocol: "TCP"}}}
+	}
+	err := m.commit(ctx, next)
+	m.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := ipt.restoreCount()
+	if _, err := m.SetupFunction(ctx, "fn", []workload.PortMapping{{Port: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ipt.restoreCount() - before; n != 1 {
+		t.Errorf("adding one function with 1000 rules present took %d iptables-restore runs, want 1", n)
+	}
+	if n := len(dnatRules(ipt)); n != 1001 {
+		t.Errorf("RIKLET has %d rules, want 1001", n)
+	}
+}
+
+func TestStateFileDropsGarbage(t *testing.T) {
+	m, _, host, cfg := newTestManager(t)
+	ctx := context.Background()
+	if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := loadState(m.statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st["bad id"] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.3")}
+	st["bad-port"] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.4"), Ports: []workload.PortMapping{{Port: -5}}}
+	if err := saveState(m.statePath, st); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := newManager(ctx, cfg, newFakeIptables(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m2.st["pod-a"]; !ok || len(m2.st) != 1 {
+		t.Errorf("state after reload = %v, want only pod-a", m2.st)
+	}
+}
+
+func TestTeardownKeepsLeaseWhileTapRemains(t *testing.T) {
+	m, _, host, _ := newTestManager(t)
+	ctx := context.Background()
+	if _, err := m.SetupFunction(ctx, "fn-a", nil); err != nil {
+		t.Fatal(err)
+	}
+	host.failDel = errors.New("netlink: busy")
+	if err := m.TeardownFunction(ctx, "fn-a"); err == nil {
+		t.Fatal("teardown with a failing link delete: want error")
+	}
+	if _, ok := m.pool.Lookup("fn-a"); !ok {
+		t.Errorf("lease released while its address is still on the tap")
+	}
+	host.failDel = nil
+	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.pool.Lookup("fn-a"); ok {
+		t.Errorf("lease kept after a successful teardown")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{}, // no StateDir
+		{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.0.0.0/8")}, // overlaps the default PodCIDR
+		{StateDir: t.TempDir(), PodCIDR: netip.MustParsePrefix("fd00::/64")},
+		{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.62.0.0/31")}, // smaller than a /30
+	} {
+		if _, err := newManager(context.Background(), cfg, newFakeIptables(), newFakeHost()); err == nil {
+			t.Errorf("newManager(%+v): want error", cfg)
+		}
+	}
+}
