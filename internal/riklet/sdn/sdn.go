@@ -313,6 +313,18 @@ func (m *Manager) Unexpose(ctx context.Context, id string) error {
 // other id, deletes rik TAPs that no owned instance needs, and rebuilds
 // rik's chains and jumps from what remains.
 func (m *Manager) Reconcile(ctx context.Context, owned []string) error {
+	return m.reconcile(ctx, "", owned)
+}
+
+// ReconcileKind is Reconcile limited to the instances of one kind: each
+// runtime recovers its own instances and knows only their ids.
+func (m *Manager) ReconcileKind(ctx context.Context, kind workload.Kind, owned []string) error {
+	return m.reconcile(ctx, kind, owned)
+}
+
+// reconcile forgets what no owned instance needs; kind "" means every kind.
+// Leases and TAPs belong to Functions, so they are left alone for pods.
+func (m *Manager) reconcile(ctx context.Context, kind workload.Kind, owned []string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	keep := make(map[string]bool, len(owned))
@@ -324,8 +336,8 @@ func (m *Manager) Reconcile(ctx context.Context, owned []string) error {
 	var errs []error
 
 	next := m.st.clone()
-	for id := range next {
-		if !keep[id] {
+	for id, e := range next {
+		if !keep[id] && (kind == "" || e.Kind == kind) {
 			m.log.Info("removing rules of an instance not owned", "id", id)
 			delete(next, id)
 		}
@@ -334,6 +346,9 @@ func (m *Manager) Reconcile(ctx context.Context, owned []string) error {
 		return fmt.Errorf("reconciling network: %w", err)
 	}
 	m.st = next
+	if kind == workload.KindPod {
+		return m.ensureBase(ctx)
+	}
 	for _, id := range m.pool.Owners() {
 		if !keep[id] {
 			m.log.Info("releasing lease of an instance not owned", "id", id)

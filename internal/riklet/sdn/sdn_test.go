@@ -701,3 +701,36 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// Each runtime reconciles its own kind: the pod runtime's recovery must not
+// drop the rules of Functions, nor the function runtime's those of pods.
+func TestReconcileKind(t *testing.T) {
+	m, ipt, _, _ := newTestManager(t)
+	ctx := context.Background()
+	for i, id := range []string{"fn-keep", "fn-gone"} {
+		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range []string{"pod-keep", "pod-gone"} {
+		if err := m.Expose(ctx, id, netip.MustParseAddr("10.63.0.2").Next().Next(), []workload.PortMapping{{Port: 7000 + i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.ReconcileKind(ctx, workload.KindPod, []string{"pod-keep"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ReconcileKind(ctx, workload.KindFunction, []string{"fn-keep"}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`-p tcp -m tcp --dport 7000 -m comment --comment "rik:pod-keep" -j DNAT --to-destination 10.63.0.4:7000`,
+		`-p tcp -m tcp --dport 8007 -m comment --comment "rik:fn-keep" -j DNAT --to-destination 10.62.0.1:8007`,
+	}
+	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
+		t.Errorf("RIKLET after per-kind reconcile (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"fn-keep"}, m.pool.Owners()); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,197 @@
+// Package runtimes wires the node's real runtimes (pods with runc,
+// functions with a VMM) and the SDN they share into riklet runtime
+// factories. cmd/riklet and `rik dev` both use it.
+package runtimes
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/rik-org/rik/internal/riklet"
+	"github.com/rik-org/rik/internal/riklet/image"
+	"github.com/rik-org/rik/internal/riklet/runtime"
+	"github.com/rik-org/rik/internal/riklet/runtime/function"
+	"github.com/rik-org/rik/internal/riklet/runtime/pod"
+	"github.com/rik-org/rik/internal/riklet/sdn"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// Config selects and configures the runtimes of a node.
+type Config struct {
+	StateDir string
+
+	Pods               bool   // offer the pod runtime (needs root and runc)
+	RuncBinary         string // default "runc"
+	PodCIDR            string // default 10.63.0.0/16
+	Bridge             string // default rik0
+	InsecureRegistries list   // host:port reached over plain HTTP
+
+	VMM           string // auto|qemu|firecracker
+	KernelPath    string // "" = functions not offered
+	KernelModules string // lib/modules/<version> of a distro kernel
+	InitBinary    string // static rik-init; "" = next to the executable, then PATH
+	FunctionCIDR  string // default 10.62.0.0/16
+
+	Logger *slog.Logger
+}
+
+// list is a repeatable or comma-separated flag.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+
+func (l *list) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// RegisterFlags adds the runtime flags to fs, with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.Pods, "pods", true, "offer the pod runtime (runc)")
+	fs.StringVar(&c.RuncBinary, "runc", "runc", "runc binary")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods")
+	fs.StringVar(&c.Bridge, "bridge", sdn.DefaultPodBridge, "bridge the pods are attached to")
+	fs.Var(&c.InsecureRegistries, "insecure-registry", "registry host:port reached over plain HTTP (repeatable)")
+	fs.StringVar(&c.VMM, "vmm", "auto", "microVM monitor for functions: auto, qemu or firecracker")
+	fs.StringVar(&c.KernelPath, "kernel-path", "", "guest kernel for functions (bzImage or vmlinux); empty: no functions on this node")
+	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
+	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
+	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+}
+
+// Factories returns the runtime factories the configuration asks for.
+// Both runtimes share one SDN manager, created by whichever starts first.
+func Factories(cfg Config) []riklet.RuntimeFactory {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &network{cfg: cfg}
+	var fs []riklet.RuntimeFactory
+	if cfg.Pods {
+		fs = append(fs, func(ctx context.Context, report runtime.Reporter) (runtime.Runtime, error) {
+			m, err := n.manager(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cidr, err := netip.ParsePrefix(cfg.PodCIDR)
+			if err != nil {
+				return nil, fmt.Errorf("--pod-cidr: %w", err)
+			}
+			rt, err := pod.New(ctx, pod.Config{
+				StateDir:   filepath.Join(cfg.StateDir, "pods"),
+				RuncBinary: cfg.RuncBinary,
+				PodCIDR:    cidr,
+				Bridge:     cfg.Bridge,
+				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
+				Exposer:    m,
+				Logger:     cfg.Logger.With("runtime", "pod"),
+			}, report)
+			if err != nil {
+				return nil, err
+			}
+			return podRuntime{rt, m}, nil
+		})
+	}
+	if cfg.KernelPath != "" {
+		fs = append(fs, func(ctx context.Context, report runtime.Reporter) (runtime.Runtime, error) {
+			m, err := n.manager(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return function.New(ctx, function.Config{
+				StateDir:         filepath.Join(cfg.StateDir, "functions"),
+				VMM:              cfg.VMM,
+				KernelPath:       cfg.KernelPath,
+				KernelModulesDir: cfg.KernelModules,
+				InitBinary:       cfg.InitBinary,
+				Network:          functionNetwork{m},
+				Logger:           cfg.Logger.With("runtime", "function"),
+			}, report)
+		})
+	}
+	return fs
+}
+
+// network creates the node's SDN manager once.
+type network struct {
+	cfg  Config
+	once sync.Once
+	m    *sdn.Manager
+	err  error
+}
+
+func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
+	n.once.Do(func() {
+		fp, err := netip.ParsePrefix(n.cfg.FunctionCIDR)
+		if err != nil {
+			n.err = fmt.Errorf("--function-cidr: %w", err)
+			return
+		}
+		pp, err := netip.ParsePrefix(n.cfg.PodCIDR)
+		if err != nil {
+			n.err = fmt.Errorf("--pod-cidr: %w", err)
+			return
+		}
+		n.m, n.err = sdn.New(ctx, sdn.Config{
+			FunctionPool: fp,
+			PodCIDR:      pp,
+			PodBridge:    n.cfg.Bridge,
+			StateDir:     n.cfg.StateDir,
+			Logger:       n.cfg.Logger.With("component", "sdn"),
+		})
+	})
+	return n.m, n.err
+}
+
+// functionNetwork adapts the SDN manager to what the function runtime needs.
+type functionNetwork struct{ m *sdn.Manager }
+
+func (f functionNetwork) Setup(ctx context.Context, id string, ports []workload.PortMapping) (function.NetConfig, error) {
+	fn, err := f.m.SetupFunction(ctx, id, ports)
+	if err != nil {
+		return function.NetConfig{}, err
+	}
+	return function.NetConfig{
+		Tap:       fn.Tap,
+		GuestIP:   fn.GuestIP,
+		TapIP:     fn.TapIP,
+		PrefixLen: fn.Prefix.Bits(),
+		MAC:       fn.MAC,
+		Ports:     fn.Ports,
+	}, nil
+}
+
+func (f functionNetwork) Teardown(ctx context.Context, id string) error {
+	return f.m.TeardownFunction(ctx, id)
+}
+
+func (f functionNetwork) Reconcile(ctx context.Context, owned []string) error {
+	return f.m.ReconcileKind(ctx, workload.KindFunction, owned)
+}
+
+// podRuntime also drops the port mappings of pods the node no longer owns
+// when it recovers (the pod runtime only knows the pods it finds).
+type podRuntime struct {
+	*pod.Runtime
+	m *sdn.Manager
+}
+
+func (p podRuntime) Recover(ctx context.Context, owned []runtime.Instance) ([]runtime.Status, error) {
+	st, err := p.Runtime.Recover(ctx, owned)
+	ids := make([]string, len(owned))
+	for i, inst := range owned {
+		ids[i] = inst.ID
+	}
+	return st, errors.Join(err, p.m.ReconcileKind(ctx, workload.KindPod, ids))
+}
