@@ -1,0 +1,46 @@
+// Command scheduler runs rik's scheduler: it places instances on nodes and
+// relays orders and statuses between controllers and riklets.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rik-org/rik/internal/scheduler"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "scheduler:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg scheduler.Config
+	var level slog.Level
+	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
+	fs.StringVar(&cfg.WorkersAddr, "workersip", scheduler.DefaultWorkersAddr, "address the riklets connect to")
+	fs.StringVar(&cfg.ControllersAddr, "ctrlip", scheduler.DefaultControllersAddr, "address the controllers connect to")
+	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", scheduler.DefaultNodeTimeout, "a node not heard from for this long is lost")
+	fs.StringVar(&cfg.Strategy, "strategy", "spread", "placement strategy: spread or binpack")
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return scheduler.Run(ctx, cfg)
+}

@@ -1,0 +1,130 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/controllerpb"
+)
+
+// maxInstanceID bounds instance ids (UUIDs on the wire).
+const maxInstanceID = 128
+
+// controllerAPI serves the controllers (controllerpb.Controller).
+type controllerAPI struct {
+	controllerpb.UnimplementedControllerServer
+	st   *state
+	stop <-chan struct{} // closed when the scheduler shuts down
+}
+
+// ScheduleInstance takes a CREATE or DESTROY order for one instance.
+func (c *controllerAPI) ScheduleInstance(_ context.Context, ws *controllerpb.WorkloadScheduling) (*emptypb.Empty, error) {
+	switch id := ws.GetInstanceId(); {
+	case id == "":
+		return nil, status.Error(codes.InvalidArgument, "instance_id: required")
+	case len(id) > maxInstanceID:
+		return nil, status.Errorf(codes.InvalidArgument, "instance_id: at most %d chars", maxInstanceID)
+	}
+	switch ws.GetAction() {
+	case commonpb.WorkloadRequestKind_CREATE:
+		req, err := parseRequest(ws.GetDefinition())
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		c.st.create(ws, req)
+	case commonpb.WorkloadRequestKind_DESTROY:
+		c.st.destroy(ws)
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "action: unknown value %d", ws.GetAction())
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// GetStatusUpdates streams every instance status until the caller goes away
+// or falls too far behind (then it is dropped and should subscribe again).
+func (c *controllerAPI) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	sub := c.st.subscribe()
+	defer c.st.unsubscribe(sub)
+	// Headers tell the caller it is subscribed.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return fmt.Errorf("accepting status subscriber: %w", err)
+	}
+	ctx := stream.Context()
+	for {
+		select {
+		case <-sub.dropped.done():
+			return status.Error(codes.ResourceExhausted, "status subscriber too slow: dropped, subscribe again")
+		default:
+		}
+		select {
+		case ws := <-sub.ch:
+			if err := stream.Send(ws); err != nil {
+				return err
+			}
+		case <-sub.dropped.done():
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-c.stop:
+			return status.Error(codes.Unavailable, "scheduler shutting down")
+		}
+	}
+}
+
+// ListNodes describes the nodes the scheduler knows.
+func (c *controllerAPI) ListNodes(context.Context, *emptypb.Empty) (*controllerpb.NodeList, error) {
+	return c.st.listNodes(), nil
+}
+
+// GetLogs asks the node running the instance for its logs and streams the
+// chunks back until the last one.
+func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {
+	if req.GetInstanceId() == "" {
+		return status.Error(codes.InvalidArgument, "instance_id: required")
+	}
+	r, e := c.st.openLogs(req)
+	switch e {
+	case logsUnknownInstance:
+		return status.Errorf(codes.NotFound, "instance %s: not running on any node", req.GetInstanceId())
+	case logsNodeUnavailable:
+		return status.Errorf(codes.Unavailable, "instance %s: its node's log stream is not connected", req.GetInstanceId())
+	}
+	defer c.st.closeLogs(r)
+	ctx := stream.Context()
+	send := func(chunk *commonpb.LogChunk) (bool, error) {
+		chunk.RequestId = req.GetRequestId()
+		if err := stream.Send(chunk); err != nil {
+			return true, err
+		}
+		return chunk.GetEof(), nil
+	}
+	for {
+		select {
+		case chunk := <-r.ch:
+			if end, err := send(chunk); end || err != nil {
+				return err
+			}
+		case <-r.conn.closed.done():
+			for {
+				select {
+				case chunk := <-r.ch:
+					if end, err := send(chunk); end || err != nil {
+						return err
+					}
+				default:
+					return status.Errorf(codes.Unavailable, "log stream of node %s closed", r.conn.node)
+				}
+			}
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-c.stop:
+			return status.Error(codes.Unavailable, "scheduler shutting down")
+		}
+	}
+}

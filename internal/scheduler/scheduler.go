@@ -1,0 +1,178 @@
+// Package scheduler places workload instances on nodes and relays orders
+// (controller → riklet) and statuses (riklet → controllers). Its state is in
+// memory and rebuilt after a restart from what the riklets (re-registration)
+// and the controllers (re-sent orders) tell it.
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/scheduler/placement"
+)
+
+// Defaults.
+const (
+	DefaultWorkersAddr     = "0.0.0.0:4995"
+	DefaultControllersAddr = "0.0.0.0:4996"
+	DefaultNodeTimeout     = 15 * time.Second
+)
+
+// stopTimeout bounds the graceful stop of the gRPC servers.
+const stopTimeout = 5 * time.Second
+
+// Config configures Run.
+type Config struct {
+	WorkersAddr     string // riklets dial this; default 0.0.0.0:4995
+	ControllersAddr string // controllers dial this; default 0.0.0.0:4996
+	// Listeners used instead of the addresses when set (tests).
+	WorkersListener     net.Listener
+	ControllersListener net.Listener
+	// NodeTimeout: a node not heard from for this long is lost; default 15s.
+	NodeTimeout time.Duration
+	// Strategy: "spread" (default) or "binpack".
+	Strategy string
+	// RecoveryWindow: after start, CREATE orders hinting at a node not yet
+	// registered wait this long for it; default NodeTimeout.
+	RecoveryWindow time.Duration
+	Logger         *slog.Logger
+}
+
+// defaultSubBuffer is how many statuses a controller subscriber may lag behind
+// before it is dropped.
+const defaultSubBuffer = 1024
+
+// Run serves the worker and controller gRPC services until ctx is done, then
+// stops gracefully. It closes the listeners it is given.
+func Run(ctx context.Context, cfg Config) error {
+	return run(ctx, cfg, defaultSubBuffer)
+}
+
+func run(ctx context.Context, cfg Config, subBuffer int) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = DefaultNodeTimeout
+	}
+	if cfg.RecoveryWindow <= 0 {
+		cfg.RecoveryWindow = cfg.NodeTimeout
+	}
+	closeGiven := func() {
+		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	strategy, err := placement.ParseStrategy(cfg.Strategy)
+	if err != nil {
+		closeGiven()
+		return fmt.Errorf("scheduler config: %w", err)
+	}
+	wl, err := listen(cfg.WorkersListener, cfg.WorkersAddr, DefaultWorkersAddr)
+	if err != nil {
+		closeGiven()
+		return fmt.Errorf("listening for workers: %w", err)
+	}
+	cl, err := listen(cfg.ControllersListener, cfg.ControllersAddr, DefaultControllersAddr)
+	if err != nil {
+		wl.Close()
+		closeGiven()
+		return fmt.Errorf("listening for controllers: %w", err)
+	}
+
+	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
+	st.subBuffer = subBuffer
+	stop := make(chan struct{})
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	ws := grpc.NewServer(opts...)
+	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, stop: stop})
+	cs := grpc.NewServer(opts...)
+	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	serve := func(srv *grpc.Server, l net.Listener, what string) {
+		if err := srv.Serve(l); err != nil {
+			errc <- fmt.Errorf("serving %s on %s: %w", what, l.Addr(), err)
+		}
+	}
+	wg.Go(func() { serve(ws, wl, "workers") })
+	wg.Go(func() { serve(cs, cl, "controllers") })
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { monitor(mctx, st, cfg.NodeTimeout) })
+	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info("scheduler stopping")
+	cancel()
+	close(stop)
+	var sg sync.WaitGroup
+	sg.Go(func() { gracefulStop(ws) })
+	sg.Go(func() { gracefulStop(cs) })
+	sg.Wait()
+	wg.Wait()
+	return runErr
+}
+
+func listen(l net.Listener, addr, def string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	if addr == "" {
+		addr = def
+	}
+	return net.Listen("tcp", addr)
+}
+
+// gracefulStop stops srv, forcibly if the graceful stop takes too long.
+func gracefulStop(srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(stopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		srv.Stop()
+		<-done
+	}
+}
+
+// monitor runs the periodic checks (lost nodes, recovery window) until ctx
+// is done.
+func monitor(ctx context.Context, st *state, nodeTimeout time.Duration) {
+	t := time.NewTicker(min(max(nodeTimeout/5, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st.check()
+		}
+	}
+}

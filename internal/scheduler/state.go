@@ -1,0 +1,669 @@
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/scheduler/placement"
+)
+
+// ReasonNodeLost is the reason of the FAILED status of the instances of a
+// node that missed its heartbeats.
+const ReasonNodeLost = "node lost"
+
+// tombstoneTTL is how long the scheduler remembers an instance it declared
+// lost or destroyed, to tell a node that comes back to destroy it.
+const tombstoneTTL = 24 * time.Hour
+
+// identifier of the statuses the scheduler emits itself for unplaced instances.
+const selfIdentifier = "scheduler"
+
+type phase int
+
+const (
+	phasePending  phase = iota // waiting for a node that fits
+	phaseParked                // waiting, after a restart, for its hinted node to register
+	phaseAssigned              // placed on (or adopted from) a node
+)
+
+type instance struct {
+	id         string
+	workloadID string
+	name       string
+	definition string
+	req        placement.Request
+	known      bool // definition known; adopted instances have none until the controller re-sends it
+	phase      phase
+	node       string // phaseAssigned: the node it runs on
+	hint       string // phaseParked: the node it waits for
+	reason     string // phasePending: why nothing fits
+	allocated  bool   // its request is counted in its node's allocation
+	destroying bool   // a DESTROY was asked for
+	seq        uint64 // arrival order, for fair retries
+	last       *commonpb.InstanceMetric
+}
+
+type node struct {
+	name     string
+	address  string
+	version  string
+	labels   map[string]string
+	kinds    []string
+	capacity *commonpb.Resources
+	usage    *commonpb.Resources
+	load1    float64
+	lastSeen time.Time
+	ready    bool
+	conn     *workerConn // nil while its Register stream is closed
+
+	allocCPU, allocMem int64
+	ports              map[placement.Port]int
+	insts              map[string]*instance
+}
+
+// workerConn is one Register stream: the orders waiting to go down it.
+type workerConn struct {
+	out    *queue[*workerpb.InstanceScheduling]
+	kicked *closer // closed when the stream is replaced or the node declared lost
+}
+
+// subscriber is one GetStatusUpdates stream.
+type subscriber struct {
+	ch      chan *commonpb.WorkerStatus
+	dropped *closer // closed when it fell behind and was dropped
+}
+
+type tombstone struct {
+	node string // node it was lost on; "" when destroyed before being placed
+	at   time.Time
+}
+
+// state is everything the scheduler knows, behind one mutex. Its methods
+// never block: orders go to per-connection queues and statuses to bounded
+// subscriber channels.
+type state struct {
+	mu            sync.Mutex
+	log           *slog.Logger
+	strategy      placement.Strategy
+	nodeTimeout   time.Duration
+	recoveryUntil time.Time
+	recovering    bool // parked instances may exist
+	subBuffer     int
+	now           func() time.Time
+
+	seq        uint64
+	nodes      map[string]*node
+	insts      map[string]*instance
+	pending    map[string]*instance
+	parked     map[string]*instance
+	tombstones map[string]tombstone
+	subs       map[*subscriber]struct{}
+	logConns   map[string]*logConn // by node name; may come before the registration
+	logRoutes  map[string]*logRoute
+}
+
+func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recovery time.Duration, now func() time.Time) *state {
+	return &state{
+		log:           log,
+		strategy:      strategy,
+		nodeTimeout:   nodeTimeout,
+		recoveryUntil: now().Add(recovery),
+		recovering:    recovery > 0,
+		subBuffer:     defaultSubBuffer,
+		now:           now,
+		nodes:         map[string]*node{},
+		insts:         map[string]*instance{},
+		pending:       map[string]*instance{},
+		parked:        map[string]*instance{},
+		tombstones:    map[string]tombstone{},
+		subs:          map[*subscriber]struct{}{},
+		logConns:      map[string]*logConn{},
+		logRoutes:     map[string]*logRoute{},
+	}
+}
+
+// ---- controller side ----
+
+// create handles a CREATE order. req is the parsed definition.
+func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := ws.GetInstanceId()
+	if inst := s.insts[id]; inst != nil {
+		// Duplicate (controller re-subscribed): learn the definition of an
+		// adopted instance, and repeat what we know.
+		if !inst.known {
+			inst.definition, inst.req, inst.known = ws.GetDefinition(), req, true
+			inst.name = ws.GetInstanceName()
+			if inst.workloadID == "" {
+				inst.workloadID = ws.GetWorkloadId()
+			}
+			if inst.phase == phaseAssigned && inst.last.GetStatus() != commonpb.ResourceStatus_FAILED {
+				s.allocate(inst)
+			}
+		}
+		if inst.last != nil {
+			s.broadcast(inst.last)
+		}
+		return
+	}
+	delete(s.tombstones, id)
+	s.seq++
+	inst := &instance{
+		id:         id,
+		workloadID: ws.GetWorkloadId(),
+		name:       ws.GetInstanceName(),
+		definition: ws.GetDefinition(),
+		req:        req,
+		known:      true,
+		seq:        s.seq,
+	}
+	s.insts[id] = inst
+	if hint := ws.GetNode(); hint != "" && s.nodes[hint] == nil && s.recovering && s.now().Before(s.recoveryUntil) {
+		inst.phase, inst.hint = phaseParked, hint
+		s.parked[id] = inst
+		s.log.Info("instance waits for its node to re-register", "instance", id, "node", hint)
+		return
+	}
+	inst.phase = phasePending
+	s.pending[id] = inst
+	views, index := s.views()
+	s.place(inst, views, index)
+}
+
+// destroy handles a DESTROY order.
+func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := ws.GetInstanceId()
+	inst := s.insts[id]
+	if inst != nil && inst.phase == phaseAssigned {
+		inst.destroying = true
+		if n := s.nodes[inst.node]; n != nil {
+			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		return
+	}
+	if inst == nil {
+		inst = &instance{id: id, workloadID: ws.GetWorkloadId()}
+	} else {
+		s.forget(inst)
+	}
+	s.tombstones[id] = tombstone{at: s.now()}
+	s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", "", "destroyed before being placed")
+}
+
+// subscribe adds a status subscriber; call unsubscribe when done.
+func (s *state) subscribe() *subscriber {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := &subscriber{ch: make(chan *commonpb.WorkerStatus, s.subBuffer), dropped: newCloser()}
+	s.subs[sub] = struct{}{}
+	return sub
+}
+
+func (s *state) unsubscribe(sub *subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.subs, sub)
+}
+
+// listNodes describes every node, by name.
+func (s *state) listNodes() *controllerpb.NodeList {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := &controllerpb.NodeList{}
+	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
+		n := s.nodes[name]
+		st := "NotReady"
+		if n.ready {
+			st = "Ready"
+		}
+		out.Nodes = append(out.Nodes, &controllerpb.Node{
+			Name:                n.name,
+			Status:              st,
+			Capacity:            cloneResources(n.capacity),
+			Usage:               cloneResources(n.usage),
+			Allocated:           &commonpb.Resources{CpuMillis: n.allocCPU, MemoryMib: n.allocMem},
+			Kinds:               slices.Clone(n.kinds),
+			Labels:              maps.Clone(n.labels),
+			LastHeartbeatUnixMs: n.lastSeen.UnixMilli(),
+			Instances:           int32(len(n.insts)),
+			Load1:               n.load1,
+			Address:             n.address,
+		})
+	}
+	return out
+}
+
+// ---- worker side ----
+
+// register records a node (re)registration and returns its new connection.
+// It reconciles what the node says it runs with what the scheduler knows.
+func (s *state) register(reg *commonpb.WorkerRegistration) *workerConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := reg.GetHostname()
+	n := s.nodes[name]
+	if n == nil {
+		n = &node{name: name, ports: map[placement.Port]int{}, insts: map[string]*instance{}}
+		s.nodes[name] = n
+	}
+	if n.conn != nil {
+		n.conn.kicked.close()
+	}
+	c := &workerConn{out: newQueue[*workerpb.InstanceScheduling](), kicked: newCloser()}
+	n.conn = c
+	n.address, n.version = reg.GetAddress(), reg.GetVersion()
+	n.labels = maps.Clone(reg.GetLabels())
+	n.kinds = slices.Clone(reg.GetKinds())
+	n.capacity = cloneResources(reg.GetCapacity())
+	n.lastSeen = s.now()
+	if !n.ready {
+		s.log.Info("node ready", "node", name, "address", n.address)
+	}
+	n.ready = true
+	s.reconcile(n, reg.GetInstances())
+	s.retryPending()
+	return c
+}
+
+// reconcile compares what node n runs (listed) with what the scheduler has.
+func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
+	seen := map[string]bool{}
+	for _, m := range listed {
+		id := m.GetInstanceId()
+		if id == "" || seen[id] || m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+			continue
+		}
+		seen[id] = true
+		m = proto.Clone(m).(*commonpb.InstanceMetric)
+		m.Node = n.name
+		inst := s.insts[id]
+		switch {
+		case inst == nil:
+			if _, dead := s.tombstones[id]; dead {
+				s.log.Info("node runs a lost or destroyed instance: destroying it", "node", n.name, "instance", id)
+				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+				continue
+			}
+			s.seq++
+			inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
+			s.insts[id] = inst
+			s.assign(inst, n)
+			s.log.Info("adopted instance", "node", n.name, "instance", id)
+			s.record(inst, m)
+		case inst.phase == phaseAssigned && inst.node == n.name:
+			if inst.destroying {
+				s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+			}
+			s.account(inst, m.GetStatus())
+			if inst.last.GetStatus() != m.GetStatus() {
+				s.record(inst, m)
+			}
+		case inst.phase == phaseAssigned:
+			s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
+			s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
+		default: // pending or parked: it runs here
+			delete(s.pending, id)
+			delete(s.parked, id)
+			s.assign(inst, n)
+			s.account(inst, m.GetStatus())
+			s.log.Info("adopted instance", "node", n.name, "instance", id)
+			s.record(inst, m)
+		}
+	}
+	for id, inst := range n.insts {
+		if seen[id] {
+			continue
+		}
+		switch {
+		case inst.destroying:
+			s.forget(inst)
+			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, "", "not running on its node any more")
+		case inst.known:
+			// Placed here but the node does not have it (order lost with the
+			// previous stream): ask again; the node handles duplicates.
+			s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
+		default:
+			s.lose(inst, n.name, "not running on its node any more")
+		}
+	}
+	for id, inst := range s.parked {
+		if inst.hint != n.name || seen[id] {
+			continue
+		}
+		delete(s.parked, id)
+		s.assign(inst, n)
+		s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
+		s.emit(inst, commonpb.ResourceStatus_PENDING, n.name, "", "scheduled on "+n.name)
+	}
+}
+
+// disconnect records the end of a Register stream. The node keeps its
+// instances (the node timeout decides whether it is lost) but gets no new
+// placements.
+func (s *state) disconnect(name string, c *workerConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.nodes[name]; n != nil && n.conn == c {
+		n.conn = nil
+		s.log.Info("node disconnected", "node", name)
+	}
+}
+
+// heartbeat records a WorkerMetric from a node.
+func (s *state) heartbeat(name string, m *commonpb.WorkerMetric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[name]
+	if n == nil {
+		s.log.Debug("heartbeat from an unregistered node", "node", name)
+		return
+	}
+	n.lastSeen = s.now()
+	more := false
+	if c := m.GetCapacity(); c != nil {
+		old := n.capacity
+		more = c.GetCpuMillis() != old.GetCpuMillis() || c.GetMemoryMib() != old.GetMemoryMib()
+		n.capacity = cloneResources(c)
+	}
+	if u := m.GetUsage(); u != nil {
+		n.usage = cloneResources(u)
+	}
+	n.load1 = m.GetLoad1()
+	if k := m.GetKinds(); len(k) > 0 && !slices.Equal(k, n.kinds) {
+		n.kinds = slices.Clone(k)
+		more = true
+	}
+	if more && n.ready {
+		s.retryPending()
+	}
+}
+
+// instanceStatus records an InstanceMetric sent by node name.
+func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := m.GetInstanceId()
+	m.Node = name
+	n := s.nodes[name]
+	inst := s.insts[id]
+	alive := m.GetStatus() == commonpb.ResourceStatus_RUNNING || m.GetStatus() == commonpb.ResourceStatus_CREATING
+	switch {
+	case n == nil:
+		s.log.Debug("status from an unregistered node dropped", "node", name, "instance", id)
+		return
+	case inst != nil && inst.phase == phaseAssigned && inst.node == name:
+	case inst != nil && inst.phase != phaseAssigned && alive && n.ready:
+		delete(s.pending, id)
+		delete(s.parked, id)
+		s.assign(inst, n)
+		s.log.Info("adopted instance", "node", name, "instance", id)
+	default:
+		s.log.Debug("status from a node the instance is not assigned to dropped",
+			"node", name, "instance", id, "status", m.GetStatus())
+		_, dead := s.tombstones[id]
+		if alive && (dead || inst != nil) {
+			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		return
+	}
+	freed := s.account(inst, m.GetStatus())
+	s.record(inst, m)
+	if freed {
+		s.retryPending()
+	}
+}
+
+// account updates what inst holds on its node given its status: a FAILED
+// instance holds nothing, a TERMINATED one is forgotten, any other holds its
+// request. It reports whether resources were freed.
+func (s *state) account(inst *instance, st commonpb.ResourceStatus) (freed bool) {
+	switch st {
+	case commonpb.ResourceStatus_TERMINATED:
+		freed = inst.allocated
+		s.forget(inst)
+	case commonpb.ResourceStatus_FAILED:
+		freed = inst.allocated
+		s.release(inst)
+	default:
+		s.allocate(inst)
+	}
+	return freed
+}
+
+// check declares lost the nodes not heard from within the node timeout,
+// ends the recovery window, and forgets old tombstones.
+func (s *state) check() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
+		if n := s.nodes[name]; n.ready && now.Sub(n.lastSeen) > s.nodeTimeout {
+			s.nodeLost(n, now)
+		}
+	}
+	if s.recovering && !now.Before(s.recoveryUntil) {
+		s.recovering = false
+		for id, inst := range s.parked {
+			delete(s.parked, id)
+			inst.phase, inst.hint = phasePending, ""
+			s.pending[id] = inst
+		}
+		s.retryPending()
+	}
+	for id, t := range s.tombstones {
+		if now.Sub(t.at) > tombstoneTTL {
+			delete(s.tombstones, id)
+		}
+	}
+}
+
+func (s *state) nodeLost(n *node, now time.Time) {
+	s.log.Warn("node lost", "node", n.name, "last_seen", n.lastSeen, "instances", len(n.insts))
+	n.ready = false
+	if n.conn != nil {
+		n.conn.kicked.close() // the node must re-register to be Ready again
+		n.conn = nil
+	}
+	msg := fmt.Sprintf("no heartbeat from %s for %s", n.name, now.Sub(n.lastSeen).Round(time.Millisecond))
+	for _, id := range slices.Sorted(maps.Keys(n.insts)) {
+		inst := n.insts[id]
+		if inst.destroying {
+			s.forget(inst)
+			s.tombstones[id] = tombstone{node: n.name, at: now}
+			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, ReasonNodeLost, msg)
+			continue
+		}
+		s.lose(inst, n.name, msg)
+	}
+}
+
+// ---- helpers (s.mu held) ----
+
+// lose forgets inst, tombstones it and reports it FAILED "node lost".
+func (s *state) lose(inst *instance, nodeName, msg string) {
+	s.forget(inst)
+	s.tombstones[inst.id] = tombstone{node: nodeName, at: s.now()}
+	s.emit(inst, commonpb.ResourceStatus_FAILED, nodeName, ReasonNodeLost, msg)
+}
+
+// retryPending tries to place every pending instance, oldest first.
+func (s *state) retryPending() {
+	if len(s.pending) == 0 {
+		return
+	}
+	queue := slices.SortedFunc(maps.Values(s.pending), func(a, b *instance) int { return cmp.Compare(a.seq, b.seq) })
+	views, index := s.views()
+	for _, inst := range queue {
+		s.place(inst, views, index)
+	}
+}
+
+// views describes the nodes for placement; index maps names to positions.
+func (s *state) views() ([]placement.Node, map[string]int) {
+	views := make([]placement.Node, 0, len(s.nodes))
+	index := make(map[string]int, len(s.nodes))
+	for _, n := range s.nodes {
+		index[n.name] = len(views)
+		views = append(views, n.view())
+	}
+	return views, index
+}
+
+// place tries to place the pending instance inst: on success it is assigned,
+// its node gets the CREATE order and views are updated; otherwise it stays
+// pending and a new reason is reported.
+func (s *state) place(inst *instance, views []placement.Node, index map[string]int) {
+	name, reason := placement.Place(inst.req, views, s.strategy)
+	if name == "" {
+		if reason != inst.reason {
+			inst.reason = reason
+			s.log.Info("instance pending", "instance", inst.id, "reason", reason)
+			s.emit(inst, commonpb.ResourceStatus_PENDING, "", reason, "")
+		}
+		return
+	}
+	n := s.nodes[name]
+	delete(s.pending, inst.id)
+	s.assign(inst, n)
+	views[index[name]] = n.view()
+	s.log.Info("instance placed", "instance", inst.id, "node", name)
+	s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
+	s.emit(inst, commonpb.ResourceStatus_PENDING, name, "", "scheduled on "+name)
+}
+
+func (n *node) view() placement.Node {
+	return placement.Node{
+		Name:            n.name,
+		Ready:           n.ready,
+		Connected:       n.conn != nil,
+		Kinds:           n.kinds,
+		CPUCapacity:     n.capacity.GetCpuMillis(),
+		MemoryCapacity:  n.capacity.GetMemoryMib(),
+		CPUAllocated:    n.allocCPU,
+		MemoryAllocated: n.allocMem,
+		UsedPorts:       n.ports,
+		Instances:       len(n.insts),
+	}
+}
+
+// assign puts inst on n and counts its request.
+func (s *state) assign(inst *instance, n *node) {
+	inst.phase, inst.node, inst.hint, inst.reason = phaseAssigned, n.name, "", ""
+	n.insts[inst.id] = inst
+	s.allocate(inst)
+}
+
+// allocate counts inst's request on its node, once.
+func (s *state) allocate(inst *instance) {
+	n := s.nodes[inst.node]
+	if inst.allocated || !inst.known || n == nil {
+		return
+	}
+	inst.allocated = true
+	n.allocCPU += inst.req.CPUMillis
+	n.allocMem += inst.req.MemoryMiB
+	for _, p := range inst.req.HostPorts {
+		n.ports[p]++
+	}
+}
+
+// release stops counting inst's request on its node.
+func (s *state) release(inst *instance) {
+	n := s.nodes[inst.node]
+	if !inst.allocated || n == nil {
+		return
+	}
+	inst.allocated = false
+	n.allocCPU -= inst.req.CPUMillis
+	n.allocMem -= inst.req.MemoryMiB
+	for _, p := range inst.req.HostPorts {
+		if n.ports[p]--; n.ports[p] <= 0 {
+			delete(n.ports, p)
+		}
+	}
+}
+
+// forget removes inst from everything.
+func (s *state) forget(inst *instance) {
+	s.release(inst)
+	if n := s.nodes[inst.node]; n != nil {
+		delete(n.insts, inst.id)
+	}
+	delete(s.insts, inst.id)
+	delete(s.pending, inst.id)
+	delete(s.parked, inst.id)
+}
+
+// order queues an order for node n, if it is connected.
+func (s *state) order(n *node, inst *instance, action commonpb.WorkloadRequestKind) {
+	if n.conn == nil {
+		return
+	}
+	n.conn.out.push(&workerpb.InstanceScheduling{
+		InstanceId:   inst.id,
+		Definition:   inst.definition,
+		Action:       action,
+		WorkloadId:   inst.workloadID,
+		InstanceName: inst.name,
+	})
+}
+
+// emit records and broadcasts a status the scheduler produces itself.
+func (s *state) emit(inst *instance, st commonpb.ResourceStatus, nodeName, reason, msg string) {
+	s.record(inst, &commonpb.InstanceMetric{
+		Status:     st,
+		InstanceId: inst.id,
+		WorkloadId: inst.workloadID,
+		Node:       nodeName,
+		Reason:     reason,
+		Message:    msg,
+	})
+}
+
+// record keeps m as inst's last status and broadcasts it. m must not be
+// modified afterwards.
+func (s *state) record(inst *instance, m *commonpb.InstanceMetric) {
+	if m.WorkloadId == "" {
+		m.WorkloadId = inst.workloadID
+	}
+	inst.last = m
+	s.broadcast(m)
+}
+
+// broadcast sends m to every subscriber; one that is full is dropped.
+func (s *state) broadcast(m *commonpb.InstanceMetric) {
+	id := m.GetNode()
+	if id == "" {
+		id = selfIdentifier
+	}
+	ws := &commonpb.WorkerStatus{Identifier: id, Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+	for sub := range s.subs {
+		select {
+		case sub.ch <- ws:
+		default:
+			delete(s.subs, sub)
+			sub.dropped.close()
+			s.log.Warn("status subscriber too slow: dropped", "buffer", cap(sub.ch))
+		}
+	}
+}
+
+func cloneResources(r *commonpb.Resources) *commonpb.Resources {
+	if r == nil {
+		return nil
+	}
+	return proto.Clone(r).(*commonpb.Resources)
+}

@@ -1,0 +1,136 @@
+package scheduler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/scheduler/placement"
+)
+
+// clock is a settable time source.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func newTestState(t *testing.T, nodeTimeout, recovery time.Duration) (*state, *clock) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return newState(testLogger(t), placement.Spread, nodeTimeout, recovery, c.now), c
+}
+
+func createOrder(id string) *controllerpb.WorkloadScheduling {
+	return &controllerpb.WorkloadScheduling{InstanceId: id, WorkloadId: "w", Action: commonpb.WorkloadRequestKind_CREATE}
+}
+
+func TestSlowSubscriberDropped(t *testing.T) {
+	st, _ := newTestState(t, time.Second, 0)
+	st.subBuffer = 2
+	slow, fast := st.subscribe(), st.subscribe()
+	req := placement.Request{Kind: "pod"}
+	st.create(createOrder("a"), req) // no nodes: PENDING each
+	st.create(createOrder("b"), req)
+	<-fast.ch
+	<-fast.ch
+	st.create(createOrder("c"), req) // slow is full: dropped, fast gets it
+	select {
+	case <-slow.dropped.done():
+	default:
+		t.Fatal("full subscriber not dropped")
+	}
+	select {
+	case ws := <-fast.ch:
+		if ws.GetInstance().GetInstanceId() != "c" {
+			t.Errorf("fast subscriber got %v, want c", ws)
+		}
+	default:
+		t.Fatal("fast subscriber did not get the status")
+	}
+	if len(st.subs) != 1 {
+		t.Errorf("%d subscribers, want 1", len(st.subs))
+	}
+	if len(slow.ch) != 2 {
+		t.Errorf("slow subscriber buffer has %d statuses, want the 2 it could hold", len(slow.ch))
+	}
+}
+
+func TestNodeLostAfterTimeout(t *testing.T) {
+	st, clk := newTestState(t, 15*time.Second, 0)
+	sub := st.subscribe()
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.create(createOrder("a"), placement.Request{CPUMillis: 100, Kind: "pod"})
+	<-sub.ch // PENDING on n1
+
+	clk.t = clk.t.Add(14 * time.Second)
+	st.heartbeat("n1", &commonpb.WorkerMetric{})
+	clk.t = clk.t.Add(14 * time.Second)
+	st.check()
+	if !st.nodes["n1"].ready {
+		t.Fatal("node lost although it heartbeat 14s ago")
+	}
+	clk.t = clk.t.Add(2 * time.Second)
+	st.check()
+	if st.nodes["n1"].ready {
+		t.Fatal("node still ready 16s after its last heartbeat")
+	}
+	m := (<-sub.ch).GetInstance()
+	if m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != ReasonNodeLost || m.GetNode() != "n1" ||
+		m.GetMessage() != "no heartbeat from n1 for 16s" {
+		t.Errorf("lost status = %v", m)
+	}
+	if len(st.insts) != 0 || st.tombstones["a"].node != "n1" || st.nodes["n1"].allocCPU != 0 {
+		t.Errorf("after loss: insts %v, tombstones %v, alloc %d", st.insts, st.tombstones, st.nodes["n1"].allocCPU)
+	}
+	// A heartbeat alone does not make it Ready: it must re-register.
+	st.heartbeat("n1", &commonpb.WorkerMetric{})
+	if st.nodes["n1"].ready {
+		t.Error("heartbeat made a lost node Ready")
+	}
+	// Tombstones are forgotten after a day.
+	clk.t = clk.t.Add(tombstoneTTL + time.Second)
+	st.check()
+	if len(st.tombstones) != 0 {
+		t.Errorf("tombstones %v kept after their TTL", st.tombstones)
+	}
+}
+
+func TestDestroyOnLostNodeTerminates(t *testing.T) {
+	st, clk := newTestState(t, time.Second, 0)
+	sub := st.subscribe()
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.create(createOrder("a"), placement.Request{Kind: "pod"})
+	<-sub.ch
+	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
+	clk.t = clk.t.Add(2 * time.Second)
+	st.check()
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
+		t.Errorf("instance being destroyed on a lost node reported %v, want TERMINATED", m)
+	}
+}
+
+func TestFailedFreesAndRunningReallocates(t *testing.T) {
+	st, _ := newTestState(t, time.Second, 0)
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Capacity: &commonpb.Resources{CpuMillis: 1000}})
+	st.create(createOrder("a"), placement.Request{CPUMillis: 600, Kind: "pod", HostPorts: []placement.Port{{Number: 80, Protocol: "TCP"}}})
+	n := st.nodes["n1"]
+	for _, step := range []struct {
+		status commonpb.ResourceStatus
+		cpu    int64
+		ports  int
+	}{
+		{commonpb.ResourceStatus_RUNNING, 600, 1},
+		{commonpb.ResourceStatus_FAILED, 0, 0},
+		{commonpb.ResourceStatus_FAILED, 0, 0},
+		{commonpb.ResourceStatus_RUNNING, 600, 1}, // restarted by the node
+		{commonpb.ResourceStatus_RUNNING, 600, 1},
+		{commonpb.ResourceStatus_TERMINATED, 0, 0},
+	} {
+		st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: step.status})
+		if n.allocCPU != step.cpu || len(n.ports) != step.ports {
+			t.Errorf("after %s: allocated %dm, %d ports; want %dm, %d", step.status, n.allocCPU, len(n.ports), step.cpu, step.ports)
+		}
+	}
+	if len(st.insts) != 0 || len(n.insts) != 0 {
+		t.Error("TERMINATED instance not forgotten")
+	}
+}
