@@ -1,0 +1,270 @@
+// Package vmm declares what the Function runtime needs from a virtual
+// machine monitor (drivers in vmm/qemu and vmm/firecracker) and the process
+// helpers they share: VMs run detached in their own session so that they
+// survive a riklet restart, and are found again by pid and start time.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config describes one microVM.
+type Config struct {
+	ID         string           // instance id; must appear in the VMM's command line
+	Dir        string           // per-instance directory (sockets, logs)
+	Kernel     string           // kernel image (bzImage or PVH/ELF vmlinux)
+	Initrd     string           // optional initramfs
+	Cmdline    string           // kernel command line (drivers may add to it)
+	RootDisk   string           // raw ext4 image, the guest's /dev/vda
+	Tap        string           // host TAP device name; "" = no network
+	MAC        net.HardwareAddr // guest MAC
+	VCPUs      int              // default 1
+	MemoryMiB  int              // default 128
+	ConsoleLog string           // file the guest console is appended to
+	Netns      string           // optional: path of a network namespace to run the VMM in
+}
+
+// Process identifies a running VMM process; it is persisted (vm.json) and
+// found again after a riklet restart.
+type Process struct {
+	Driver    string `json:"driver"`
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"` // /proc/<pid>/stat field 22, against pid reuse
+}
+
+// Driver starts and stops VMs of one VMM.
+type Driver interface {
+	Name() string
+	// Start launches the VM detached and returns once the VMM runs.
+	Start(ctx context.Context, cfg Config) (Process, error)
+	// Shutdown asks the guest to power off; it does not wait.
+	Shutdown(ctx context.Context, cfg Config, p Process) error
+}
+
+// ErrNoProcess: the process is gone (or the pid was reused).
+var ErrNoProcess = errors.New("vmm process not running")
+
+// StartDetached starts argv in its own session with stdout and stderr
+// appended to logPath, inside the network namespace at netns if set. The
+// child is reaped by a goroutine; use Watch to learn when it exits.
+func StartDetached(argv []string, netns, logPath string) (Process, error) {
+	if len(argv) == 0 {
+		return Process{}, errors.New("empty command")
+	}
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return Process{}, fmt.Errorf("opening %s: %w", logPath, err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return Process{}, err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := startIn(cmd, netns); err != nil {
+		return Process{}, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
+	// Read the start time before reaping: a process that already exited is
+	// a zombie until then, and its /proc entry still readable.
+	st, err := StartTime(cmd.Process.Pid)
+	go cmd.Wait() //nolint:errcheck // reaps; exits are seen through Watch
+	if err != nil {
+		return Process{}, fmt.Errorf("reading start time of %s: %w", argv[0], err)
+	}
+	return Process{Pid: cmd.Process.Pid, StartTime: st}, nil
+}
+
+// startIn starts cmd from a thread that entered netns (if set); that
+// thread is then thrown away rather than reused.
+func startIn(cmd *exec.Cmd, netns string) error {
+	if netns == "" {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(netns)
+		if err != nil {
+			errc <- fmt.Errorf("opening netns %s: %w", netns, err)
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering netns %s: %w", netns, err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// StartTime returns the start time (clock ticks since boot) of pid.
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseStartTime(string(b))
+}
+
+func parseStartTime(stat string) (uint64, error) {
+	// comm may hold spaces and parentheses: fields start after the last ')'.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, errors.New("malformed stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Alive reports whether p still runs (and is not a zombie).
+func Alive(p Process) bool {
+	if p.Pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	st, err := parseStartTime(string(b))
+	if err != nil || st != p.StartTime {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return !strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z")
+}
+
+// CmdlineContains reports whether pid's command line contains s.
+func CmdlineContains(pid int, s string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s)
+}
+
+// Signal sends sig to p if it is still the same process.
+func Signal(p Process, sig syscall.Signal) error {
+	if !Alive(p) {
+		return ErrNoProcess
+	}
+	if err := unix.Kill(p.Pid, sig); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return ErrNoProcess
+		}
+		return fmt.Errorf("signalling pid %d: %w", p.Pid, err)
+	}
+	return nil
+}
+
+// Watch blocks until p exits or ctx is done. It uses a pidfd when it can,
+// else polls /proc.
+func Watch(ctx context.Context, p Process) error {
+	fd, err := unix.PidfdOpen(p.Pid, 0)
+	if err == nil {
+		defer unix.Close(fd)
+		if !Alive(p) { // the pid may have been reused before we opened it
+			return nil
+		}
+		for {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, 200)
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				break // fall back to polling
+			}
+			if n > 0 {
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for Alive(p) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// WaitGone waits up to d for p to exit; it reports whether it did.
+func WaitGone(ctx context.Context, p Process, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return Watch(ctx, p) == nil
+}
+
+// KVMUsable reports whether hardware KVM is there: /dev/kvm opens for
+// reading and writing and the CPU has VMX or SVM. (Some sandboxes expose a
+// /dev/kvm backed by a software module, kvm-pvm, that cannot boot a stock
+// kernel: TCG is the safe choice there.)
+func KVMUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	b, err := os.ReadFile("/proc/cpuinfo")
+	return err == nil && hasVirtFlag(string(b))
+}
+
+func hasVirtFlag(cpuinfo string) bool {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "flags" {
+			continue
+		}
+		for _, f := range strings.Fields(v) {
+			if f == "vmx" || f == "svm" {
+				return true
+			}
+		}
+		return false
+	}
+	return false
+}
+
+// HostKHz returns the host CPU frequency in kHz from /proc/cpuinfo, or 0.
+func HostKHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return parseCPUInfoKHz(string(b))
+}
+
+func parseCPUInfoKHz(cpuinfo string) int {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || mhz <= 0 {
+			return 0
+		}
+		return int(mhz * 1000)
+	}
+	return 0
+}

@@ -1,0 +1,177 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+func TestParseStartTime(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    uint64
+		wantErr bool
+	}{
+		{"1234 (qemu) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 98765 1000 200", 98765, false},
+		{"1234 (we ird) (name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 42 1000 200", 42, false},
+		{"garbage", 0, true},
+		{"1 (x) S 1 2 3", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseStartTime(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("parseStartTime(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseCPUInfoKHz(t *testing.T) {
+	for in, want := range map[string]int{
+		"processor\t: 0\ncpu MHz\t\t: 2600.000\n": 2600000,
+		"cpu MHz : 1999.998\n":                    1999998,
+		"processor : 0\n":                         0,
+		"cpu MHz : fast\n":                        0,
+	} {
+		if got := parseCPUInfoKHz(in); got != want {
+			t.Errorf("parseCPUInfoKHz(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func TestHasVirtFlag(t *testing.T) {
+	for in, want := range map[string]bool{
+		"flags\t\t: fpu vme de pse vmx sse":   true,
+		"flags : fpu svm":                     true,
+		"flags : fpu vme hypervisor":          false,
+		"processor : 0\nmodel name : x vmx\n": false,
+	} {
+		if got := hasVirtFlag(in); got != want {
+			t.Errorf("hasVirtFlag(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestProcessLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "out.log")
+	p, err := StartDetached([]string{"/bin/sh", "-c", "echo started; exec sleep 30", "marker-xyz"}, "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Alive(p) {
+		t.Fatal("process not alive after start")
+	}
+	if !CmdlineContains(p.Pid, "marker-xyz") || CmdlineContains(p.Pid, "not-there") {
+		t.Errorf("CmdlineContains wrong")
+	}
+	if sid, _ := syscall.Getpgid(p.Pid); sid != p.Pid {
+		t.Errorf("process group %d, want its own (%d): not detached", sid, p.Pid)
+	}
+	if Alive(Process{Pid: p.Pid, StartTime: p.StartTime + 1}) {
+		t.Errorf("Alive ignores start time (pid reuse)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	if err := Watch(ctx, p); err == nil {
+		t.Errorf("Watch returned before exit")
+	}
+	cancel()
+	if err := Signal(p, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !WaitGone(context.Background(), p, 5*time.Second) {
+		t.Fatal("process did not exit after SIGTERM")
+	}
+	if Alive(p) {
+		t.Errorf("Alive after exit")
+	}
+	if err := Signal(p, syscall.SIGTERM); err != ErrNoProcess {
+		t.Errorf("Signal after exit = %v, want ErrNoProcess", err)
+	}
+	if b, _ := os.ReadFile(log); !bytes.Contains(b, []byte("started")) {
+		t.Errorf("log = %q", b)
+	}
+	if _, err := StartDetached([]string{"/nonexistent/vmm"}, "", log); err == nil {
+		t.Errorf("starting a missing binary succeeded")
+	}
+}
+
+// fakeBzImage wraps payload like an x86 bzImage (setup header fields only).
+func fakeBzImage(payload []byte) []byte {
+	const setupSects = 3
+	b := make([]byte, (setupSects+1)*512+64+len(payload))
+	b[0x1f1] = setupSects
+	copy(b[0x202:], "HdrS")
+	binary.LittleEndian.PutUint32(b[0x248:], 64) // payload_offset
+	binary.LittleEndian.PutUint32(b[0x24c:], uint32(len(payload)))
+	copy(b[(setupSects+1)*512+64:], payload)
+	return b
+}
+
+func TestExtractVMLinux(t *testing.T) {
+	elfData := append([]byte("\x7fELF"), bytes.Repeat([]byte("kernel"), 1000)...)
+	enc, _ := zstd.NewWriter(nil)
+	z := enc.EncodeAll(elfData, nil)
+	z = binary.LittleEndian.AppendUint32(z, uint32(len(elfData))) // size appended, as kbuild does
+	got, err := ExtractVMLinux(context.Background(), fakeBzImage(z))
+	if err != nil || !bytes.Equal(got, elfData) {
+		t.Fatalf("ExtractVMLinux(zstd) = %d bytes, %v", len(got), err)
+	}
+	if _, err := ExtractVMLinux(context.Background(), []byte("not a kernel")); err == nil {
+		t.Errorf("garbage accepted")
+	}
+	if _, err := ExtractVMLinux(context.Background(), fakeBzImage([]byte("unknown-compression"))); err == nil {
+		t.Errorf("unknown compression accepted")
+	}
+	if HasPVHNote(elfData) {
+		t.Errorf("HasPVHNote on a truncated ELF")
+	}
+}
+
+// TestPrepareRealKernel uses the Debian kernel of RIK_TEST_KERNEL_DIR.
+func TestPrepareRealKernel(t *testing.T) {
+	dir := os.Getenv("RIK_TEST_KERNEL_DIR")
+	if dir == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("RIK_TEST_KERNEL_DIR is not set: run test/kernel/fetch.sh /var/cache/rik-test/kernel and export RIK_TEST_KERNEL_DIR")
+		}
+		t.Skip("RIK_TEST_KERNEL_DIR not set")
+	}
+	ks, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+	if len(ks) == 0 {
+		t.Fatalf("no boot/vmlinuz-* in %s", dir)
+	}
+	cache := t.TempDir()
+	k, pvh, err := PrepareKernel(context.Background(), ks[0], cache)
+	if err != nil || !pvh || filepath.Dir(k) != cache {
+		t.Fatalf("PrepareKernel = %q, %v, %v; want a PVH vmlinux in %s", k, pvh, err, cache)
+	}
+	b, _ := os.ReadFile(k)
+	if !HasPVHNote(b) {
+		t.Errorf("extracted vmlinux lacks the PVH note")
+	}
+	k2, _, err := PrepareKernel(context.Background(), ks[0], cache)
+	if err != nil || k2 != k {
+		t.Errorf("second PrepareKernel = %q, %v; want cached %q", k2, err, k)
+	}
+}
+
+func BenchmarkExtractVMLinux(b *testing.B) {
+	dir := os.Getenv("RIK_TEST_KERNEL_DIR")
+	ks, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+	if len(ks) == 0 {
+		b.Skip("RIK_TEST_KERNEL_DIR not set")
+	}
+	raw, _ := os.ReadFile(ks[0])
+	for b.Loop() {
+		if _, err := ExtractVMLinux(context.Background(), raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
