@@ -104,6 +104,10 @@ func Open(dir string) (*Store, error) {
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
 
+// Exclusive reports that only one process can open the store at a time (the
+// file is locked), so nothing else can be writing to it.
+func (s *Store) Exclusive() bool { return true }
+
 // Get returns the key, or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 	if err := ctx.Err(); err != nil {

@@ -1,0 +1,363 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/store/bolt"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// fakeScheduler is a real gRPC server implementing the scheduler's
+// controller service: it records orders and pushes statuses on demand.
+type fakeScheduler struct {
+	controllerpb.UnimplementedControllerServer
+
+	mu         sync.Mutex
+	orders     []*controllerpb.WorkloadScheduling
+	subs       map[chan *commonpb.WorkerStatus]struct{}
+	nodes      []*controllerpb.Node
+	logs       func(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
+	subscribed chan struct{}
+	reject     error // returned by ScheduleInstance when set
+
+	addr string
+	srv  *grpc.Server
+}
+
+// startFakeScheduler listens on addr ("127.0.0.1:0" for a fresh port).
+func startFakeScheduler(t testing.TB, addr string) *fakeScheduler {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port of a just-stopped server may take a moment
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	f := &fakeScheduler{
+		subs:       map[chan *commonpb.WorkerStatus]struct{}{},
+		subscribed: make(chan struct{}, 100),
+		addr:       ln.Addr().String(),
+		srv:        grpc.NewServer(),
+	}
+	controllerpb.RegisterControllerServer(f.srv, f)
+	go func() { _ = f.srv.Serve(ln) }()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fakeScheduler) stop() { f.srv.Stop() }
+
+func (f *fakeScheduler) ScheduleInstance(_ context.Context, o *controllerpb.WorkloadScheduling) (*emptypb.Empty, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.orders = append(f.orders, proto.Clone(o).(*controllerpb.WorkloadScheduling))
+	if f.reject != nil {
+		return nil, f.reject
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	ch := make(chan *commonpb.WorkerStatus, 100)
+	f.mu.Lock()
+	f.subs[ch] = struct{}{}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.subs, ch)
+		f.mu.Unlock()
+	}()
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	f.subscribed <- struct{}{}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case m := <-ch:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (f *fakeScheduler) ListNodes(context.Context, *emptypb.Empty) (*controllerpb.NodeList, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &controllerpb.NodeList{Nodes: f.nodes}, nil
+}
+
+func (f *fakeScheduler) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {
+	f.mu.Lock()
+	fn := f.logs
+	f.mu.Unlock()
+	return fn(req, stream)
+}
+
+// push sends an instance status to every subscriber.
+func (f *fakeScheduler) push(m *commonpb.InstanceMetric) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.subs {
+		ch <- &commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+	}
+}
+
+func (f *fakeScheduler) ordersFor(id string) []*controllerpb.WorkloadScheduling {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*controllerpb.WorkloadScheduling
+	for _, o := range f.orders {
+		if o.GetInstanceId() == id {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (f *fakeScheduler) waitSubscribed(t testing.TB) {
+	t.Helper()
+	select {
+	case <-f.subscribed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("controller did not subscribe to the fake scheduler")
+	}
+}
+
+// env is a controller on a bolt store, linked to a fake scheduler, served
+// by httptest.
+type env struct {
+	t     testing.TB
+	s     *Server
+	st    store.Store
+	sched *fakeScheduler
+	http  *httptest.Server
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("RIK_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newEnv(t testing.TB, opts ...func(*Config)) *env {
+	t.Helper()
+	return newEnvTuned(t, nil, opts...)
+}
+
+// newEnvTuned lets a test change the server (periods, clock) before its
+// background loops start.
+func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
+	t.Helper()
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatalf("opening bolt: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	sched := startFakeScheduler(t, "127.0.0.1:0")
+	cfg := Config{Store: st, SchedulerAddr: "http://" + sched.addr + "/", Logger: testLogger(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	if tune != nil {
+		tune(s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	s.startBackground(ctx, &wg)
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		cancel()
+		wg.Wait()
+		s.link.close()
+	})
+	sched.waitSubscribed(t)
+	eventually(t, "controller lease taken", func() bool { // by this controller, or another on a shared store
+		if s.lease.held.Load() {
+			return true
+		}
+		kv, err := s.cfg.Store.Get(context.Background(), LeaseKey)
+		var v leaseValue
+		return err == nil && json.Unmarshal(kv.Value, &v) == nil && v.Holder != s.lease.id
+	})
+	return &env{t: t, s: s, st: st, sched: sched, http: hs}
+}
+
+type response struct {
+	code int
+	body []byte
+	hdr  http.Header
+}
+
+func (r response) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decoding %s: %v", r.body, err)
+	}
+}
+
+func (r response) errorText(t testing.TB) string {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	r.decode(t, &e)
+	if e.Error == "" {
+		t.Fatalf("no error text in %s", r.body)
+	}
+	return e.Error
+}
+
+func (e *env) do(method, path string, body any) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewBufferString(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, e.http.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := e.http.Client().Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("reading %s %s: %v", method, path, err)
+	}
+	return response{code: resp.StatusCode, body: data, hdr: resp.Header}
+}
+
+func (e *env) must(code int, method, path string, body any) response {
+	e.t.Helper()
+	r := e.do(method, path, body)
+	if r.code != code {
+		e.t.Fatalf("%s %s: got %d %s, want %d", method, path, r.code, r.body, code)
+	}
+	return r
+}
+
+const podJSON = `{"apiVersion":"v1","kind":"Pod","name":%q,"spec":{"containers":[{"name":"web","image":"nginx"}]}%s}`
+
+func podDef(name string) string   { return fmt.Sprintf(podJSON, name, "") }
+func podNever(name string) string { return fmt.Sprintf(podJSON, name, `,"restartPolicy":"Never"`) }
+
+func (e *env) createWorkload(def string) workloadRecord {
+	e.t.Helper()
+	var rec workloadRecord
+	e.must(http.StatusCreated, "POST", "/api/v0/workloads.create", def).decode(e.t, &rec)
+	return rec
+}
+
+func (e *env) createInstances(body any) []instanceRecord {
+	e.t.Helper()
+	var recs []instanceRecord
+	e.must(http.StatusCreated, "POST", "/api/v0/instances.create", body).decode(e.t, &recs)
+	return recs
+}
+
+func (e *env) getInstance(ref string) (instanceRecord, int) {
+	e.t.Helper()
+	r := e.do("GET", "/api/v0/instances.get/"+ref, nil)
+	var rec instanceRecord
+	if r.code == http.StatusOK {
+		r.decode(e.t, &rec)
+	}
+	return rec, r.code
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitInstance waits until the instance satisfies cond.
+func (e *env) waitInstance(id string, what string, cond func(workload.Instance) bool) workload.Instance {
+	e.t.Helper()
+	var last instanceRecord
+	eventually(e.t, what, func() bool {
+		rec, code := e.getInstance(id)
+		last = rec
+		return code == http.StatusOK && cond(rec.Value)
+	})
+	return last.Value
+}
+
+func (e *env) waitGone(id string) {
+	e.t.Helper()
+	eventually(e.t, "instance "+id+" removed", func() bool {
+		_, code := e.getInstance(id)
+		return code == http.StatusNotFound
+	})
+}
+
+func (e *env) waitOrders(id string, n int) []*controllerpb.WorkloadScheduling {
+	e.t.Helper()
+	var got []*controllerpb.WorkloadScheduling
+	eventually(e.t, "orders for "+id, func() bool {
+		got = e.sched.ordersFor(id)
+		return len(got) >= n
+	})
+	return got
+}
+
+// barrier creates an instance of workloadID and pushes a status for it: once
+// stored, every status pushed before has been handled (one ordered stream).
+func (e *env) barrier(workloadID string) {
+	e.t.Helper()
+	in := e.createInstances(map[string]any{"workload_id": workloadID})[0]
+	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_CREATING, Message: "barrier"})
+	e.waitInstance(in.ID, "barrier", func(i workload.Instance) bool { return i.Message == "barrier" })
+}

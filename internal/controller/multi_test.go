@@ -1,0 +1,131 @@
+package controller
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/store/bolt"
+	"github.com/rik-org/rik/internal/store/etcd"
+	"github.com/rik-org/rik/internal/store/etcd/etcdtest"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// Two controllers sharing one store and one scheduler (as on etcd): both get
+// every status; the change is applied once, events reach both controllers'
+// subscribers, and a lost node reschedules an instance only once.
+func TestTwoControllersShareStore(t *testing.T) {
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	testTwoControllers(t, sharedStore{st}, sharedStore{st}) // as if on etcd
+}
+
+// The same with etcd, each controller with its own client.
+func TestTwoControllersOnEtcd(t *testing.T) {
+	endpoint := etcdtest.Start(t)
+	open := func() store.Store {
+		st, err := etcd.Open(t.Context(), []string{endpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	testTwoControllers(t, open(), open())
+}
+
+func testTwoControllers(t *testing.T, stA, stB store.Store) {
+	a := newEnv(t, func(c *Config) { c.Store = stA })
+	a.st = stA
+	s2, err := NewServer(Config{Store: stB, SchedulerAddr: a.sched.addr, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	s2.startBackground(ctx, &wg)
+	hs := httptest.NewServer(s2.Handler())
+	t.Cleanup(func() { hs.CloseClientConnections(); hs.Close(); cancel(); wg.Wait(); s2.link.close() })
+	a.sched.waitSubscribed(t)
+	b := &env{t: t, s: s2, st: stB, sched: a.sched, http: hs}
+	var h map[string]any
+	b.must(200, "GET", "/healthz", nil).decode(t, &h)
+	if h["leader"] != false || !a.s.lease.held.Load() || s2.lease.held.Load() {
+		t.Fatalf("second controller healthz %v; first holds the lease: %v", h, a.s.lease.held.Load())
+	}
+
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", hs.URL+"/api/v0/events", nil)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := readEvents(resp.Body)
+	eventually(t, "subscriber on b", func() bool { return s2.events.count() == 1 })
+
+	wl := a.createWorkload(podDef("web"))
+	in := a.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	if ev := nextInstanceEvent(t, events, in.ID); ev.Value.Status != workload.StatusPending {
+		t.Errorf("b saw %+v for an instance created on a", ev.Value)
+	}
+	a.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1"})
+	if ev := nextInstanceEvent(t, events, in.ID); ev.Value.Status != workload.StatusRunning {
+		t.Errorf("b event %+v", ev.Value)
+	}
+	b.waitInstance(in.ID, "running via b", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
+
+	a.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: ReasonNodeLost})
+	a.waitInstance(in.ID, "rescheduled", func(i workload.Instance) bool { return i.Status == workload.StatusPending })
+	a.barrier(wl.ID) // both controllers handled the node loss
+	b.barrier(wl.ID)
+	got, _ := a.getInstance(in.ID)
+	if got.Value.Restarts != 1 {
+		t.Errorf("restarts = %d after one node loss seen by two controllers", got.Value.Restarts)
+	}
+	creates := 0
+	for _, o := range a.sched.ordersFor(in.ID) {
+		if o.GetAction() == commonpb.WorkloadRequestKind_CREATE {
+			creates++
+		}
+	}
+	if creates != 2 {
+		t.Errorf("%d CREATE orders, want 2 (first placement, one reschedule)", creates)
+	}
+}
+
+// Names are unique across controllers, and a workload deleted on one is
+// deleted for both.
+func TestTwoControllersNamesAndDelete(t *testing.T) {
+	endpoint := etcdtest.Start(t)
+	open := func() store.Store {
+		st, err := etcd.Open(t.Context(), []string{endpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	a := newEnv(t, func(c *Config) { c.Store = open() })
+	b := newEnv(t, func(c *Config) { c.Store = open() })
+	a.createWorkload(podDef("web"))
+	if r := b.do("POST", "/api/v0/workloads.create", podDef("web")); r.code != 409 {
+		t.Errorf("same workload name on the other controller: %d", r.code)
+	}
+	a.createInstances(map[string]any{"workload_id": "web", "name": "web-one"})
+	if r := b.do("POST", "/api/v0/instances.create", map[string]any{"workload_id": "web", "name": "web-one"}); r.code != 409 {
+		t.Errorf("same instance name on the other controller: %d", r.code)
+	}
+	b.must(204, "POST", "/api/v0/workloads.delete", map[string]string{"id": "web"})
+	a.must(404, "GET", "/api/v0/workloads.instances/web", nil)
+	got, _ := a.getInstance("web-one")
+	if !got.Value.DeleteRequested {
+		t.Errorf("instance after delete on the other controller: %+v", got.Value)
+	}
+}

@@ -1,0 +1,223 @@
+// Package controller is rik's controller: the REST API users talk to, the
+// desired state in the store, and the link to the scheduler that places
+// instances and reports their statuses.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rik-org/rik/internal/store"
+)
+
+// Config configures a controller.
+type Config struct {
+	Addr          string       // listen address, ":5000" by default
+	Listener      net.Listener // optional; used instead of Addr (tests)
+	Store         store.Store  // required
+	SchedulerAddr string       // "localhost:4996"; "http://host:port" accepted
+	MaxBodyBytes  int64        // request body cap, 1 MiB by default
+	Logger        *slog.Logger // nil: logs are discarded
+}
+
+// Defaults.
+const (
+	DefaultAddr          = ":5000"
+	DefaultSchedulerAddr = "localhost:4996"
+	DefaultMaxBodyBytes  = 1 << 20
+)
+
+// Server is a controller: HTTP API plus scheduler link.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	repo    *repo
+	link    *link
+	events  *broker
+	lease   *lease
+	metrics *metrics
+	handler http.Handler
+
+	resyncEvery    time.Duration
+	keepaliveEvery time.Duration
+	callTimeout    time.Duration
+	now            func() time.Time
+
+	bgOnce sync.Once
+	// streams is cancelled when the HTTP server shuts down, ending
+	// long-lived responses (events, followed logs).
+	streams    context.Context
+	endStreams context.CancelFunc
+}
+
+// NewServer checks cfg, applies defaults and builds a Server. Nothing runs
+// until Run (or, in tests, Handler plus the background loops).
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("controller config: store is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.SchedulerAddr == "" {
+		cfg.SchedulerAddr = DefaultSchedulerAddr
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:            cfg,
+		log:            cfg.Logger,
+		repo:           newRepo(cfg.Store),
+		events:         newBroker(),
+		metrics:        newMetrics(),
+		resyncEvery:    30 * time.Second,
+		keepaliveEvery: 15 * time.Second,
+		callTimeout:    3 * time.Second,
+		now:            func() time.Time { return time.Now().UTC() },
+	}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
+	s.lease = &lease{st: cfg.Store, id: controllerID(cfg), renew: 5 * time.Second, ttl: 15 * time.Second,
+		log: s.log, gained: s.leaseGained}
+	l, err := newLink(s, schedulerTarget(cfg.SchedulerAddr))
+	if err != nil {
+		return nil, err
+	}
+	s.link = l
+	s.handler = s.routes()
+	return s, nil
+}
+
+// controllerID names this controller in the lease (for humans: host and
+// listen address, plus a random part as it must be unique).
+func controllerID(cfg Config) string {
+	host, _ := os.Hostname()
+	addr := cfg.Addr
+	if cfg.Listener != nil {
+		addr = cfg.Listener.Addr().String()
+	}
+	return host + "/" + addr + "/" + uuid.NewString()[:8]
+}
+
+// leaseGained catches up on statuses when this controller starts ingesting:
+// the scheduler answers re-sent CREATEs with the instances' last status.
+func (s *Server) leaseGained(ctx context.Context) {
+	if !s.link.connected.Load() {
+		return // the next subscribe re-sends everything
+	}
+	if err := s.resendAll(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("re-sending desired state after taking the lease", "err", err)
+	}
+}
+
+// schedulerTarget turns "http://host:port/" into "host:port".
+func schedulerTarget(addr string) string {
+	for _, p := range []string{"http://", "https://", "grpc://"} {
+		addr = strings.TrimPrefix(addr, p)
+	}
+	return strings.TrimSuffix(addr, "/")
+}
+
+// Handler returns the HTTP handler of the REST API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run starts the controller and blocks until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+// Run serves HTTP and keeps the scheduler link until ctx is done, then shuts
+// down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			s.link.close()
+			return fmt.Errorf("listening on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	// Background loops outlive the HTTP server by the shutdown, so requests
+	// in flight can still send their orders.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var wg sync.WaitGroup
+	s.startBackground(bgCtx, &wg)
+
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	srv.RegisterOnShutdown(s.endStreams)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("controller listening", "addr", ln.Addr().String(), "scheduler", s.link.target)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serving http: %w", err)
+	}
+	shutCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if serr := srv.Shutdown(shutCtx); serr != nil {
+		s.log.Warn("http shutdown", "err", serr)
+	}
+	stopBackground()
+	wg.Wait()
+	s.link.close()
+	s.log.Info("controller stopped")
+	return err
+}
+
+// streamContext is r's context, also cancelled when the server shuts down.
+func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.streams, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// startBackground starts the lease, the scheduler link, the store watch
+// feeding events and metrics, and the periodic resync; they stop with ctx.
+func (s *Server) startBackground(ctx context.Context, wg *sync.WaitGroup) {
+	s.bgOnce.Do(func() {
+		wg.Add(4)
+		go func() { defer wg.Done(); s.lease.run(ctx) }()
+		go func() { defer wg.Done(); s.link.run(ctx) }()
+		go func() { defer wg.Done(); s.watchInstances(ctx) }()
+		go func() { defer wg.Done(); s.resyncLoop(ctx) }()
+	})
+}
+
+// sleep waits d or until ctx is done; false if ctx is done.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,216 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/internal/store/bolt"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+func intp(i int) *int { return &i }
+
+func TestApplyMetric(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	running := workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", IP: "10.0.0.2",
+		Ports: []workload.PortMapping{{Port: 80, TargetPort: 80}}}
+	pending := workload.Instance{ID: "i", Status: workload.StatusPending}
+	deleting := running
+	deleting.DeleteRequested = true
+	deleting.Status = workload.StatusDestroying
+	rescheduled := workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Restarts: 1}
+	alive := applyContext{WorkloadExists: true, Policy: workload.RestartAlways, Now: now}
+	never := applyContext{WorkloadExists: true, Policy: workload.RestartNever, Now: now}
+	orphan := applyContext{WorkloadExists: false, Policy: workload.RestartAlways, Now: now}
+	m := func(st commonpb.ResourceStatus, f func(*commonpb.InstanceMetric)) *commonpb.InstanceMetric {
+		x := &commonpb.InstanceMetric{InstanceId: "i", Status: st, Node: "n1"}
+		if f != nil {
+			f(x)
+		}
+		return x
+	}
+	tests := []struct {
+		name string
+		in   workload.Instance
+		m    *commonpb.InstanceMetric
+		c    applyContext
+		want outcome
+		out  workload.Instance
+	}{
+		{"pending to creating", pending, m(commonpb.ResourceStatus_CREATING, func(x *commonpb.InstanceMetric) { x.Message = "pulling" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Message: "pulling", UpdatedAt: now}},
+		{"same status again", running, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, running},
+		{"unknown status ignored", running, m(commonpb.ResourceStatus_UNKNOWN, nil), alive, outcomeKeep, running},
+		{"exit code kept on failure", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.HasExitCode = true; x.ExitCode = 1; x.Reason = "Error" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: "Error", ExitCode: intp(1), UpdatedAt: now}},
+		{"restarts never go down", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Restarts = 1 }), alive, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}},
+		{"terminated of deleted removes", deleting, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeRemove, deleting},
+		{"terminated of orphan removes", running, m(commonpb.ResourceStatus_TERMINATED, nil), orphan, outcomeRemove, running},
+		{"terminated of live is kept", running, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, UpdatedAt: now}},
+		{"running while deleting stays destroying", deleting, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, deleting},
+		{"node lost reschedules", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonNodeLost, UpdatedAt: now}},
+		{"node lost of deleted removes", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeRemove, deleting},
+		{"node lost twice is one reschedule", rescheduled, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep, rescheduled},
+		{"node lost after a pending status ignored", workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1}},
+		{"node lost of a scheduled instance reschedules", workload.Instance{ID: "i", Status: workload.StatusPending, Node: "n1", Message: "scheduled on n1"},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+		{"node lost twice with Never is one failure", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := cloneInstance(tt.in)
+			got := applyMetric(&in, tt.m, tt.c)
+			if got != tt.want {
+				t.Errorf("outcome = %d, want %d", got, tt.want)
+			}
+			if diff := cmp.Diff(tt.out, in); diff != "" {
+				t.Errorf("instance (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestInstanceName(t *testing.T) {
+	for _, wl := range []string{"web", strings.Repeat("a", 57), strings.Repeat("b", 56) + "-c", "x"} {
+		n := instanceName(wl)
+		if err := workload.ValidName(n); err != nil {
+			t.Errorf("instanceName(%q) = %q: %v", wl, n, err)
+		}
+	}
+	seen := map[string]bool{}
+	for range 200 {
+		seen[instanceName("web")] = true
+	}
+	if len(seen) < 190 {
+		t.Errorf("only %d distinct names in 200", len(seen))
+	}
+}
+
+func TestSchedulerTarget(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://localhost:4996": "localhost:4996",
+		"http://10.0.0.1:4996/": "10.0.0.1:4996",
+		"localhost:4996":        "localhost:4996",
+		"https://sched:1":       "sched:1",
+		"dns:///scheduler:4996": "dns:///scheduler:4996",
+	} {
+		if got := schedulerTarget(in); got != want {
+			t.Errorf("schedulerTarget(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Two controllers on one store updating the same instance concurrently must
+// not lose updates (compare-and-set).
+func TestUpdateInstanceCAS(t *testing.T) {
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	a, b := newRepo(st), newRepo(st)
+	rec := instanceRecord{ID: "id-1", Name: "web-aaaaa", Value: workload.Instance{ID: "id-1", Name: "web-aaaaa", Kind: workload.KindPod}}
+	if err := a.createInstance(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.createInstance(ctx, rec); err == nil {
+		t.Fatal("second create of the same name succeeded")
+	}
+	var wg sync.WaitGroup
+	for _, r := range []*repo{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				_, _, err := r.updateInstance(ctx, "id-1", func(i *workload.Instance) (change, error) {
+					i.Restarts++
+					return write, nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, err := a.findInstanceByID(ctx, "id-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Value.Restarts != 100 {
+		t.Errorf("restarts = %d after 100 concurrent increments", got.Value.Restarts)
+	}
+}
+
+// The OpenAPI description parses and documents every route served.
+func TestOpenAPICoversRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi version %q", doc.OpenAPI)
+	}
+	for _, r := range []struct{ method, path string }{
+		{"get", "/api/v0/workloads.list"}, {"get", "/api/v0/workloads.instances/{id}"},
+		{"post", "/api/v0/workloads.create"}, {"post", "/api/v0/workloads.delete"},
+		{"get", "/api/v0/instances.list"}, {"post", "/api/v0/instances.create"},
+		{"post", "/api/v0/instances.delete"}, {"get", "/api/v0/instances.get/{id}"},
+		{"get", "/api/v0/instances.logs/{id}"}, {"get", "/api/v0/nodes.list"},
+		{"get", "/api/v0/events"}, {"get", "/api/v0/openapi.yaml"},
+		{"get", "/api/v0/workload.schema.json"}, {"get", "/healthz"}, {"get", "/metrics"},
+	} {
+		if _, ok := doc.Paths[r.path][r.method]; !ok {
+			t.Errorf("openapi.yaml lacks %s %s", r.method, r.path)
+		}
+	}
+}
+
+func TestPublishChanges(t *testing.T) {
+	s := &Server{events: newBroker()}
+	ch, unsub := s.events.subscribe()
+	defer unsub()
+	rec := func(id string, st workload.Status) instanceRecord {
+		return instanceRecord{ID: id, Name: id, Value: workload.Instance{ID: id, Status: st}}
+	}
+	old := map[string]instanceRecord{"/a": rec("a", workload.StatusPending), "/b": rec("b", workload.StatusRunning), "/d": rec("d", workload.StatusRunning)}
+	cur := map[string]instanceRecord{"/a": rec("a", workload.StatusRunning), "/c": rec("c", workload.StatusPending), "/d": rec("d", workload.StatusRunning)}
+	publishChanges(s, old, cur)
+	got := map[string]workload.Status{}
+	for len(ch) > 0 {
+		var r instanceRecord
+		if err := json.Unmarshal(<-ch, &r); err != nil {
+			t.Fatal(err)
+		}
+		got[r.ID] = r.Value.Status
+	}
+	want := map[string]workload.Status{"a": workload.StatusRunning, "b": workload.StatusTerminated, "c": workload.StatusPending}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("published (-want +got):\n%s", diff)
+	}
+}
