@@ -47,6 +47,13 @@ type Status struct {
 
 // Reporter receives every status change a runtime sees on its own: progress
 // while starting, and exits after it started. It must not block for long.
+//
+// The riklet agent forwards PhaseCreating progress (Message) while the
+// instance is being created, and applies the restart policy on PhaseExited
+// and PhaseFailed of a running instance; it ignores exits reported for an
+// earlier run (one it since stopped or restarted), but a runtime should not
+// report exits caused by Stop. The agent never calls the runtime from the
+// Reporter, so a runtime may call it while holding its own locks.
 type Reporter func(Status)
 
 // LogOptions select what Logs returns.

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -122,22 +123,35 @@ func Busybox() (v1.Image, error) {
 
 // Registry is an in-process OCI registry on 127.0.0.1.
 type Registry struct {
-	Host     string // "127.0.0.1:port"
-	srv      *httptest.Server
-	requests atomic.Int64
-	down     atomic.Bool
+	Host       string // "127.0.0.1:port"
+	user, pass string
+	srv        *httptest.Server
+	requests   atomic.Int64
+	down       atomic.Bool
 }
 
 // NewRegistry starts a registry, stopped when the test ends.
-func NewRegistry(t testing.TB) *Registry {
+func NewRegistry(t testing.TB) *Registry { return NewRegistryAuth(t, "", "") }
+
+// NewRegistryAuth starts a registry that wants HTTP basic auth with user
+// and pass (none if user is empty).
+func NewRegistryAuth(t testing.TB, user, pass string) *Registry {
 	t.Helper()
-	r := &Registry{}
+	r := &Registry{user: user, pass: pass}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.requests.Add(1)
 		if r.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
+		}
+		if user != "" {
+			u, p, ok := req.BasicAuth()
+			if !ok || u != user || p != pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="rik-test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
 		}
 		h.ServeHTTP(w, req)
 	}))
@@ -160,7 +174,11 @@ func (r *Registry) Push(t testing.TB, repoTag string, img v1.Image) string {
 	if err != nil {
 		t.Fatalf("parsing %s: %v", ref, err)
 	}
-	if err := remote.Write(tag, img); err != nil {
+	var opts []remote.Option
+	if r.user != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.user, Password: r.pass}))
+	}
+	if err := remote.Write(tag, img, opts...); err != nil {
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 	return ref

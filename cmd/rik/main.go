@@ -1,0 +1,108 @@
+// Command rik is the one-command way to try rik: `rik dev` runs a
+// controller, a scheduler and a riklet in one process on the embedded store.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rik-org/rik/internal/dev"
+	"github.com/rik-org/rik/internal/riklet/runtimes"
+	"github.com/rik-org/rik/internal/version"
+)
+
+const usage = `usage: rik <command> [flags]
+
+commands:
+  dev       run controller, scheduler and one riklet in this process
+  version   print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "rik", version.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "rik: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var (
+		cfg dev.Config
+		rt  runtimes.Config
+	)
+	fs := flag.NewFlagSet("rik dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "store and node state (default: a new temporary directory)")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:5000", "REST API address")
+	fs.StringVar(&cfg.WorkersAddr, "workers-addr", "127.0.0.1:4995", "scheduler address for riklets")
+	fs.StringVar(&cfg.ControllersAddr, "controllers-addr", "127.0.0.1:4996", "scheduler address for controllers")
+	fs.StringVar(&cfg.Hostname, "hostname", "", "node name (default: the host name)")
+	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 15*time.Second, "a node silent this long is NotReady")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	rt.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "rik dev: unexpected arguments: %v\n", fs.Args())
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "rik dev: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "rik-dev-")
+		if err != nil {
+			fmt.Fprintf(stderr, "rik dev: %v\n", err)
+			return 1
+		}
+		cfg.DataDir = dir
+	}
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: this node offers no pods or functions (they need runc, netlink and iptables)")
+		rt.Pods, rt.KernelPath = false, ""
+	}
+	rt.StateDir = cfg.DataDir + "/riklet"
+	rt.Logger = log.With("component", "riklet")
+	cfg.Runtimes = runtimes.Factories(rt)
+	cfg.Logger = log
+	cfg.Out = stdout
+	if err := dev.Run(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "rik dev: %v\n", err)
+		return 1
+	}
+	return 0
+}

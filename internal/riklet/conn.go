@@ -1,0 +1,312 @@
+package riklet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/riklet/runtime"
+)
+
+// maxLogChunk is the largest LogChunk payload.
+const maxLogChunk = 32 << 10
+
+// connectLoop registers with the scheduler and serves it until ctx is done,
+// re-registering (with backoff) whenever the order stream breaks.
+func (a *agent) connectLoop(ctx context.Context, client workerpb.WorkerClient) {
+	b := backoff{min: a.k.connMin, max: a.k.connMax}
+	for {
+		began := time.Now()
+		err := a.session(ctx, client)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > a.k.connMax {
+			b.reset() // it worked for a while: retry quickly
+		}
+		d := b.next()
+		a.log.Warn("scheduler connection failed, retrying", "error", err, "in", d.Round(time.Millisecond))
+		if !sleep(ctx.Done(), d) {
+			return
+		}
+	}
+}
+
+// session is one registration: it receives orders until the stream breaks,
+// while keeping a status stream and a log stream open.
+func (a *agent) session(ctx context.Context, client workerpb.WorkerClient) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reg := a.registration()
+	stream, err := client.Register(sctx, reg)
+	if err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	if err := waitAccepted(sctx, stream, a.k.connMax); err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	a.log.Info("registered with scheduler", "kinds", reg.Kinds, "instances", len(reg.Instances))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.statusLoop(sctx, client) }()
+	go func() { defer wg.Done(); a.logsLoop(sctx, client) }()
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	for {
+		o, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("receiving orders: scheduler closed the stream")
+			}
+			return fmt.Errorf("receiving orders: %w", err)
+		}
+		a.dispatch(o)
+	}
+}
+
+// waitAccepted waits for the response headers of a registration: the
+// scheduler sends them once it recorded the node, and statuses sent before
+// would be dropped. A scheduler that sends none (not rik's) is given up on
+// after patience, and the session goes on.
+func waitAccepted(ctx context.Context, stream grpc.ClientStream, patience time.Duration) error {
+	done := make(chan error, 1)
+	go func() { // ends with the stream at the latest
+		_, err := stream.Header()
+		done <- err
+	}()
+	t := time.NewTimer(patience)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// registration describes the node and what it runs now.
+func (a *agent) registration() *commonpb.WorkerRegistration {
+	s, err := a.host.sample()
+	if err != nil {
+		a.log.Warn("reading node capacity", "error", err)
+	}
+	a.mu.Lock()
+	instances := a.snapshotLocked()
+	a.mu.Unlock()
+	return &commonpb.WorkerRegistration{
+		Hostname:  a.cfg.Hostname,
+		Capacity:  s.Capacity,
+		Labels:    a.cfg.Labels,
+		Kinds:     a.kinds,
+		Instances: instances,
+		Address:   hostAddress(),
+		Version:   Version,
+	}
+}
+
+// heartbeat is the node's periodic metric.
+func (a *agent) heartbeat() *commonpb.WorkerStatus {
+	s, err := a.host.sample()
+	if err != nil {
+		a.log.Debug("reading node usage", "error", err)
+	}
+	return &commonpb.WorkerStatus{
+		Identifier: a.cfg.Hostname,
+		Status: &commonpb.WorkerStatus_Worker{Worker: &commonpb.WorkerMetric{
+			Status:   commonpb.ResourceStatus_RUNNING,
+			Metrics:  rikMetrics(s),
+			Capacity: s.Capacity,
+			Usage:    s.Usage,
+			Load1:    s.Load1,
+			Kinds:    a.kinds,
+		}},
+	}
+}
+
+// statusLoop keeps a status stream open until ctx is done.
+func (a *agent) statusLoop(ctx context.Context, client workerpb.WorkerClient) {
+	b := backoff{min: a.k.connMin, max: a.k.connMax}
+	for {
+		began := time.Now()
+		err := a.sendStatuses(ctx, client)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > a.k.connMax {
+			b.reset()
+		}
+		d := b.next()
+		a.log.Warn("status stream broken, reopening", "error", err, "in", d.Round(time.Millisecond))
+		if !sleep(ctx.Done(), d) {
+			return
+		}
+	}
+}
+
+// sendStatuses opens a status stream, re-sends the latest status of every
+// instance, then sends queued statuses as they come and a heartbeat every
+// HeartbeatInterval. A status leaves the queue once sent.
+func (a *agent) sendStatuses(ctx context.Context, client workerpb.WorkerClient) error {
+	st, err := client.SendStatusUpdates(ctx)
+	if err != nil {
+		return fmt.Errorf("opening status stream: %w", err)
+	}
+	fail := func(err error) error {
+		if errors.Is(err, io.EOF) {
+			if _, rerr := st.CloseAndRecv(); rerr != nil {
+				err = rerr
+			}
+		}
+		return fmt.Errorf("sending status: %w", err)
+	}
+	a.resend()
+	if err := st.Send(a.heartbeat()); err != nil {
+		return fail(err)
+	}
+	tick := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		for {
+			m, ok := a.queue.peek()
+			if !ok {
+				break
+			}
+			ws := &commonpb.WorkerStatus{Identifier: a.cfg.Hostname, Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+			if err := st.Send(ws); err != nil {
+				return fail(err)
+			}
+			a.queue.pop(m)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.queue.ready:
+		case <-tick.C:
+			if err := st.Send(a.heartbeat()); err != nil {
+				return fail(err)
+			}
+		}
+	}
+}
+
+// logsLoop keeps the log stream open until ctx is done. A scheduler that
+// does not serve logs is not asked again during this session.
+func (a *agent) logsLoop(ctx context.Context, client workerpb.WorkerClient) {
+	b := backoff{min: a.k.connMin, max: a.k.connMax}
+	for {
+		began := time.Now()
+		err := a.serveLogs(ctx, client)
+		if ctx.Err() != nil {
+			return
+		}
+		if status.Code(err) == codes.Unimplemented {
+			a.log.Info("scheduler does not serve logs")
+			return
+		}
+		if time.Since(began) > a.k.connMax {
+			b.reset()
+		}
+		d := b.next()
+		a.log.Warn("log stream broken, reopening", "error", err, "in", d.Round(time.Millisecond))
+		if !sleep(ctx.Done(), d) {
+			return
+		}
+	}
+}
+
+// serveLogs opens a log stream and answers its requests concurrently.
+func (a *agent) serveLogs(ctx context.Context, client workerpb.WorkerClient) error {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := client.ServeLogs(lctx)
+	if err != nil {
+		return fmt.Errorf("opening log stream: %w", err)
+	}
+	var sendMu sync.Mutex
+	send := func(c *commonpb.LogChunk) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return st.Send(c)
+	}
+	if err := send(&commonpb.LogChunk{RequestId: a.cfg.Hostname}); err != nil {
+		_, rerr := st.Recv()
+		return fmt.Errorf("opening log stream: %w", errors.Join(err, rerr))
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	for {
+		req, err := st.Recv()
+		if err != nil {
+			return fmt.Errorf("receiving log requests: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveLog(lctx, req, send)
+		}()
+	}
+}
+
+// serveLog answers one log request: chunks, then an eof chunk carrying the
+// error if any.
+func (a *agent) serveLog(ctx context.Context, req *commonpb.LogRequest, send func(*commonpb.LogChunk) error) {
+	rid := req.GetRequestId()
+	err := a.writeLogs(ctx, req, &chunkWriter{requestID: rid, send: send})
+	end := &commonpb.LogChunk{RequestId: rid, Eof: true}
+	if err != nil {
+		end.Error = err.Error()
+	}
+	if serr := send(end); serr != nil {
+		a.log.Debug("sending end of logs", "request", rid, "error", serr)
+	}
+}
+
+func (a *agent) writeLogs(ctx context.Context, req *commonpb.LogRequest, w io.Writer) error {
+	e, ok := a.get(req.GetInstanceId())
+	if !ok {
+		return runtime.ErrNotFound
+	}
+	rt := a.runtimes[kindOf(e.Kind)]
+	if rt == nil {
+		return errors.New(noRuntimeMessage(e.Kind))
+	}
+	inst, _ := a.instance(e)
+	tail := req.GetTail()
+	if tail < 0 || tail > 1<<31-1 {
+		tail = 0
+	}
+	return rt.Logs(ctx, inst, runtime.LogOptions{Container: req.GetContainer(), Follow: req.GetFollow(), Tail: int(tail)}, w)
+}
+
+// chunkWriter sends what is written to it as LogChunks of at most
+// maxLogChunk bytes.
+type chunkWriter struct {
+	requestID string
+	send      func(*commonpb.LogChunk) error
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		size := min(len(p), maxLogChunk)
+		data := append([]byte(nil), p[:size]...)
+		if err := w.send(&commonpb.LogChunk{RequestId: w.requestID, Data: data}); err != nil {
+			return n, fmt.Errorf("sending logs: %w", err)
+		}
+		n += size
+		p = p[size:]
+	}
+	return n, nil
+}

@@ -1,0 +1,424 @@
+// Package podnet gives each Pod its network: a network namespace bound
+// under the state directory, a veth pair whose host side joins a node
+// bridge (rik0) and whose pod side is eth0 with an address from a
+// persisted allocator, a default route via the bridge, and loopback up.
+//
+// iptables (masquerade, forwarding, port exposure) belong to the sdn
+// package; podnet does none.
+package podnet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultCIDR is the default node pod range.
+var DefaultCIDR = netip.MustParsePrefix("10.63.0.0/16")
+
+// DefaultBridge is the default node bridge name.
+const DefaultBridge = "rik0"
+
+// Allocator leases one address per pod, persisted (ipam.Pool).
+type Allocator interface {
+	Allocate(owner string) (netip.Prefix, error)
+	Release(owner string) error
+	Lookup(owner string) (netip.Prefix, bool)
+	Owners() []string
+}
+
+// Config configures a Manager.
+type Config struct {
+	StateDir  string       // netns files under <StateDir>/netns, leases in <StateDir>/ipam.json
+	CIDR      netip.Prefix // node pod range; default 10.63.0.0/16
+	Bridge    string       // default rik0
+	HostNetns string       // netns holding the bridge (tests); "" = the riklet's own
+	IPAM      Allocator    // default: an ipam.Pool in StateDir
+	Logger    *slog.Logger
+}
+
+// Net is a pod's network.
+type Net struct {
+	NetnsPath string
+	IP        netip.Addr
+	Gateway   netip.Addr
+	HostVeth  string
+}
+
+// Manager sets up and tears down pod networks. Safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	gateway netip.Addr
+	log     *slog.Logger
+	mu      sync.Mutex // bridge creation
+}
+
+// New returns a Manager, opening the default allocator if cfg.IPAM is nil.
+// It does not touch the host until the first Setup.
+func New(cfg Config) (*Manager, error) {
+	if !cfg.CIDR.IsValid() {
+		cfg.CIDR = DefaultCIDR
+	}
+	cfg.CIDR = cfg.CIDR.Masked()
+	if !cfg.CIDR.Addr().Is4() || cfg.CIDR.Bits() > 29 {
+		return nil, fmt.Errorf("pod network %s: want an IPv4 range of /29 or larger", cfg.CIDR)
+	}
+	if cfg.Bridge == "" {
+		cfg.Bridge = DefaultBridge
+	}
+	if len(cfg.Bridge) > 15 {
+		return nil, fmt.Errorf("bridge name %q: longer than 15 characters", cfg.Bridge)
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("pod network: state dir required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "netns"), 0o700); err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	gw := cfg.CIDR.Addr().Next()
+	if cfg.IPAM == nil {
+		bcast := lastAddr(cfg.CIDR)
+		pool, err := ipam.Open(filepath.Join(cfg.StateDir, "ipam.json"), cfg.CIDR, 32,
+			netip.PrefixFrom(cfg.CIDR.Addr(), 32), netip.PrefixFrom(gw, 32), netip.PrefixFrom(bcast, 32))
+		if err != nil {
+			return nil, fmt.Errorf("pod network: %w", err)
+		}
+		cfg.IPAM = pool
+	}
+	return &Manager{cfg: cfg, gateway: gw, log: cfg.Logger}, nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n |= 1<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// Gateway is the bridge address, the pods' default gateway.
+func (m *Manager) Gateway() netip.Addr { return m.gateway }
+
+// VethName is the host-side veth of pod id: "rikp" + 10 hex digits.
+func VethName(id string) string { return "rikp" + hash(id) }
+
+func peerName(id string) string { return "rikc" + hash(id) }
+
+func hash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:5])
+}
+
+// NetnsPath is where pod id's network namespace is bound.
+func (m *Manager) NetnsPath(id string) string {
+	return filepath.Join(m.cfg.StateDir, "netns", id)
+}
+
+func validID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return fmt.Errorf("pod network: invalid id %q", id)
+	}
+	return nil
+}
+
+// Setup creates pod id's network and returns it. On error everything it
+// created is removed again. Setting up a pod that has a network returns it.
+func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
+	if err := validID(id); err != nil {
+		return Net{}, err
+	}
+	if n, ok := m.Get(id); ok {
+		return n, nil
+	}
+	defer func() {
+		if err != nil {
+			if terr := m.Teardown(context.WithoutCancel(ctx), id); terr != nil {
+				m.log.Warn("rolling back pod network", "id", id, "err", terr)
+			}
+		}
+	}()
+	pfx, err := m.cfg.IPAM.Allocate(id)
+	if err != nil {
+		return Net{}, fmt.Errorf("allocating address for pod %s: %w", id, err)
+	}
+	ip := pfx.Addr()
+	if err := m.removeNet(id); err != nil { // leftovers of a half-torn-down pod
+		return Net{}, err
+	}
+	host, err := m.hostHandle()
+	if err != nil {
+		return Net{}, err
+	}
+	defer host.Close()
+	br, err := m.ensureBridge(host)
+	if err != nil {
+		return Net{}, err
+	}
+	path := m.NetnsPath(id)
+	if err := newNetns(path); err != nil {
+		return Net{}, fmt.Errorf("creating netns %s: %w", path, err)
+	}
+	podns, err := netns.GetFromPath(path)
+	if err != nil {
+		return Net{}, fmt.Errorf("opening netns %s: %w", path, err)
+	}
+	defer podns.Close()
+
+	vname, pname := VethName(id), peerName(id)
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: vname, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU},
+		PeerName:      pname,
+		PeerNamespace: netlink.NsFd(int(podns)),
+	}
+	if err := host.LinkAdd(veth); err != nil {
+		return Net{}, fmt.Errorf("creating veth %s: %w", vname, err)
+	}
+	hl, err := host.LinkByName(vname)
+	if err != nil {
+		return Net{}, fmt.Errorf("finding veth %s: %w", vname, err)
+	}
+	if err := host.LinkSetAlias(hl, id); err != nil {
+		return Net{}, fmt.Errorf("labelling veth %s: %w", vname, err)
+	}
+	if err := host.LinkSetUp(hl); err != nil {
+		return Net{}, fmt.Errorf("bringing up veth %s: %w", vname, err)
+	}
+	if err := m.configurePod(podns, pname, ip); err != nil {
+		return Net{}, fmt.Errorf("configuring pod %s network: %w", id, err)
+	}
+	m.log.Info("pod network up", "id", id, "ip", ip, "veth", vname)
+	return Net{NetnsPath: path, IP: ip, Gateway: m.gateway, HostVeth: vname}, nil
+}
+
+func (m *Manager) configurePod(podns netns.NsHandle, peer string, ip netip.Addr) error {
+	h, err := netlink.NewHandleAt(podns)
+	if err != nil {
+		return fmt.Errorf("opening netlink in pod netns: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("finding lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bringing up lo: %w", err)
+	}
+	l, err := h.LinkByName(peer)
+	if err != nil {
+		return fmt.Errorf("finding %s: %w", peer, err)
+	}
+	if err := h.LinkSetName(l, "eth0"); err != nil {
+		return fmt.Errorf("renaming %s to eth0: %w", peer, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(m.cfg.CIDR.Bits(), 32)}}
+	if err := h.AddrAdd(l, addr); err != nil {
+		return fmt.Errorf("adding %s to eth0: %w", addr, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bringing up eth0: %w", err)
+	}
+	route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: m.gateway.AsSlice()}
+	if err := h.RouteAdd(route); err != nil {
+		return fmt.Errorf("adding default route via %s: %w", m.gateway, err)
+	}
+	return nil
+}
+
+func (m *Manager) hostHandle() (*netlink.Handle, error) {
+	if m.cfg.HostNetns == "" {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("opening netlink: %w", err)
+		}
+		return h, nil
+	}
+	ns, err := netns.GetFromPath(m.cfg.HostNetns)
+	if err != nil {
+		return nil, fmt.Errorf("opening host netns %s: %w", m.cfg.HostNetns, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink in %s: %w", m.cfg.HostNetns, err)
+	}
+	return h, nil
+}
+
+// ensureBridge returns the node bridge, creating it (gateway address, up)
+// if needed.
+func (m *Manager) ensureBridge(h *netlink.Handle) (netlink.Link, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	name := m.cfg.Bridge
+	br, err := h.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("creating bridge %s: %w", name, err)
+		}
+		br, err = h.LinkByName(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding bridge %s: %w", name, err)
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("bridge %s: exists and is a %s", name, br.Type())
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: m.gateway.AsSlice(), Mask: net.CIDRMask(m.cfg.CIDR.Bits(), 32)}}
+	if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("adding %s to bridge %s: %w", addr, name, err)
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("bringing up bridge %s: %w", name, err)
+	}
+	return br, nil
+}
+
+// Get returns pod id's network if its netns and lease exist.
+func (m *Manager) Get(id string) (Net, bool) {
+	pfx, ok := m.cfg.IPAM.Lookup(id)
+	if !ok {
+		return Net{}, false
+	}
+	path := m.NetnsPath(id)
+	if !isNsMount(path) {
+		return Net{}, false
+	}
+	host, err := m.hostHandle()
+	if err != nil {
+		return Net{}, false
+	}
+	defer host.Close()
+	if _, err := host.LinkByName(VethName(id)); err != nil {
+		return Net{}, false
+	}
+	return Net{NetnsPath: path, IP: pfx.Addr(), Gateway: m.gateway, HostVeth: VethName(id)}, true
+}
+
+// Teardown removes pod id's veth, netns and lease. Missing pieces are fine.
+func (m *Manager) Teardown(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	err := m.removeNet(id)
+	if rerr := m.cfg.IPAM.Release(id); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("releasing address of pod %s: %w", id, rerr))
+	}
+	return err
+}
+
+// removeNet removes pod id's veth and netns.
+func (m *Manager) removeNet(id string) error {
+	var errs []error
+	if host, err := m.hostHandle(); err != nil {
+		errs = append(errs, err)
+	} else {
+		if l, err := host.LinkByName(VethName(id)); err == nil {
+			if err := host.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("deleting veth %s: %w", VethName(id), err))
+			}
+		}
+		host.Close()
+	}
+	path := m.NetnsPath(id)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("unmounting netns %s: %w", path, err))
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("removing netns %s: %w", path, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Owners returns the ids holding any pod network resource on this node: a
+// netns file, a veth labelled with the id, or a lease.
+func (m *Manager) Owners() ([]string, error) {
+	set := map[string]bool{}
+	for _, o := range m.cfg.IPAM.Owners() {
+		set[o] = true
+	}
+	ents, err := os.ReadDir(filepath.Join(m.cfg.StateDir, "netns"))
+	if err != nil {
+		return nil, fmt.Errorf("listing pod netns: %w", err)
+	}
+	for _, e := range ents {
+		set[e.Name()] = true
+	}
+	host, err := m.hostHandle()
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
+	links, err := host.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if strings.HasPrefix(a.Name, "rikp") && a.Alias != "" && VethName(a.Alias) == a.Name {
+			set[a.Alias] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// newNetns creates a network namespace and bind-mounts it on path. The
+// thread that made it is thrown away, so no goroutine is ever left inside.
+func newNetns(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind mount: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// isNsMount reports whether path is a bound network namespace.
+func isNsMount(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.NSFS_MAGIC
+}

@@ -1,0 +1,232 @@
+package podnet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/testutil/netns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+)
+
+func hostLinks(t *testing.T, host *netns.NS) []string {
+	t.Helper()
+	h, err := vnetns.GetFromPath(host.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	links, err := nh.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return names
+}
+
+// serve listens on addr inside ns and answers "hi" to one connection.
+func serve(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+}
+
+func dial(ns *netns.NS, addr string) (string, error) {
+	var got string
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		b, err := io.ReadAll(c)
+		got = string(b)
+		return err
+	})
+	return got, err
+}
+
+func TestSetupReachableAndTeardown(t *testing.T) {
+	host := netns.New(t)
+	ctx := context.Background()
+	m, err := New(Config{StateDir: t.TempDir(), HostNetns: host.Path, CIDR: netip.MustParsePrefix("10.99.0.0/24"), Bridge: "riktest0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.Setup(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "pod-a") })
+	b, err := m.Setup(ctx, "pod-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "pod-b") })
+	if a.IP == b.IP || !netip.MustParsePrefix("10.99.0.0/24").Contains(a.IP) || a.IP == m.Gateway() {
+		t.Fatalf("addresses a=%s b=%s gateway=%s", a.IP, b.IP, m.Gateway())
+	}
+	if a.Gateway != netip.MustParseAddr("10.99.0.1") {
+		t.Errorf("gateway = %s", a.Gateway)
+	}
+	again, err := m.Setup(ctx, "pod-a")
+	if err != nil || again != a {
+		t.Errorf("second Setup = %+v, %v; want %+v", again, err, a)
+	}
+
+	podA := &netns.NS{Name: "pod-a", Path: a.NetnsPath}
+	podB := &netns.NS{Name: "pod-b", Path: b.NetnsPath}
+	serve(t, podA, net.JoinHostPort(a.IP.String(), "8080"))
+	if got, err := dial(host, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
+		t.Errorf("host -> pod a: %q, %v", got, err)
+	}
+	if got, err := dial(podB, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
+		t.Errorf("pod b -> pod a: %q, %v", got, err)
+	}
+	// Pods reach the gateway (default route through the bridge).
+	serve(t, host, net.JoinHostPort(a.Gateway.String(), "9090"))
+	if got, err := dial(podA, net.JoinHostPort(a.Gateway.String(), "9090")); err != nil || got != "hi" {
+		t.Errorf("pod a -> gateway: %q, %v", got, err)
+	}
+
+	owners, err := m.Owners()
+	if err != nil || !slices.Equal(owners, []string{"pod-a", "pod-b"}) {
+		t.Errorf("Owners = %v, %v", owners, err)
+	}
+
+	if err := m.Teardown(ctx, "pod-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Teardown(ctx, "pod-a"); err != nil {
+		t.Errorf("second Teardown: %v", err)
+	}
+	if slices.Contains(hostLinks(t, host), a.HostVeth) {
+		t.Errorf("veth %s left behind", a.HostVeth)
+	}
+	if _, err := os.Lstat(a.NetnsPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("netns %s left behind: %v", a.NetnsPath, err)
+	}
+	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+		t.Error("lease of pod-a left behind")
+	}
+	if owners, _ := m.Owners(); !slices.Equal(owners, []string{"pod-b"}) {
+		t.Errorf("Owners after teardown = %v", owners)
+	}
+	// The freed address is handed out again.
+	c, err := m.Setup(ctx, "pod-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "pod-c") })
+	if c.IP != a.IP {
+		t.Errorf("pod-c got %s, want reused %s", c.IP, a.IP)
+	}
+}
+
+func TestOwnersFindsLabelledVethAfterRestart(t *testing.T) {
+	host := netns.New(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := Config{StateDir: dir, HostNetns: host.Path, Bridge: "riktest0"}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.Setup(ctx, "pod-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new manager on the same state sees the pod and can remove it.
+	m2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := m2.Get("pod-x"); !ok || got != n {
+		t.Errorf("Get after restart = %+v %v, want %+v", got, ok, n)
+	}
+	if owners, _ := m2.Owners(); !slices.Equal(owners, []string{"pod-x"}) {
+		t.Errorf("Owners = %v", owners)
+	}
+	if err := m2.Teardown(ctx, "pod-x"); err != nil {
+		t.Fatal(err)
+	}
+	if owners, _ := m2.Owners(); len(owners) != 0 {
+		t.Errorf("Owners after teardown = %v", owners)
+	}
+}
+
+func TestSetupRollsBack(t *testing.T) {
+	host := netns.New(t)
+	host.Run(t, "ip", "link", "add", "riknotbr", "type", "veth", "peer", "name", "riknotbr1")
+	dir := t.TempDir()
+	m, err := New(Config{StateDir: dir, HostNetns: host.Path, Bridge: "riknotbr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Setup(context.Background(), "pod-y"); err == nil {
+		t.Fatal("Setup with a non-bridge link as bridge succeeded")
+	}
+	if owners, _ := m.Owners(); len(owners) != 0 {
+		t.Errorf("left behind after failed Setup: %v", owners)
+	}
+	if slices.Contains(hostLinks(t, host), VethName("pod-y")) {
+		t.Error("veth left behind")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, cfg := range []Config{
+		{StateDir: t.TempDir(), CIDR: netip.MustParsePrefix("10.0.0.0/30")},
+		{StateDir: t.TempDir(), CIDR: netip.MustParsePrefix("fd00::/64")},
+		{StateDir: t.TempDir(), Bridge: "much-too-long-bridge"},
+		{},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+	m, _ := New(Config{StateDir: t.TempDir()})
+	if _, err := m.Setup(context.Background(), "../x"); err == nil {
+		t.Error("Setup accepted id ../x")
+	}
+}
+
+func TestNames(t *testing.T) {
+	if v := VethName("0b4c5e3a-6b1f-4a8e-9a55-5d3c1c1f2e10"); len(v) != 14 || v[:4] != "rikp" {
+		t.Errorf("VethName = %q", v)
+	}
+	if VethName("a") == VethName("b") {
+		t.Error("names collide")
+	}
+	if got := lastAddr(netip.MustParsePrefix("10.63.0.0/16")); got != netip.MustParseAddr("10.63.255.255") {
+		t.Errorf("lastAddr = %s", got)
+	}
+}

@@ -1,0 +1,220 @@
+// Package riklet is the node agent: it registers with the scheduler, runs
+// the instances it is ordered to run through one runtime per workload kind,
+// applies restart policies, reports every status change and keeps a ledger
+// of what it owns so that a restarted riklet adopts what still runs.
+package riklet
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/riklet/runtime"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// Version is reported in the registration.
+var Version = "dev"
+
+// RuntimeFactory builds one runtime; report receives the status changes it
+// sees on its own.
+type RuntimeFactory func(ctx context.Context, report runtime.Reporter) (runtime.Runtime, error)
+
+// Config of a riklet.
+type Config struct {
+	MasterAddr        string // scheduler address for workers, "127.0.0.1:4995"; "http://h:p" accepted
+	Hostname          string // node name
+	StateDir          string // ledger and runtime state, /var/lib/riklet
+	Runtimes          []RuntimeFactory
+	Labels            map[string]string
+	HeartbeatInterval time.Duration // 5s
+	Logger            *slog.Logger
+
+	// knobs shortens delays in tests; nil means the defaults.
+	knobs *knobs
+}
+
+// knobs are the agent's delays and bounds.
+type knobs struct {
+	restartBase  time.Duration // first restart delay (1s)
+	restartMax   time.Duration // cap (60s)
+	restartReset time.Duration // running this long resets the backoff (10m)
+	connMin      time.Duration // reconnect backoff (0.2s)
+	connMax      time.Duration // (5s)
+	startTimeout time.Duration // (10m)
+	stopTimeout  time.Duration // (2m)
+	queueMax     int           // status queue bound (1024)
+}
+
+func defaultKnobs() knobs {
+	return knobs{
+		restartBase:  time.Second,
+		restartMax:   60 * time.Second,
+		restartReset: 10 * time.Minute,
+		connMin:      200 * time.Millisecond,
+		connMax:      5 * time.Second,
+		startTimeout: 10 * time.Minute,
+		stopTimeout:  2 * time.Minute,
+		queueMax:     1024,
+	}
+}
+
+// DefaultMasterAddr is the scheduler's worker endpoint.
+const DefaultMasterAddr = "127.0.0.1:4995"
+
+// normalizeAddr turns "http://h:p/", "h:p" or "h" into "h:p".
+func normalizeAddr(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return DefaultMasterAddr, nil
+	}
+	for _, p := range []string{"http://", "https://", "grpc://"} {
+		if len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) {
+			s = s[len(p):]
+			break
+		}
+	}
+	s = strings.TrimRight(s, "/")
+	if s == "" || strings.ContainsAny(s, "/?# ") {
+		return "", fmt.Errorf("master address %q: want host:port", s)
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		// No port: RIK's default worker port.
+		s = net.JoinHostPort(strings.Trim(s, "[]"), "4995")
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return "", fmt.Errorf("master address %q: %w", s, err)
+		}
+	}
+	return s, nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	var err error
+	if c.MasterAddr, err = normalizeAddr(c.MasterAddr); err != nil {
+		return c, err
+	}
+	if c.Hostname == "" {
+		if c.Hostname, err = os.Hostname(); err != nil {
+			return c, fmt.Errorf("reading hostname: %w", err)
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/riklet"
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	k := defaultKnobs()
+	if c.knobs != nil {
+		o := *c.knobs
+		for _, p := range []struct{ dst, src *time.Duration }{
+			{&k.restartBase, &o.restartBase}, {&k.restartMax, &o.restartMax},
+			{&k.restartReset, &o.restartReset}, {&k.connMin, &o.connMin},
+			{&k.connMax, &o.connMax}, {&k.startTimeout, &o.startTimeout},
+			{&k.stopTimeout, &o.stopTimeout},
+		} {
+			if *p.src > 0 {
+				*p.dst = *p.src
+			}
+		}
+		if o.queueMax > 0 {
+			k.queueMax = o.queueMax
+		}
+	}
+	c.knobs = &k
+	return c, nil
+}
+
+// Run runs the agent until ctx is done. It returns an error only when it
+// cannot start (state directory, ledger, scheduler address); a scheduler
+// that is down is retried forever.
+func Run(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+	ledger, err := OpenLedger(filepath.Join(cfg.StateDir, "ledger.json"), log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a := newAgent(ctx, cfg, ledger)
+	defer func() {
+		cancel()
+		a.shutdown()
+		a.closeRuntimes()
+	}()
+
+	for i, f := range cfg.Runtimes {
+		if f == nil {
+			continue
+		}
+		rt, err := f(ctx, a.onRuntimeStatus)
+		if err != nil {
+			log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
+			continue
+		}
+		if rt == nil {
+			log.Warn("runtime factory returned no runtime", "runtime", i)
+			continue
+		}
+		a.all = append(a.all, rt)
+		k := rt.Kind()
+		if _, dup := a.runtimes[k]; dup {
+			log.Warn("second runtime for a kind ignored", "kind", k)
+			continue
+		}
+		a.runtimes[k] = rt
+		a.kinds = append(a.kinds, string(k))
+	}
+	slices.Sort(a.kinds)
+	if len(a.kinds) == 0 {
+		log.Warn("no runtime available: this node cannot run anything")
+	}
+
+	a.recover(ctx)
+
+	conn, err := grpc.NewClient(cfg.MasterAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// gRPC's own reconnect backoff (up to 120s by default) would delay
+		// re-registering after a scheduler restart: keep it within ours.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay: a.k.connMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.k.connMax,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}))
+	if err != nil {
+		return fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
+	}
+	defer conn.Close()
+	log.Info("riklet started", "hostname", cfg.Hostname, "scheduler", cfg.MasterAddr, "kinds", a.kinds, "instances", a.ledgerLen())
+	a.connectLoop(ctx, workerpb.NewWorkerClient(conn))
+	return nil
+}
+
+// kindOf normalises a kind read from the ledger.
+func kindOf(k workload.Kind) workload.Kind {
+	if n, err := workload.ParseKind(string(k)); err == nil {
+		return n
+	}
+	return k
+}

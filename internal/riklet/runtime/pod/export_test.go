@@ -1,0 +1,5 @@
+package pod
+
+import "github.com/rik-org/rik/internal/riklet/podnet"
+
+func podnetVeth(id string) string { return podnet.VethName(id) }

@@ -1,0 +1,198 @@
+package pod
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rik-org/rik/internal/riklet/runtime"
+)
+
+// Logs writes a container's output (stdout and stderr, interleaved) to w:
+// the last opts.Tail lines (0: all kept, including the rotated file), then,
+// with opts.Follow, what comes next until ctx ends or the pod stops.
+func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.LogOptions, w io.Writer) error {
+	if err := validID(inst.ID); err != nil {
+		return err
+	}
+	name := opts.Container
+	if name == "" {
+		if len(inst.Workload.Spec.Containers) > 0 {
+			name = inst.Workload.Spec.Containers[0].Name
+		} else if p, err := r.load(inst.ID); err == nil && len(p.Containers) > 0 {
+			name = p.Containers[0].Name
+		}
+	}
+	if name == "" || filepath.Base(name) != name || name == "." || name == ".." {
+		return fmt.Errorf("logs of %s: container %q: %w", inst.ID, name, runtime.ErrNotFound)
+	}
+	path := filepath.Join(r.logDir(inst.ID), name+".log")
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("logs of %s/%s: %w", inst.ID, name, runtime.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("reading logs of %s/%s: %w", inst.ID, name, err)
+	}
+	offset := int64(len(cur))
+	if opts.Tail <= 0 || bytes.Count(cur, []byte("\n")) < opts.Tail {
+		if old, err := os.ReadFile(path + ".1"); err == nil {
+			cur = append(old, cur...)
+		}
+	}
+	if _, err := w.Write(tailLines(cur, opts.Tail)); err != nil {
+		return err
+	}
+	if !opts.Follow {
+		return nil
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		running := r.running(inst.ID)
+		n, err := copyFrom(path, &offset, w)
+		if err != nil {
+			return err
+		}
+		if !running && n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Forget removes the logs of a stopped pod (Stop keeps them, so the logs
+// of a pod that ended can still be read).
+func (r *Runtime) Forget(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if r.running(id) {
+		return fmt.Errorf("forgetting pod %s: still running", id)
+	}
+	if err := os.RemoveAll(r.logDir(id)); err != nil {
+		return fmt.Errorf("forgetting pod %s: %w", id, err)
+	}
+	return nil
+}
+
+// running reports whether pod id runs (started or adopted, not exited).
+func (r *Runtime) running(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pods[id]
+	return ok && !p.exited && !p.stopping
+}
+
+// copyFrom copies what path holds past *offset to w. A file shorter than
+// *offset was rotated (truncated): reading starts again at 0.
+func copyFrom(path string, offset *int64, w io.Writer) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() < *offset {
+		*offset = 0
+	}
+	if _, err := f.Seek(*offset, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(w, f)
+	*offset += n
+	return n, err
+}
+
+// tailLines returns the last n lines of b (all of b when n <= 0).
+func tailLines(b []byte, n int) []byte {
+	if n <= 0 {
+		return b
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	count := 0
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			count++
+			if count == n {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}
+
+// rotateLoop rotates container logs above cfg.LogMaxSize until ctx ends.
+func (r *Runtime) rotateLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r.mu.Lock()
+		var paths []string
+		for id, p := range r.pods {
+			for _, c := range p.Containers {
+				paths = append(paths, filepath.Join(r.logDir(id), c.Name+".log"))
+			}
+		}
+		r.mu.Unlock()
+		for _, path := range paths {
+			if err := rotate(path, r.cfg.LogMaxSize); err != nil {
+				r.log.Warn("rotating log", "path", path, "err", err)
+			}
+		}
+	}
+}
+
+// rotate copies path to path.1 and truncates it when it is above max. The
+// writer holds the file with O_APPEND, so it goes on at the new end.
+func rotate(path string, max int64) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() <= max {
+		return nil
+	}
+	in, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := path + ".1.tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path+".1"); err != nil {
+		return err
+	}
+	return os.Truncate(path, 0)
+}

@@ -1,0 +1,227 @@
+package pod
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/rik-org/rik/internal/riklet/image"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+func TestProcessArgs(t *testing.T) {
+	img := image.Config{Entrypoint: []string{"/entry"}, Cmd: []string{"default"}}
+	tests := []struct {
+		name string
+		img  image.Config
+		c    workload.Container
+		want []string
+		err  bool
+	}{
+		{"image only", img, workload.Container{}, []string{"/entry", "default"}, false},
+		{"args replace cmd", img, workload.Container{Args: []string{"a", "b"}}, []string{"/entry", "a", "b"}, false},
+		{"command replaces entrypoint and cmd", img, workload.Container{Command: []string{"sh"}}, []string{"sh"}, false},
+		{"command and args", img, workload.Container{Command: []string{"sh", "-c"}, Args: []string{"x"}}, []string{"sh", "-c", "x"}, false},
+		{"cmd only image", image.Config{Cmd: []string{"sh"}}, workload.Container{}, []string{"sh"}, false},
+		{"nothing to run", image.Config{}, workload.Container{}, nil, true},
+		{"empty command", image.Config{}, workload.Container{Command: []string{""}}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := processArgs(tt.img, tt.c)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("%s: = %q, %v; want %q (error %v)", tt.name, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestMergeEnv(t *testing.T) {
+	tests := []struct {
+		img  []string
+		env  []workload.EnvVar
+		want []string
+	}{
+		{nil, nil, []string{DefaultPath}},
+		{[]string{"PATH=/bin", "A=1"}, []workload.EnvVar{{Name: "A", Value: "2"}, {Name: "B", Value: "x=y"}}, []string{"PATH=/bin", "A=2", "B=x=y"}},
+		{[]string{"A=1"}, []workload.EnvVar{{Name: "PATH", Value: "/opt"}}, []string{"A=1", "PATH=/opt"}},
+	}
+	for _, tt := range tests {
+		if got := mergeEnv(tt.img, tt.env); !slices.Equal(got, tt.want) {
+			t.Errorf("mergeEnv(%q, %v) = %q, want %q", tt.img, tt.env, got, tt.want)
+		}
+	}
+}
+
+func TestParseUser(t *testing.T) {
+	passwd := "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n# comment\nbroken\n"
+	group := "root:x:0:\nstaff:x:50:\n"
+	tests := []struct {
+		user     string
+		uid, gid uint32
+		err      bool
+	}{
+		{"", 0, 0, false},
+		{"0", 0, 0, false},
+		{"1000", 1000, 1001, false}, // gid from passwd
+		{"4242", 4242, 4242, false}, // unknown uid: gid = uid
+		{"app", 1000, 1001, false},
+		{"app:staff", 1000, 50, false},
+		{"app:7", 1000, 7, false},
+		{"1000:50", 1000, 50, false},
+		{"ghost", 0, 0, true},
+		{"app:ghosts", 0, 0, true},
+		{"broken", 0, 0, true},
+	}
+	for _, tt := range tests {
+		u, err := parseUser(tt.user, strings.NewReader(passwd), strings.NewReader(group))
+		if (err != nil) != tt.err || (!tt.err && (u.UID != tt.uid || u.GID != tt.gid)) {
+			t.Errorf("parseUser(%q) = %+v, %v; want %d:%d (error %v)", tt.user, u, err, tt.uid, tt.gid, tt.err)
+		}
+	}
+	if _, err := parseUser("app", nil, nil); err == nil {
+		t.Error("name without /etc/passwd resolved")
+	}
+}
+
+func TestBuildSpec(t *testing.T) {
+	s, err := buildSpec(specInput{
+		Image:      image.Config{Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}, WorkingDir: "/app"},
+		Container:  workload.Container{Name: "c", Args: []string{"-c", "true"}, Resources: &workload.Resources{CPU: 500, Memory: 128}},
+		Rootfs:     "rootfs",
+		Hostname:   "web-1",
+		NetnsPath:  "/state/net/netns/id",
+		CgroupPath: "/rik/id/c",
+		PidsLimit:  100,
+		User:       specs.User{UID: 1000, GID: 1000},
+		HostsFile:  "/state/pods/id/hosts",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Process.Args, []string{"-c", "true"}) {
+		t.Errorf("args = %q", s.Process.Args)
+	}
+	if s.Process.Cwd != "/app" || s.Process.User.UID != 1000 || !s.Process.NoNewPrivileges || s.Hostname != "web-1" {
+		t.Errorf("process = %+v", s.Process)
+	}
+	if !slices.Contains(s.Process.Capabilities.Bounding, "CAP_NET_BIND_SERVICE") || slices.Contains(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN") {
+		t.Errorf("caps = %v", s.Process.Capabilities.Bounding)
+	}
+	wantNS := []specs.LinuxNamespace{{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}, {Type: "network", Path: "/state/net/netns/id"}}
+	if d := cmp.Diff(wantNS, s.Linux.Namespaces); d != "" {
+		t.Errorf("namespaces (-want +got):\n%s", d)
+	}
+	r := s.Linux.Resources
+	if *r.Memory.Limit != 128<<20 || *r.CPU.Quota != 50000 || *r.CPU.Period != 100000 || *r.CPU.Shares != 512 || *r.Pids.Limit != 100 {
+		t.Errorf("resources = mem %d cpu %d/%d shares %d pids %d", *r.Memory.Limit, *r.CPU.Quota, *r.CPU.Period, *r.CPU.Shares, *r.Pids.Limit)
+	}
+	if len(r.Devices) != 1 || r.Devices[0].Allow {
+		t.Errorf("devices = %+v, want deny all", r.Devices)
+	}
+	if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
+		t.Error("default masked/readonly paths missing")
+	}
+	if s.Linux.CgroupsPath != "/rik/id/c" {
+		t.Errorf("cgroups path = %q", s.Linux.CgroupsPath)
+	}
+	var hosts bool
+	for _, m := range s.Mounts {
+		if m.Destination == "/etc/hosts" && m.Source == "/state/pods/id/hosts" && slices.Contains(m.Options, "ro") {
+			hosts = true
+		}
+		if m.Destination == "/etc/resolv.conf" {
+			t.Error("resolv.conf mounted without a file")
+		}
+	}
+	if !hosts {
+		t.Error("/etc/hosts not mounted")
+	}
+	// Tiny CPU requests still get valid shares; no resources: no limits.
+	if s := resources(&workload.Resources{CPU: 1}, 0); *s.CPU.Shares != 2 || s.Pids != nil {
+		t.Errorf("tiny cpu = %+v", s.CPU)
+	}
+	if s := resources(nil, 10); s.Memory != nil || s.CPU != nil {
+		t.Error("limits without resources")
+	}
+	if _, err := buildSpec(specInput{Index: 2}); err == nil || !strings.Contains(err.Error(), "spec.containers[2]: command") {
+		t.Errorf("no command: %v", err)
+	}
+}
+
+func TestOpenInRootRefusesSymlinks(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("g"), 0o644)
+	os.Symlink("/etc/passwd", filepath.Join(root, "etc/passwd"))
+	os.Symlink("/etc", filepath.Join(root, "lnk"))
+	if f, err := openInRoot(root, "etc/group"); err != nil {
+		t.Errorf("regular file: %v", err)
+	} else {
+		f.Close()
+	}
+	for _, p := range []string{"etc/passwd", "lnk/passwd", "etc/missing", "etc"} {
+		if f, err := openInRoot(root, p); err == nil {
+			f.Close()
+			t.Errorf("openInRoot(%s) succeeded", p)
+		}
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 0, "a\nb\nc\n"},
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\nc\n", 10, "a\nb\nc\n"},
+		{"", 3, ""},
+		{"only\n", 1, "only\n"},
+	}
+	for _, tt := range tests {
+		if got := string(tailLines([]byte(tt.in), tt.n)); got != tt.want {
+			t.Errorf("tailLines(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestRotate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(strings.Repeat("x", 100) + "\n")
+	if err := rotate(path, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".1"); err == nil {
+		t.Fatal("rotated below the limit")
+	}
+	f.WriteString(strings.Repeat("y", 1000) + "\n")
+	if err := rotate(path, 1000); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(path + ".1")
+	if len(old) != 1102 {
+		t.Errorf("rotated file holds %d bytes, want 1102", len(old))
+	}
+	// The writer goes on at the start of the truncated file.
+	f.WriteString("after\n")
+	cur, _ := os.ReadFile(path)
+	if !bytes.Equal(cur, []byte("after\n")) {
+		t.Errorf("current log = %q", cur)
+	}
+	var offset int64 = 500 // a follower past the new end starts over
+	var out bytes.Buffer
+	if n, err := copyFrom(path, &offset, &out); err != nil || n != 6 || out.String() != "after\n" {
+		t.Errorf("copyFrom after rotation = %d %q %v", n, out.String(), err)
+	}
+}

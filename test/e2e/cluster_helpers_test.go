@@ -1,0 +1,777 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/testutil"
+	"github.com/rik-org/rik/internal/testutil/netns"
+	"github.com/rik-org/rik/internal/workload"
+	"golang.org/x/sys/unix"
+)
+
+// Topology: a "net" namespace holds bridge br0; the ctl, client and node
+// namespaces each have an eth0 on it, in 172.31.0.0/24 — addresses that
+// exist only inside these namespaces.
+const (
+	ctlIP       = "172.31.0.1"
+	clientIP    = "172.31.0.2"
+	subnetBits  = "/24"
+	nodeIPBase  = 10 // node N (1-based) is 172.31.0.<10+N>
+	apiPort     = 5000
+	workersPort = 4995
+	ctrlPort    = 4996
+)
+
+// requireHost needs root and the tools every e2e test uses.
+func requireHost(t *testing.T, tools ...string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, append([]string{"ip", "nsenter", "iptables", "iptables-restore", "runc"}, tools...)...)
+}
+
+// alive returns an error naming a process that died unasked.
+func (c *cluster) alive() error {
+	for _, p := range c.procs {
+		p.mu.Lock()
+		wanted := p.wanted
+		p.mu.Unlock()
+		if wanted && !p.running() {
+			return fmt.Errorf("%s exited (log %s)", p.name, p.log)
+		}
+	}
+	return nil
+}
+
+// eventually is eventually that fails at once if a process died.
+func (c *cluster) eventually(timeout time.Duration, what string, fn func() error) {
+	c.t.Helper()
+	eventually(c.t, timeout, what, func() error {
+		if err := c.alive(); err != nil {
+			c.t.Fatalf("%s: %v", what, err)
+		}
+		return fn()
+	})
+}
+
+// eventually calls fn until it returns nil, failing the test with fn's
+// last error after timeout.
+func eventually(t testing.TB, timeout time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// proc is a process started inside a namespace with nsenter (which execs,
+// so the PID is the binary's own).
+type proc struct {
+	name string
+	ns   *netns.NS
+	bin  string
+	args []string
+	env  []string
+	log  string // log file, shared by restarts
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	wanted bool // started and not deliberately stopped
+}
+
+// start (re)starts the process; its output is appended to p.log.
+func (p *proc) start(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatalf("opening log of %s: %v", p.name, err)
+	}
+	fmt.Fprintf(f, "=== %s: starting %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
+	// nsenter, not `ip netns exec`: the latter remounts /sys in a new
+	// mount namespace, which hides /sys/fs/cgroup from runc.
+	cmd := exec.Command("nsenter", append([]string{"--net=" + p.ns.Path, "--", p.bin}, p.args...)...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Die with the test binary rather than outlive a killed test run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawner(cmd); err != nil {
+		f.Close()
+		t.Fatalf("starting %s: %v", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		fmt.Fprintf(f, "=== %s: exited: %v\n", time.Now().Format(time.RFC3339Nano), err)
+		f.Close()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done, p.wanted = cmd, done, true
+	p.mu.Unlock()
+}
+
+// spawn carries start requests to the spawner goroutine.
+var spawn = make(chan func())
+
+// startOnSpawner starts cmd from one goroutine locked to its OS thread for
+// the life of the test binary: Pdeathsig fires when the thread that forked
+// the child exits, and Go ends other threads (those locked by netns.Do).
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread()
+			for fn := range spawn {
+				fn()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawn <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
+var spawnOnce sync.Once
+
+// running reports whether the process is alive.
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill sends sig and waits for the process to exit (SIGKILL after 10 s).
+func (p *proc) kill(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.wanted = false
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// node is one riklet host.
+type node struct {
+	name     string
+	ns       *netns.NS
+	ip       string
+	stateDir string
+	riklet   *proc
+}
+
+// runcRoot is where the node's pod runtime keeps runc state.
+func (n *node) runcRoot() string { return filepath.Join(n.stateDir, "pods", "runc") }
+
+// cluster is a controller, a scheduler and riklets, each in its namespace.
+type cluster struct {
+	t      *testing.T
+	bins   bins
+	dir    string
+	net    *netns.NS // the bridge
+	ctl    *netns.NS // controller, scheduler, test servers
+	client *netns.NS // rikctl, HTTP clients
+	nodes  []*node
+
+	scheduler, controller *proc
+	procs                 []*proc
+
+	// extra riklet flags, set before addNode.
+	rikletArgs []string
+}
+
+// clusterOptions configure newCluster.
+type clusterOptions struct {
+	nodeTimeout time.Duration // scheduler --node-timeout; 0 = default
+}
+
+// newCluster creates the namespaces and starts the scheduler and the
+// controller. Everything is torn down when the test ends.
+func newCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bins: binaries(t)}
+	dir, err := os.MkdirTemp("", "rik-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.dir = dir
+	// Registered first, so it runs last: after every process is dead and
+	// every leftover removed.
+	t.Cleanup(func() { removeAll(t, dir) })
+
+	c.net = netns.New(t)
+	c.net.Run(t, "ip", "link", "add", "br0", "type", "bridge")
+	c.net.Run(t, "ip", "link", "set", "br0", "up")
+	c.ctl = c.attach("ctl", ctlIP)
+	c.client = c.attach("client", clientIP)
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+	})
+
+	schedArgs := []string{
+		"--workersip", net.JoinHostPort(ctlIP, strconv.Itoa(workersPort)),
+		"--ctrlip", net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
+		"--log-level", "debug",
+	}
+	if opts.nodeTimeout > 0 {
+		schedArgs = append(schedArgs, "--node-timeout", opts.nodeTimeout.String())
+	}
+	c.scheduler = c.startProc("scheduler", c.ctl, c.bins.scheduler, nil, schedArgs...)
+	c.controller = c.startProc("controller", c.ctl, c.bins.controller, []string{
+		"PORT=" + strconv.Itoa(apiPort),
+		"DATABASE_LOCATION=" + filepath.Join(dir, "controller-data"),
+		"SCHEDULER_URL=http://" + net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
+		"RIK_STORE=",
+		"LOG_LEVEL=info",
+	})
+	eventually(t, 30*time.Second, "controller healthy", func() error {
+		_, err := c.get(c.client, c.apiURL()+"/healthz")
+		return err
+	})
+	return c
+}
+
+// attach creates a namespace with eth0 (addr) on the bridge.
+func (c *cluster) attach(role, addr string) *netns.NS {
+	c.t.Helper()
+	ns := netns.New(c.t)
+	port := "p" + strings.TrimPrefix(ns.Name, "rikt-")
+	netns.Veth(c.t, ns, "eth0", addr+subnetBits, c.net, port, "")
+	c.net.Run(c.t, "ip", "link", "set", port, "master", "br0")
+	c.t.Logf("namespace %s: %s (%s)", role, ns.Name, addr)
+	return ns
+}
+
+func (c *cluster) apiURL() string {
+	return "http://" + net.JoinHostPort(ctlIP, strconv.Itoa(apiPort))
+}
+
+// startProc starts a process, killed when the test ends.
+func (c *cluster) startProc(name string, ns *netns.NS, bin string, env []string, args ...string) *proc {
+	c.t.Helper()
+	p := &proc{name: name, ns: ns, bin: bin, args: args, env: env, log: filepath.Join(c.dir, name+".log")}
+	p.start(c.t)
+	c.procs = append(c.procs, p)
+	c.t.Cleanup(func() { p.kill(syscall.SIGTERM) })
+	return p
+}
+
+// addNode creates node N's namespace and starts its riklet.
+func (c *cluster) addNode(extraArgs ...string) *node {
+	c.t.Helper()
+	i := len(c.nodes) + 1
+	n := &node{name: fmt.Sprintf("node%d", i), ip: fmt.Sprintf("172.31.0.%d", nodeIPBase+i)}
+	n.ns = c.attach(n.name, n.ip)
+	n.stateDir = filepath.Join(c.dir, n.name)
+	// Registered before the riklet's kill, so it runs after it.
+	c.t.Cleanup(func() { cleanupNode(c.t, n) })
+	args := []string{
+		"--master-ip", net.JoinHostPort(ctlIP, strconv.Itoa(workersPort)),
+		"--hostname", n.name,
+		"--state-dir", n.stateDir,
+		"--heartbeat", "500ms",
+		"--pod-cidr", fmt.Sprintf("10.63.%d.0/24", i),
+		"--function-cidr", fmt.Sprintf("10.62.%d.0/24", i),
+		"--log-level", "debug",
+	}
+	args = append(args, extraArgs...)
+	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+// dumpLogs prints every process's log (the tail of long ones).
+func (c *cluster) dumpLogs() {
+	for _, p := range c.procs {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			c.t.Logf("log of %s: %v", p.name, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 150 {
+			lines = append([]string{fmt.Sprintf("... (%d lines cut)", len(lines)-150)}, lines[len(lines)-150:]...)
+		}
+		c.t.Logf("----- log of %s (%s) -----\n%s", p.name, p.log, strings.Join(lines, "\n"))
+	}
+}
+
+// rikctl runs rikctl in the client namespace against the controller.
+func (c *cluster) rikctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := append([]string{"--net=" + c.client.Path, "--", c.bins.rikctl, "--server", c.apiURL()}, args...)
+	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("rikctl %s: %w: %s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// mustRikctl runs rikctl and fails the test if it fails.
+func (c *cluster) mustRikctl(args ...string) string {
+	c.t.Helper()
+	out, err := c.rikctl(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// instanceItem is an instance as rikctl prints it with -o json.
+type instanceItem struct {
+	ID    string            `json:"id"`
+	Name  string            `json:"name"`
+	Value workload.Instance `json:"value"`
+}
+
+// instances lists the instances with `rikctl get instances -o json`.
+func (c *cluster) instances() ([]instanceItem, error) {
+	out, err := c.rikctl("get", "instances", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var items []instanceItem
+	if err := json.Unmarshal([]byte(out), &items); err != nil {
+		return nil, fmt.Errorf("decoding rikctl get instances: %w: %s", err, out)
+	}
+	return items, nil
+}
+
+// instance returns one instance by name (or id) from the list.
+func (c *cluster) instance(name string) (instanceItem, bool, error) {
+	items, err := c.instances()
+	if err != nil {
+		return instanceItem{}, false, err
+	}
+	for _, it := range items {
+		if it.Name == name || it.ID == name {
+			return it, true, nil
+		}
+	}
+	return instanceItem{}, false, nil
+}
+
+// waitStatus waits for instance name to reach status, and returns it.
+// It fails at once if the instance reaches another terminal status.
+func (c *cluster) waitStatus(name string, want workload.Status, timeout time.Duration) instanceItem {
+	c.t.Helper()
+	var got instanceItem
+	c.eventually(timeout, fmt.Sprintf("instance %s %s", name, want), func() error {
+		it, ok, err := c.instance(name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("instance %s not listed", name)
+		}
+		if it.Value.Status != want {
+			if it.Value.Status.Terminal() && it.Value.Status != want {
+				c.t.Fatalf("instance %s is %s (reason %q, message %q), want %s", name, it.Value.Status, it.Value.Reason, it.Value.Message, want)
+			}
+			return fmt.Errorf("status %s (reason %q)", it.Value.Status, it.Value.Reason)
+		}
+		got = it
+		return nil
+	})
+	return got
+}
+
+// waitGone waits until instance name is no longer listed.
+func (c *cluster) waitGone(name string, timeout time.Duration) {
+	c.t.Helper()
+	c.eventually(timeout, "instance "+name+" gone", func() error {
+		it, ok, err := c.instance(name)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("still listed: %s (reason %q)", it.Value.Status, it.Value.Reason)
+		}
+		return nil
+	})
+}
+
+// nodeItem is a node as `rikctl get nodes -o json` prints it.
+type nodeItem struct {
+	Name  string `json:"name"`
+	Value struct {
+		Status        string   `json:"status"`
+		Kinds         []string `json:"kinds"`
+		Address       string   `json:"address"`
+		Instances     int      `json:"instances"`
+		LastHeartbeat string   `json:"lastHeartbeat"`
+	} `json:"value"`
+}
+
+func (c *cluster) nodesList() ([]nodeItem, error) {
+	out, err := c.rikctl("get", "nodes", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var items []nodeItem
+	if err := json.Unmarshal([]byte(out), &items); err != nil {
+		return nil, fmt.Errorf("decoding rikctl get nodes: %w: %s", err, out)
+	}
+	return items, nil
+}
+
+// waitNodesReady waits until every named node is Ready and offers kind.
+func (c *cluster) waitNodesReady(kind string, timeout time.Duration, names ...string) {
+	c.t.Helper()
+	c.eventually(timeout, fmt.Sprintf("nodes %v ready with kind %s", names, kind), func() error {
+		items, err := c.nodesList()
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			found := false
+			for _, it := range items {
+				if it.Name != name {
+					continue
+				}
+				found = true
+				if it.Value.Status != "Ready" {
+					return fmt.Errorf("node %s is %q", name, it.Value.Status)
+				}
+				if kind != "" && !contains(it.Value.Kinds, kind) {
+					return fmt.Errorf("node %s offers %v, not %s", name, it.Value.Kinds, kind)
+				}
+			}
+			if !found {
+				return fmt.Errorf("node %s not listed (listed: %+v)", name, items)
+			}
+		}
+		return nil
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// nsClient is an HTTP client whose connections are made from inside ns.
+func nsClient(ns *netns.NS, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var conn net.Conn
+				err := ns.Do(func() error {
+					var err error
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+}
+
+// get fetches url from inside ns; non-200 answers are errors.
+func (c *cluster) get(ns *netns.NS, url string) (string, error) {
+	resp, err := nsClient(ns, 5*time.Second).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		return "", fmt.Errorf("reading %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return b.String(), fmt.Errorf("GET %s: %s: %s", url, resp.Status, b.String())
+	}
+	return b.String(), nil
+}
+
+// waitPage waits until GET url from ns returns a body containing want.
+func (c *cluster) waitPage(ns *netns.NS, url, want string, timeout time.Duration) {
+	c.t.Helper()
+	c.eventually(timeout, fmt.Sprintf("GET %s from %s", url, ns.Name), func() error {
+		body, err := c.get(ns, url)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("body %q does not contain %q", body, want)
+		}
+		return nil
+	})
+}
+
+// serve serves h inside the ctl namespace and returns its host:port.
+func (c *cluster) serve(h http.Handler) string {
+	c.t.Helper()
+	var ln net.Listener
+	if err := c.ctl.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(ctlIP, "0"))
+		return err
+	}); err != nil {
+		c.t.Fatalf("listening in ctl namespace: %v", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	c.t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// events collects the controller's event stream from the client namespace.
+type events struct {
+	mu    sync.Mutex
+	items []instanceItem
+}
+
+// watchEvents follows GET /api/v0/events until the test ends.
+func (c *cluster) watchEvents() *events {
+	c.t.Helper()
+	ev := &events{}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL()+"/api/v0/events", nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp, err := nsClient(c.client, 0).Do(req)
+	if err != nil {
+		cancel()
+		c.t.Fatalf("following events: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		cancel()
+		c.t.Fatalf("following events: %s", resp.Status)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data:")
+			if !ok {
+				continue
+			}
+			var it instanceItem
+			if json.Unmarshal([]byte(strings.TrimSpace(data)), &it) == nil {
+				ev.mu.Lock()
+				ev.items = append(ev.items, it)
+				ev.mu.Unlock()
+			}
+		}
+	}()
+	c.t.Cleanup(func() { cancel(); <-done })
+	return ev
+}
+
+// saw reports whether an event showed instance id in status s.
+func (e *events) saw(id string, s workload.Status) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, it := range e.items {
+		if (it.ID == id || it.Value.ID == id) && it.Value.Status == s {
+			return true
+		}
+	}
+	return false
+}
+
+// statuses lists the statuses events showed for instance id, in order.
+func (e *events) statuses(id string) []workload.Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []workload.Status
+	for _, it := range e.items {
+		if it.ID == id || it.Value.ID == id {
+			out = append(out, it.Value.Status)
+		}
+	}
+	return out
+}
+
+// runcContainer is one entry of `runc list --format json`.
+type runcContainer struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+}
+
+// runcList lists the containers of the node's runc root.
+func runcList(n *node) ([]runcContainer, error) {
+	if _, err := os.Stat(n.runcRoot()); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	out, err := exec.Command("runc", "--root", n.runcRoot(), "list", "--format", "json").Output()
+	if err != nil {
+		return nil, fmt.Errorf("runc list: %w", err)
+	}
+	var cs []runcContainer
+	if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
+		if err := json.Unmarshal(out, &cs); err != nil {
+			return nil, fmt.Errorf("runc list: %w: %s", err, out)
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
+	return cs, nil
+}
+
+// natRules returns `iptables -t nat -S` inside the node's namespace.
+func natRules(n *node) (string, error) {
+	return n.ns.Exec(context.Background(), "iptables", "-w", "-t", "nat", "-S")
+}
+
+// links returns the names of the node namespace's links.
+func links(n *node) ([]string, error) {
+	out, err := n.ns.Exec(context.Background(), "ip", "-o", "link", "show")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// processesMatching returns the PIDs whose command line contains s.
+func processesMatching(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// pathsContaining returns the paths under dir whose name contains s.
+func pathsContaining(dir, s string) []string {
+	var found []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if strings.Contains(d.Name(), s) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
+}
+
+// cleanupNode removes what a node may leave behind once its riklet is
+// dead: runc containers, VMs and other processes using its state
+// directory, and mounts under it.
+func cleanupNode(t testing.TB, n *node) {
+	if cs, err := runcList(n); err == nil {
+		for _, ctr := range cs {
+			if out, err := exec.Command("runc", "--root", n.runcRoot(), "delete", "-f", ctr.ID).CombinedOutput(); err != nil {
+				t.Logf("cleanup: runc delete %s: %v: %s", ctr.ID, err, out)
+			}
+		}
+	}
+	for _, pid := range processesMatching(n.stateDir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	unmountUnder(t, n.stateDir)
+}
+
+// unmountUnder lazily unmounts every mount point under dir, deepest first.
+func unmountUnder(t testing.TB, dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mps []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			mps = append(mps, f[4])
+		}
+	}
+	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	for _, mp := range mps {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			t.Logf("cleanup: unmounting %s: %v", mp, err)
+		}
+	}
+}
+
+// removeAll removes the test's work directory, unmounting what is left.
+func removeAll(t testing.TB, dir string) {
+	unmountUnder(t, dir)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Errorf("removing %s: %v", dir, err)
+	}
+}

@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/rik-org/rik/internal/testutil"
+	"github.com/rik-org/rik/internal/testutil/ociimage"
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// podRegistry serves the busybox image from the ctl namespace and returns
+// the registry's host:port there. The image is pushed through a second
+// listener on the host's 127.0.0.1 sharing the same registry state.
+func podRegistry(c *cluster) string {
+	c.t.Helper()
+	testutil.RequireFile(c.t, ociimage.BusyboxPath)
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	push := httptest.NewServer(h)
+	c.t.Cleanup(push.Close)
+	img, err := ociimage.Busybox()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pr := &ociimage.Registry{Host: strings.TrimPrefix(push.URL, "http://")}
+	pr.Push(c.t, "busybox:latest", img)
+	return c.serve(h)
+}
+
+// writeFile writes a file into the cluster's directory and returns its path.
+func (c *cluster) writeFile(name, body string) string {
+	c.t.Helper()
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// httpdPod is a pod workload running busybox httpd on :80, printing marker
+// first; hostPort > 0 exposes it on the node.
+func httpdPod(name, image, marker, policy string, hostPort int) string {
+	ports := ""
+	if hostPort > 0 {
+		ports = fmt.Sprintf(`, "ports": [{"port": %d, "targetPort": 80}]`, hostPort)
+	}
+	return fmt.Sprintf(`{
+  "apiVersion": "v1",
+  "kind": "Pod",
+  "name": %q,
+  "restartPolicy": %q,
+  "spec": {"containers": [{
+    "name": "web",
+    "image": %q,
+    "command": ["/bin/sh", "-c"],
+    "args": ["echo %s; exec httpd -f -v -p 80 -h /www"]%s
+  }]}
+}`, name, policy, image, marker, ports)
+}
+
+// TestPodLifecycle is issue 3: a pod from an in-process registry runs on a
+// riklet in its own namespace, is reachable at its IP and through its
+// host port, logs, survives a riklet crash (adopted, not restarted) and
+// leaves nothing behind once deleted.
+func TestPodLifecycle(t *testing.T) {
+	requireHost(t)
+	c := newCluster(t, clusterOptions{})
+	reg := podRegistry(c)
+	n := c.addNode("--insecure-registry", reg)
+	c.waitNodesReady("pod", 60*time.Second, n.name)
+	ev := c.watchEvents()
+
+	const hostPort = 8080
+	def := c.writeFile("pod.json", httpdPod("web", reg+"/busybox:latest", "e2e-pod-started", "Always", hostPort))
+	out := c.mustRikctl("create", "workload", "-f", def)
+	if !strings.Contains(out, "workload/web created") {
+		t.Fatalf("rikctl create workload: unexpected output %q", out)
+	}
+	c.mustRikctl("create", "instance", "--workload-id", "web", "--name", "web-0")
+
+	inst := c.waitStatus("web-0", workload.StatusRunning, 90*time.Second)
+	if inst.Value.Node != n.name {
+		t.Errorf("instance on node %q, want %q", inst.Value.Node, n.name)
+	}
+	if inst.Value.IP == "" {
+		t.Fatalf("running instance has no IP: %+v", inst.Value)
+	}
+	if !strings.HasPrefix(inst.Value.IP, "10.63.1.") {
+		t.Errorf("pod IP %s not in the node's --pod-cidr 10.63.1.0/24", inst.Value.IP)
+	}
+	id := inst.ID
+	t.Logf("pod %s (%s) running on %s at %s", inst.Name, id, inst.Value.Node, inst.Value.IP)
+
+	// Reachable from its node at its IP.
+	c.waitPage(n.ns, "http://"+inst.Value.IP+":80/", "hello from rik", 30*time.Second)
+	// Exposed on the node's host port: from another namespace, and from the
+	// node itself.
+	nodeURL := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)
+	c.waitPage(c.client, nodeURL, "hello from rik", 30*time.Second)
+	c.waitPage(n.ns, nodeURL, "hello from rik", 30*time.Second)
+
+	// Logs hold the container's output.
+	c.eventually(30*time.Second, "rikctl logs web-0", func() error {
+		out, err := c.rikctl("logs", "web-0")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "e2e-pod-started") {
+			return fmt.Errorf("logs %q lack the container's output", out)
+		}
+		return nil
+	})
+
+	// Crash the riklet; a new one adopts the pod without restarting it.
+	before, err := runcList(n)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("runc containers before the crash: %v %v", before, err)
+	}
+	n.riklet.kill(syscall.SIGKILL)
+	restarted := time.Now()
+	n.riklet.start(t)
+	c.eventually(60*time.Second, "restarted riklet heartbeats", func() error {
+		items, err := c.nodesList()
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if it.Name != n.name {
+				continue
+			}
+			hb, err := time.Parse(time.RFC3339, it.Value.LastHeartbeat)
+			if err != nil {
+				return fmt.Errorf("lastHeartbeat %q: %w", it.Value.LastHeartbeat, err)
+			}
+			if it.Value.Status != "Ready" || !hb.After(restarted) {
+				return fmt.Errorf("node %s %s, last heartbeat %s (restart at %s)", n.name, it.Value.Status, hb, restarted)
+			}
+			return nil
+		}
+		return fmt.Errorf("node %s not listed", n.name)
+	})
+	if !n.riklet.running() {
+		t.Fatal("restarted riklet exited")
+	}
+	after, err := runcList(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Errorf("runc containers changed across the riklet restart:\nbefore %+v\nafter  %+v", before, after)
+	}
+	adopted, ok, err := c.instance("web-0")
+	if err != nil || !ok {
+		t.Fatalf("instance after riklet restart: ok=%v err=%v", ok, err)
+	}
+	if adopted.Value.Status != workload.StatusRunning || adopted.Value.IP != inst.Value.IP || adopted.Value.Restarts != 0 {
+		t.Errorf("after riklet restart: status %s ip %s restarts %d, want RUNNING %s 0", adopted.Value.Status, adopted.Value.IP, adopted.Value.Restarts, inst.Value.IP)
+	}
+	c.waitPage(c.client, nodeURL, "hello from rik", 30*time.Second)
+
+	// Delete: TERMINATED, gone, and nothing left on the node.
+	c.mustRikctl("delete", "instance", "web-0")
+	c.waitGone("web-0", 60*time.Second)
+	c.eventually(10*time.Second, "TERMINATED event", func() error {
+		if !ev.saw(id, workload.StatusTerminated) {
+			return fmt.Errorf("events for %s: %v", id, ev.statuses(id))
+		}
+		return nil
+	})
+	assertPodGone(t, c, n, id, nodeURL)
+}
+
+// assertPodGone checks that the node has no container, netns, veth or DNAT
+// rule of the pod left.
+func assertPodGone(t *testing.T, c *cluster, n *node, id, nodeURL string) {
+	t.Helper()
+	c.eventually(30*time.Second, "pod leftovers removed", func() error {
+		var problems []string
+		cs, err := runcList(n)
+		if err != nil {
+			return err
+		}
+		if len(cs) > 0 {
+			problems = append(problems, fmt.Sprintf("runc containers: %+v", cs))
+		}
+		if ents, _ := os.ReadDir(filepath.Join(n.stateDir, "pods", "net", "netns")); len(ents) > 0 {
+			problems = append(problems, fmt.Sprintf("pod netns files: %d", len(ents)))
+		}
+		ls, err := links(n)
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if strings.HasPrefix(l, "rikp") {
+				problems = append(problems, "veth "+l)
+			}
+		}
+		rules, err := natRules(n)
+		if err != nil {
+			return err
+		}
+		for _, r := range strings.Split(rules, "\n") {
+			if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
+				problems = append(problems, "nat rule: "+r)
+			}
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("left behind:\n%s", strings.Join(problems, "\n"))
+		}
+		return nil
+	})
+	if body, err := c.get(c.client, nodeURL); err == nil {
+		t.Errorf("host port still answers after delete: %q", body)
+	}
+}
