@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		cfg.StopGrace = 10 * time.Second
 	}
 	if cfg.CgroupDir == "" {
-		cfg.CgroupDir = "rik"
+		cfg.CgroupDir = "rik/pods"
 	}
 	if cfg.PidsLimit == 0 {
 		cfg.PidsLimit = 4096
@@ -393,7 +393,7 @@ func (r *Runtime) start(ctx context.Context, p *pod, inst runtime.Instance, imgs
 			Rootfs:     "rootfs",
 			Hostname:   hostname(inst),
 			NetnsPath:  n.NetnsPath,
-			CgroupPath: "/" + r.cfg.CgroupDir + "/" + id + "/" + c.Name,
+			CgroupPath: "/" + strings.Trim(r.cfg.CgroupDir, "/") + "/" + id + "/" + c.Name,
 			PidsLimit:  r.cfg.PidsLimit,
 			HostsFile:  hosts,
 			ResolvFile: resolv,

@@ -82,7 +82,7 @@ func setup(t testing.TB) *env {
 	reg, ref := ociimage.BusyboxRegistry(t)
 	var b [4]byte
 	rand.Read(b[:])
-	e := &env{host: host, ref: ref, reg: reg, state: t.TempDir(), cgroup: "rik-test-" + hex.EncodeToString(b[:]), rep: newReports()}
+	e := &env{host: host, ref: ref, reg: reg, state: t.TempDir(), cgroup: "rik-test-" + hex.EncodeToString(b[:]) + "/pods", rep: newReports()}
 	e.cfg = Config{
 		StateDir:  e.state,
 		HostNetns: host.Path,
@@ -93,6 +93,7 @@ func setup(t testing.TB) *env {
 	t.Cleanup(func() {
 		for _, root := range cgroupRoots() {
 			os.Remove(filepath.Join(root, e.cgroup))
+			os.Remove(filepath.Join(root, filepath.Dir(e.cgroup)))
 		}
 	})
 	return e
@@ -243,6 +244,7 @@ func TestPodEndToEnd(t *testing.T) {
 		workload.Container{
 			Name: "side", Image: e.ref,
 			Command: []string{"sh", "-c", `echo "args=$0,$1 greeting=$GREETING path=$PATH"
+echo "memlimit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"
 for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://127.0.0.1:80/index.html && break; sleep 0.2; done
 echo to-stderr >&2; exec sleep 3600`},
 			Args:      []string{"first", "second"},
@@ -280,6 +282,10 @@ echo to-stderr >&2; exec sleep 3600`},
 	want := "args=first,second greeting=hello world path=/usr/local/sbin"
 	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "to-stderr") {
 		t.Errorf("logs = %q, want %q and to-stderr", logs.String(), want)
+	}
+	// The limit is what the container itself sees.
+	if !strings.Contains(logs.String(), "memlimit=67108864") {
+		t.Errorf("memory limit not visible inside the container: %q", logs.String())
 	}
 	// The containers share the network namespace: side reached web on 127.0.0.1.
 	if !strings.Contains(logs.String(), "hello from rik") {
