@@ -6,7 +6,7 @@ PKG     := github.com/rik-org/rik
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)
 
-.PHONY: all build test test-short bench proto vet fmt clean
+.PHONY: all build dev deps test test-short bench proto vet fmt clean
 
 all: build
 
@@ -20,6 +20,18 @@ $(BIN)/rik-init: FORCE
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/rik-init
 
 FORCE:
+
+# rik dev: the whole cluster in one process. Extra flags: make dev DEV_FLAGS="...".
+DEV_FLAGS ?=
+dev: build
+	$(BIN)/rik dev $(DEV_FLAGS)
+
+# The Debian packages rik and its tests use (root).
+DEPS := runc iptables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
+	qemu-system-x86 etcd-server curl ca-certificates
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
 
 # The whole suite. As root it runs the host tests (runc, iptables, netns,
 # QEMU) for real; with CI=true a missing tool fails instead of skipping.

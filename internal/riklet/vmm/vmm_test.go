@@ -61,7 +61,8 @@ func TestHasVirtFlag(t *testing.T) {
 func TestProcessLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "out.log")
-	p, err := StartDetached([]string{"/bin/sh", "-c", "echo started; exec sleep 30", "marker-xyz"}, "", log)
+	// The shell stays (no exec), so its command line keeps the marker.
+	p, err := StartDetached([]string{"/bin/sh", "-c", `trap "exit 0" TERM; echo started; while :; do sleep 0.1; done`, "marker-xyz"}, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
