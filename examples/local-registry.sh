@@ -23,10 +23,10 @@ if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
 	sleep 1
 fi
 root=$(mktemp -d)
-trap 'rm -rf "$root" "$root.tar"' EXIT
+trap 'rm -rf "$root" "$root.tar" "$root.log"' EXIT
 mkdir -p "$root/bin" "$root/tmp" "$root/www"
 cp /bin/busybox "$root/bin/busybox"
 for a in sh httpd mkdir echo cat ls sleep env; do ln -s busybox "$root/bin/$a"; done
 tar -C "$root" -cf "$root.tar" .
-bin/crane append --insecure -f "$root.tar" -t "$addr/busybox:latest" >/dev/null
+bin/crane append --insecure -f "$root.tar" -t "$addr/busybox:latest" >/dev/null 2>"$root.log" || { cat "$root.log" >&2; exit 1; }
 echo "registry on $addr (pid $(cat "$pidfile")); image: $addr/busybox:latest"

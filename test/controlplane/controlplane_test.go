@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/controller"
+	"github.com/rik-org/rik/internal/rikctl"
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
-	"github.com/rik-org/rik/internal/rikctl"
 	"github.com/rik-org/rik/internal/scheduler"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/store/bolt"
