@@ -18,13 +18,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/internal/keylock"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -75,8 +75,7 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex // per reference and per layer
+	locks keylock.Locker // per reference and per layer
 }
 
 // Open opens (creating it if needed) the image store in dir.
@@ -98,23 +97,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{dir: dir, opts: opts, log: log, locks: map[string]*sync.Mutex{}}, nil
+	return &Store{dir: dir, opts: opts, log: log}, nil
 }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
-
-func (s *Store) lock(key string) func() {
-	s.mu.Lock()
-	l, ok := s.locks[key]
-	if !ok {
-		l = &sync.Mutex{}
-		s.locks[key] = l
-	}
-	s.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 // ParseReference parses ref with the store's defaults (docker.io,
 // tag latest) and insecure registries.
@@ -151,7 +138,7 @@ func (s *Store) Pull(ctx context.Context, ref string, progress func(string)) (Im
 	if err != nil {
 		return Image{}, err
 	}
-	unlock := s.lock("ref:" + r.Name())
+	unlock := s.locks.Lock("ref:" + r.Name())
 	defer unlock()
 
 	if img, err := s.cached(r.Name()); err == nil {
@@ -291,7 +278,7 @@ func writeAtomic(path string, b []byte) error {
 // unpack extracts a layer once: into tmp/, then renamed into layers/.
 func (s *Store) unpack(ctx context.Context, l v1.Layer, diffID v1.Hash) (string, error) {
 	dst := filepath.Join(s.dir, "layers", diffID.Hex)
-	unlock := s.lock("layer:" + diffID.Hex)
+	unlock := s.locks.Lock("layer:" + diffID.Hex)
 	defer unlock()
 	if _, err := os.Stat(dst); err == nil {
 		return dst, nil

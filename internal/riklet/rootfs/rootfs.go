@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/internal/keylock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,7 +25,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -48,8 +48,7 @@ type Store struct {
 	log    *slog.Logger
 	client *http.Client
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keylock.Locker
 }
 
 // NewStore returns a store caching images under dir. maxBytes caps both
@@ -72,7 +71,7 @@ func NewStore(dir string, maxBytes int64, logger *slog.Logger) (*Store, error) {
 			os.RemoveAll(filepath.Join(dir, "tmp", t.Name()))
 		}
 	}
-	return &Store{dir: dir, max: maxBytes, log: logger, client: &http.Client{}, locks: map[string]*sync.Mutex{}}, nil
+	return &Store{dir: dir, max: maxBytes, log: logger, client: &http.Client{}}, nil
 }
 
 type urlEntry struct {
@@ -102,7 +101,7 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
 		return "", fmt.Errorf("%w: rootfs URL %q must be http(s):// or file://", ErrUnsupported, rawURL)
 	}
-	unlock := s.lock(rawURL)
+	unlock := s.locks.Lock(rawURL)
 	defer unlock()
 
 	urlKey := filepath.Join(s.dir, "urls", hashString(rawURL)+".json")
@@ -166,18 +165,6 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 }
 
 func (s *Store) blob(sum string) string { return filepath.Join(s.dir, "blobs", sum+".ext4") }
-
-func (s *Store) lock(key string) func() {
-	s.mu.Lock()
-	l, ok := s.locks[key]
-	if !ok {
-		l = &sync.Mutex{}
-		s.locks[key] = l
-	}
-	s.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 // open opens the source at u. When cached is set and the source has not
 // changed since, it returns a nil body.

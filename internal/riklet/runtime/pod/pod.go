@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/internal/keylock"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -86,7 +87,7 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	pods  map[string]*pod
-	locks map[string]*sync.Mutex
+	locks keylock.Locker
 
 	bg     context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -196,7 +197,6 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		images: images,
 		net:    nm,
 		pods:   map[string]*pod{},
-		locks:  map[string]*sync.Mutex{},
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.bg, r.cancel = bg, cancel
@@ -224,18 +224,6 @@ func (r *Runtime) Kind() workload.Kind { return workload.KindPod }
 
 // Images is the runtime's image store.
 func (r *Runtime) Images() *image.Store { return r.images }
-
-func (r *Runtime) lock(id string) func() {
-	r.mu.Lock()
-	l, ok := r.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		r.locks[id] = l
-	}
-	r.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 func (r *Runtime) podDir(id string) string { return filepath.Join(r.cfg.StateDir, "pods", id) }
 func (r *Runtime) logDir(id string) string { return filepath.Join(r.cfg.StateDir, "logs", id) }
@@ -288,7 +276,7 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 	if err := validate(inst); err != nil {
 		return failed(inst.ID, "InvalidSpec", err), err
 	}
-	unlock := r.lock(inst.ID)
+	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
 
 	r.mu.Lock()
@@ -668,7 +656,7 @@ func (r *Runtime) Stop(ctx context.Context, inst runtime.Instance) error {
 	if err := validID(inst.ID); err != nil {
 		return err
 	}
-	unlock := r.lock(inst.ID)
+	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
 	return r.cleanup(ctx, inst.ID, inst.Workload.Spec.Containers)
 }
@@ -894,7 +882,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			continue
 		}
 		r.log.Info("removing orphan pod resources", "id", id)
-		unlock := r.lock(id)
+		unlock := r.locks.Lock(id)
 		if err := r.cleanup(ctx, id, nil); err != nil {
 			errs = append(errs, err)
 		}
@@ -908,7 +896,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 
 // adopt takes over an owned pod found running, or reports it exited.
 func (r *Runtime) adopt(ctx context.Context, inst runtime.Instance, byRuncID map[string]*runc.Container) runtime.Status {
-	unlock := r.lock(inst.ID)
+	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
 	p, err := r.load(inst.ID)
 	if err != nil {
