@@ -28,6 +28,7 @@ func run() error {
 	fs.StringVar(&cfg.WorkersAddr, "workersip", scheduler.DefaultWorkersAddr, "address the riklets connect to")
 	fs.StringVar(&cfg.ControllersAddr, "ctrlip", scheduler.DefaultControllersAddr, "address the controllers connect to")
 	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", scheduler.DefaultNodeTimeout, "a node not heard from for this long is lost")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics on this address (e.g. 127.0.0.1:9100); empty: off")
 	fs.StringVar(&cfg.Strategy, "strategy", "spread", "placement strategy: spread or binpack")
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(os.Args[1:]); err != nil {

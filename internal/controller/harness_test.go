@@ -38,6 +38,15 @@ type fakeScheduler struct {
 	logs       func(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
 	subscribed chan struct{}
 	reject     error // returned by ScheduleInstance when set
+	// subscribeDelay holds a GetStatusUpdates call back before it
+	// subscribes (and sends its headers), like a busy scheduler.
+	subscribeDelay time.Duration
+	// replay is sent to every subscriber first, as the scheduler sends the
+	// last status of every instance it knows.
+	replay []*commonpb.InstanceMetric
+	// unsubscribed counts the orders received while nobody was subscribed:
+	// the statuses answering them would be lost.
+	unsubscribed int
 
 	addr string
 	srv  *grpc.Server
@@ -45,6 +54,12 @@ type fakeScheduler struct {
 
 // startFakeScheduler listens on addr ("127.0.0.1:0" for a fresh port).
 func startFakeScheduler(t testing.TB, addr string) *fakeScheduler {
+	t.Helper()
+	return startFakeSchedulerWith(t, addr, nil)
+}
+
+// startFakeSchedulerWith lets tune set the fake up before it serves.
+func startFakeSchedulerWith(t testing.TB, addr string, tune func(*fakeScheduler)) *fakeScheduler {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -63,6 +78,9 @@ func startFakeScheduler(t testing.TB, addr string) *fakeScheduler {
 		addr:       ln.Addr().String(),
 		srv:        grpc.NewServer(),
 	}
+	if tune != nil {
+		tune(f)
+	}
 	controllerpb.RegisterControllerServer(f.srv, f)
 	go func() { _ = f.srv.Serve(ln) }()
 	t.Cleanup(f.stop)
@@ -75,6 +93,9 @@ func (f *fakeScheduler) ScheduleInstance(_ context.Context, o *controllerpb.Work
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.orders = append(f.orders, proto.Clone(o).(*controllerpb.WorkloadScheduling))
+	if len(f.subs) == 0 {
+		f.unsubscribed++
+	}
 	if f.reject != nil {
 		return nil, f.reject
 	}
@@ -83,6 +104,14 @@ func (f *fakeScheduler) ScheduleInstance(_ context.Context, o *controllerpb.Work
 
 func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
 	ch := make(chan *commonpb.WorkerStatus, 100)
+	f.mu.Lock()
+	delay := f.subscribeDelay
+	f.mu.Unlock()
+	select {
+	case <-time.After(delay):
+	case <-stream.Context().Done():
+		return nil
+	}
 	f.mu.Lock()
 	f.subs[ch] = struct{}{}
 	f.mu.Unlock()
@@ -93,6 +122,14 @@ func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStr
 	}()
 	if err := stream.SendHeader(nil); err != nil {
 		return err
+	}
+	f.mu.Lock()
+	replay := f.replay
+	f.mu.Unlock()
+	for _, m := range replay {
+		if err := stream.Send(&commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: m}}); err != nil {
+			return err
+		}
 	}
 	f.subscribed <- struct{}{}
 	for {

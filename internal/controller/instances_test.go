@@ -361,3 +361,26 @@ func TestSchedulerRejection(t *testing.T) {
 		t.Errorf("AlreadyExists changed the instance: %+v", got.Value)
 	}
 }
+
+// After a (re)subscribe the desired state is re-sent only once the
+// scheduler has subscribed the controller (its headers say so): the
+// statuses answering the orders would be lost otherwise.
+func TestResendWaitsForSubscription(t *testing.T) {
+	e := newEnv(t)
+	wl := e.createWorkload(podDef("web"))
+	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	e.waitOrders(in.ID, 1)
+
+	addr := e.sched.addr
+	e.sched.stop()
+	e.sched = startFakeSchedulerWith(t, addr, func(f *fakeScheduler) { f.subscribeDelay = 300 * time.Millisecond })
+	e.sched.waitSubscribed(t)
+	if o := e.waitOrders(in.ID, 1)[0]; o.GetAction() != commonpb.WorkloadRequestKind_CREATE {
+		t.Errorf("re-sent order %v", o)
+	}
+	e.sched.mu.Lock()
+	defer e.sched.mu.Unlock()
+	if e.sched.unsubscribed != 0 {
+		t.Errorf("%d orders re-sent before the controller was subscribed", e.sched.unsubscribed)
+	}
+}

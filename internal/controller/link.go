@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -25,6 +27,11 @@ const (
 	backoffMax = 5 * time.Second
 )
 
+// schedulerKeepalive makes the controller notice a dead scheduler host
+// within ~30s and subscribe again; the scheduler's enforcement policy
+// allows these pings.
+var schedulerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
+
 // link keeps the controller subscribed to the scheduler's status stream and
 // sends it scheduling orders.
 type link struct {
@@ -33,10 +40,35 @@ type link struct {
 	conn      *grpc.ClientConn
 	client    controllerpb.ControllerClient
 	connected atomic.Bool
+
+	mu        sync.Mutex
+	endStream context.CancelFunc // ends the current status stream
+	again     bool               // subscribe again at once (resubscribe)
+}
+
+// resubscribe ends the current status stream; run subscribes again at
+// once, and the scheduler replays the last status of every instance.
+func (l *link) resubscribe() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.again = true
+	if l.endStream != nil {
+		l.endStream()
+	}
+}
+
+// takeAgain reports (and clears) a resubscribe request.
+func (l *link) takeAgain() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	again := l.again
+	l.again = false
+	return again
 }
 
 func newLink(s *Server, target string) (*link, error) {
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(schedulerKeepalive))
 	if err != nil {
 		return nil, fmt.Errorf("scheduler client for %s: %w", target, err)
 	}
@@ -61,6 +93,11 @@ func (l *link) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if l.takeAgain() {
+			l.s.log.Info("subscribing to the scheduler again", "scheduler", l.target)
+			failures = -1
+			continue
+		}
 		if time.Since(started) > 10*time.Second {
 			wait, failures = backoffMin, 0 // it was up for a while: a new outage
 		}
@@ -81,8 +118,18 @@ func (l *link) run(ctx context.Context) {
 func (l *link) subscribe(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	l.mu.Lock()
+	l.endStream = cancel
+	l.again = false // this stream starts after any request
+	l.mu.Unlock()
 	stream, err := l.client.GetStatusUpdates(ctx, &emptypb.Empty{})
 	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", l.target, err)
+	}
+	// The call returns before the scheduler has subscribed us; it sends
+	// headers once it has. Orders re-sent before that would have their
+	// answering statuses lost.
+	if err := waitHeader(ctx, stream, headerPatience); err != nil {
 		return fmt.Errorf("subscribing to %s: %w", l.target, err)
 	}
 	l.setConnected(true)
@@ -98,6 +145,29 @@ func (l *link) subscribe(ctx context.Context) error {
 		if m := msg.GetInstance(); m != nil {
 			l.s.ingest(ctx, m)
 		}
+	}
+}
+
+// headerPatience bounds the wait for a scheduler's subscription headers: one
+// that sends none before its first status (not rik's) is not waited for.
+const headerPatience = 5 * time.Second
+
+// waitHeader waits for the response headers of stream, at most patience.
+func waitHeader(ctx context.Context, stream grpc.ClientStream, patience time.Duration) error {
+	done := make(chan error, 1)
+	go func() { // ends with the stream at the latest
+		_, err := stream.Header()
+		done <- err
+	}()
+	t := time.NewTimer(patience)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -278,7 +348,7 @@ func (s *Server) ingest(ctx context.Context, m *commonpb.InstanceMetric) {
 	}
 	rec, _, err := s.repo.findInstanceByID(ctx, m.GetInstanceId())
 	if errors.Is(err, ErrNotFound) {
-		log.Debug("status for unknown instance ignored")
+		s.destroyOrphan(ctx, m)
 		return
 	}
 	if err != nil {
@@ -316,6 +386,65 @@ func (s *Server) ingest(ctx context.Context, m *commonpb.InstanceMetric) {
 	if out == outcomeReschedule {
 		log.Info("rescheduling instance after node loss", "instance", final.Name, "restarts", final.Value.Restarts)
 		_, _ = s.sendCreate(ctx, wl, final.Value, "") // failure is recorded on the instance
+	}
+}
+
+// orphanEvery bounds how often DESTROY is sent for one unknown instance.
+const orphanEvery = time.Minute
+
+// orphans remembers when DESTROY was last sent for instances nobody owns.
+type orphans struct {
+	mu   sync.Mutex
+	sent map[string]time.Time
+}
+
+// due reports whether DESTROY for id may be sent at now, and records it.
+func (o *orphans) due(id string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sent == nil {
+		o.sent = map[string]time.Time{}
+	}
+	for k, at := range o.sent {
+		if now.Sub(at) >= orphanEvery {
+			delete(o.sent, k)
+		}
+	}
+	if _, recent := o.sent[id]; recent {
+		return false
+	}
+	o.sent[id] = now
+	return true
+}
+
+// orphanAlive reports whether a status of an instance the store does not
+// know means something runs or is about to, that nobody owns.
+func orphanAlive(st commonpb.ResourceStatus) bool {
+	switch st {
+	case commonpb.ResourceStatus_PENDING, commonpb.ResourceStatus_CREATING, commonpb.ResourceStatus_RUNNING:
+		return true
+	}
+	return false // UNKNOWN: ignored; FAILED, TERMINATED: over; DESTROYING: on its way
+}
+
+// destroyOrphan sends DESTROY for an instance the store does not know
+// (deleted while its node was away, adopted by the scheduler after the store
+// was reset, ...), at most once per orphanEvery per instance.
+func (s *Server) destroyOrphan(ctx context.Context, m *commonpb.InstanceMetric) {
+	id := m.GetInstanceId()
+	if !orphanAlive(m.GetStatus()) || !s.orphans.due(id, s.now()) {
+		s.log.Debug("status for unknown instance ignored", "instance_id", id, "status", m.GetStatus().String())
+		return
+	}
+	s.log.Info("destroying instance unknown to the store", "instance_id", id, "status", m.GetStatus().String(), "node", m.GetNode())
+	err := s.link.schedule(ctx, &controllerpb.WorkloadScheduling{
+		InstanceId: id,
+		WorkloadId: m.GetWorkloadId(),
+		Action:     commonpb.WorkloadRequestKind_DESTROY,
+		Node:       m.GetNode(),
+	})
+	if err != nil {
+		s.log.Warn("destroying instance unknown to the store", "instance_id", id, "err", err)
 	}
 }
 

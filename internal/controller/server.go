@@ -47,6 +47,7 @@ type Server struct {
 	lease   *lease
 	metrics *metrics
 	handler http.Handler
+	orphans orphans // DESTROY sent for instances the store does not know
 
 	resyncEvery    time.Duration
 	keepaliveEvery time.Duration
@@ -113,14 +114,10 @@ func controllerID(cfg Config) string {
 }
 
 // leaseGained catches up on statuses when this controller starts ingesting:
-// the scheduler answers re-sent CREATEs with the instances' last status.
-func (s *Server) leaseGained(ctx context.Context) {
-	if !s.link.connected.Load() {
-		return // the next subscribe re-sends everything
-	}
-	if err := s.resendAll(ctx); err != nil && ctx.Err() == nil {
-		s.log.Warn("re-sending desired state after taking the lease", "err", err)
-	}
+// it subscribes again, and the scheduler replays the last status of every
+// instance (destroying those nobody owns) and answers the re-sent orders.
+func (s *Server) leaseGained(context.Context) {
+	s.link.resubscribe()
 }
 
 // schedulerTarget turns "http://host:port/" into "host:port".

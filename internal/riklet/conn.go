@@ -246,17 +246,63 @@ func (a *agent) serveLogs(ctx context.Context, client workerpb.WorkerClient) err
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
+	reqs := logRequests{cancels: map[string]context.CancelFunc{}}
 	for {
 		req, err := st.Recv()
 		if err != nil {
 			return fmt.Errorf("receiving log requests: %w", err)
 		}
+		rid := req.GetRequestId()
+		if req.GetCancel() {
+			if reqs.cancel(rid) {
+				a.log.Debug("log request cancelled", "request", rid)
+			}
+			continue
+		}
+		rctx, ok := reqs.start(lctx, rid)
+		if !ok {
+			a.log.Debug("duplicate log request ignored", "request", rid)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.serveLog(lctx, req, send)
+			defer reqs.cancel(rid)
+			a.serveLog(rctx, req, send)
 		}()
 	}
+}
+
+// logRequests tracks the log requests being served, to cancel them.
+type logRequests struct {
+	mu      sync.Mutex
+	cancels map[string]context.CancelFunc
+}
+
+// start returns the context of a new request rid, or false if rid is
+// already being served.
+func (r *logRequests) start(ctx context.Context, rid string) (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.cancels[rid]; dup {
+		return nil, false
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r.cancels[rid] = cancel
+	return ctx, true
+}
+
+// cancel cancels request rid and forgets it; it reports whether it was
+// being served.
+func (r *logRequests) cancel(rid string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cancels[rid]
+	if ok {
+		c()
+		delete(r.cancels, rid)
+	}
+	return ok
 }
 
 // serveLog answers one log request: chunks, then an eof chunk carrying the

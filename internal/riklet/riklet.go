@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -69,6 +70,11 @@ func defaultKnobs() knobs {
 		queueMax:     1024,
 	}
 }
+
+// schedulerKeepalive makes the riklet notice a dead scheduler host (no
+// RST, just silence) within ~30s and re-register; the scheduler's
+// enforcement policy allows these pings.
+var schedulerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
 
 // DefaultMasterAddr is the scheduler's worker endpoint.
 const DefaultMasterAddr = "127.0.0.1:4995"
@@ -201,7 +207,8 @@ func Run(ctx context.Context, cfg Config) error {
 				BaseDelay: a.k.connMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.k.connMax,
 			},
 			MinConnectTimeout: 5 * time.Second,
-		}))
+		}),
+		grpc.WithKeepaliveParams(schedulerKeepalive))
 	if err != nil {
 		return fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
 	}

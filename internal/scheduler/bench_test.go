@@ -33,3 +33,23 @@ func BenchmarkScheduleInstance(b *testing.B) {
 		return got == i
 	})
 }
+
+// BenchmarkSubscribeReplay measures a controller (re)subscribing to a
+// scheduler that knows 1000 instances: one op = GetStatusUpdates until the
+// 1000 replayed statuses are received.
+func BenchmarkSubscribeReplay(b *testing.B) {
+	h := startScheduler(b, Config{})
+	n := h.register("n1", 0, 0)
+	def := pod(0, 0, 0)
+	const count = 1000
+	for i := range count {
+		h.create(fmt.Sprintf("i%d", i), def)
+	}
+	eventually(b, "every order delivered", func() bool { return len(n.orders) == count })
+	for b.Loop() {
+		s := h.subscribe()
+		for range count {
+			s.next()
+		}
+	}
+}

@@ -47,8 +47,9 @@ func (c *controllerAPI) ScheduleInstance(_ context.Context, ws *controllerpb.Wor
 	return &emptypb.Empty{}, nil
 }
 
-// GetStatusUpdates streams every instance status until the caller goes away
-// or falls too far behind (then it is dropped and should subscribe again).
+// GetStatusUpdates streams the last status of every instance, then every
+// instance status as it comes, until the caller goes away or falls too far
+// behind (then it is dropped and should subscribe again).
 func (c *controllerAPI) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
 	sub := c.st.subscribe()
 	defer c.st.unsubscribe(sub)
@@ -56,6 +57,12 @@ func (c *controllerAPI) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStr
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return fmt.Errorf("accepting status subscriber: %w", err)
 	}
+	for _, ws := range sub.initial {
+		if err := stream.Send(ws); err != nil {
+			return err
+		}
+	}
+	sub.initial = nil
 	ctx := stream.Context()
 	for {
 		select {
@@ -95,14 +102,16 @@ func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStre
 	case logsNodeUnavailable:
 		return status.Errorf(codes.Unavailable, "instance %s: its node's log stream is not connected", req.GetInstanceId())
 	}
-	defer c.st.closeLogs(r)
+	ended := false // the node sent the last chunk
+	defer func() { c.st.closeLogs(r, ended) }()
 	ctx := stream.Context()
 	send := func(chunk *commonpb.LogChunk) (bool, error) {
+		ended = chunk.GetEof()
 		chunk.RequestId = req.GetRequestId()
 		if err := stream.Send(chunk); err != nil {
 			return true, err
 		}
-		return chunk.GetEof(), nil
+		return ended, nil
 	}
 	for {
 		select {

@@ -76,11 +76,19 @@ func (s *state) openLogs(req *commonpb.LogRequest) (*logRoute, logsError) {
 	return r, logsOK
 }
 
-func (s *state) closeLogs(r *logRoute) {
+// closeLogs ends route r. When the node did not end the request itself
+// (ended false: the caller went away or the scheduler stops), the node is
+// told to stop serving it, if its log stream is still the same.
+func (s *state) closeLogs(r *logRoute, ended bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r.done.close()
 	delete(s.logRoutes, r.id)
+	if !ended && s.logConns[r.conn.node] == r.conn {
+		// No instance id: a riklet that predates cancel answers "not
+		// found" at once instead of sending the whole log again.
+		r.conn.out.push(&commonpb.LogRequest{RequestId: r.id, Cancel: true})
+	}
 }
 
 // logRoute returns the route of a chunk that came from c, or nil.

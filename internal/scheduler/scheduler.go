@@ -6,9 +6,11 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -44,7 +46,12 @@ type Config struct {
 	// RecoveryWindow: after start, CREATE orders hinting at a node not yet
 	// registered wait this long for it; default NodeTimeout.
 	RecoveryWindow time.Duration
-	Logger         *slog.Logger
+	// MetricsAddr, when set, serves Prometheus metrics at /metrics there
+	// (e.g. "127.0.0.1:9100"); "" (default): no metrics endpoint.
+	MetricsAddr string
+	// MetricsListener is used instead of MetricsAddr when set (tests).
+	MetricsListener net.Listener
+	Logger          *slog.Logger
 }
 
 // defaultSubBuffer is how many statuses a controller subscriber may lag behind
@@ -69,7 +76,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		cfg.RecoveryWindow = cfg.NodeTimeout
 	}
 	closeGiven := func() {
-		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener} {
+		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener} {
 			if l != nil {
 				l.Close()
 			}
@@ -92,20 +99,27 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		return fmt.Errorf("listening for controllers: %w", err)
 	}
 
+	var ml net.Listener
+	if cfg.MetricsListener != nil || cfg.MetricsAddr != "" {
+		if ml, err = listen(cfg.MetricsListener, cfg.MetricsAddr, ""); err != nil {
+			wl.Close()
+			cl.Close()
+			closeGiven()
+			return fmt.Errorf("listening for metrics: %w", err)
+		}
+	}
+
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}
+	opts := serverOptions(keepaliveParams, keepaliveEnforcement)
 	ws := grpc.NewServer(opts...)
 	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, stop: stop})
 	cs := grpc.NewServer(opts...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	serve := func(srv *grpc.Server, l net.Listener, what string) {
 		if err := srv.Serve(l); err != nil {
 			errc <- fmt.Errorf("serving %s on %s: %w", what, l.Addr(), err)
@@ -116,6 +130,25 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { monitor(mctx, st, cfg.NodeTimeout) })
+	if ml != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", st.metrics.handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
+			}
+		})
+		wg.Go(func() {
+			<-mctx.Done()
+			sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer scancel()
+			if err := hs.Shutdown(sctx); err != nil {
+				hs.Close()
+			}
+		})
+		log.Info("serving metrics", "addr", ml.Addr().String())
+	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
 		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow)
 
@@ -133,6 +166,19 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	sg.Wait()
 	wg.Wait()
 	return runErr
+}
+
+// Keepalive of both servers. Clients (riklets, controllers) ping every 10s
+// even without streams to detect a dead scheduler host within ~30s; the
+// enforcement policy must allow that, or the server would close their
+// connections with GOAWAY "too_many_pings".
+var (
+	keepaliveParams      = keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}
+	keepaliveEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+)
+
+func serverOptions(kp keepalive.ServerParameters, kep keepalive.EnforcementPolicy) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep)}
 }
 
 func listen(l net.Listener, addr, def string) (net.Listener, error) {

@@ -44,12 +44,13 @@ type instance struct {
 	req        placement.Request
 	known      bool // definition known; adopted instances have none until the controller re-sends it
 	phase      phase
-	node       string // phaseAssigned: the node it runs on
-	hint       string // phaseParked: the node it waits for
-	reason     string // phasePending: why nothing fits
-	allocated  bool   // its request is counted in its node's allocation
-	destroying bool   // a DESTROY was asked for
-	seq        uint64 // arrival order, for fair retries
+	node       string    // phaseAssigned: the node it runs on
+	hint       string    // phaseParked: the node it waits for
+	reason     string    // phasePending: why nothing fits
+	allocated  bool      // its request is counted in its node's allocation
+	destroying bool      // a DESTROY was asked for
+	seq        uint64    // arrival order, for fair retries
+	createdAt  time.Time // when its CREATE arrived (zero when adopted)
 	last       *commonpb.InstanceMetric
 }
 
@@ -79,6 +80,10 @@ type workerConn struct {
 
 // subscriber is one GetStatusUpdates stream.
 type subscriber struct {
+	// initial is the last status of every instance when it subscribed,
+	// oldest instance first: a controller that (re)subscribes learns about
+	// instances it does not know (and destroys them).
+	initial []*commonpb.WorkerStatus
 	ch      chan *commonpb.WorkerStatus
 	dropped *closer // closed when it fell behind and was dropped
 }
@@ -100,6 +105,7 @@ type state struct {
 	recovering    bool // parked instances may exist
 	subBuffer     int
 	now           func() time.Time
+	metrics       *metrics
 
 	seq        uint64
 	nodes      map[string]*node
@@ -113,7 +119,7 @@ type state struct {
 }
 
 func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recovery time.Duration, now func() time.Time) *state {
-	return &state{
+	s := &state{
 		log:           log,
 		strategy:      strategy,
 		nodeTimeout:   nodeTimeout,
@@ -130,6 +136,8 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		logConns:      map[string]*logConn{},
 		logRoutes:     map[string]*logRoute{},
 	}
+	s.metrics = newMetrics(s)
+	return s
 }
 
 // ---- controller side ----
@@ -167,6 +175,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		req:        req,
 		known:      true,
 		seq:        s.seq,
+		createdAt:  s.now(),
 	}
 	s.insts[id] = inst
 	if hint := ws.GetNode(); hint != "" && s.nodes[hint] == nil && s.recovering && s.now().Before(s.recoveryUntil) {
@@ -208,6 +217,12 @@ func (s *state) subscribe() *subscriber {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub := &subscriber{ch: make(chan *commonpb.WorkerStatus, s.subBuffer), dropped: newCloser()}
+	insts := slices.SortedFunc(maps.Values(s.insts), func(a, b *instance) int { return cmp.Compare(a.seq, b.seq) })
+	for _, inst := range insts {
+		if inst.last != nil {
+			sub.initial = append(sub.initial, workerStatus(inst.last))
+		}
+	}
 	s.subs[sub] = struct{}{}
 	return sub
 }
@@ -472,6 +487,7 @@ func (s *state) check() {
 
 func (s *state) nodeLost(n *node, now time.Time) {
 	s.log.Warn("node lost", "node", n.name, "last_seen", n.lastSeen, "instances", len(n.insts))
+	s.metrics.nodesLost.Inc()
 	n.ready = false
 	if n.conn != nil {
 		n.conn.kicked.close() // the node must re-register to be Ready again
@@ -528,6 +544,7 @@ func (s *state) views() ([]placement.Node, map[string]int) {
 func (s *state) place(inst *instance, views []placement.Node, index map[string]int) {
 	name, reason := placement.Place(inst.req, views, s.strategy)
 	if name == "" {
+		s.metrics.placements.WithLabelValues(resultNoFit).Inc()
 		if reason != inst.reason {
 			inst.reason = reason
 			s.log.Info("instance pending", "instance", inst.id, "reason", reason)
@@ -540,6 +557,8 @@ func (s *state) place(inst *instance, views []placement.Node, index map[string]i
 	s.assign(inst, n)
 	views[index[name]] = n.view()
 	s.log.Info("instance placed", "instance", inst.id, "node", name)
+	s.metrics.placements.WithLabelValues(resultPlaced).Inc()
+	s.metrics.latency.Observe(s.now().Sub(inst.createdAt).Seconds())
 	s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
 	s.emit(inst, commonpb.ResourceStatus_PENDING, name, "", "scheduled on "+name)
 }
@@ -645,11 +664,7 @@ func (s *state) record(inst *instance, m *commonpb.InstanceMetric) {
 
 // broadcast sends m to every subscriber; one that is full is dropped.
 func (s *state) broadcast(m *commonpb.InstanceMetric) {
-	id := m.GetNode()
-	if id == "" {
-		id = selfIdentifier
-	}
-	ws := &commonpb.WorkerStatus{Identifier: id, Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+	ws := workerStatus(m)
 	for sub := range s.subs {
 		select {
 		case sub.ch <- ws:
@@ -659,6 +674,15 @@ func (s *state) broadcast(m *commonpb.InstanceMetric) {
 			s.log.Warn("status subscriber too slow: dropped", "buffer", cap(sub.ch))
 		}
 	}
+}
+
+// workerStatus wraps m for the controllers, identified by its node.
+func workerStatus(m *commonpb.InstanceMetric) *commonpb.WorkerStatus {
+	id := m.GetNode()
+	if id == "" {
+		id = selfIdentifier
+	}
+	return &commonpb.WorkerStatus{Identifier: id, Status: &commonpb.WorkerStatus_Instance{Instance: m}}
 }
 
 func cloneResources(r *commonpb.Resources) *commonpb.Resources {

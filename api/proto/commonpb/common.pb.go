@@ -721,12 +721,16 @@ func (*WorkerStatus_Worker) isWorkerStatus_Status() {}
 
 // Asks for the logs of one instance.
 type LogRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	Container     string                 `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
-	Follow        bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
-	Tail          int64                  `protobuf:"varint,5,opt,name=tail,proto3" json:"tail,omitempty"` // last N lines; 0 = all
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RequestId  string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	InstanceId string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Container  string                 `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	Follow     bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	Tail       int64                  `protobuf:"varint,5,opt,name=tail,proto3" json:"tail,omitempty"` // last N lines; 0 = all
+	// rik extension: the scheduler tells the node that the caller of
+	// request_id went away; the node stops serving it (no eof is expected).
+	// Sent without instance_id, so that an older node answers "not found".
+	Cancel        bool `protobuf:"varint,6,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -794,6 +798,13 @@ func (x *LogRequest) GetTail() int64 {
 		return x.Tail
 	}
 	return 0
+}
+
+func (x *LogRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
 }
 
 // A piece of an instance's log, or its end.
@@ -932,7 +943,7 @@ const file_common_proto_rawDesc = "" +
 	"\n" +
 	"identifier\x18\x03 \x01(\tR\n" +
 	"identifierB\b\n" +
-	"\x06status\"\x96\x01\n" +
+	"\x06status\"\xae\x01\n" +
 	"\n" +
 	"LogRequest\x12\x1d\n" +
 	"\n" +
@@ -941,7 +952,8 @@ const file_common_proto_rawDesc = "" +
 	"instanceId\x12\x1c\n" +
 	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x12\n" +
-	"\x04tail\x18\x05 \x01(\x03R\x04tail\"e\n" +
+	"\x04tail\x18\x05 \x01(\x03R\x04tail\x12\x16\n" +
+	"\x06cancel\x18\x06 \x01(\bR\x06cancel\"e\n" +
 	"\bLogChunk\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +

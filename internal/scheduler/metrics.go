@@ -1,0 +1,100 @@
+package scheduler
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Placement results, the label of rik_scheduler_placements_total.
+const (
+	resultPlaced = "placed" // an instance was put on a node
+	resultNoFit  = "no_fit" // an attempt found no node
+)
+
+// metrics are the scheduler's Prometheus metrics, on their own registry.
+// The gauges are read from the state at scrape time.
+type metrics struct {
+	reg        *prometheus.Registry
+	placements *prometheus.CounterVec
+	nodesLost  prometheus.Counter
+	latency    prometheus.Histogram
+}
+
+func newMetrics(st *state) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rik_scheduler_placements_total",
+			Help: "Placement attempts, by result (placed, no_fit).",
+		}, []string{"result"}),
+		nodesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rik_scheduler_nodes_lost_total",
+			Help: "Nodes declared lost after missing their heartbeats.",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rik_scheduler_placement_latency_seconds",
+			Help:    "Time from a CREATE order to the instance's placement on a node.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12), // 100µs .. ~7min
+		}),
+	}
+	for _, r := range []string{resultPlaced, resultNoFit} {
+		m.placements.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, stateCollector{st},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+var (
+	nodesDesc = prometheus.NewDesc("rik_scheduler_nodes",
+		"Nodes known to the scheduler, by status (Ready, NotReady).", []string{"status"}, nil)
+	instancesDesc = prometheus.NewDesc("rik_scheduler_instances",
+		"Instances known to the scheduler, by state (placed, pending, parked: waiting for its node after a restart).",
+		[]string{"state"}, nil)
+)
+
+// stateCollector reports the gauges counted from the state.
+type stateCollector struct{ st *state }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- nodesDesc
+	ch <- instancesDesc
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.st.gauges()
+	ch <- prometheus.MustNewConstMetric(nodesDesc, prometheus.GaugeValue, float64(g.ready), "Ready")
+	ch <- prometheus.MustNewConstMetric(nodesDesc, prometheus.GaugeValue, float64(g.notReady), "NotReady")
+	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.placed), "placed")
+	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.pending), "pending")
+	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.parked), "parked")
+}
+
+// gaugeValues are the counts behind the gauges.
+type gaugeValues struct {
+	ready, notReady         int
+	placed, pending, parked int
+}
+
+func (s *state) gauges() gaugeValues {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var g gaugeValues
+	for _, n := range s.nodes {
+		if n.ready {
+			g.ready++
+		} else {
+			g.notReady++
+		}
+	}
+	g.pending, g.parked = len(s.pending), len(s.parked)
+	g.placed = len(s.insts) - g.pending - g.parked
+	return g
+}
