@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -38,11 +39,16 @@ const (
 	apiPort     = 5000
 	workersPort = 4995
 	ctrlPort    = 4996
+	etcdPort    = 2379
 )
 
-// requireHost needs root and the tools every e2e test uses.
-func requireHost(t *testing.T, tools ...string) {
+// requireHost needs root and the tools every e2e test uses. End-to-end
+// tests are not unit tests: -short skips them.
+func requireHost(t testing.TB, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: skipped with -short")
+	}
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, append([]string{"ip", "nsenter", "iptables", "iptables-restore", "runc"}, tools...)...)
 }
@@ -209,7 +215,7 @@ func (n *node) runcRoot() string { return filepath.Join(n.stateDir, "pods", "run
 
 // cluster is a controller, a scheduler and riklets, each in its namespace.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	bins   bins
 	dir    string
 	net    *netns.NS // the bridge
@@ -220,18 +226,21 @@ type cluster struct {
 	scheduler, controller *proc
 	procs                 []*proc
 
-	// extra riklet flags, set before addNode.
-	rikletArgs []string
+	server    string // controller URL used by rikctl; "" = the first
+	store     string // RIK_STORE of the controllers ("" = bolt)
+	registry  string // host:port of the image registry (podCluster)
+	rootfsURL string // guest rootfs (functionCluster)
 }
 
 // clusterOptions configure newCluster.
 type clusterOptions struct {
 	nodeTimeout time.Duration // scheduler --node-timeout; 0 = default
+	etcd        bool          // store in an etcd server (the etcd binary) instead of bolt
 }
 
 // newCluster creates the namespaces and starts the scheduler and the
 // controller. Everything is torn down when the test ends.
-func newCluster(t *testing.T, opts clusterOptions) *cluster {
+func newCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{t: t, bins: binaries(t)}
 	dir, err := os.MkdirTemp("", "rik-e2e-")
@@ -264,18 +273,42 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		schedArgs = append(schedArgs, "--node-timeout", opts.nodeTimeout.String())
 	}
 	c.scheduler = c.startProc("scheduler", c.ctl, c.bins.scheduler, nil, schedArgs...)
-	c.controller = c.startProc("controller", c.ctl, c.bins.controller, []string{
-		"PORT=" + strconv.Itoa(apiPort),
-		"DATABASE_LOCATION=" + filepath.Join(dir, "controller-data"),
+	if opts.etcd {
+		testutil.RequireTool(t, "etcd")
+		c.store = "etcd://" + net.JoinHostPort(ctlIP, strconv.Itoa(etcdPort))
+		c.startProc("etcd", c.ctl, "etcd", nil,
+			"--name", "e2e", "--data-dir", filepath.Join(dir, "etcd"),
+			"--listen-client-urls", "http://"+net.JoinHostPort(ctlIP, strconv.Itoa(etcdPort)),
+			"--advertise-client-urls", "http://"+net.JoinHostPort(ctlIP, strconv.Itoa(etcdPort)),
+			"--listen-peer-urls", "http://127.0.0.1:2380",
+			"--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+			"--initial-cluster", "e2e=http://127.0.0.1:2380")
+	}
+	c.controller = c.addController(apiPort)
+	return c
+}
+
+// addController starts a controller on port, using the cluster's store
+// (its own bolt file, or the shared etcd), and waits until it is healthy.
+func (c *cluster) addController(port int) *proc {
+	c.t.Helper()
+	p := c.startProc(fmt.Sprintf("controller-%d", port), c.ctl, c.bins.controller, []string{
+		"PORT=" + strconv.Itoa(port),
+		"DATABASE_LOCATION=" + filepath.Join(c.dir, fmt.Sprintf("controller-%d-data", port)),
 		"SCHEDULER_URL=http://" + net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
-		"RIK_STORE=",
+		"RIK_STORE=" + c.store,
 		"LOG_LEVEL=info",
 	})
-	eventually(t, 30*time.Second, "controller healthy", func() error {
-		_, err := c.get(c.client, c.apiURL()+"/healthz")
+	c.eventually(60*time.Second, "controller healthy", func() error {
+		_, err := c.get(c.client, controllerURL(port)+"/healthz")
 		return err
 	})
-	return c
+	return p
+}
+
+// controllerURL is the URL of the controller listening on port.
+func controllerURL(port int) string {
+	return "http://" + net.JoinHostPort(ctlIP, strconv.Itoa(port))
 }
 
 // attach creates a namespace with eth0 (addr) on the bridge.
@@ -289,8 +322,12 @@ func (c *cluster) attach(role, addr string) *netns.NS {
 	return ns
 }
 
+// apiURL is the controller rikctl and the helpers talk to.
 func (c *cluster) apiURL() string {
-	return "http://" + net.JoinHostPort(ctlIP, strconv.Itoa(apiPort))
+	if c.server != "" {
+		return c.server
+	}
+	return controllerURL(apiPort)
 }
 
 // startProc starts a process, killed when the test ends.
@@ -321,10 +358,31 @@ func (c *cluster) addNode(extraArgs ...string) *node {
 		"--function-cidr", fmt.Sprintf("10.62.%d.0/24", i),
 		"--log-level", "debug",
 	}
+	// Riklets sharing a host share its cgroup tree: give each its own
+	// cgroup parent when the riklet has the flag, else a rescheduled pod
+	// (same instance id on two nodes) shares its cgroup with the copy it
+	// replaced, and destroying one kills the other.
+	if c.rikletHas("-cgroup-parent") {
+		args = append(args, "--cgroup-parent", "rik-e2e-"+strings.TrimPrefix(n.ns.Name, "rikt-"))
+	}
 	args = append(args, extraArgs...)
 	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
 	c.nodes = append(c.nodes, n)
 	return n
+}
+
+var (
+	rikletHelpOnce sync.Once
+	rikletHelp     string
+)
+
+// rikletHas reports whether `riklet -h` lists flag.
+func (c *cluster) rikletHas(flag string) bool {
+	rikletHelpOnce.Do(func() {
+		out, _ := exec.Command(c.bins.riklet, "-h").CombinedOutput()
+		rikletHelp = string(out)
+	})
+	return strings.Contains(rikletHelp, "  "+flag+" ")
 }
 
 // dumpLogs prints every process's log (the tail of long ones).
@@ -576,48 +634,78 @@ func (c *cluster) serve(h http.Handler) string {
 type events struct {
 	mu    sync.Mutex
 	items []instanceItem
+	conns int // successful connections so far
 }
 
-// watchEvents follows GET /api/v0/events until the test ends.
+// watchEvents follows GET /api/v0/events until the test ends, reconnecting
+// when the stream ends (a restarted controller). It returns once the first
+// connection is up.
 func (c *cluster) watchEvents() *events {
 	c.t.Helper()
 	ev := &events{}
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL()+"/api/v0/events", nil)
-	if err != nil {
-		c.t.Fatal(err)
+	connect := func() (io.ReadCloser, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL()+"/api/v0/events", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := nsClient(c.client, 0).Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("following events: %s", resp.Status)
+		}
+		ev.mu.Lock()
+		ev.conns++
+		ev.mu.Unlock()
+		return resp.Body, nil
 	}
-	resp, err := nsClient(c.client, 0).Do(req)
+	body, err := connect()
 	if err != nil {
 		cancel()
 		c.t.Fatalf("following events: %v", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		cancel()
-		c.t.Fatalf("following events: %s", resp.Status)
-	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data:")
-			if !ok {
-				continue
+		for {
+			sc := bufio.NewScanner(body)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				data, ok := strings.CutPrefix(sc.Text(), "data:")
+				if !ok {
+					continue
+				}
+				var it instanceItem
+				if json.Unmarshal([]byte(strings.TrimSpace(data)), &it) == nil {
+					ev.mu.Lock()
+					ev.items = append(ev.items, it)
+					ev.mu.Unlock()
+				}
 			}
-			var it instanceItem
-			if json.Unmarshal([]byte(strings.TrimSpace(data)), &it) == nil {
-				ev.mu.Lock()
-				ev.items = append(ev.items, it)
-				ev.mu.Unlock()
+			body.Close()
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				if body, err = connect(); err == nil {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
 		}
 	}()
 	c.t.Cleanup(func() { cancel(); <-done })
 	return ev
+}
+
+// connections is how many times the stream was (re)connected.
+func (e *events) connections() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.conns
 }
 
 // saw reports whether an event showed instance id in status s.
@@ -769,8 +857,13 @@ func unmountUnder(t testing.TB, dir string) {
 }
 
 // removeAll removes the test's work directory, unmounting what is left.
+// RIK_E2E_KEEP=1 keeps the logs and state of a failed test.
 func removeAll(t testing.TB, dir string) {
 	unmountUnder(t, dir)
+	if t.Failed() && os.Getenv("RIK_E2E_KEEP") == "1" {
+		t.Logf("RIK_E2E_KEEP=1: keeping %s", dir)
+		return
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		t.Errorf("removing %s: %v", dir, err)
 	}

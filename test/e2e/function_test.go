@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ import (
 const defaultKernelDir = "/var/cache/rik-test/kernel"
 
 // testKernel returns the guest kernel and its modules directory.
-func testKernel(t *testing.T) (kernel, modules string) {
+func testKernel(t testing.TB) (kernel, modules string) {
 	t.Helper()
 	dir := os.Getenv("RIK_TEST_KERNEL_DIR")
 	if dir == "" {
@@ -39,7 +41,7 @@ func testKernel(t *testing.T) (kernel, modules string) {
 
 // guestRootfs returns a tar.gz root filesystem: static busybox and an
 // /sbin/init serving page with httpd on :80.
-func guestRootfs(t *testing.T, page string) []byte {
+func guestRootfs(t testing.TB, page string) []byte {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
@@ -80,17 +82,17 @@ func guestRootfs(t *testing.T, page string) []byte {
 	return buf.Bytes()
 }
 
-// TestFunctionLifecycle is issue 4: a Function whose rootfs the test serves
-// over HTTP boots as a microVM under QEMU on a riklet in its namespace, is
-// reachable on the node's host port from another namespace and from the
-// node, and leaves no rule, TAP, lease, process or file once deleted.
-func TestFunctionLifecycle(t *testing.T) {
+// guestPage is what the guest's httpd serves.
+const guestPage = "hello from a rik function\n"
+
+// functionCluster starts a cluster with one function node (QEMU) and
+// serves the guest rootfs at c.rootfsURL.
+func functionCluster(t testing.TB) (*cluster, *node) {
+	t.Helper()
 	requireHost(t, "qemu-system-x86_64")
 	kernel, modules := testKernel(t)
 	c := newCluster(t, clusterOptions{})
-
-	const page = "hello from a rik function\n"
-	rootfs := guestRootfs(t, page)
+	rootfs := guestRootfs(t, guestPage)
 	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/rootfs.tar.gz" {
 			http.NotFound(w, r)
@@ -99,26 +101,44 @@ func TestFunctionLifecycle(t *testing.T) {
 		w.Header().Set("Content-Type", "application/gzip")
 		io.Copy(w, bytes.NewReader(rootfs))
 	}))
+	c.rootfsURL = "http://" + srv + "/rootfs.tar.gz"
 	n := c.addNode("--pods=false", "--vmm", "qemu",
 		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit)
 	c.waitNodesReady("function", 60*time.Second, n.name)
+	return c, n
+}
+
+// functionDef is a Function workload booting rootfs, exposing the guest's
+// port 80 on hostPort.
+func functionDef(name, rootfs string, hostPort int) string {
+	return fmt.Sprintf(`{
+  "apiVersion": "v1",
+  "kind": "Function",
+  "name": %q,
+  "restartPolicy": "Always",
+  "spec": {"function": {
+    "execution": {"rootfs": %q, "vcpus": 1, "memory": 128},
+    "exposure": [{"port": %d, "targetPort": 80}]
+  }}
+}`, name, rootfs, hostPort)
+}
+
+// TestFunctionLifecycle is issue 4: a Function whose rootfs the test serves
+// over HTTP boots as a microVM under QEMU on a riklet in its namespace, is
+// reachable on the node's host port from another namespace and from the
+// node, and leaves no rule, TAP, lease, process or file once deleted.
+func TestFunctionLifecycle(t *testing.T) {
+	c, n := functionCluster(t)
 	ev := c.watchEvents()
 
 	const hostPort = 8081
-	def := c.writeFile("function.json", fmt.Sprintf(`{
-  "apiVersion": "v1",
-  "kind": "Function",
-  "name": "fn",
-  "restartPolicy": "Always",
-  "spec": {"function": {
-    "execution": {"rootfs": "http://%s/rootfs.tar.gz", "vcpus": 1, "memory": 128},
-    "exposure": [{"port": %d, "targetPort": 80}]
-  }}
-}`, srv, hostPort))
+	def := c.writeFile("function.json", functionDef("fn", c.rootfsURL, hostPort))
 	c.mustRikctl("create", "workload", "-f", def)
+	created := time.Now()
 	c.mustRikctl("create", "instance", "--workload-id", "fn", "--name", "fn-0")
 
 	inst := c.waitStatus("fn-0", workload.StatusRunning, 3*time.Minute)
+	toRunning := time.Since(created)
 	id := inst.ID
 	if inst.Value.Node != n.name {
 		t.Errorf("instance on node %q, want %q", inst.Value.Node, n.name)
@@ -127,9 +147,35 @@ func TestFunctionLifecycle(t *testing.T) {
 
 	// Under TCG the guest may still be booting when RUNNING is reported.
 	nodeURL := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)
-	c.waitPage(c.client, nodeURL, page, 3*time.Minute)
-	c.waitPage(n.ns, nodeURL, page, 30*time.Second)
-	c.waitPage(n.ns, fmt.Sprintf("http://127.0.0.1:%d/", hostPort), page, 30*time.Second)
+	c.waitPage(c.client, nodeURL, guestPage, 3*time.Minute)
+	t.Logf("timings: create→RUNNING %s, create→page on host port %s", toRunning.Round(10*time.Millisecond), time.Since(created).Round(10*time.Millisecond))
+	c.waitPage(n.ns, nodeURL, guestPage, 30*time.Second)
+	c.waitPage(n.ns, fmt.Sprintf("http://127.0.0.1:%d/", hostPort), guestPage, 30*time.Second)
+
+	tr, err := functionTraces(n, id)
+	requireTraces(t, tr, err, "dnat", "link", "lease", "qemu", "file")
+	for _, pid := range tr["qemu"] {
+		b, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		args := strings.Split(string(b), "\x00")
+		if i := slices.Index(args, "-accel"); i >= 0 && i+1 < len(args) {
+			t.Logf("VMM: %s -accel %s", args[0], args[i+1])
+		}
+	}
+
+	// Crash the riklet: the new one adopts the VM (same QEMU process) and
+	// keeps its port exposed.
+	c.crashRiklet(n)
+	after, err := functionTraces(n, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(after["qemu"], tr["qemu"]) {
+		t.Errorf("QEMU processes changed across the riklet restart: %v, then %v", tr["qemu"], after["qemu"])
+	}
+	if it, _, _ := c.instance("fn-0"); it.Value.Status != workload.StatusRunning || it.Value.Restarts != 0 {
+		t.Errorf("after riklet restart: %s, restarts %d; want RUNNING, 0", it.Value.Status, it.Value.Restarts)
+	}
+	c.waitPage(c.client, nodeURL, guestPage, 30*time.Second)
 
 	c.mustRikctl("delete", "instance", "fn-0")
 	c.waitGone("fn-0", 2*time.Minute)
@@ -140,50 +186,50 @@ func TestFunctionLifecycle(t *testing.T) {
 		return nil
 	})
 
-	c.eventually(30*time.Second, "function leftovers removed", func() error {
-		var problems []string
-		rules, err := natRules(n)
-		if err != nil {
-			return err
-		}
-		for _, r := range strings.Split(rules, "\n") {
-			if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
-				problems = append(problems, "nat rule: "+r)
-			}
-		}
-		ls, err := links(n)
-		if err != nil {
-			return err
-		}
-		for _, l := range ls {
-			if l != "lo" && l != "eth0" && l != "rik0" {
-				problems = append(problems, "link "+l)
-			}
-		}
-		leases, err := os.ReadFile(filepath.Join(n.stateDir, "sdn", "leases.json"))
-		if err != nil && !os.IsNotExist(err) {
-			return err
-		}
-		if bytes.Contains(leases, []byte(id)) {
-			problems = append(problems, "lease: "+string(leases))
-		}
-		for _, pid := range processesMatching(id) {
-			problems = append(problems, fmt.Sprintf("process %d mentions the instance", pid))
-		}
-		for _, pid := range processesMatching("qemu-system") {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte(n.stateDir)) {
-				problems = append(problems, fmt.Sprintf("qemu process %d", pid))
-			}
-		}
-		for _, p := range pathsContaining(n.stateDir, id) {
-			problems = append(problems, "file "+p)
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("left behind:\n%s", strings.Join(problems, "\n"))
-		}
-		return nil
-	})
+	c.eventually(30*time.Second, "function leftovers removed", func() error { return noTraces(functionTraces(n, id)) })
 	if body, err := c.get(c.client, nodeURL); err == nil {
 		t.Errorf("host port still answers after delete: %q", body)
 	}
+}
+
+// functionTraces lists, by kind, what the node holds for function id: nat
+// rules, links other than lo/eth0/rik0 (the TAP), its lease, QEMU
+// processes of the node, processes and files naming the instance.
+func functionTraces(n *node, id string) (map[string][]string, error) {
+	tr := map[string][]string{}
+	rules, err := natRules(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range strings.Split(rules, "\n") {
+		if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
+			tr["dnat"] = append(tr["dnat"], r)
+		}
+	}
+	ls, err := links(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ls {
+		if l != "lo" && l != "eth0" && l != "rik0" {
+			tr["link"] = append(tr["link"], l)
+		}
+	}
+	leases, err := os.ReadFile(filepath.Join(n.stateDir, "sdn", "leases.json"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	if bytes.Contains(leases, []byte(id)) {
+		tr["lease"] = append(tr["lease"], string(leases))
+	}
+	for _, pid := range processesMatching("qemu-system") {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte(n.stateDir)) {
+			tr["qemu"] = append(tr["qemu"], strconv.Itoa(pid))
+		}
+	}
+	for _, pid := range processesMatching(id) {
+		tr["process"] = append(tr["process"], strconv.Itoa(pid))
+	}
+	tr["file"] = pathsContaining(n.stateDir, id)
+	return tr, nil
 }

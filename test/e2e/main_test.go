@@ -3,8 +3,18 @@
 // namespaces the tests create. It needs root: outside CI a missing tool
 // skips the tests, with CI=true it fails them.
 //
-// Binaries come from $RIK_BIN_DIR (set by `make test`), or are built into a
-// temporary directory on first use.
+// Topology: a "net" namespace holds a bridge; the controller, the
+// scheduler and the test's registry and rootfs servers live in a "ctl"
+// namespace, rikctl and HTTP clients in a "client" namespace, each riklet
+// in its own node namespace (172.31.0.0/24 exists only there).
+//
+// Environment:
+//   - RIK_BIN_DIR: directory of the binaries (set by `make test`); unset,
+//     they are built into a temporary directory on first use.
+//   - RIK_TEST_KERNEL_DIR: guest kernel for functions (test/kernel/fetch.sh),
+//     default /var/cache/rik-test/kernel.
+//   - RIK_E2E_KEEP=1: keep the logs and state directory of a failed test.
+//   - CI=true: a missing tool fails instead of skipping. -short skips all.
 package e2e
 
 import (

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,6 +37,46 @@ func podRegistry(c *cluster) string {
 	pr := &ociimage.Registry{Host: strings.TrimPrefix(push.URL, "http://")}
 	pr.Push(c.t, "busybox:latest", img)
 	return c.serve(h)
+}
+
+// podCluster starts a cluster with one pod node and a registry (c.registry).
+func podCluster(t testing.TB) (*cluster, *node) {
+	t.Helper()
+	requireHost(t)
+	c := newCluster(t, clusterOptions{})
+	c.registry = podRegistry(c)
+	n := c.addNode("--insecure-registry", c.registry)
+	c.waitNodesReady("pod", 60*time.Second, n.name)
+	return c, n
+}
+
+// crashRiklet SIGKILLs the node's riklet, starts it again and waits until
+// the scheduler hears from the new one.
+func (c *cluster) crashRiklet(n *node) {
+	c.t.Helper()
+	n.riklet.kill(syscall.SIGKILL)
+	restarted := time.Now()
+	n.riklet.start(c.t)
+	c.eventually(60*time.Second, "restarted riklet heartbeats", func() error {
+		items, err := c.nodesList()
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if it.Name != n.name {
+				continue
+			}
+			hb, err := time.Parse(time.RFC3339, it.Value.LastHeartbeat)
+			if err != nil {
+				return fmt.Errorf("lastHeartbeat %q: %w", it.Value.LastHeartbeat, err)
+			}
+			if it.Value.Status != "Ready" || !hb.After(restarted) {
+				return fmt.Errorf("node %s %s, last heartbeat %s (restart at %s)", n.name, it.Value.Status, hb, restarted)
+			}
+			return nil
+		}
+		return fmt.Errorf("node %s not listed", n.name)
+	})
 }
 
 // writeFile writes a file into the cluster's directory and returns its path.
@@ -74,11 +115,8 @@ func httpdPod(name, image, marker, policy string, hostPort int) string {
 // host port, logs, survives a riklet crash (adopted, not restarted) and
 // leaves nothing behind once deleted.
 func TestPodLifecycle(t *testing.T) {
-	requireHost(t)
-	c := newCluster(t, clusterOptions{})
-	reg := podRegistry(c)
-	n := c.addNode("--insecure-registry", reg)
-	c.waitNodesReady("pod", 60*time.Second, n.name)
+	c, n := podCluster(t)
+	reg := c.registry
 	ev := c.watchEvents()
 
 	const hostPort = 8080
@@ -87,9 +125,11 @@ func TestPodLifecycle(t *testing.T) {
 	if !strings.Contains(out, "workload/web created") {
 		t.Fatalf("rikctl create workload: unexpected output %q", out)
 	}
+	created := time.Now()
 	c.mustRikctl("create", "instance", "--workload-id", "web", "--name", "web-0")
 
 	inst := c.waitStatus("web-0", workload.StatusRunning, 90*time.Second)
+	toRunning := time.Since(created)
 	if inst.Value.Node != n.name {
 		t.Errorf("instance on node %q, want %q", inst.Value.Node, n.name)
 	}
@@ -104,11 +144,15 @@ func TestPodLifecycle(t *testing.T) {
 
 	// Reachable from its node at its IP.
 	c.waitPage(n.ns, "http://"+inst.Value.IP+":80/", "hello from rik", 30*time.Second)
+	t.Logf("timings: create→RUNNING %s (image pull included), create→page at pod IP %s", toRunning.Round(10*time.Millisecond), time.Since(created).Round(10*time.Millisecond))
 	// Exposed on the node's host port: from another namespace, and from the
 	// node itself.
 	nodeURL := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)
 	c.waitPage(c.client, nodeURL, "hello from rik", 30*time.Second)
 	c.waitPage(n.ns, nodeURL, "hello from rik", 30*time.Second)
+
+	tr, err := podTraces(n, id)
+	requireTraces(t, tr, err, "container", "netns", "veth", "dnat")
 
 	// Logs hold the container's output.
 	c.eventually(30*time.Second, "rikctl logs web-0", func() error {
@@ -127,32 +171,7 @@ func TestPodLifecycle(t *testing.T) {
 	if err != nil || len(before) == 0 {
 		t.Fatalf("runc containers before the crash: %v %v", before, err)
 	}
-	n.riklet.kill(syscall.SIGKILL)
-	restarted := time.Now()
-	n.riklet.start(t)
-	c.eventually(60*time.Second, "restarted riklet heartbeats", func() error {
-		items, err := c.nodesList()
-		if err != nil {
-			return err
-		}
-		for _, it := range items {
-			if it.Name != n.name {
-				continue
-			}
-			hb, err := time.Parse(time.RFC3339, it.Value.LastHeartbeat)
-			if err != nil {
-				return fmt.Errorf("lastHeartbeat %q: %w", it.Value.LastHeartbeat, err)
-			}
-			if it.Value.Status != "Ready" || !hb.After(restarted) {
-				return fmt.Errorf("node %s %s, last heartbeat %s (restart at %s)", n.name, it.Value.Status, hb, restarted)
-			}
-			return nil
-		}
-		return fmt.Errorf("node %s not listed", n.name)
-	})
-	if !n.riklet.running() {
-		t.Fatal("restarted riklet exited")
-	}
+	c.crashRiklet(n)
 	after, err := runcList(n)
 	if err != nil {
 		t.Fatal(err)
@@ -178,49 +197,76 @@ func TestPodLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	assertPodGone(t, c, n, id, nodeURL)
-}
-
-// assertPodGone checks that the node has no container, netns, veth or DNAT
-// rule of the pod left.
-func assertPodGone(t *testing.T, c *cluster, n *node, id, nodeURL string) {
-	t.Helper()
-	c.eventually(30*time.Second, "pod leftovers removed", func() error {
-		var problems []string
-		cs, err := runcList(n)
-		if err != nil {
-			return err
-		}
-		if len(cs) > 0 {
-			problems = append(problems, fmt.Sprintf("runc containers: %+v", cs))
-		}
-		if ents, _ := os.ReadDir(filepath.Join(n.stateDir, "pods", "net", "netns")); len(ents) > 0 {
-			problems = append(problems, fmt.Sprintf("pod netns files: %d", len(ents)))
-		}
-		ls, err := links(n)
-		if err != nil {
-			return err
-		}
-		for _, l := range ls {
-			if strings.HasPrefix(l, "rikp") {
-				problems = append(problems, "veth "+l)
-			}
-		}
-		rules, err := natRules(n)
-		if err != nil {
-			return err
-		}
-		for _, r := range strings.Split(rules, "\n") {
-			if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
-				problems = append(problems, "nat rule: "+r)
-			}
-		}
-		if len(problems) > 0 {
-			return fmt.Errorf("left behind:\n%s", strings.Join(problems, "\n"))
-		}
-		return nil
-	})
+	c.eventually(30*time.Second, "pod leftovers removed", func() error { return noTraces(podTraces(n, id)) })
 	if body, err := c.get(c.client, nodeURL); err == nil {
 		t.Errorf("host port still answers after delete: %q", body)
 	}
+}
+
+// podTraces lists, by kind, what the node holds for pod id: runc
+// containers, netns files, host veths, nat rules.
+func podTraces(n *node, id string) (map[string][]string, error) {
+	tr := map[string][]string{}
+	cs, err := runcList(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, ctr := range cs {
+		tr["container"] = append(tr["container"], fmt.Sprintf("%s pid %d %s", ctr.ID, ctr.Pid, ctr.Status))
+	}
+	ents, _ := os.ReadDir(filepath.Join(n.stateDir, "pods", "net", "netns"))
+	for _, e := range ents {
+		tr["netns"] = append(tr["netns"], e.Name())
+	}
+	ls, err := links(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ls {
+		if strings.HasPrefix(l, "rikp") {
+			tr["veth"] = append(tr["veth"], l)
+		}
+	}
+	rules, err := natRules(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range strings.Split(rules, "\n") {
+		if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
+			tr["dnat"] = append(tr["dnat"], r)
+		}
+	}
+	return tr, nil
+}
+
+// requireTraces fails unless every kind of trace is there: it shows that
+// the leftover checks after a delete look at the right places.
+func requireTraces(t *testing.T, tr map[string][]string, err error, kinds ...string) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		if len(tr[k]) == 0 {
+			t.Errorf("running instance: no %s found on its node (traces: %v)", k, tr)
+		}
+	}
+}
+
+// noTraces is nil when tr is empty.
+func noTraces(tr map[string][]string, err error) error {
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for k, v := range tr {
+		for _, x := range v {
+			problems = append(problems, k+": "+x)
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fmt.Errorf("left behind:\n%s", strings.Join(problems, "\n"))
+	}
+	return nil
 }
