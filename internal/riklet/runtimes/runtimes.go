@@ -31,6 +31,7 @@ type Config struct {
 	RuncBinary         string // default "runc"
 	PodCIDR            string // default 10.63.0.0/16
 	Bridge             string // default rik0
+	CgroupParent       string // cgroup under which pods live, default rik/pods; unique per riklet sharing a host
 	InsecureRegistries list   // host:port reached over plain HTTP
 
 	VMM           string // auto|qemu|firecracker
@@ -62,6 +63,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RuncBinary, "runc", "runc", "runc binary")
 	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods")
 	fs.StringVar(&c.Bridge, "bridge", sdn.DefaultPodBridge, "bridge the pods are attached to")
+	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (give each riklet sharing a host its own)")
 	fs.Var(&c.InsecureRegistries, "insecure-registry", "registry host:port reached over plain HTTP (repeatable)")
 	fs.StringVar(&c.VMM, "vmm", "auto", "microVM monitor for functions: auto, qemu or firecracker")
 	fs.StringVar(&c.KernelPath, "kernel-path", "", "guest kernel for functions (bzImage or vmlinux); empty: no functions on this node")
@@ -74,7 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Both runtimes share one SDN manager, created by whichever starts first.
 func Factories(cfg Config) []riklet.RuntimeFactory {
 	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &network{cfg: cfg}
 	var fs []riklet.RuntimeFactory
@@ -88,11 +90,15 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, fmt.Errorf("--pod-cidr: %w", err)
 			}
+			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
+				return nil, err
+			}
 			rt, err := pod.New(ctx, pod.Config{
 				StateDir:   filepath.Join(cfg.StateDir, "pods"),
 				RuncBinary: cfg.RuncBinary,
 				PodCIDR:    cidr,
 				Bridge:     cfg.Bridge,
+				CgroupDir:  cfg.CgroupParent,
 				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
 				Exposer:    m,
 				Logger:     cfg.Logger.With("runtime", "pod"),
@@ -194,4 +200,22 @@ func (p podRuntime) Recover(ctx context.Context, owned []runtime.Instance) ([]ru
 		ids[i] = inst.ID
 	}
 	return st, errors.Join(err, p.m.ReconcileKind(ctx, workload.KindPod, ids))
+}
+
+// checkCgroupParent accepts a relative cgroup path such as "rik/pods".
+func checkCgroupParent(p string) error {
+	if p == "" {
+		return nil // the runtime's default
+	}
+	for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("--cgroup-parent %q: want a relative path like rik/pods", p)
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+				return fmt.Errorf("--cgroup-parent %q: %q is not allowed", p, r)
+			}
+		}
+	}
+	return nil
 }
