@@ -23,6 +23,7 @@ import (
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/store/bolt"
+	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -351,13 +352,7 @@ func (e *env) getInstance(ref string) (instanceRecord, int) {
 // eventually polls cond for up to 10 s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, cond, func() string { return "waiting for " + what })
 }
 
 // waitInstance waits until the instance satisfies cond.

@@ -13,12 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -26,11 +26,6 @@ const (
 	backoffMin = 200 * time.Millisecond
 	backoffMax = 5 * time.Second
 )
-
-// schedulerKeepalive makes the controller notice a dead scheduler host
-// within ~30s and subscribe again; the scheduler's enforcement policy
-// allows these pings.
-var schedulerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
 
 // link keeps the controller subscribed to the scheduler's status stream and
 // sends it scheduling orders.
@@ -68,7 +63,7 @@ func (l *link) takeAgain() bool {
 
 func newLink(s *Server, target string) (*link, error) {
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(schedulerKeepalive))
+		grpc.WithKeepaliveParams(grpcutil.SchedulerKeepalive))
 	if err != nil {
 		return nil, fmt.Errorf("scheduler client for %s: %w", target, err)
 	}
@@ -129,7 +124,7 @@ func (l *link) subscribe(ctx context.Context) error {
 	// The call returns before the scheduler has subscribed us; it sends
 	// headers once it has. Orders re-sent before that would have their
 	// answering statuses lost.
-	if err := waitHeader(ctx, stream, headerPatience); err != nil {
+	if err := grpcutil.WaitHeader(ctx, stream, headerPatience); err != nil {
 		return fmt.Errorf("subscribing to %s: %w", l.target, err)
 	}
 	l.setConnected(true)
@@ -151,25 +146,6 @@ func (l *link) subscribe(ctx context.Context) error {
 // headerPatience bounds the wait for a scheduler's subscription headers: one
 // that sends none before its first status (not rik's) is not waited for.
 const headerPatience = 5 * time.Second
-
-// waitHeader waits for the response headers of stream, at most patience.
-func waitHeader(ctx context.Context, stream grpc.ClientStream, patience time.Duration) error {
-	done := make(chan error, 1)
-	go func() { // ends with the stream at the latest
-		_, err := stream.Header()
-		done <- err
-	}()
-	t := time.NewTimer(patience)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // schedule sends one order, bounded by the call timeout.
 func (l *link) schedule(ctx context.Context, order *controllerpb.WorkloadScheduling) error {

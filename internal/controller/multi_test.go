@@ -29,8 +29,15 @@ func TestTwoControllersShareStore(t *testing.T) {
 
 // The same with etcd, each controller with its own client.
 func TestTwoControllersOnEtcd(t *testing.T) {
+	open := etcdStores(t)
+	testTwoControllers(t, open(), open())
+}
+
+// etcdStores starts an etcd server and returns a function opening a new
+// client store on it (closed when the test ends).
+func etcdStores(t *testing.T) func() store.Store {
 	endpoint := etcdtest.Start(t)
-	open := func() store.Store {
+	return func() store.Store {
 		st, err := etcd.Open(t.Context(), []string{endpoint})
 		if err != nil {
 			t.Fatal(err)
@@ -38,7 +45,6 @@ func TestTwoControllersOnEtcd(t *testing.T) {
 		t.Cleanup(func() { _ = st.Close() })
 		return st
 	}
-	testTwoControllers(t, open(), open())
 }
 
 func testTwoControllers(t *testing.T, stA, stB store.Store) {
@@ -103,15 +109,7 @@ func testTwoControllers(t *testing.T, stA, stB store.Store) {
 // Names are unique across controllers, and a workload deleted on one is
 // deleted for both.
 func TestTwoControllersNamesAndDelete(t *testing.T) {
-	endpoint := etcdtest.Start(t)
-	open := func() store.Store {
-		st, err := etcd.Open(t.Context(), []string{endpoint})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		return st
-	}
+	open := etcdStores(t)
 	a := newEnv(t, func(c *Config) { c.Store = open() })
 	b := newEnv(t, func(c *Config) { c.Store = open() })
 	a.createWorkload(podDef("web"))

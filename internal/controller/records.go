@@ -232,23 +232,9 @@ func (r *repo) nameTaken(ctx context.Context, keyOf func(workload.Kind, string) 
 
 // createWorkload stores a new workload record; ErrNameTaken if the name exists.
 func (r *repo) createWorkload(ctx context.Context, rec workloadRecord) error {
-	taken, err := r.nameTaken(ctx, workloadKey, rec.Name)
+	key, err := r.create(ctx, "workload", workloadKey, rec.Value.Kind, rec.Name, rec)
 	if err != nil {
 		return err
-	}
-	if taken {
-		return fmt.Errorf("workload %q: %w", rec.Name, ErrNameTaken)
-	}
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encoding workload %s: %w", rec.Name, err)
-	}
-	key := workloadKey(rec.Value.Kind, rec.Name)
-	if _, err := r.st.Put(ctx, key, data, 0); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return fmt.Errorf("workload %q: %w", rec.Name, ErrNameTaken)
-		}
-		return fmt.Errorf("writing %s: %w", key, err)
 	}
 	r.mu.Lock()
 	r.wlByID[rec.ID] = key
@@ -258,26 +244,37 @@ func (r *repo) createWorkload(ctx context.Context, rec workloadRecord) error {
 
 // createInstance stores a new instance record; ErrNameTaken if the name exists.
 func (r *repo) createInstance(ctx context.Context, rec instanceRecord) error {
-	taken, err := r.nameTaken(ctx, instanceKey, rec.Name)
+	key, err := r.create(ctx, "instance", instanceKey, rec.Value.Kind, rec.Name, rec)
 	if err != nil {
 		return err
 	}
+	r.remember(rec.ID, key)
+	return nil
+}
+
+// create stores rec, a new record (what: workload or instance) named name
+// of kind, under keyOf, and returns its key; ErrNameTaken if the name
+// exists under any kind.
+func (r *repo) create(ctx context.Context, what string, keyOf func(workload.Kind, string) string, kind workload.Kind, name string, rec any) (string, error) {
+	taken, err := r.nameTaken(ctx, keyOf, name)
+	if err != nil {
+		return "", err
+	}
 	if taken {
-		return fmt.Errorf("instance %q: %w", rec.Name, ErrNameTaken)
+		return "", fmt.Errorf("%s %q: %w", what, name, ErrNameTaken)
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("encoding instance %s: %w", rec.Name, err)
+		return "", fmt.Errorf("encoding %s %s: %w", what, name, err)
 	}
-	key := instanceKey(rec.Value.Kind, rec.Name)
+	key := keyOf(kind, name)
 	if _, err := r.st.Put(ctx, key, data, 0); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return fmt.Errorf("instance %q: %w", rec.Name, ErrNameTaken)
+			return "", fmt.Errorf("%s %q: %w", what, name, ErrNameTaken)
 		}
-		return fmt.Errorf("writing %s: %w", key, err)
+		return "", fmt.Errorf("writing %s: %w", key, err)
 	}
-	r.remember(rec.ID, key)
-	return nil
+	return key, nil
 }
 
 // change is what an update function decides for a record.

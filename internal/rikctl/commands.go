@@ -258,21 +258,9 @@ func newGetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			slices.SortFunc(items, func(x, y WorkloadItem) int { return strings.Compare(x.Name, y.Name) })
-			if len(args) == 1 {
-				i := slices.IndexFunc(items, func(it WorkloadItem) bool { return it.ID == args[0] || it.Name == args[0] })
-				if i < 0 {
-					return fmt.Errorf("workload %q not found", args[0])
-				}
-				if format == FormatJSON || format == FormatYAML {
-					return writeData(a.env.Stdout, format, items[i])
-				}
-				items = items[i : i+1]
-			}
-			if format == FormatJSON || format == FormatYAML {
-				return writeData(a.env.Stdout, format, nonNil(items))
-			}
-			return workloadTable(a.env.Stdout, format, items)
+			return showOneOrList(a.env.Stdout, format, "workload", args, items,
+				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
+				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, format, items) })
 		},
 	}
 
@@ -334,21 +322,9 @@ func newGetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			slices.SortFunc(items, func(x, y NodeItem) int { return strings.Compare(x.Name, y.Name) })
-			if len(args) == 1 {
-				i := slices.IndexFunc(items, func(it NodeItem) bool { return it.ID == args[0] || it.Name == args[0] })
-				if i < 0 {
-					return fmt.Errorf("node %q not found", args[0])
-				}
-				if format == FormatJSON || format == FormatYAML {
-					return writeData(a.env.Stdout, format, items[i])
-				}
-				items = items[i : i+1]
-			}
-			if format == FormatJSON || format == FormatYAML {
-				return writeData(a.env.Stdout, format, nonNil(items))
-			}
-			return nodeTable(a.env.Stdout, format, a.env.Now(), items)
+			return showOneOrList(a.env.Stdout, format, "node", args, items,
+				func(it NodeItem) (string, string) { return it.ID, it.Name },
+				func(items []NodeItem) error { return nodeTable(a.env.Stdout, format, a.env.Now(), items) })
 		},
 	}
 	get.AddCommand(wl, inst, nodes)
@@ -385,6 +361,35 @@ func watchInstances(ctx context.Context, a *app, c *Client, format, ofWorkload s
 	})
 }
 
+// showOneOrList sorts items by name and prints them in format, or, with
+// one argument, only the item whose id or name it is (an error naming kind
+// when there is none). table prints items in the table formats.
+func showOneOrList[T any](out io.Writer, format, kind string, args []string, items []T, key func(T) (id, name string), table func([]T) error) error {
+	slices.SortFunc(items, func(x, y T) int {
+		_, nx := key(x)
+		_, ny := key(y)
+		return strings.Compare(nx, ny)
+	})
+	data := format == FormatJSON || format == FormatYAML
+	if len(args) == 1 {
+		i := slices.IndexFunc(items, func(it T) bool {
+			id, name := key(it)
+			return id == args[0] || name == args[0]
+		})
+		if i < 0 {
+			return fmt.Errorf("%s %q not found", kind, args[0])
+		}
+		if data {
+			return writeData(out, format, items[i])
+		}
+		items = items[i : i+1]
+	}
+	if data {
+		return writeData(out, format, nonNil(items))
+	}
+	return table(items)
+}
+
 // nonNil makes an empty list print as [] rather than null.
 func nonNil[T any](s []T) []T {
 	if s == nil {
@@ -401,17 +406,7 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete workloads and all their instances",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			for _, id := range args {
-				if err := c.DeleteWorkload(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.env.Stdout, "workload/%s deleted\n", clean(id))
-			}
-			return nil
+			return deleteEach(cmd.Context(), a, "workload", args, (*Client).DeleteWorkload)
 		},
 	}
 	inst := &cobra.Command{
@@ -420,21 +415,27 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete instances (they are destroyed, then removed)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			for _, id := range args {
-				if err := c.DeleteInstance(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.env.Stdout, "instance/%s deleted\n", clean(id))
-			}
-			return nil
+			return deleteEach(cmd.Context(), a, "instance", args, (*Client).DeleteInstance)
 		},
 	}
 	del.AddCommand(wl, inst)
 	return del
+}
+
+// deleteEach deletes the resources named by ids with del, one after the
+// other, saying so for each; it stops at the first error.
+func deleteEach(ctx context.Context, a *app, kind string, ids []string, del func(*Client, context.Context, string) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := del(c, ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.env.Stdout, "%s/%s deleted\n", kind, clean(id))
+	}
+	return nil
 }
 
 func newLogsCommand(a *app) *cobra.Command {

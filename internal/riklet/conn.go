@@ -8,12 +8,12 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 )
 
@@ -23,18 +23,30 @@ const maxLogChunk = 32 << 10
 // connectLoop registers with the scheduler and serves it until ctx is done,
 // re-registering (with backoff) whenever the order stream breaks.
 func (a *agent) connectLoop(ctx context.Context, client workerpb.WorkerClient) {
+	a.retryLoop(ctx, "scheduler connection failed, retrying",
+		func(ctx context.Context) error { return a.session(ctx, client) }, nil)
+}
+
+// retryLoop runs fn until ctx is done, again after a backoff delay each
+// time it returns (logging msg and its error), quickly again when it
+// worked for a while. It returns early when stop (if not nil) reports
+// true for fn's error.
+func (a *agent) retryLoop(ctx context.Context, msg string, fn func(context.Context) error, stop func(error) bool) {
 	b := backoff{min: a.k.connMin, max: a.k.connMax}
 	for {
 		began := time.Now()
-		err := a.session(ctx, client)
+		err := fn(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if stop != nil && stop(err) {
 			return
 		}
 		if time.Since(began) > a.k.connMax {
 			b.reset() // it worked for a while: retry quickly
 		}
 		d := b.next()
-		a.log.Warn("scheduler connection failed, retrying", "error", err, "in", d.Round(time.Millisecond))
+		a.log.Warn(msg, "error", err, "in", d.Round(time.Millisecond))
 		if !sleep(ctx.Done(), d) {
 			return
 		}
@@ -51,7 +63,9 @@ func (a *agent) session(ctx context.Context, client workerpb.WorkerClient) error
 	if err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
-	if err := waitAccepted(sctx, stream, a.k.connMax); err != nil {
+	// The scheduler sends the headers once it recorded the node; statuses
+	// sent before would be dropped.
+	if err := grpcutil.WaitHeader(sctx, stream, a.k.connMax); err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
 	a.log.Info("registered with scheduler", "kinds", reg.Kinds, "instances", len(reg.Instances))
@@ -70,28 +84,6 @@ func (a *agent) session(ctx context.Context, client workerpb.WorkerClient) error
 			return fmt.Errorf("receiving orders: %w", err)
 		}
 		a.dispatch(o)
-	}
-}
-
-// waitAccepted waits for the response headers of a registration: the
-// scheduler sends them once it recorded the node, and statuses sent before
-// would be dropped. A scheduler that sends none (not rik's) is given up on
-// after patience, and the session goes on.
-func waitAccepted(ctx context.Context, stream grpc.ClientStream, patience time.Duration) error {
-	done := make(chan error, 1)
-	go func() { // ends with the stream at the latest
-		_, err := stream.Header()
-		done <- err
-	}()
-	t := time.NewTimer(patience)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -136,22 +128,8 @@ func (a *agent) heartbeat() *commonpb.WorkerStatus {
 
 // statusLoop keeps a status stream open until ctx is done.
 func (a *agent) statusLoop(ctx context.Context, client workerpb.WorkerClient) {
-	b := backoff{min: a.k.connMin, max: a.k.connMax}
-	for {
-		began := time.Now()
-		err := a.sendStatuses(ctx, client)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(began) > a.k.connMax {
-			b.reset()
-		}
-		d := b.next()
-		a.log.Warn("status stream broken, reopening", "error", err, "in", d.Round(time.Millisecond))
-		if !sleep(ctx.Done(), d) {
-			return
-		}
-	}
+	a.retryLoop(ctx, "status stream broken, reopening",
+		func(ctx context.Context) error { return a.sendStatuses(ctx, client) }, nil)
 }
 
 // sendStatuses opens a status stream, re-sends the latest status of every
@@ -203,26 +181,15 @@ func (a *agent) sendStatuses(ctx context.Context, client workerpb.WorkerClient) 
 // logsLoop keeps the log stream open until ctx is done. A scheduler that
 // does not serve logs is not asked again during this session.
 func (a *agent) logsLoop(ctx context.Context, client workerpb.WorkerClient) {
-	b := backoff{min: a.k.connMin, max: a.k.connMax}
-	for {
-		began := time.Now()
-		err := a.serveLogs(ctx, client)
-		if ctx.Err() != nil {
-			return
-		}
-		if status.Code(err) == codes.Unimplemented {
+	a.retryLoop(ctx, "log stream broken, reopening",
+		func(ctx context.Context) error { return a.serveLogs(ctx, client) },
+		func(err error) bool {
+			if status.Code(err) != codes.Unimplemented {
+				return false
+			}
 			a.log.Info("scheduler does not serve logs")
-			return
-		}
-		if time.Since(began) > a.k.connMax {
-			b.reset()
-		}
-		d := b.next()
-		a.log.Warn("log stream broken, reopening", "error", err, "in", d.Round(time.Millisecond))
-		if !sleep(ctx.Done(), d) {
-			return
-		}
-	}
+			return true
+		})
 }
 
 // serveLogs opens a log stream and answers its requests concurrently.

@@ -19,6 +19,7 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
+	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -222,13 +223,7 @@ func statusNames(ms []*commonpb.InstanceMetric) []string {
 // eventually polls cond until it holds or waitFor passes.
 func eventually(t testing.TB, cond func() bool, msg func() string) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", msg())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitFor, cond, msg)
 }
 
 // node is a riklet under test.

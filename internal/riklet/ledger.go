@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -173,7 +173,7 @@ func (l *Ledger) Sync() error {
 		b, err := json.Marshal(ledgerFile{Version: 1, Instances: l.listLocked()})
 		l.mu.Unlock()
 		if err == nil {
-			err = writeAtomic(l.path, b)
+			err = atomicfile.Write(l.path, b, 0o600)
 		}
 		l.mu.Lock()
 		l.saving = false
@@ -182,40 +182,6 @@ func (l *Ledger) Sync() error {
 			return err
 		}
 		l.saved = upto
-	}
-	return nil
-}
-
-// writeAtomic writes b to path: temp file, fsync, rename, fsync of the
-// directory.
-func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".ledger-*.tmp")
-	if err != nil {
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("saving ledger: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

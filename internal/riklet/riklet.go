@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -70,11 +70,6 @@ func defaultKnobs() knobs {
 		queueMax:     1024,
 	}
 }
-
-// schedulerKeepalive makes the riklet notice a dead scheduler host (no
-// RST, just silence) within ~30s and re-register; the scheduler's
-// enforcement policy allows these pings.
-var schedulerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
 
 // DefaultMasterAddr is the scheduler's worker endpoint.
 const DefaultMasterAddr = "127.0.0.1:4995"
@@ -208,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			MinConnectTimeout: 5 * time.Second,
 		}),
-		grpc.WithKeepaliveParams(schedulerKeepalive))
+		grpc.WithKeepaliveParams(grpcutil.SchedulerKeepalive))
 	if err != nil {
 		return fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
 	}

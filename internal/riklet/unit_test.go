@@ -294,8 +294,12 @@ func TestLedger(t *testing.T) {
 	if _, ok := l3.Get("id2"); ok || l3.Len() != 1 {
 		t.Errorf("delete not saved")
 	}
-	if tmp, _ := filepath.Glob(filepath.Join(dir, ".ledger-*")); len(tmp) != 0 {
-		t.Errorf("temp files left: %v", tmp)
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 { // ledger.json only
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("temp files left: %v", names)
 	}
 
 	// Corrupt: moved aside, empty ledger.

@@ -16,6 +16,7 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/testutil"
 )
 
 const waitTimeout = 5 * time.Second
@@ -305,13 +306,7 @@ func (h *harness) node(name string) *controllerpb.Node {
 // eventually polls cond until it holds.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitTimeout, cond, func() string { return "waiting for " + what })
 }
 
 // pod returns a pod definition asking for cpu millicores and mem MiB,

@@ -9,10 +9,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/rik-org/rik/internal/grpcutil"
 )
 
 // clientKeepalive is what riklets and controllers use towards the scheduler.
-var clientKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
+var clientKeepalive = grpcutil.SchedulerKeepalive
 
 func TestKeepalivePolicyAllowsClients(t *testing.T) {
 	if keepaliveEnforcement.MinTime > clientKeepalive.Time {

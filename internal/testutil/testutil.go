@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run in CI (CI=true).
@@ -45,5 +46,18 @@ func RequireFile(t testing.TB, path string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		Unavailable(t, path+" missing")
+	}
+}
+
+// Eventually polls cond (every 5ms) until it holds, and fails the test
+// with msg() when it still does not after timeout.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", msg())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

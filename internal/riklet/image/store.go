@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/keylock"
 	"log/slog"
 	"os"
@@ -258,21 +259,13 @@ func (s *Store) record(ref string, img Image) error {
 	if err != nil {
 		return fmt.Errorf("recording image %s: %w", img.Digest, err)
 	}
-	if err := writeAtomic(filepath.Join(s.dir, "images", h.Hex+".json"), b); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, "images", h.Hex+".json"), b, 0o600); err != nil {
 		return fmt.Errorf("recording image %s: %w", img.Digest, err)
 	}
-	if err := writeAtomic(filepath.Join(s.dir, "refs", refKey(ref)), []byte(img.Digest)); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, "refs", refKey(ref)), []byte(img.Digest), 0o600); err != nil {
 		return fmt.Errorf("recording image %s: %w", img.Digest, err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // unpack extracts a layer once: into tmp/, then renamed into layers/.

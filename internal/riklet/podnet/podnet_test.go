@@ -3,7 +3,6 @@ package podnet
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,67 +11,16 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/testutil/netns"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 )
 
-func hostLinks(t *testing.T, host *netns.NS) []string {
+// serveHi answers "hi" to every connection to addr inside ns.
+func serveHi(t *testing.T, ns *netns.NS, addr string) {
 	t.Helper()
-	h, err := vnetns.GetFromPath(host.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	links, err := nh.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, l := range links {
-		names = append(names, l.Attrs().Name)
-	}
-	return names
+	ns.Serve(t, addr, func(net.Conn) string { return "hi" })
 }
 
-// serve listens on addr inside ns and answers "hi" to one connection.
-func serve(t *testing.T, ns *netns.NS, addr string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("hi"))
-			c.Close()
-		}
-	}()
-}
-
-func dial(ns *netns.NS, addr string) (string, error) {
-	var got string
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		b, err := io.ReadAll(c)
-		got = string(b)
-		return err
-	})
-	return got, err
-}
+// fetch connects to addr from inside ns and returns what it reads.
+func fetch(ns *netns.NS, addr string) (string, error) { return ns.Fetch(addr, 3*time.Second) }
 
 func TestSetupReachableAndTeardown(t *testing.T) {
 	host := netns.New(t)
@@ -104,16 +52,16 @@ func TestSetupReachableAndTeardown(t *testing.T) {
 
 	podA := &netns.NS{Name: "pod-a", Path: a.NetnsPath}
 	podB := &netns.NS{Name: "pod-b", Path: b.NetnsPath}
-	serve(t, podA, net.JoinHostPort(a.IP.String(), "8080"))
-	if got, err := dial(host, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
+	serveHi(t, podA, net.JoinHostPort(a.IP.String(), "8080"))
+	if got, err := fetch(host, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
 		t.Errorf("host -> pod a: %q, %v", got, err)
 	}
-	if got, err := dial(podB, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
+	if got, err := fetch(podB, net.JoinHostPort(a.IP.String(), "8080")); err != nil || got != "hi" {
 		t.Errorf("pod b -> pod a: %q, %v", got, err)
 	}
 	// Pods reach the gateway (default route through the bridge).
-	serve(t, host, net.JoinHostPort(a.Gateway.String(), "9090"))
-	if got, err := dial(podA, net.JoinHostPort(a.Gateway.String(), "9090")); err != nil || got != "hi" {
+	serveHi(t, host, net.JoinHostPort(a.Gateway.String(), "9090"))
+	if got, err := fetch(podA, net.JoinHostPort(a.Gateway.String(), "9090")); err != nil || got != "hi" {
 		t.Errorf("pod a -> gateway: %q, %v", got, err)
 	}
 
@@ -128,7 +76,7 @@ func TestSetupReachableAndTeardown(t *testing.T) {
 	if err := m.Teardown(ctx, "pod-a"); err != nil {
 		t.Errorf("second Teardown: %v", err)
 	}
-	if slices.Contains(hostLinks(t, host), a.HostVeth) {
+	if slices.Contains(host.Links(t), a.HostVeth) {
 		t.Errorf("veth %s left behind", a.HostVeth)
 	}
 	if _, err := os.Lstat(a.NetnsPath); !errors.Is(err, os.ErrNotExist) {
@@ -197,7 +145,7 @@ func TestSetupRollsBack(t *testing.T) {
 	if owners, _ := m.Owners(); len(owners) != 0 {
 		t.Errorf("left behind after failed Setup: %v", owners)
 	}
-	if slices.Contains(hostLinks(t, host), VethName("pod-y")) {
+	if slices.Contains(host.Links(t), VethName("pod-y")) {
 		t.Error("veth left behind")
 	}
 }

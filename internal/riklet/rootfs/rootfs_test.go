@@ -17,17 +17,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-)
 
-func requireTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("needs %s: %v", tool, err)
-		}
-		t.Skipf("needs %s", tool)
-	}
-}
+	"github.com/rik-org/rik/internal/testutil"
+)
 
 type entry struct {
 	name, body, link string
@@ -160,7 +152,7 @@ func TestExtractRefusesEscapes(t *testing.T) {
 }
 
 func TestFetch(t *testing.T) {
-	requireTool(t, "mke2fs")
+	testutil.RequireTool(t, "mke2fs")
 	ctx := context.Background()
 	tgz := gz(makeTar(t, []entry{
 		{name: "sbin/", typ: tar.TypeDir, mode: 0o755},
@@ -252,7 +244,7 @@ func TestFetch(t *testing.T) {
 }
 
 func TestFetchPlainTarFile(t *testing.T) {
-	requireTool(t, "mke2fs")
+	testutil.RequireTool(t, "mke2fs")
 	src := filepath.Join(t.TempDir(), "root.tar")
 	os.WriteFile(src, makeTar(t, []entry{{name: "etc/hostname", typ: tar.TypeReg, body: "guest\n"}}), 0o644)
 	s, _ := NewStore(t.TempDir(), 0, nil)
@@ -270,7 +262,7 @@ func TestFetchPlainTarFile(t *testing.T) {
 }
 
 func TestFetchExt4File(t *testing.T) {
-	requireTool(t, "mke2fs")
+	testutil.RequireTool(t, "mke2fs")
 	tree := t.TempDir()
 	os.WriteFile(filepath.Join(tree, "hello"), []byte("hi"), 0o644)
 	src := filepath.Join(t.TempDir(), "root.ext4")

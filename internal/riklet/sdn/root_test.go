@@ -6,7 +6,6 @@ package sdn
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -116,49 +115,11 @@ func (h vethHost) Taps(ctx context.Context) ([]string, error) {
 // serve answers every TCP connection to addr inside ns with reply.
 func serve(t *testing.T, ns *netns.NS, addr, reply string) {
 	t.Helper()
-	serveFunc(t, ns, addr, func(net.Conn) string { return reply })
-}
-
-// serveFunc answers every TCP connection to addr inside ns with reply(conn).
-func serveFunc(t *testing.T, ns *netns.NS, addr string, reply func(net.Conn) string) {
-	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatalf("listening on %s in %s: %v", addr, ns.Name, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, reply(c))
-			c.Close()
-		}
-	}()
+	ns.Serve(t, addr, func(net.Conn) string { return reply })
 }
 
 // fetch connects to addr from inside ns and returns what it reads.
-func fetch(ns *netns.NS, addr string) (string, error) {
-	var out string
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		b, err := io.ReadAll(c)
-		out = string(b)
-		return err
-	})
-	return out, err
-}
+func fetch(ns *netns.NS, addr string) (string, error) { return ns.Fetch(addr, 2*time.Second) }
 
 func sysctlIn(t *testing.T, ns *netns.NS, key string) string {
 	t.Helper()
@@ -287,7 +248,7 @@ func TestRootDNATReachability(t *testing.T) {
 		}
 
 		// Egress of guests and pods leaves with the node's address.
-		serveFunc(t, n.client, "10.99.0.2:7777", func(c net.Conn) string {
+		n.client.Serve(t, "10.99.0.2:7777", func(c net.Conn) string {
 			return netip.MustParseAddrPort(c.RemoteAddr().String()).Addr().String()
 		})
 		check(guest, "10.99.0.2:7777", nodeAddr)

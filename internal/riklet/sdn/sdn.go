@@ -19,12 +19,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"sync"
 
+	"github.com/rik-org/rik/internal/nsenter"
 	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
 	"github.com/rik-org/rik/internal/workload"
-	"github.com/vishvananda/netns"
 )
 
 // Defaults of Config.
@@ -430,20 +429,5 @@ func (m *Manager) inNetns(fn func() error) error {
 	if m.cfg.Netns == "" {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		h, err := netns.GetFromPath(m.cfg.Netns)
-		if err != nil {
-			errc <- fmt.Errorf("opening netns %s: %w", m.cfg.Netns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("entering netns %s: %w", m.cfg.Netns, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return nsenter.Do(m.cfg.Netns, fn)
 }

@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
+	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -153,7 +153,7 @@ func saveState(path string, s state) error {
 	if err != nil {
 		return fmt.Errorf("encoding sdn state: %w", err)
 	}
-	if err := ipam.WriteFileAtomic(path, b); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("saving sdn state: %w", err)
 	}
 	return nil

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/rik-org/rik/internal/atomicfile"
 )
 
 // PrepareKernel returns the kernel image to boot: the uncompressed PVH
@@ -42,11 +44,7 @@ func PrepareKernel(ctx context.Context, path, cacheDir string) (kernel string, p
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", false, fmt.Errorf("creating %s: %w", cacheDir, err)
 	}
-	tmp := out + ".tmp"
-	if err := os.WriteFile(tmp, vmlinux, 0o644); err != nil {
-		return "", false, fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
+	if err := atomicfile.Write(out, vmlinux, 0o644); err != nil {
 		return "", false, fmt.Errorf("installing %s: %w", out, err)
 	}
 	return out, true, nil

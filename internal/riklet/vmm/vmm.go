@@ -11,13 +11,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rik-org/rik/internal/nsenter"
 )
 
 // Config describes one microVM.
@@ -95,22 +96,7 @@ func startIn(cmd *exec.Cmd, netns string) error {
 	if netns == "" {
 		return cmd.Start()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open(netns)
-		if err != nil {
-			errc <- fmt.Errorf("opening netns %s: %w", netns, err)
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering netns %s: %w", netns, err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
+	return nsenter.Do(netns, cmd.Start)
 }
 
 // StartTime returns the start time (clock ticks since boot) of pid.

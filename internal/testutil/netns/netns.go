@@ -9,13 +9,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/rik-org/rik/internal/nsenter"
 	"github.com/rik-org/rik/internal/testutil"
+	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 )
 
@@ -50,24 +54,7 @@ func New(t testing.TB) *NS {
 // Do runs fn on an OS thread inside the namespace. The thread is thrown
 // away afterwards, so nothing else ever runs in the namespace by accident.
 // Sockets fn opens, and processes it starts, live in the namespace.
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		h, err := vnetns.GetFromPath(ns.Path)
-		if err != nil {
-			errc <- fmt.Errorf("opening netns %s: %w", ns.Name, err)
-			return
-		}
-		defer h.Close()
-		if err := vnetns.Set(h); err != nil {
-			errc <- fmt.Errorf("entering netns %s: %w", ns.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func (ns *NS) Do(fn func() error) error { return nsenter.Do(ns.Path, fn) }
 
 // Exec runs a command inside the namespace and returns its combined output.
 func (ns *NS) Exec(ctx context.Context, name string, args ...string) (string, error) {
@@ -103,6 +90,75 @@ func Veth(t testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) 
 		}
 		side.ns.Run(t, "ip", "link", "set", side.name, "up")
 	}
+}
+
+// Links returns the names of the links in the namespace.
+func (ns *NS) Links(t testing.TB) []string {
+	t.Helper()
+	h, err := vnetns.GetFromPath(ns.Path)
+	if err != nil {
+		t.Fatalf("opening netns %s: %v", ns.Name, err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", ns.Name, err)
+	}
+	defer nh.Close()
+	links, err := nh.LinkList()
+	if err != nil {
+		t.Fatalf("listing links in %s: %v", ns.Name, err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return names
+}
+
+// Serve answers every TCP connection to addr inside the namespace with
+// reply(conn), until the test ends.
+func (ns *NS) Serve(t testing.TB, addr string, reply func(net.Conn) string) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listening on %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // ends when the listener is closed
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, reply(c))
+			c.Close()
+		}
+	}()
+}
+
+// Fetch connects to addr from inside the namespace and returns all it
+// reads; connecting, and then reading, may each take up to timeout.
+func (ns *NS) Fetch(addr string, timeout time.Duration) (string, error) {
+	var out string
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(c)
+		out = string(b)
+		return err
+	})
+	return out, err
 }
 
 func run(t testing.TB, name string, args ...string) {

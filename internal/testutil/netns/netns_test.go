@@ -2,14 +2,12 @@ package netns
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	vnetns "github.com/vishvananda/netns"
 )
 
 func TestNamespacesAreIsolatedAndConnected(t *testing.T) {
@@ -27,55 +25,22 @@ func TestNamespacesAreIsolatedAndConnected(t *testing.T) {
 		t.Errorf("va visible in the test's own namespace")
 	}
 
-	// Do runs inside the namespace: a listener in b, reached from a.
-	var ln net.Listener
-	if err := b.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "10.98.0.2:7000")
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	// Serve and Fetch run inside the namespaces: a listener in b, reached
+	// from a, not from the test's own namespace.
+	b.Serve(t, "10.98.0.2:7000", func(net.Conn) string { return "hi" })
+	if got, err := a.Fetch("10.98.0.2:7000", 2*time.Second); err != nil || got != "hi" {
+		t.Errorf("Fetch from %s = %q, %v; want hi", a.Name, got, err)
 	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			io.WriteString(c, "hi")
-			c.Close()
-		}
-	}()
-	var got []byte
-	if err := a.Do(func() error {
-		c, err := net.DialTimeout("tcp", "10.98.0.2:7000", 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		got, err = io.ReadAll(c)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if string(got) != "hi" {
-		t.Errorf("read %q, want hi", got)
+	if got, err := b.Fetch("10.98.0.1:7000", 2*time.Second); err == nil {
+		t.Errorf("Fetch of a port nobody serves = %q, want an error", got)
 	}
 
-	// Do leaves the caller's namespace alone.
-	before, err := vnetns.Get()
-	if err != nil {
-		t.Fatal(err)
+	// Links lists the namespace's links, not the test's own.
+	if links := a.Links(t); !slices.Contains(links, "va") || !slices.Contains(links, "lo") || slices.Contains(links, "vb") {
+		t.Errorf("links of %s = %v, want lo and va, not vb", a.Name, links)
 	}
-	defer before.Close()
-	if err := a.Do(func() error { return nil }); err != nil {
-		t.Fatal(err)
-	}
-	after, err := vnetns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer after.Close()
-	if !before.Equal(after) {
-		t.Errorf("Do changed the calling thread's namespace")
-	}
+
+	// Do is nsenter.Do, tested there (it leaves the caller's namespace alone).
 
 	if _, err := a.Exec(context.Background(), "false"); err == nil {
 		t.Errorf("Exec(false): want error")

@@ -113,23 +113,3 @@ func macFor(id string) net.HardwareAddr {
 	h := sha256.Sum256([]byte(id))
 	return net.HardwareAddr{0x52, 0x54, h[0], h[1], h[2], h[3]}
 }
-
-// tailLines returns the last n lines of b (all if n <= 0).
-func tailLines(b []byte, n int) []byte {
-	if n <= 0 {
-		return b
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end--
-	}
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			n--
-			if n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
-}

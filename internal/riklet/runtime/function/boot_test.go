@@ -95,24 +95,6 @@ func TestGuestExitCode(t *testing.T) {
 	}
 }
 
-func TestTailLines(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc", 2, "b\nc"},
-		{"a\nb\nc\n", 0, "a\nb\nc\n"},
-		{"a\nb\n", 5, "a\nb\n"},
-		{"", 3, ""},
-	} {
-		if got := string(tailLines([]byte(tt.in), tt.n)); got != tt.want {
-			t.Errorf("tailLines(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
-		}
-	}
-}
-
 func TestMACFor(t *testing.T) {
 	a, b := macFor("one"), macFor("two")
 	if a.String() == b.String() || macFor("one").String() != a.String() {

@@ -24,7 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/riklet/initramfs"
+	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -326,10 +328,10 @@ func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.
 			return nil
 		}
 		if !vmm.Alive(p) {
-			return fmt.Errorf("vm exited during boot: %s", strings.TrimSpace(string(tailLines(b, 5))))
+			return fmt.Errorf("vm exited during boot: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("guest init not started after %s: %s", timeout, strings.TrimSpace(string(tailLines(b, 5))))
+			return fmt.Errorf("guest init not started after %s: %s", timeout, strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
 		select {
 		case <-ctx.Done():
@@ -390,7 +392,7 @@ func exitStatus(id, console string) runtime.Status {
 			Message: fmt.Sprintf("guest exited with code %d", code)}
 	}
 	return runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: "VMCrashed",
-		Message: "vm exited without a guest exit code: " + strings.TrimSpace(string(tailLines(b, 3)))}
+		Message: "vm exited without a guest exit code: " + strings.TrimSpace(string(logfile.TailLines(b, 3)))}
 }
 
 // rotate copies console.log to console.log.1 and truncates it when it is
@@ -604,7 +606,7 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 		}
 		return fmt.Errorf("reading console of %s: %w", inst.ID, err)
 	}
-	if _, err := w.Write(tailLines(append(old, cur...), opts.Tail)); err != nil {
+	if _, err := w.Write(logfile.TailLines(append(old, cur...), opts.Tail)); err != nil {
 		return err
 	}
 	if !opts.Follow {
@@ -617,7 +619,7 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 			return nil
 		case <-time.After(200 * time.Millisecond):
 		}
-		n, err := copyFrom(path, off, w)
+		n, err := logfile.CopyFrom(path, off, w)
 		if err != nil {
 			if os.IsNotExist(err) {
 				return nil // stopped and removed
@@ -630,7 +632,7 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 		running := v != nil && v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process)
 		r.mu.Unlock()
 		if !running {
-			_, err := copyFrom(path, off, w)
+			_, err := logfile.CopyFrom(path, off, w)
 			if os.IsNotExist(err) {
 				err = nil
 			}
@@ -639,38 +641,12 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 	}
 }
 
-// copyFrom writes what path holds past off to w and returns the new offset;
-// a truncated (rotated) file is read from its start.
-func copyFrom(path string, off int64, w io.Writer) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return off, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return off, err
-	}
-	if fi.Size() < off {
-		off = 0
-	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return off, err
-	}
-	n, err := io.Copy(w, f)
-	return off + n, err
-}
-
 func writeState(dir string, s vmState) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding vm state: %w", err)
 	}
-	tmp := filepath.Join(dir, "vm.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("writing vm state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "vm.json")); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "vm.json"), b, 0o600); err != nil {
 		return fmt.Errorf("writing vm state: %w", err)
 	}
 	return nil

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -15,14 +13,14 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
+	"github.com/rik-org/rik/internal/testutil"
+	"github.com/rik-org/rik/internal/testutil/netns"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -30,13 +28,9 @@ import (
 // precondition of a root test is missing.
 func require(t testing.TB, ok bool, format string, args ...any) {
 	t.Helper()
-	if ok {
-		return
+	if !ok {
+		testutil.Unavailable(t, fmt.Sprintf(format, args...))
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // testKernel returns the kernel and modules dir from RIK_TEST_KERNEL_DIR.
@@ -52,11 +46,8 @@ func testKernel(t testing.TB) (kernel, modules string) {
 
 func requireRootTools(t testing.TB, tools ...string) {
 	t.Helper()
-	require(t, os.Geteuid() == 0, "needs root")
-	for _, tool := range tools {
-		_, err := osexec.LookPath(tool)
-		require(t, err == nil, "needs %s: %v", tool, err)
-	}
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, tools...)
 }
 
 var (
@@ -170,27 +161,11 @@ func tarGz(t testing.TB, root string) []byte {
 	return buf.Bytes()
 }
 
-// inNS runs fn on a thread inside the network namespace ns; the thread is
-// thrown away afterwards.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // testNetwork is a Network for tests: one throwaway network namespace with
 // a real TAP per instance (10.63.<n>.0/30: guest .1, tap .2). It never
 // touches the host's network.
 type testNetwork struct {
-	name string
-	ns   netns.NsHandle
+	ns *netns.NS
 
 	mu   sync.Mutex
 	next int
@@ -199,38 +174,10 @@ type testNetwork struct {
 
 func newTestNetwork(t testing.TB) *testNetwork {
 	t.Helper()
-	b := make([]byte, 3)
-	rand.Read(b)
-	name := "rikfn-" + hex.EncodeToString(b)
-	var ns netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		h, err := netns.NewNamed(name) // switches this (discarded) thread
-		if err == nil {
-			ns = h
-			lo, lerr := netlink.LinkByName("lo")
-			if lerr == nil {
-				lerr = netlink.LinkSetUp(lo)
-			}
-			err = lerr
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("creating netns %s: %v", name, err)
-	}
-	n := &testNetwork{name: name, ns: ns, taps: map[string]string{}}
-	t.Cleanup(func() {
-		ns.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("deleting netns %s: %v", name, err)
-		}
-	})
-	return n
+	return &testNetwork{ns: netns.New(t), taps: map[string]string{}}
 }
 
-func (n *testNetwork) path() string { return "/var/run/netns/" + n.name }
+func (n *testNetwork) path() string { return n.ns.Path }
 
 func (n *testNetwork) Setup(ctx context.Context, id string, ports []workload.PortMapping) (NetConfig, error) {
 	n.mu.Lock()
@@ -241,7 +188,7 @@ func (n *testNetwork) Setup(ctx context.Context, id string, ports []workload.Por
 	n.mu.Unlock()
 	guest := netip.AddrFrom4([4]byte{10, 63, byte(i % 250), 1})
 	tapIP := netip.AddrFrom4([4]byte{10, 63, byte(i % 250), 2})
-	err := inNS(n.ns, func() error {
+	err := n.ns.Do(func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = tap
 		if err := netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: la, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI}); err != nil {
@@ -274,7 +221,7 @@ func (n *testNetwork) Teardown(ctx context.Context, id string) error {
 }
 
 func (n *testNetwork) delTap(tap string) error {
-	return inNS(n.ns, func() error {
+	return n.ns.Do(func() error {
 		l, err := netlink.LinkByName(tap)
 		if err != nil {
 			return nil
@@ -309,7 +256,7 @@ func (n *testNetwork) Reconcile(ctx context.Context, owned []string) error {
 func (n *testNetwork) links(t testing.TB) []string {
 	t.Helper()
 	var names []string
-	err := inNS(n.ns, func() error {
+	err := n.ns.Do(func() error {
 		ls, err := netlink.LinkList()
 		for _, l := range ls {
 			if strings.HasPrefix(l.Attrs().Name, "tapt") {
@@ -331,7 +278,7 @@ func (n *testNetwork) client() *http.Client {
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := inNS(n.ns, func() error {
+			err := n.ns.Do(func() error {
 				var d net.Dialer
 				var err error
 				c, err = d.DialContext(ctx, network, addr)

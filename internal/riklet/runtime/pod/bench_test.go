@@ -76,20 +76,12 @@ func BenchmarkStartRunning(b *testing.B) {
 // childRSS sums the resident memory (KiB) of this process's children named
 // comm (the `runc run` parents of the containers).
 func childRSS(comm string) int64 {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var total int64
-	me := strconv.Itoa(os.Getpid())
-	for _, st := range stats {
-		b, err := os.ReadFile(st)
-		if err != nil {
+	for _, c := range children() {
+		if !strings.HasSuffix(c.name, "("+comm+")") {
 			continue
 		}
-		name, rest, ok := strings.Cut(string(b), ") ")
-		f := strings.Fields(rest)
-		if !ok || len(f) < 2 || f[1] != me || !strings.HasSuffix(name, "("+comm) {
-			continue
-		}
-		status, _ := os.ReadFile(filepath.Join(filepath.Dir(st), "status"))
+		status, _ := os.ReadFile(filepath.Join(c.dir, "status"))
 		for _, line := range strings.Split(string(status), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)

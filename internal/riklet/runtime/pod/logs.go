@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 )
 
@@ -45,7 +46,7 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 			cur = append(old, cur...)
 		}
 	}
-	if _, err := w.Write(tailLines(cur, opts.Tail)); err != nil {
+	if _, err := w.Write(logfile.TailLines(cur, opts.Tail)); err != nil {
 		return err
 	}
 	if !opts.Follow {
@@ -55,13 +56,14 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 	defer tick.Stop()
 	for {
 		running := r.running(inst.ID)
-		n, err := copyFrom(path, &offset, w)
-		if err != nil {
+		next, err := logfile.CopyFrom(path, offset, w)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // not yet, or no more
 			return err
 		}
-		if !running && n == 0 {
+		if !running && next == offset { // nothing more to copy
 			return nil
 		}
+		offset = next
 		select {
 		case <-ctx.Done():
 			return nil
@@ -91,53 +93,6 @@ func (r *Runtime) running(id string) bool {
 	defer r.mu.Unlock()
 	p, ok := r.pods[id]
 	return ok && !p.exited && !p.stopping
-}
-
-// copyFrom copies what path holds past *offset to w. A file shorter than
-// *offset was rotated (truncated): reading starts again at 0.
-func copyFrom(path string, offset *int64, w io.Writer) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil
-		}
-		return 0, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if fi.Size() < *offset {
-		*offset = 0
-	}
-	if _, err := f.Seek(*offset, io.SeekStart); err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(w, f)
-	*offset += n
-	return n, err
-}
-
-// tailLines returns the last n lines of b (all of b when n <= 0).
-func tailLines(b []byte, n int) []byte {
-	if n <= 0 {
-		return b
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end--
-	}
-	count := 0
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			count++
-			if count == n {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
 }
 
 // rotateLoop rotates container logs above cfg.LogMaxSize until ctx ends.

@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/keylock"
 	"io"
 	"log/slog"
@@ -66,7 +67,7 @@ type Config struct {
 	Bridge     string        // default rik0
 	HostNetns  string        // netns holding the bridge; "" = the riklet's (tests use another)
 	StopGrace  time.Duration // SIGTERM to SIGKILL; default 10s
-	CgroupDir  string        // parent cgroup of pods; default "rik"
+	CgroupDir  string        // parent cgroup of pods; default "rik/pods"
 	PidsLimit  int64         // per container; default 4096
 	LogMaxSize int64         // rotate a container log above this; default 10 MiB
 	StartWait  time.Duration // how long a container may take to start; default 60s
@@ -626,12 +627,7 @@ func (r *Runtime) save(p *pod) error {
 	if err != nil {
 		return fmt.Errorf("saving pod %s: %w", p.ID, err)
 	}
-	path := filepath.Join(r.podDir(p.ID), "pod.json")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("saving pod %s: %w", p.ID, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.podDir(p.ID), "pod.json"), b, 0o600); err != nil {
 		return fmt.Errorf("saving pod %s: %w", p.ID, err)
 	}
 	return nil

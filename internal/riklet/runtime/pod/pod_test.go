@@ -24,8 +24,6 @@ import (
 	"github.com/rik-org/rik/internal/testutil/netns"
 	"github.com/rik-org/rik/internal/testutil/ociimage"
 	"github.com/rik-org/rik/internal/workload"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 )
 
 // reports collects what a runtime reports.
@@ -157,26 +155,6 @@ func mounted(prefix string) []string {
 	return out
 }
 
-func hostLinks(t *testing.T, host *netns.NS) []string {
-	t.Helper()
-	h, err := vnetns.GetFromPath(host.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	links, _ := nh.LinkList()
-	var names []string
-	for _, l := range links {
-		names = append(names, l.Attrs().Name)
-	}
-	return names
-}
-
 // assertGone checks that nothing of pod id is left on the node.
 func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 	t.Helper()
@@ -202,7 +180,7 @@ func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 	if _, err := os.Stat(r.net.NetnsPath(id)); err == nil {
 		t.Errorf("netns %s left behind", r.net.NetnsPath(id))
 	}
-	if slices.Contains(hostLinks(t, e.host), "rikp"+hashOf(id)) {
+	if slices.Contains(e.host.Links(t), "rikp"+hashOf(id)) {
 		t.Errorf("veth of %s left behind", id)
 	}
 	if owners, _ := r.net.Owners(); slices.Contains(owners, id) {
@@ -218,9 +196,27 @@ func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 
 // zombies lists this process's children that are zombies.
 func zombies() []string {
+	var out []string
+	for _, c := range children() {
+		if c.state == "Z" {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+// child is a child process of this test binary.
+type child struct {
+	name  string // "1234 (comm)", as /proc/<pid>/stat starts
+	state string // R, S, Z...
+	dir   string // /proc/<pid>
+}
+
+// children lists this process's children.
+func children() []child {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	me := fmt.Sprint(os.Getpid())
-	var out []string
+	var out []child
 	for _, st := range stats {
 		b, err := os.ReadFile(st)
 		if err != nil {
@@ -228,8 +224,8 @@ func zombies() []string {
 		}
 		name, rest, ok := strings.Cut(string(b), ") ")
 		f := strings.Fields(rest)
-		if ok && len(f) > 1 && f[0] == "Z" && f[1] == me {
-			out = append(out, name+")")
+		if ok && len(f) > 1 && f[1] == me {
+			out = append(out, child{name: name + ")", state: f[0], dir: filepath.Dir(st)})
 		}
 	}
 	return out

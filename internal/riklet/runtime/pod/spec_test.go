@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/rik-org/rik/internal/riklet/image"
+	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -171,26 +172,6 @@ func TestOpenInRootRefusesSymlinks(t *testing.T) {
 	}
 }
 
-func TestTailLines(t *testing.T) {
-	tests := []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"a\nb\nc\n", 0, "a\nb\nc\n"},
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc", 2, "b\nc"},
-		{"a\nb\nc\n", 10, "a\nb\nc\n"},
-		{"", 3, ""},
-		{"only\n", 1, "only\n"},
-	}
-	for _, tt := range tests {
-		if got := string(tailLines([]byte(tt.in), tt.n)); got != tt.want {
-			t.Errorf("tailLines(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
-		}
-	}
-}
-
 func TestRotate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.log")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -221,7 +202,7 @@ func TestRotate(t *testing.T) {
 	}
 	var offset int64 = 500 // a follower past the new end starts over
 	var out bytes.Buffer
-	if n, err := copyFrom(path, &offset, &out); err != nil || n != 6 || out.String() != "after\n" {
-		t.Errorf("copyFrom after rotation = %d %q %v", n, out.String(), err)
+	if next, err := logfile.CopyFrom(path, offset, &out); err != nil || next != 6 || out.String() != "after\n" {
+		t.Errorf("CopyFrom after rotation = %d %q %v", next, out.String(), err)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+
+	"github.com/rik-org/rik/internal/atomicfile"
 )
 
 // ErrExhausted: every block of the pool is leased or reserved.
@@ -261,38 +263,8 @@ func (p *Pool) save() error {
 	if err != nil {
 		return fmt.Errorf("encoding pool %s: %w", p.path, err)
 	}
-	return WriteFileAtomic(p.path, b)
-}
-
-// WriteFileAtomic replaces path with data so that a reader (or a crash)
-// sees either the old content or the new one, never a mix.
-func WriteFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err := os.MkdirAll(filepath.Dir(p.path), 0o700); err != nil {
+		return fmt.Errorf("writing %s: %w", p.path, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(p.path, b, 0o600)
 }
