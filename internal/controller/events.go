@@ -111,6 +111,7 @@ func (s *Server) watchOnce(ctx context.Context, prev map[string]instanceRecord) 
 		publishChanges(s, prev, cache)
 	}
 	s.metrics.resetInstances(cache)
+	s.watches.Add(1)
 	for ev := range ch {
 		s.applyEvent(cache, ev)
 	}

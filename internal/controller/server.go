@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,6 +49,9 @@ type Server struct {
 	metrics *metrics
 	handler http.Handler
 	orphans orphans // DESTROY sent for instances the store does not know
+	// watches counts instance watches established (listed and following):
+	// changes made after it grows are published to event subscribers.
+	watches atomic.Int64
 
 	resyncEvery    time.Duration
 	keepaliveEvery time.Duration
