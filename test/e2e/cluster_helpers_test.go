@@ -203,11 +203,12 @@ func (p *proc) kill(sig syscall.Signal) {
 
 // node is one riklet host.
 type node struct {
-	name     string
-	ns       *netns.NS
-	ip       string
-	stateDir string
-	riklet   *proc
+	name         string
+	ns           *netns.NS
+	ip           string
+	stateDir     string
+	cgroupParent string
+	riklet       *proc
 }
 
 // runcRoot is where the node's pod runtime keeps runc state.
@@ -359,30 +360,15 @@ func (c *cluster) addNode(extraArgs ...string) *node {
 		"--log-level", "debug",
 	}
 	// Riklets sharing a host share its cgroup tree: give each its own
-	// cgroup parent when the riklet has the flag, else a rescheduled pod
-	// (same instance id on two nodes) shares its cgroup with the copy it
-	// replaced, and destroying one kills the other.
-	if c.rikletHas("-cgroup-parent") {
-		args = append(args, "--cgroup-parent", "rik-e2e-"+strings.TrimPrefix(n.ns.Name, "rikt-"))
-	}
+	// cgroup parent, else a rescheduled pod (same instance id on two nodes)
+	// shares its cgroup with the copy it replaced, and destroying one kills
+	// the other.
+	n.cgroupParent = "rik-e2e-" + strings.TrimPrefix(n.ns.Name, "rikt-")
+	args = append(args, "--cgroup-parent", n.cgroupParent)
 	args = append(args, extraArgs...)
 	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
 	c.nodes = append(c.nodes, n)
 	return n
-}
-
-var (
-	rikletHelpOnce sync.Once
-	rikletHelp     string
-)
-
-// rikletHas reports whether `riklet -h` lists flag.
-func (c *cluster) rikletHas(flag string) bool {
-	rikletHelpOnce.Do(func() {
-		out, _ := exec.Command(c.bins.riklet, "-h").CombinedOutput()
-		rikletHelp = string(out)
-	})
-	return strings.Contains(rikletHelp, "  "+flag+" ")
 }
 
 // dumpLogs prints every process's log (the tail of long ones).
@@ -833,6 +819,38 @@ func cleanupNode(t testing.TB, n *node) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	unmountUnder(t, n.stateDir)
+	removeCgroupParent(t, n.cgroupParent)
+}
+
+// removeCgroupParent removes the node's (by then empty) cgroup parent from
+// every cgroup hierarchy, deepest directories first.
+func removeCgroupParent(t testing.TB, parent string) {
+	if parent == "" {
+		return
+	}
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	if d := filepath.Join("/sys/fs/cgroup", parent); isDir(d) {
+		dirs = append(dirs, d) // cgroup v2
+	}
+	for _, root := range dirs {
+		var all []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				all = append(all, p)
+			}
+			return nil
+		})
+		for i := len(all) - 1; i >= 0; i-- {
+			if err := os.Remove(all[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Logf("cleanup: removing cgroup %s: %v", all[i], err)
+			}
+		}
+	}
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // unmountUnder lazily unmounts every mount point under dir, deepest first.
