@@ -11,11 +11,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -39,6 +42,14 @@ type fakeScheduler struct {
 	logs       func(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
 	subscribed chan struct{}
 	reject     error // returned by ScheduleInstance when set
+	// onSchedule, when set, is called (without the lock) with every order
+	// after it was recorded.
+	onSchedule func(*controllerpb.WorkloadScheduling)
+	// answerPad, when > 0, makes every order answered with a status (of
+	// status UNKNOWN, its message answerPad bytes long) to every subscriber,
+	// dropping a subscriber whose buffer is full, like the scheduler.
+	answerPad int
+	dropped   int // subscribers dropped for being slow
 	// subscribeDelay holds a GetStatusUpdates call back before it
 	// subscribes (and sends its headers), like a busy scheduler.
 	subscribeDelay time.Duration
@@ -92,13 +103,30 @@ func (f *fakeScheduler) stop() { f.srv.Stop() }
 
 func (f *fakeScheduler) ScheduleInstance(_ context.Context, o *controllerpb.WorkloadScheduling) (*emptypb.Empty, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.orders = append(f.orders, proto.Clone(o).(*controllerpb.WorkloadScheduling))
 	if len(f.subs) == 0 {
 		f.unsubscribed++
 	}
-	if f.reject != nil {
-		return nil, f.reject
+	reject, hook := f.reject, f.onSchedule
+	if f.answerPad > 0 {
+		m := &commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: &commonpb.InstanceMetric{
+			InstanceId: o.GetInstanceId(), Message: strings.Repeat("x", f.answerPad)}}}
+		for ch := range f.subs {
+			select {
+			case ch <- m:
+			default:
+				delete(f.subs, ch)
+				close(ch)
+				f.dropped++
+			}
+		}
+	}
+	f.mu.Unlock()
+	if hook != nil {
+		hook(o)
+	}
+	if reject != nil {
+		return nil, reject
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -137,7 +165,10 @@ func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStr
 		select {
 		case <-stream.Context().Done():
 			return nil
-		case m := <-ch:
+		case m, ok := <-ch:
+			if !ok {
+				return status.Error(codes.ResourceExhausted, "status subscriber too slow: dropped")
+			}
 			if err := stream.Send(m); err != nil {
 				return err
 			}

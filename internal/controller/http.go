@@ -280,7 +280,10 @@ func (s *Server) handleWorkloadsDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.deleteWorkload(r.Context(), ref); err != nil {
+	// Once started, a delete runs to the end even if the client goes away:
+	// stopping half way would leave the workload with some instances
+	// destroyed and the others running.
+	if err := s.deleteWorkload(context.WithoutCancel(r.Context()), ref); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -314,6 +317,7 @@ func (s *Server) deleteWorkload(ctx context.Context, ref string) error {
 	if err := s.cfg.Store.Delete(ctx, kv.Key, kv.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("deleting workload %s: %w", wl.Name, err)
 	}
+	s.repo.forgetWorkload(wl.ID)
 	s.log.Info("workload deleted", "workload", wl.Name, "instances", len(insts))
 	for _, inst := range toDestroy {
 		_ = s.sendDestroy(ctx, wl, inst) // retried by the resync
@@ -323,7 +327,9 @@ func (s *Server) deleteWorkload(ctx context.Context, ref string) error {
 
 // markDeleted sets deleteRequested and DESTROYING on an instance, or removes
 // it right away if it already terminated. It reports whether DESTROY must be
-// sent (also when it was already being deleted: asking again re-sends it).
+// sent (also when it was already being deleted: asking again re-sends it,
+// and for a terminated instance that was placed: its node keeps what is
+// left of it, e.g. a completed pod, until told to destroy it).
 func (s *Server) markDeleted(ctx context.Context, id string) (instanceRecord, bool, error) {
 	now := s.now()
 	rec, c, err := s.repo.updateInstance(ctx, id, func(i *workload.Instance) (change, error) {
@@ -338,7 +344,13 @@ func (s *Server) markDeleted(ctx context.Context, id string) (instanceRecord, bo
 		i.UpdatedAt = now
 		return write, nil
 	})
-	return rec, err == nil && c != remove && rec.Value.DeleteRequested, err
+	if err != nil {
+		return rec, false, err
+	}
+	if c == remove {
+		return rec, rec.Value.Node != "", nil
+	}
+	return rec, rec.Value.DeleteRequested, nil
 }
 
 // --- instances ---
@@ -425,8 +437,11 @@ func (s *Server) handleInstancesCreate(w http.ResponseWriter, r *http.Request) {
 		}
 		created = append(created, rec)
 	}
+	// The instances are stored: their orders must go out (or be marked for
+	// the resync) even if the client goes away now. Each call is bounded.
+	sendCtx := context.WithoutCancel(ctx)
 	for i, rec := range created {
-		created[i].Value, _ = s.sendCreate(ctx, wl, rec.Value, "") // failure is recorded on the instance
+		created[i].Value, _ = s.sendCreate(sendCtx, wl, rec.Value, "") // failure is recorded on the instance
 	}
 	writeJSON(w, http.StatusCreated, created)
 }
@@ -483,7 +498,9 @@ func (s *Server) handleInstancesDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ctx := r.Context()
+	// Once the record is marked (or removed), DESTROY must go out even if
+	// the client goes away: a removed record is not re-sent by the resync.
+	ctx := context.WithoutCancel(r.Context())
 	rec, _, err := s.repo.findInstance(ctx, ref)
 	if err != nil {
 		s.fail(w, r, instanceErr(ref, err))

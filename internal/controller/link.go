@@ -129,9 +129,16 @@ func (l *link) subscribe(ctx context.Context) error {
 	}
 	l.setConnected(true)
 	l.s.log.Info("subscribed to scheduler", "scheduler", l.target)
-	if err := l.s.resendAll(ctx); err != nil {
-		l.s.log.Warn("re-sending desired state", "err", err)
-	}
+	// Re-send while reading: the scheduler answers the orders on this
+	// stream and drops a subscriber that does not keep up.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if err := l.s.resendAll(ctx); err != nil && ctx.Err() == nil {
+			l.s.log.Warn("re-sending desired state", "err", err)
+		}
+	})
 	for {
 		msg, err := stream.Recv()
 		if err != nil {

@@ -134,15 +134,18 @@ func (r *repo) findWorkload(ctx context.Context, ref string) (workloadRecord, st
 	if err != nil {
 		return workloadRecord{}, store.KV{}, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	// A full listing rebuilds the index, dropping workloads deleted since.
+	index := make(map[string]string, len(recs))
 	var found = -1
 	for i, rec := range recs {
-		r.wlByID[rec.ID] = kvs[i].Key
+		index[rec.ID] = kvs[i].Key
 		if rec.ID == ref {
 			found = i
 		}
 	}
+	r.mu.Lock()
+	r.wlByID = index
+	r.mu.Unlock()
 	if found < 0 {
 		return workloadRecord{}, store.KV{}, ErrNotFound
 	}
@@ -195,10 +198,14 @@ func (r *repo) listInstances(ctx context.Context) ([]instanceRecord, []store.KV,
 	if err != nil {
 		return nil, nil, err
 	}
-	r.mu.Lock()
+	// A full listing rebuilds the index, dropping instances deleted since
+	// (also by other controllers sharing the store).
+	index := make(map[string]string, len(recs))
 	for i, rec := range recs {
-		r.byID[rec.ID] = kvs[i].Key
+		index[rec.ID] = kvs[i].Key
 	}
+	r.mu.Lock()
+	r.byID = index
 	r.mu.Unlock()
 	return recs, kvs, nil
 }
@@ -206,6 +213,13 @@ func (r *repo) listInstances(ctx context.Context) ([]instanceRecord, []store.KV,
 func (r *repo) remember(id, key string) {
 	r.mu.Lock()
 	r.byID[id] = key
+	r.mu.Unlock()
+}
+
+// forgetWorkload drops a deleted workload from the index.
+func (r *repo) forgetWorkload(id string) {
+	r.mu.Lock()
+	delete(r.wlByID, id)
 	r.mu.Unlock()
 }
 

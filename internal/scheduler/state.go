@@ -25,6 +25,10 @@ const ReasonNodeLost = "node lost"
 // lost or destroyed, to tell a node that comes back to destroy it.
 const tombstoneTTL = 24 * time.Hour
 
+// forgetNodeAfter is how long a lost node stays listed (NotReady); a node
+// that comes back later simply registers again.
+const forgetNodeAfter = tombstoneTTL
+
 // identifier of the statuses the scheduler emits itself for unplaced instances.
 const selfIdentifier = "scheduler"
 
@@ -205,6 +209,12 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 	}
 	if inst == nil {
 		inst = &instance{id: id, workloadID: ws.GetWorkloadId()}
+		// Not known (any more): an instance that ended on its own (a
+		// completed pod) is forgotten here but kept by its node until
+		// destroyed. Tell the node the controller names.
+		if n := s.nodes[ws.GetNode()]; n != nil {
+			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+		}
 	} else {
 		s.forget(inst)
 	}
@@ -459,14 +469,18 @@ func (s *state) account(inst *instance, st commonpb.ResourceStatus) (freed bool)
 }
 
 // check declares lost the nodes not heard from within the node timeout,
-// ends the recovery window, and forgets old tombstones.
+// ends the recovery window, and forgets old tombstones and long lost nodes.
 func (s *state) check() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
-		if n := s.nodes[name]; n.ready && now.Sub(n.lastSeen) > s.nodeTimeout {
+		n := s.nodes[name]
+		if n.ready && now.Sub(n.lastSeen) > s.nodeTimeout {
 			s.nodeLost(n, now)
+		}
+		if !n.ready && n.conn == nil && len(n.insts) == 0 && now.Sub(n.lastSeen) > forgetNodeAfter {
+			delete(s.nodes, name)
 		}
 	}
 	if s.recovering && !now.Before(s.recoveryUntil) {
