@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -171,7 +172,10 @@ func (s *Store) blob(sum string) string { return filepath.Join(s.dir, "blobs", s
 func (s *Store) open(ctx context.Context, u *url.URL, cached *urlEntry) (io.ReadCloser, int64, urlEntry, error) {
 	var meta urlEntry
 	if u.Scheme == "file" {
-		f, err := os.Open(u.Path)
+		// O_NONBLOCK: opening a FIFO (or a tty) must not block until a
+		// writer comes; it is refused just below. It changes nothing for
+		// reading a regular file.
+		f, err := os.OpenFile(u.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, 0, meta, fmt.Errorf("%w: opening %s: %w", ErrFetch, u.Path, err)
 		}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rik-org/rik/internal/testutil"
 )
@@ -340,5 +341,33 @@ func BenchmarkClone(b *testing.B) {
 		if err := Clone(context.Background(), src, filepath.Join(dir, "dst")); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFetchRefusesFIFO: a file:// URL naming a FIFO is an error at once;
+// opening it used to block until a writer came (forever, with the URL's
+// lock held).
+func TestFetchRefusesFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := NewStore(t.TempDir(), 0, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Fetch(context.Background(), "file://"+fifo, "", nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrFetch) {
+			t.Errorf("Fetch of a FIFO: err = %v, want ErrFetch", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the stuck open so the test binary can end.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("Fetch of a FIFO blocked")
 	}
 }

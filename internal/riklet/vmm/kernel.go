@@ -125,8 +125,8 @@ func HasPVHNote(b []byte) bool {
 	}
 	const xenElfnotePhys32Entry = 18
 	for _, p := range f.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
+		if p.Type != elf.PT_NOTE || p.Filesz > uint64(len(b)) {
+			continue // a size past the file is a malformed header, not a note
 		}
 		data := make([]byte, p.Filesz)
 		if _, err := p.ReadAt(data, 0); err != nil {

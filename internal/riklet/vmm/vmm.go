@@ -122,6 +122,30 @@ func parseStartTime(stat string) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
+// SessionLeader reports whether pid leads its own session, as every VMM
+// StartDetached starts does (and a shell's tail or less does not).
+func SessionLeader(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	sid, err := parseSession(string(b))
+	return err == nil && sid == pid
+}
+
+func parseSession(stat string) (int, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); session is field 6.
+	if len(f) < 4 {
+		return 0, errors.New("malformed stat")
+	}
+	return strconv.Atoi(f[3])
+}
+
 // Alive reports whether p still runs (and is not a zombie).
 func Alive(p Process) bool {
 	if p.Pid <= 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -31,6 +32,36 @@ func TestParseStartTime(t *testing.T) {
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("parseStartTime(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+func TestParseSession(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int
+		wantErr bool
+	}{
+		{"1234 (qemu) S 1 1234 1234 0 -1", 1234, false},
+		{"77 (sh -c) tail) S 70 70 12 34816 70", 12, false},
+		{"garbage", 0, true},
+		{"1 (x) S 1 2", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseSession(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("parseSession(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestSessionLeaderNotForAChild(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "sleep 30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if SessionLeader(cmd.Process.Pid) {
+		t.Errorf("SessionLeader(%d) = true for a child in the test's session", cmd.Process.Pid)
 	}
 }
 
@@ -76,6 +107,9 @@ func TestProcessLifecycle(t *testing.T) {
 	}
 	if sid, _ := syscall.Getpgid(p.Pid); sid != p.Pid {
 		t.Errorf("process group %d, want its own (%d): not detached", sid, p.Pid)
+	}
+	if !SessionLeader(p.Pid) {
+		t.Errorf("SessionLeader(%d) = false for a detached process", p.Pid)
 	}
 	if Alive(Process{Pid: p.Pid, StartTime: p.StartTime + 1}) {
 		t.Errorf("Alive ignores start time (pid reuse)")
@@ -134,6 +168,29 @@ func TestExtractVMLinux(t *testing.T) {
 	}
 	if HasPVHNote(elfData) {
 		t.Errorf("HasPVHNote on a truncated ELF")
+	}
+}
+
+// TestHasPVHNoteMalformed: a note header claiming more bytes than the file
+// holds is not a note (and must not make HasPVHNote allocate it: that
+// panicked on a huge size).
+func TestHasPVHNoteMalformed(t *testing.T) {
+	for _, size := range []uint64{1 << 62, 1 << 40, 4096} {
+		b := make([]byte, 64+56)
+		copy(b, "\x7fELF")
+		b[4], b[5], b[6] = 2, 1, 1                     // 64-bit, little endian, version 1
+		binary.LittleEndian.PutUint16(b[16:], 2)       // ET_EXEC
+		binary.LittleEndian.PutUint16(b[18:], 62)      // x86-64
+		binary.LittleEndian.PutUint32(b[20:], 1)       // version
+		binary.LittleEndian.PutUint64(b[32:], 64)      // program headers offset
+		binary.LittleEndian.PutUint16(b[52:], 64)      // ELF header size
+		binary.LittleEndian.PutUint16(b[54:], 56)      // program header size
+		binary.LittleEndian.PutUint16(b[56:], 1)       // one program header
+		binary.LittleEndian.PutUint32(b[64:], 4)       // PT_NOTE
+		binary.LittleEndian.PutUint64(b[64+32:], size) // p_filesz
+		if HasPVHNote(b) {
+			t.Errorf("HasPVHNote with a note of %d bytes in a %d-byte file = true", size, len(b))
+		}
 	}
 }
 

@@ -202,6 +202,9 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 	r.mu.Unlock()
 	// Leftovers of an earlier run (exited VM): clean before starting again.
 	if err := r.cleanup(ctx, v); err != nil {
+		r.mu.Lock()
+		v.startCancel = nil
+		r.mu.Unlock()
 		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: "CleanupFailed", Message: err.Error()}, err
 	}
 	v.stopping.Store(false)
@@ -327,6 +330,11 @@ func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.
 		if strings.Contains(string(b), markerStarted) {
 			return nil
 		}
+		if strings.Contains(string(b), markerExit) {
+			// rik-init gave up before the entrypoint; the VM may not end by
+			// itself (a Firecracker guest cannot power off).
+			return fmt.Errorf("guest init failed: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
+		}
 		if !vmm.Alive(p) {
 			return fmt.Errorf("vm exited during boot: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
@@ -380,9 +388,12 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 	}()
 }
 
-// exitStatus reads the guest's exit code from its console.
+// exitStatus reads the guest's exit code from its console (and the rotated
+// part: the watcher may have rotated the exit line away just before).
 func exitStatus(id, console string) runtime.Status {
-	b, _ := os.ReadFile(console)
+	b, _ := os.ReadFile(console + ".1")
+	cur, _ := os.ReadFile(console)
+	b = append(b, cur...)
 	if code, ok := guestExitCode(b); ok {
 		reason := "Completed"
 		if code != 0 {
@@ -538,7 +549,24 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			continue
 		}
 		s, err := readState(v.dir)
-		if err == nil && s.ID == id && vmm.Alive(s.Process) && vmm.CmdlineContains(s.Process.Pid, id) {
+		alive := err == nil && s.ID == id && vmm.Alive(s.Process) && vmm.CmdlineContains(s.Process.Pid, id)
+		if _, booted := s.Timings[TimingGuestRunning]; alive && !booted {
+			// The riklet stopped during this VM's Start: its guest was never
+			// seen running. Not adopted: it ends as a failed start.
+			r.log.Info("killing function whose start was interrupted", "instance", id, "pid", s.Process.Pid)
+			if err := r.kill(ctx, s); err != nil {
+				errs = append(errs, err)
+			}
+			st := runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: "StartInterrupted",
+				Message: "the riklet stopped while this vm was starting"}
+			r.mu.Lock()
+			v.state, v.status = s, st
+			r.vms[id] = v
+			r.mu.Unlock()
+			found[id] = st
+			continue
+		}
+		if alive {
 			st := runningStatus(s)
 			r.mu.Lock()
 			v.state, v.status = s, st
@@ -629,7 +657,8 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 		off = n
 		r.mu.Lock()
 		v := r.vms[inst.ID]
-		running := v != nil && v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process)
+		// A VM being started has not ended either: keep following it.
+		running := v != nil && (v.startCancel != nil || v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process))
 		r.mu.Unlock()
 		if !running {
 			_, err := logfile.CopyFrom(path, off, w)
@@ -665,7 +694,9 @@ func readState(dir string) (vmState, error) {
 }
 
 // strayVMs finds processes whose command line names a path under dir (every
-// VMM we start does: its disk, console or sockets) and returns pid -> id.
+// VMM we start does: its disk, console or sockets) and that lead their own
+// session (every VMM we start does; a "tail -f .../console.log" typed in a
+// shell does not, and is left alone), and returns pid -> id.
 func strayVMs(dir string) map[int]string {
 	out := map[int]string{}
 	procs, err := os.ReadDir("/proc")
@@ -688,7 +719,7 @@ func strayVMs(dir string) map[int]string {
 			continue
 		}
 		id, _, _ := strings.Cut(cmdline[i+len(prefix):], "/")
-		if validID.MatchString(id) {
+		if validID.MatchString(id) && vmm.SessionLeader(pid) {
 			out[pid] = id
 		}
 	}

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +39,11 @@ func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, er
 		return vmm.Process{}, errors.New("fake vmm refuses")
 	}
 	script := `trap 'echo "rik-init: exit 0" >> "$1"; exit 0' TERM
+: >> "$1"
+case "$2" in
+*rik.init=/slowboot*) echo "booting" >> "$1"; sleep 1 ;;
+*rik.init=/hang*) echo "rik-init: mounting root: no such device" >> "$1"; echo "rik-init: exit 255" >> "$1"; while :; do sleep 0.05; done ;;
+esac
 echo "rik-init: started /sbin/init (pid 1)" >> "$1"
 case "$2" in
 *rik.init=/exit7*) sleep 0.3; echo "rik-init: exit 7" >> "$1"; exit 0 ;;
@@ -129,6 +136,13 @@ func newFakeEnv(t *testing.T) *fakeEnv {
 	e.rootfs = filepath.Join(t.TempDir(), "root.ext4")
 	os.WriteFile(e.rootfs, img, 0o644)
 	e.rt = e.newRuntime(t)
+	// A test that ends (or fails) with fake VMs still running must not
+	// leave them behind.
+	t.Cleanup(func() {
+		for pid := range strayVMs(filepath.Join(e.state, "functions")) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 	return e
 }
 
@@ -417,5 +431,167 @@ func TestRotate(t *testing.T) {
 	cur, _ := os.ReadFile(p)
 	if len(old) != 100 || len(cur) != 0 {
 		t.Errorf("after rotate: .1 has %d bytes, current %d", len(old), len(cur))
+	}
+}
+
+// TestExitStatusAfterRotate: the exit line rotated into console.log.1 just
+// before the watcher read it is still the guest's exit, not a crash.
+func TestExitStatusAfterRotate(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	os.WriteFile(p, []byte("guest output\nrik-init: exit 4\n"), 0o600)
+	if err := rotate(p, 1); err != nil {
+		t.Fatal(err)
+	}
+	st := exitStatus("inst-rot", p)
+	if st.Phase != runtime.PhaseExited || st.ExitCode == nil || *st.ExitCode != 4 {
+		t.Fatalf("exitStatus after rotation = %+v, want EXITED 4", st)
+	}
+	os.WriteFile(p, []byte("rik-init: exit 0\n"), 0o600) // a later run's own line wins
+	if st := exitStatus("inst-rot", p); st.ExitCode == nil || *st.ExitCode != 0 {
+		t.Fatalf("exitStatus = %+v, want EXITED 0", st)
+	}
+}
+
+// TestRecoverSparesNonVMMProcesses: a process that merely names a VM's
+// files (an operator's "tail -f .../console.log") is not a stray VMM:
+// Recover must not kill it.
+func TestRecoverSparesNonVMMProcesses(t *testing.T) {
+	e := newFakeEnv(t)
+	ctx := context.Background()
+	in := e.inst("inst-tail", "")
+	if _, err := e.rt.Start(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	console := filepath.Join(e.state, "functions", in.ID, "console.log")
+	tail := osexec.Command("/bin/sh", "-c", "while :; do sleep 0.05; done", "tail", console)
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { tail.Wait(); close(exited) }()
+	defer func() { tail.Process.Kill(); <-exited }()
+	if _, err := e.rt.Recover(ctx, []runtime.Instance{in}); err != nil {
+		t.Fatal(err)
+	}
+	// The instance dir is gone (Stop), the "tail" still names it.
+	if err := e.rt.Stop(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.Recover(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("Recover killed a process that is not a VMM (%v)", tail.ProcessState)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestRecoverInterruptedStart: a VM whose Start never saw its guest
+// running (the riklet stopped mid-boot) is not adopted as RUNNING: Recover
+// stops it and reports a failed start; Stop then removes the rest.
+func TestRecoverInterruptedStart(t *testing.T) {
+	e := newFakeEnv(t)
+	ctx := context.Background()
+	in := e.inst("inst-midboot", "")
+	if _, err := e.rt.Start(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(e.state, "functions", in.ID)
+	s, err := readState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rt.Close()
+	// vm.json as Start leaves it just after the VMM started.
+	delete(s.Timings, TimingGuestRunning)
+	if err := writeState(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.newRuntime(t)
+	sts, err := r2.Recover(ctx, []runtime.Instance{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 || sts[0].Phase != runtime.PhaseFailed || sts[0].Reason != "StartInterrupted" {
+		t.Fatalf("Recover = %+v, want FAILED StartInterrupted", sts)
+	}
+	if vmm.Alive(s.Process) {
+		t.Errorf("vm of the interrupted start (pid %d) still runs", s.Process.Pid)
+	}
+	if err := r2.Stop(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) || e.net.has(in.ID) {
+		t.Errorf("leftovers after Stop: dir %v, network %v", err, e.net.has(in.ID))
+	}
+}
+
+// TestLogsFollowDuringBoot: following the logs of a VM that is still
+// booting streams until it ends (it used to stop at once: the VM was not
+// RUNNING yet).
+func TestLogsFollowDuringBoot(t *testing.T) {
+	e := newFakeEnv(t)
+	ctx := context.Background()
+	in := e.inst("inst-slow", "/slowboot")
+	started := make(chan error, 1)
+	go func() {
+		_, err := e.rt.Start(ctx, in)
+		started <- err
+	}()
+	console := filepath.Join(e.state, "functions", in.ID, "console.log")
+	deadline := time.Now().Add(5 * time.Second)
+	for b, _ := os.ReadFile(console); !strings.Contains(string(b), "booting"); b, _ = os.ReadFile(console) {
+		if time.Now().After(deadline) {
+			t.Fatal("the fake vm never started booting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- e.rt.Logs(fctx, in, runtime.LogOptions{Follow: true}, out) }()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for !strings.Contains(out.String(), "rik-init: started") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Logs -f ended (%v) while the vm runs; got %q", err, out.String())
+	default:
+	}
+	if !strings.Contains(out.String(), "rik-init: started") {
+		t.Errorf("followed logs = %q, want the guest's start", out.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Logs: %v", err)
+	}
+	if err := e.rt.Stop(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStartFailsWhenInitGivesUp: rik-init printing its exit before the
+// entrypoint started is a failed boot at once, even when the VM does not
+// end by itself (it used to wait for the whole boot timeout).
+func TestStartFailsWhenInitGivesUp(t *testing.T) {
+	e := newFakeEnv(t)
+	in := e.inst("inst-hang", "/hang")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.rt.Start(ctx, in)
+	if err == nil || st.Reason != "BootFailed" || !strings.Contains(err.Error(), "no such device") {
+		t.Fatalf("Start = %+v, %v; want BootFailed with the console's cause", st, err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("Start waited until its deadline")
+	}
+	if _, err := os.Stat(filepath.Join(e.state, "functions", in.ID)); !os.IsNotExist(err) {
+		t.Errorf("instance dir left after failed start")
 	}
 }

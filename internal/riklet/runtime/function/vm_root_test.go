@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,12 @@ func newVMEnv(t testing.TB) *vmEnv {
 	e.ext4URL = "file://" + img
 	e.net = newTestNetwork(t)
 	e.state = t.TempDir()
+	// A failed test must not leave its QEMUs running.
+	t.Cleanup(func() {
+		for pid := range strayVMs(filepath.Join(e.state, "functions")) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 	return e
 }
 

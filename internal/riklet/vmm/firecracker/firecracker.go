@@ -111,7 +111,10 @@ type Client struct {
 
 // NewClient returns a client of the API socket at sock.
 func NewClient(sock string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	// No keep-alive: a client is used for a few calls and dropped, and an
+	// idle connection would stay open (an fd and two goroutines) as long
+	// as the VM runs.
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rik-org/rik/internal/riklet/vmm"
+	"github.com/rik-org/rik/internal/testutil"
 )
 
 // call is one request the fake API server received.
@@ -142,6 +143,45 @@ func TestConfigureDefaultsAndErrors(t *testing.T) {
 	if err := NewClient(filepath.Join(dir, "nothing.sock")).Put(context.Background(), "/actions", map[string]string{}); err == nil {
 		t.Errorf("Put to a missing socket succeeded")
 	}
+}
+
+// TestClientLeavesNoConnection: once Configure and Shutdown returned, no
+// connection to the API socket stays open (the riklet keeps none per VM).
+func TestClientLeavesNoConnection(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("unix", APISocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	open := 0
+	srv := &http.Server{Handler: &fakeAPI{}, ConnState: func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case http.StateNew:
+			open++
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	if err := Configure(context.Background(), NewClient(APISocket(dir)), testConfig(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Driver{}).Shutdown(context.Background(), testConfig(dir), vmm.Process{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 2*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return open == 0
+	}, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("%d connection(s) to the API socket still open", open)
+	})
 }
 
 // TestMain lets this test binary act as a fake firecracker process.
