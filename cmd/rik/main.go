@@ -77,6 +77,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rik dev: unexpected arguments: %v\n", fs.Args())
 		return 2
 	}
+	if err := rt.Validate(); err != nil {
+		fmt.Fprintf(stderr, "rik dev: %v\n", err)
+		return 2
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "rik dev: --log-level: %v\n", err)
@@ -90,6 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		cfg.DataDir = dir
+		cfg.Temporary = true // nothing will reuse it: stop everything, remove it
 	}
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: this node offers no pods or functions (they need runc, netlink and iptables)")

@@ -67,6 +67,12 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	if f.heartbeat <= 0 {
 		return f, errors.New("--heartbeat: must be positive")
 	}
+	if f.stateDir == "" {
+		return f, errors.New("--state-dir: required")
+	}
+	if err := f.runtimes.Validate(); err != nil {
+		return f, err
+	}
 	if f.hostname == "" {
 		h, err := os.Hostname()
 		if err != nil {

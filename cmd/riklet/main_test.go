@@ -29,6 +29,8 @@ func TestParseFlags(t *testing.T) {
 
 	for _, bad := range [][]string{
 		{"--label", "novalue"}, {"--label", "=v"}, {"--heartbeat", "0s"}, {"--log-level", "loud"}, {"extra"}, {"--nope"},
+		{"--pod-cidr", "10.63.0.0"}, {"--function-cidr", "10.63.0.0/24"}, {"--vmm", "kvm"}, {"--cgroup-parent", "../x"},
+		{"--state-dir", ""},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("%v: no error", bad)

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +24,7 @@ import (
 
 // Config of a dev cluster.
 type Config struct {
-	DataDir         string // store and riklet state; "" = a new temporary directory
+	DataDir         string // store and riklet state (required; see Temporary)
 	Addr            string // REST API, default 127.0.0.1:5000
 	WorkersAddr     string // default 127.0.0.1:4995
 	ControllersAddr string // default 127.0.0.1:4996
@@ -31,6 +33,10 @@ type Config struct {
 	NodeTimeout     time.Duration
 	Logger          *slog.Logger
 	Out             io.Writer // where the welcome text goes
+	// Temporary says DataDir is a temporary directory nothing will reuse:
+	// on exit the riklet stops every instance, and DataDir is removed once
+	// they all stopped (else it is kept, with what still runs).
+	Temporary bool
 }
 
 // Run starts the cluster and blocks until ctx is done or a component fails.
@@ -55,6 +61,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.DataDir == "" {
 		return errors.New("no data dir")
+	}
+	log := cfg.Logger
+	keepData := false // some instances did not stop: keep their state
+	if cfg.Temporary {
+		defer func() { // after the store is closed
+			if keepData {
+				log.Warn("keeping the data directory: some instances did not stop", "dir", cfg.DataDir)
+			} else if err := removeTemporary(cfg.DataDir); err != nil {
+				log.Warn("removing the data directory", "dir", cfg.DataDir, "error", err)
+			}
+		}()
 	}
 	// Bind every port first, so a port in use is reported before anything starts.
 	api, err := net.Listen("tcp", cfg.Addr)
@@ -81,19 +98,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 
-	log := cfg.Logger
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
+		wg        sync.WaitGroup
+		once      sync.Once
+		firstErr  error
+		rikletErr error
 	)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			err := f(ctx)
+			if name == "riklet" {
+				rikletErr = err
+			}
 			if err != nil && !errors.Is(err, context.Canceled) {
 				once.Do(func() { firstErr = fmt.Errorf("%s: %w", name, err) })
 			}
@@ -124,11 +144,16 @@ func Run(ctx context.Context, cfg Config) error {
 			StateDir:   cfg.DataDir + "/riklet",
 			Runtimes:   cfg.Runtimes,
 			Logger:     log.With("component", "riklet"),
+			StopOnExit: cfg.Temporary,
 		})
 	})
+	dataNote := ""
+	if cfg.Temporary {
+		dataNote = " (temporary: on exit, instances stop and it is removed; --data-dir keeps them)"
+	}
 	fmt.Fprintf(cfg.Out, `rik dev is running.
   API:        http://%s  (GET /api/v0/openapi.yaml)
-  data:       %s
+  data:       %s%s
   node:       %s
 Try:
   rikctl get nodes
@@ -137,7 +162,32 @@ Try:
   rikctl get instances -o wide
 (rikctl talks to http://127.0.0.1:5000 by default; set RIKCONFIG for another server.)
 Stop with Ctrl-C.
-`, api.Addr(), cfg.DataDir, cfg.Hostname)
+`, api.Addr(), cfg.DataDir, dataNote, cfg.Hostname)
 	wg.Wait()
+	keepData = rikletErr != nil
 	return firstErr
+}
+
+// removeTemporary removes dir, unless something is still mounted under it
+// (removing would reach into the mount).
+func removeTemporary(dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("reading mounts: %w", err)
+	}
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if mp := unescape.Replace(f[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
+			return fmt.Errorf("%s is still mounted", mp)
+		}
+	}
+	return os.RemoveAll(dir)
 }

@@ -51,6 +51,11 @@ type runState struct {
 
 	cancelStart context.CancelFunc // cancels the Start in progress, if any
 	aborted     bool               // a DESTROY is queued: do not start, cancel a start
+
+	// recovering: the entry is not settled yet after a riklet start; an
+	// exit reported meanwhile is held and handled once it is.
+	recovering bool
+	held       *runtime.Status
 }
 
 // errAborted: a start was cancelled because the instance is being destroyed.
@@ -279,13 +284,17 @@ func (a *agent) dispatch(o *workerpb.InstanceScheduling) {
 	case commonpb.WorkloadRequestKind_CREATE:
 		a.serial(id, func() { a.create(o) })
 	case commonpb.WorkloadRequestKind_DESTROY:
-		// Do not wait for a start in progress (an image pull may be long).
+		// Do not wait for a start in progress (an image pull may be long),
+		// nor begin one queued before this DESTROY.
 		a.mu.Lock()
-		if rs := a.runs[id]; rs != nil {
-			rs.aborted = true
-			if rs.cancelStart != nil {
-				rs.cancelStart()
-			}
+		rs := a.runs[id]
+		if rs == nil {
+			rs = &runState{} // forgotten by destroy if id is not owned
+			a.runs[id] = rs
+		}
+		rs.aborted = true
+		if rs.cancelStart != nil {
+			rs.cancelStart()
 		}
 		a.mu.Unlock()
 		a.serial(id, func() { a.destroy(o) })
@@ -359,7 +368,9 @@ func (a *agent) create(o *workerpb.InstanceScheduling) {
 	}
 	a.mu.Lock()
 	a.ledger.Set(e)
-	a.runs[id] = &runState{}
+	if rs := a.runs[id]; rs == nil || !rs.aborted {
+		a.runs[id] = &runState{} // else a DESTROY is queued: start aborts
+	}
 	a.queue.push(metric(e))
 	a.mu.Unlock()
 	// On disk before starting: a crash mid-start is cleaned up by Recover.
@@ -459,13 +470,17 @@ func failureReason(st runtime.Status, err error) string {
 // destroy stops an instance and forgets it.
 func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 	id := o.GetInstanceId()
-	e, ok := a.get(id)
+	a.mu.Lock()
+	e, ok := a.ledger.Get(id)
 	if !ok {
-		a.sendUnowned(&commonpb.InstanceMetric{
+		delete(a.runs, id) // the mark dispatch left
+		a.queue.push(&commonpb.InstanceMetric{
 			Status: commonpb.ResourceStatus_TERMINATED, InstanceId: id, WorkloadId: o.GetWorkloadId(),
 		})
+		a.mu.Unlock()
 		return
 	}
+	a.mu.Unlock()
 	a.update(id, func(e *Entry) { e.Last.Status = workload.StatusDestroying; e.Last.Reason = ""; e.Last.Message = "" })
 	a.finishDestroy(e)
 }
@@ -547,6 +562,11 @@ func (a *agent) onRuntimeStatus(st runtime.Status) {
 		a.mu.Lock()
 		epoch := -1
 		if rs := a.runs[id]; rs != nil {
+			if rs.recovering {
+				rs.held = &st
+				a.mu.Unlock()
+				return
+			}
 			epoch = rs.epoch
 		}
 		a.mu.Unlock()
@@ -683,6 +703,42 @@ func (a *agent) restart(id string, gen int) {
 	}
 }
 
+// stopAll stops every owned instance, concurrently, and forgets those
+// stopped. It runs once the agent's goroutines have ended (a.ctx is done).
+func (a *agent) stopAll() error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, e := range a.ledger.List() {
+		wg.Go(func() {
+			if rt := a.runtimes[kindOf(e.Kind)]; rt != nil {
+				inst, _ := a.instance(e)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), a.k.stopTimeout)
+				err := rt.Stop(ctx, inst)
+				cancel()
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("stopping %s: %w", e.Name, err))
+					mu.Unlock()
+					return
+				}
+			}
+			a.ledger.Remove(e.InstanceID)
+		})
+	}
+	wg.Wait()
+	if err := a.ledger.Sync(); err != nil {
+		errs = append(errs, fmt.Errorf("saving ledger: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stopping instances on exit: %w", err)
+	}
+	a.log.Info("stopped every instance on exit")
+	return nil
+}
+
 // --- start-up
 
 // recover lets every runtime adopt what the ledger says the node owns,
@@ -692,9 +748,28 @@ func (a *agent) recover(ctx context.Context) {
 	a.mu.Lock()
 	entries := a.ledger.List()
 	for _, e := range entries {
-		a.runs[e.InstanceID] = &runState{}
+		a.runs[e.InstanceID] = &runState{recovering: true}
 	}
 	a.mu.Unlock()
+	// An exit reported before its entry is settled (the process ended
+	// right after it was adopted) is handled after, not lost nor
+	// overwritten by the settling.
+	defer func() {
+		for _, e := range entries {
+			a.mu.Lock()
+			rs := a.runs[e.InstanceID]
+			var held *runtime.Status
+			epoch := 0
+			if rs != nil {
+				rs.recovering = false
+				held, rs.held, epoch = rs.held, nil, rs.epoch
+			}
+			a.mu.Unlock()
+			if held != nil {
+				a.serial(e.InstanceID, func() { a.exited(*held, epoch) })
+			}
+		}
+	}()
 
 	byKind := map[workload.Kind][]Entry{}
 	for _, e := range entries {
@@ -720,6 +795,12 @@ func (a *agent) recover(ctx context.Context) {
 			owned = append(owned, inst)
 		}
 		sts, err := rt.Recover(ctx, owned)
+		if ctx.Err() != nil {
+			// Shutting down: what Recover saw is partial (owned instances
+			// would look lost). The next start settles every entry.
+			a.log.Info("recovery interrupted", "kind", k)
+			return
+		}
 		if err != nil {
 			a.log.Error("recovering instances", "kind", k, "error", err)
 		}

@@ -477,6 +477,10 @@ func TestConcurrentOrders(t *testing.T) {
 	var mu sync.Mutex
 	inStart, maxInStart := 0, 0
 	f.SetStartHook(func(ctx context.Context, inst rt.Instance) error {
+		if strings.HasPrefix(inst.ID, "x") {
+			<-ctx.Done() // a pull that lasts until the DESTROY cancels it
+			return ctx.Err()
+		}
 		mu.Lock()
 		inStart++
 		maxInStart = max(maxInStart, inStart)
@@ -491,7 +495,8 @@ func TestConcurrentOrders(t *testing.T) {
 	for i := 0; i < N; i++ {
 		sched.create(fmt.Sprintf("c%d", i), podDef("web", "Always"))
 	}
-	// Create then destroy right away: serialised per instance.
+	// Create then destroy right away: serialised per instance, and the
+	// DESTROY aborts the start whether or not it began.
 	for i := 0; i < 5; i++ {
 		id := fmt.Sprintf("x%d", i)
 		sched.create(id, podDef("web", "Always"))
@@ -503,7 +508,7 @@ func TestConcurrentOrders(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		id := fmt.Sprintf("x%d", i)
 		sched.waitStatus(t, id, is(commonpb.ResourceStatus_TERMINATED))
-		if got := statusNames(sched.statusesOf(id)); !slices.Equal(got, []string{"CREATING", "RUNNING", "DESTROYING", "TERMINATED"}) {
+		if got := statusNames(sched.statusesOf(id)); !slices.Equal(got, []string{"CREATING", "DESTROYING", "TERMINATED"}) {
 			t.Errorf("%s: statuses %v", id, got)
 		}
 	}
@@ -637,5 +642,161 @@ func TestSchedulerWithoutRegistrationHeaders(t *testing.T) {
 	sched.waitStatus(t, "h1", is(commonpb.ResourceStatus_RUNNING))
 	if n := len(sched.registrations()); n != 1 {
 		t.Errorf("%d registrations: the riklet did not wait patiently", n)
+	}
+}
+
+// A riklet whose state does not outlive it (rik dev in a temporary
+// directory) stops what it runs on exit: nothing would adopt it later.
+func TestStopOnExit(t *testing.T) {
+	sched := startScheduler(t, "127.0.0.1:0")
+	dir := t.TempDir()
+	cfg, pods := testConfig(t, sched, dir)
+	cfg.StopOnExit = true
+	n := startNode(t, cfg, pods)
+	waitReady(t, sched, 1)
+	for _, id := range []string{"e1", "e2"} {
+		sched.create(id, podDef("web", "Always"))
+		sched.waitStatus(t, id, is(commonpb.ResourceStatus_RUNNING))
+	}
+	f := n.fake(t)
+	n.stop(t)
+	if r := f.Running(); len(r) != 0 {
+		t.Errorf("still running after exit: %v", r)
+	}
+	if l := readLedger(t, dir); len(l.Instances) != 0 {
+		t.Errorf("ledger after exit = %+v, want empty", l.Instances)
+	}
+
+	// Without it, what runs is left for the next riklet to adopt.
+	cfg.StopOnExit = false
+	n = startNode(t, cfg, pods)
+	waitReady(t, sched, 2)
+	sched.create("k1", podDef("web", "Always"))
+	sched.waitStatus(t, "k1", is(commonpb.ResourceStatus_RUNNING))
+	f = n.fake(t)
+	n.stop(t)
+	if r := f.Running(); !slices.Equal(r, []string{"k1"}) {
+		t.Errorf("running after exit = %v, want k1 kept", r)
+	}
+
+	// One that cannot be stopped is kept in the ledger, and Run says so.
+	cfg.StopOnExit = true
+	n = startNode(t, cfg, pods)
+	waitReady(t, sched, 3)
+	n.fake(t).FailNextStop(errors.New("device busy"))
+	n.stopped = true
+	n.cancel()
+	if err := <-n.done; err == nil || !strings.Contains(err.Error(), "device busy") {
+		t.Errorf("Run = %v, want the stop error", err)
+	}
+	if l := readLedger(t, dir); len(l.Instances) != 1 || l.Instances[0].InstanceID != "k1" {
+		t.Errorf("ledger after a failed stop = %+v, want k1 kept", l.Instances)
+	}
+}
+
+// exitingOnRecover is a fake runtime whose adopted instances exit while
+// Recover is still running, as a crash-looping container may right after
+// the riklet adopted it; Recover returns only after a pause, long enough
+// for the agent to have handled the exit were it not holding it.
+type exitingOnRecover struct {
+	*runtimetest.Fake
+}
+
+func (r exitingOnRecover) Recover(ctx context.Context, owned []rt.Instance) ([]rt.Status, error) {
+	sts, err := r.Fake.Recover(ctx, owned)
+	for _, st := range sts {
+		if st.Phase == rt.PhaseRunning {
+			if err := r.Fake.Exit(st.InstanceID, 1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	return sts, err
+}
+
+// An exit reported while the riklet recovers is applied after the instance
+// is adopted, not lost under the RUNNING status of its adoption.
+func TestExitDuringRecover(t *testing.T) {
+	sched := startScheduler(t, "127.0.0.1:0")
+	dir := t.TempDir()
+	cfg, pods := testConfig(t, sched, dir)
+	n := startNode(t, cfg, pods)
+	waitReady(t, sched, 1)
+	sched.create("r1", podDef("web", "Always"))
+	sched.waitStatus(t, "r1", is(commonpb.ResourceStatus_RUNNING))
+	n.stop(t)
+
+	cfg2, pods2 := testConfig(t, sched, dir)
+	// The restart comes after Recover returned.
+	cfg2.knobs.restartBase, cfg2.knobs.restartMax = 400*time.Millisecond, 400*time.Millisecond
+	var fake *runtimetest.Fake
+	cfg2.Runtimes = []RuntimeFactory{func(ctx context.Context, report rt.Reporter) (rt.Runtime, error) {
+		r, err := pods2.New(ctx, report)
+		if err != nil {
+			return nil, err
+		}
+		fake = r.(*runtimetest.Fake)
+		return exitingOnRecover{fake}, nil
+	}}
+	startNode(t, cfg2, pods2)
+	waitReady(t, sched, 2)
+	// Restarted after its exit: started again, RUNNING with one restart.
+	sched.waitStatus(t, "r1", func(m *commonpb.InstanceMetric) bool {
+		return m.GetStatus() == commonpb.ResourceStatus_RUNNING && m.GetRestarts() == 1
+	})
+	eventually(t, func() bool { return fake.Starts() == 1 && slices.Equal(fake.Running(), []string{"r1"}) },
+		func() string { return fmt.Sprintf("starts %d, running %v", fake.Starts(), fake.Running()) })
+}
+
+// blockingRecover is a fake runtime whose Recover lasts until its context
+// ends, then fails, as listing containers does when the riklet is stopped
+// while it starts.
+type blockingRecover struct {
+	*runtimetest.Fake
+	entered chan struct{}
+}
+
+func (r blockingRecover) Recover(ctx context.Context, owned []rt.Instance) ([]rt.Status, error) {
+	close(r.entered)
+	<-ctx.Done()
+	return nil, fmt.Errorf("listing containers: %w", ctx.Err())
+}
+
+// A riklet stopped while it recovers does not take its owned instances for
+// lost: the ledger keeps them as they were, for the next start to adopt.
+func TestStopDuringRecoverKeepsLedger(t *testing.T) {
+	sched := startScheduler(t, "127.0.0.1:0")
+	dir := t.TempDir()
+	cfg, pods := testConfig(t, sched, dir)
+	n := startNode(t, cfg, pods)
+	waitReady(t, sched, 1)
+	sched.create("s1", podDef("job", "Never"))
+	sched.waitStatus(t, "s1", is(commonpb.ResourceStatus_RUNNING))
+	n.stop(t)
+
+	cfg2, pods2 := testConfig(t, sched, dir)
+	entered := make(chan struct{})
+	cfg2.Runtimes = []RuntimeFactory{func(ctx context.Context, report rt.Reporter) (rt.Runtime, error) {
+		r, err := pods2.New(ctx, report)
+		if err != nil {
+			return nil, err
+		}
+		return blockingRecover{r.(*runtimetest.Fake), entered}, nil
+	}}
+	n2 := startNode(t, cfg2, pods2)
+	select {
+	case <-entered:
+	case <-time.After(waitFor):
+		t.Fatal("Recover not called")
+	}
+	n2.stop(t)
+	l := readLedger(t, dir)
+	var got []string
+	for _, e := range l.Instances {
+		got = append(got, fmt.Sprintf("%s %s %s", e.InstanceID, e.Last.Status, e.Last.Reason))
+	}
+	if len(l.Instances) != 1 || l.Instances[0].Last.Status != workload.StatusRunning {
+		t.Errorf("ledger after a stop during recovery = %q, want s1 RUNNING", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ type Config struct {
 	Labels            map[string]string
 	HeartbeatInterval time.Duration // 5s
 	Logger            *slog.Logger
+	// StopOnExit stops and forgets every instance when Run returns, for a
+	// node whose state does not outlive it (`rik dev` in a temporary
+	// directory): no later riklet would adopt what it left running.
+	StopOnExit bool
 
 	// knobs shortens delays in tests; nil means the defaults.
 	knobs *knobs
@@ -93,9 +98,13 @@ func normalizeAddr(s string) (string, error) {
 	if _, _, err := net.SplitHostPort(s); err != nil {
 		// No port: RIK's default worker port.
 		s = net.JoinHostPort(strings.Trim(s, "[]"), "4995")
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return "", fmt.Errorf("master address %q: %w", s, err)
-		}
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("master address %q: %w", s, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("master address %q: want host:port with a port in 1-65535", s)
 	}
 	return s, nil
 }
@@ -141,10 +150,11 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // Run runs the agent until ctx is done. It returns an error only when it
-// cannot start (state directory, ledger, scheduler address); a scheduler
-// that is down is retried forever.
-func Run(ctx context.Context, cfg Config) error {
-	cfg, err := cfg.withDefaults()
+// cannot start (state directory, ledger, scheduler address) or, with
+// StopOnExit, when some instances could not be stopped; a scheduler that
+// is down is retried forever.
+func Run(ctx context.Context, cfg Config) (err error) {
+	cfg, err = cfg.withDefaults()
 	if err != nil {
 		return err
 	}
@@ -161,6 +171,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer func() {
 		cancel()
 		a.shutdown()
+		if cfg.StopOnExit {
+			if serr := a.stopAll(); serr != nil && err == nil {
+				err = serr
+			}
+		}
 		a.closeRuntimes()
 	}()
 

@@ -141,7 +141,7 @@ func TestNormalizeAddr(t *testing.T) {
 			t.Errorf("normalizeAddr(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"http://", "http://h:1/path", "a b:1"} {
+	for _, bad := range []string{"http://", "http://h:1/path", "a b:1", "sched:http", "sched:0", "sched:70000"} {
 		if got, err := normalizeAddr(bad); err == nil {
 			t.Errorf("normalizeAddr(%q) = %q, want error", bad, got)
 		}

@@ -72,6 +72,31 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
 }
 
+// Validate checks the values of the flags, so that a typo fails at start
+// instead of leaving the node without the runtime it was meant to offer.
+func (c Config) Validate() error {
+	pods, err := netip.ParsePrefix(c.PodCIDR)
+	if err != nil {
+		return fmt.Errorf("--pod-cidr: %w", err)
+	}
+	fns, err := netip.ParsePrefix(c.FunctionCIDR)
+	if err != nil {
+		return fmt.Errorf("--function-cidr: %w", err)
+	}
+	if !pods.Addr().Is4() || !fns.Addr().Is4() {
+		return fmt.Errorf("--pod-cidr %s, --function-cidr %s: want IPv4 prefixes", pods, fns)
+	}
+	if pods.Overlaps(fns) {
+		return fmt.Errorf("--pod-cidr %s overlaps --function-cidr %s", pods, fns)
+	}
+	switch c.VMM {
+	case "", "auto", "qemu", "firecracker":
+	default:
+		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
+	}
+	return checkCgroupParent(c.CgroupParent)
+}
+
 // Factories returns the runtime factories the configuration asks for.
 // Both runtimes share one SDN manager, created by whichever starts first.
 func Factories(cfg Config) []riklet.RuntimeFactory {

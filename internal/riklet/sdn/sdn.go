@@ -241,11 +241,14 @@ func (m *Manager) TeardownFunction(ctx context.Context, id string) error {
 		errs = append(errs, m.commit(ctx, next))
 	}
 	if err := m.inNetns(func() error { return m.host.DelLink(ctx, TapName(id)) }); err != nil {
-		// Keep the lease: its address is still on the TAP. Reconcile retries.
 		errs = append(errs, err)
-	} else {
+	}
+	if errors.Join(errs...) == nil {
 		errs = append(errs, m.pool.Release(id))
 	}
+	// Else keep the lease: its address is still on the TAP or in a DNAT
+	// rule, and must not go to another Function. A retry or Reconcile
+	// releases it.
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tearing down network of %s: %w", id, err)
 	}

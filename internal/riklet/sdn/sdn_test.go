@@ -734,3 +734,38 @@ func TestReconcileKind(t *testing.T) {
 		t.Errorf("leases (-want +got):\n%s", diff)
 	}
 }
+
+// A teardown whose rules could not be removed keeps the lease: the DNAT
+// rules still point at the address, which must not go to another Function.
+func TestTeardownKeepsLeaseWhileRulesRemain(t *testing.T) {
+	m, ipt, _, _ := newTestManager(t)
+	ctx := context.Background()
+	a, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipt.failRestore = errors.New("iptables-restore: boom")
+	if err := m.TeardownFunction(ctx, "fn-a"); err == nil {
+		t.Fatal("teardown with a failing iptables: want error")
+	}
+	ipt.failRestore = nil
+	if _, ok := m.pool.Lookup("fn-a"); !ok {
+		t.Errorf("lease released while a DNAT rule still points at %s", a.GuestIP)
+	}
+	b, err := m.SetupFunction(ctx, "fn-b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Prefix.Overlaps(a.Prefix) {
+		t.Errorf("fn-b got %s, still in use by fn-a's rules", b.Prefix)
+	}
+	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.pool.Lookup("fn-a"); ok {
+		t.Errorf("lease kept after a successful teardown")
+	}
+	if rules := dnatRules(ipt); len(rules) != 0 {
+		t.Errorf("RIKLET after teardown: %v", rules)
+	}
+}

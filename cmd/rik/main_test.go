@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// Bad flags are refused before anything starts (no port bound, no
+// directory created).
+func TestRunRejectsBadInput(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // were anything started, it would stop at once
+	for _, args := range [][]string{
+		{},
+		{"nope"},
+		{"dev", "extra"},
+		{"dev", "--vmm", "kvm"},
+		{"dev", "--pod-cidr", "10.63.0.0"},
+		{"dev", "--cgroup-parent", "../etc"},
+		{"dev", "--log-level", "loud"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(ctx, args, &stdout, &stderr); code != 2 {
+			t.Errorf("rik %s: exit %d, want 2 (stderr %q)", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+	var stdout bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &stdout, &bytes.Buffer{}); code != 0 || !strings.HasPrefix(stdout.String(), "rik ") {
+		t.Errorf("rik version: exit %d, %q", code, stdout.String())
+	}
+}

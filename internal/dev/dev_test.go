@@ -1,0 +1,155 @@
+package dev
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rik-org/rik/internal/testutil"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var apiLine = regexp.MustCompile(`API: +(http://\S+)`)
+
+// runDev runs a dev cluster on free loopback ports until it serves, then
+// stops it and returns Run's error.
+func runDev(t *testing.T, dataDir string, temporary bool) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			DataDir: dataDir, Addr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0", ControllersAddr: "127.0.0.1:0",
+			Hostname: "dev-node", Logger: slog.New(slog.DiscardHandler), Out: out, Temporary: temporary,
+		})
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		m := apiLine.FindStringSubmatch(out.String())
+		if m == nil {
+			return false
+		}
+		resp, err := http.Get(m[1] + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, func() string { return "dev cluster not serving: " + out.String() })
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+		return nil
+	}
+}
+
+// A temporary data directory is removed on exit (its instances stopped
+// first); a given one is kept for the next run to adopt.
+func TestTemporaryDataDirRemoved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rik-dev-tmp")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := runDev(t, dir, true); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temporary data dir still there after exit: %v", err)
+	}
+
+	kept := t.TempDir()
+	if err := runDev(t, kept, false); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(kept, "riklet")); err != nil {
+		t.Errorf("given data dir lost its riklet state dir: %v", err)
+	}
+}
+
+// Something still mounted under the temporary directory keeps it: removing
+// it would reach into the mount.
+func TestRemoveTemporaryKeepsMounts(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "riklet", "pods", "p1", "rootfs")
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mounting tmpfs: %v", err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	file := filepath.Join(mnt, "keep")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeTemporary(dir); err == nil {
+		t.Errorf("removeTemporary with a mount inside: no error")
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("file inside the mount: %v", err)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeTemporary(dir); err != nil {
+		t.Errorf("removeTemporary: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("dir still there: %v", err)
+	}
+}
+
+// A temporary data directory is removed also when the cluster cannot start.
+func TestTemporaryDataDirRemovedOnStartFailure(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := filepath.Join(t.TempDir(), "rik-dev-tmp")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Config{
+		DataDir: dir, Addr: busy.Addr().String(), WorkersAddr: "127.0.0.1:0", ControllersAddr: "127.0.0.1:0",
+		Hostname: "dev-node", Logger: slog.New(slog.DiscardHandler), Temporary: true,
+	})
+	if err == nil {
+		t.Fatal("Run with the API port in use: no error")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temporary data dir left after a failed start: %v", err)
+	}
+}
