@@ -69,7 +69,12 @@ func Extract(r io.Reader, dir string) error {
 			continue
 		}
 		if strings.HasPrefix(base, whiteoutPrefix) {
-			wh := filepath.Join(parent, strings.TrimPrefix(base, whiteoutPrefix))
+			hidden := strings.TrimPrefix(base, whiteoutPrefix)
+			if hidden == "" || hidden == "." || hidden == ".." {
+				// ".wh.." or ".wh..." would remove the directory itself or its parent.
+				return fmt.Errorf("%w: whiteout %q", ErrUnsafeEntry, hdr.Name)
+			}
+			wh := filepath.Join(parent, hidden)
 			if err := removeExisting(wh); err != nil {
 				return err
 			}

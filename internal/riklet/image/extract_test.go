@@ -156,3 +156,28 @@ func TestFlatten(t *testing.T) {
 		}
 	}
 }
+
+// A whiteout of "." or ".." would remove the layer root or the directory
+// holding it.
+func TestExtractRejectsDotWhiteouts(t *testing.T) {
+	for _, name := range []string{".wh.", ".wh..", ".wh...", "sub/.wh..", "sub/.wh..."} {
+		t.Run(name, func(t *testing.T) {
+			outer := t.TempDir()
+			dir := filepath.Join(outer, "root")
+			os.Mkdir(dir, 0o755)
+			sentinel := filepath.Join(outer, "keep")
+			os.WriteFile(sentinel, []byte("x"), 0o644)
+			inRoot := filepath.Join(dir, "keep")
+			os.WriteFile(inRoot, []byte("x"), 0o644)
+			err := Extract(tarOf(t, []entry{{name: "sub/", typ: tar.TypeDir, mode: 0o755}, {name: name}}), dir)
+			if !errors.Is(err, ErrUnsafeEntry) {
+				t.Errorf("Extract = %v, want ErrUnsafeEntry", err)
+			}
+			for _, f := range []string{sentinel, inRoot} {
+				if fi, err := os.Lstat(f); err != nil || !fi.Mode().IsRegular() {
+					t.Errorf("%s removed by a whiteout: %v", f, err)
+				}
+			}
+		})
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/keylock"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -288,8 +289,15 @@ func (s *Store) unpack(ctx context.Context, l v1.Layer, diffID v1.Hash) (string,
 	if err != nil {
 		return "", fmt.Errorf("fetching %s: %w", diffID, err)
 	}
-	err = Extract(&ctxReader{ctx: ctx, r: rc}, tmp)
-	rc.Close() // verifies the diff id on full read in ggcr
+	cr := &ctxReader{ctx: ctx, r: rc}
+	err = Extract(cr, tmp)
+	if err == nil {
+		// ggcr checks the blob's digest only when its stream reaches EOF,
+		// and a tar reader stops at the end-of-archive blocks: read the
+		// rest (padding, gzip trailer) so a tampered blob is refused.
+		_, err = io.Copy(io.Discard, cr)
+	}
+	rc.Close()
 	if err != nil {
 		return "", fmt.Errorf("unpacking %s: %w", diffID, err)
 	}

@@ -2,18 +2,30 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 
+	gcrname "github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/rik-org/rik/internal/testutil/ociimage"
 )
 
@@ -223,5 +235,80 @@ func TestConcurrentPulls(t *testing.T) {
 	layers, _ := os.ReadDir(filepath.Join(s.Dir(), "layers"))
 	if len(tmp) != 0 || len(layers) != 1 {
 		t.Errorf("tmp %d entries, layers %d; want 0, 1", len(tmp), len(layers))
+	}
+}
+
+// verifyingLayer serves a layer the way ggcr does for a remote blob: the
+// digest check fails only once the stream is read to its end.
+type verifyingLayer struct {
+	v1.Layer
+	body []byte
+}
+
+func (l verifyingLayer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(l.body), iotest.ErrReader(errors.New("digest mismatch")))), nil
+}
+
+func TestUnpackChecksDigestAtEOF(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(tarOf(t, []entry{{name: "evil", body: "tampered"}}))
+	body = append(body, make([]byte, 4096)...) // record padding after the end-of-archive blocks
+	diffID := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	_, err = s.unpack(context.Background(), verifyingLayer{body: body}, diffID)
+	if err == nil || !strings.Contains(err.Error(), "digest mismatch") {
+		t.Fatalf("unpack = %v, want the digest error", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "layers", diffID.Hex)); err == nil {
+		t.Fatal("a layer that failed its digest check was cached")
+	}
+}
+
+// A registry (or anyone on the path) serving other bytes than the layer's
+// digest names is refused, and nothing of it is cached.
+func TestPullRefusesTamperedLayer(t *testing.T) {
+	// Layers padded to tar's record size, as GNU tar writes them: a tar
+	// reader stops before the padding.
+	padded := func(body string) v1.Layer {
+		b, _ := io.ReadAll(tarOf(t, []entry{{name: "file", body: body}}))
+		b = append(b, make([]byte, 10240)...)
+		// Stored, not compressed: both blobs have the same size.
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
+			tarball.WithCompressionLevel(gzip.NoCompression))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	good, evil := padded("good"), padded("evil")
+	goodDigest, _ := good.Digest()
+	evilDigest, _ := evil.Digest()
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/blobs/"+goodDigest.String()) {
+			req.URL.Path = strings.TrimSuffix(req.URL.Path, goodDigest.String()) + evilDigest.String()
+		}
+		h.ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for name, l := range map[string]v1.Layer{"good": good, "evil": evil} {
+		img, err := mutate.AppendLayers(empty.Image, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag, _ := gcrname.ParseReference(host + "/lib/" + name + ":1")
+		if err := remote.Write(tag, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := Open(t.TempDir(), Options{})
+	if img, err := s.Pull(context.Background(), host+"/lib/good:1", nil); !errors.Is(err, ErrPull) {
+		t.Fatalf("Pull of a tampered layer = %+v, %v; want ErrPull", img, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Dir(), "layers")); len(ents) != 0 {
+		t.Errorf("tampered layer cached: %v", ents)
 	}
 }

@@ -314,15 +314,20 @@ func (m *Manager) Get(id string) (Net, bool) {
 }
 
 // Teardown removes pod id's veth, netns and lease. Missing pieces are fine.
+// The lease is kept when the veth or netns could not be removed.
 func (m *Manager) Teardown(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
-	err := m.removeNet(id)
-	if rerr := m.cfg.IPAM.Release(id); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("releasing address of pod %s: %w", id, rerr))
+	if err := m.removeNet(id); err != nil {
+		// Keep the lease: the address may still be on a veth on the bridge,
+		// and must not go to another pod. A later Teardown releases it.
+		return err
 	}
-	return err
+	if err := m.cfg.IPAM.Release(id); err != nil {
+		return fmt.Errorf("releasing address of pod %s: %w", id, err)
+	}
+	return nil
 }
 
 // removeNet removes pod id's veth and netns.

@@ -178,3 +178,54 @@ func TestNames(t *testing.T) {
 		t.Errorf("lastAddr = %s", got)
 	}
 }
+
+// A teardown that cannot remove the veth keeps the address: it is still on
+// the bridge and must not go to another pod.
+func TestTeardownFailureKeepsLease(t *testing.T) {
+	host := netns.New(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	m, err := New(Config{StateDir: dir, HostNetns: host.Path, CIDR: netip.MustParsePrefix("10.99.1.0/24"), Bridge: "riktest1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.Setup(ctx, "pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "pod-a") })
+	// The pod's processes keep its netns (and so the veth pair) alive.
+	hold, err := os.Open(a.NetnsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	// The same node, but its host netns cannot be reached.
+	broken, err := New(Config{StateDir: dir, HostNetns: dir + "/no-such-netns", CIDR: netip.MustParsePrefix("10.99.1.0/24"), IPAM: m.cfg.IPAM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broken.Teardown(ctx, "pod-a"); err == nil {
+		t.Fatal("Teardown without the host netns succeeded")
+	}
+	if !slices.Contains(host.Links(t), VethName("pod-a")) {
+		t.Fatal("test broken: the veth is gone")
+	}
+	if _, ok := m.cfg.IPAM.Lookup("pod-a"); !ok {
+		t.Error("lease released while the veth still holds the address")
+	}
+	b, err := m.Setup(ctx, "pod-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "pod-b") })
+	if b.IP == a.IP {
+		t.Errorf("pod-b got %s, still on pod-a's veth", b.IP)
+	}
+	if err := m.Teardown(ctx, "pod-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+		t.Error("lease kept after a successful Teardown")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -175,6 +176,8 @@ type fakeExposer struct {
 	exposed map[string][]workload.PortMapping
 	ips     map[string]netip.Addr
 	fail    bool
+
+	onExpose func(id string) // called by Expose once it succeeded
 }
 
 func (f *fakeExposer) Expose(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
@@ -185,6 +188,9 @@ func (f *fakeExposer) Expose(ctx context.Context, id string, ip netip.Addr, port
 	}
 	f.exposed[id] = ports
 	f.ips[id] = ip
+	if f.onExpose != nil {
+		f.onExpose(id)
+	}
 	return nil
 }
 
@@ -393,4 +399,95 @@ func TestStopGraceful(t *testing.T) {
 	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &out); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("logs after Forget: %v", err)
 	}
+}
+
+// A riklet that dies right after exposing a pod's ports must find them in
+// the pod's record, or the ports stay exposed after the pod is stopped.
+func TestExposedPortsRecordedBeforeExposing(t *testing.T) {
+	e := setup(t)
+	ex := &fakeExposer{exposed: map[string][]workload.PortMapping{}, ips: map[string]netip.Addr{}}
+	e.cfg.Exposer = ex
+	r1 := e.runtime(t)
+	ctx := context.Background()
+	inst := instance("web", workload.Container{Name: "web", Image: e.ref, Command: []string{"sleep", "3600"},
+		Ports: workload.PortList{{Port: 30081, TargetPort: 8080}}})
+	record := filepath.Join(r1.podDir(inst.ID), "pod.json")
+	var atExpose []byte
+	ex.onExpose = func(string) { atExpose, _ = os.ReadFile(record) }
+	if _, err := r1.Start(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	// The riklet dies as Expose returns: its record is what it was then.
+	r1.Close()
+	ex.onExpose = nil
+	if err := os.WriteFile(record, atExpose, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.runtime(t)
+	if _, err := r2.Recover(ctx, []runtime.Instance{inst}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := ex.exposed[inst.ID]; ok {
+		t.Errorf("ports %v still exposed after the pod was stopped", got)
+	}
+	e.assertGone(t, r2, inst.ID)
+}
+
+// When `runc run` does not return in StartWait, the container's init, left
+// to the riklet (a subreaper), is stopped and reaped: no zombie stays.
+func TestStartTimeoutReapsInit(t *testing.T) {
+	e := setup(t)
+	real, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A runc whose `run` starts the container, then hangs.
+	slow := filepath.Join(t.TempDir(), "slow-runc")
+	script := "#!/bin/sh\n" + real + ` "$@"; rc=$?
+for a in "$@"; do [ "$a" = run ] && exec sleep 30; done
+exit $rc
+`
+	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.RuncBinary = slow
+	e.cfg.StartWait = 5 * time.Second // well above what runc run takes
+	r := e.runtime(t)
+	for _, cmd := range [][]string{{"sleep", "3600"}, {"true"}} { // still running, or ended
+		inst := instance("slow", workload.Container{Name: "c", Image: e.ref, Command: cmd})
+		if _, err := r.Start(context.Background(), inst); err == nil {
+			t.Fatal("Start succeeded with a runc that hangs")
+		}
+		e.assertGone(t, r, inst.ID)
+	}
+}
+
+// Stop with a context already done returns an error instead of waiting
+// forever for the container to end by itself; a later Stop removes all.
+func TestStopWithCancelledContext(t *testing.T) {
+	e := setup(t)
+	r := e.runtime(t)
+	inst := instance("stubborn", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
+	if _, err := r.Start(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Stop(cctx, inst) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Stop with a cancelled context succeeded, but could not stop the container")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Stop with a cancelled context hangs")
+	}
+	if err := r.Stop(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, r, inst.ID)
 }

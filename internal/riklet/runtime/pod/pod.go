@@ -118,6 +118,7 @@ type container struct {
 
 	done chan struct{} // closed when the container's process ended; nil until started
 	code *int          // its exit code, when known (set before done closes)
+	pid  int           // its init, when `runc run` failed after starting it (reaped by stopContainer)
 }
 
 // New returns a pod runtime. It fails when runc cannot be found or the
@@ -409,6 +410,10 @@ func (r *Runtime) start(ctx context.Context, p *pod, inst runtime.Instance, imgs
 	}
 	if len(ports) > 0 && r.cfg.Exposer != nil {
 		p.Ports = ports // set first: a rollback unexposes what was half done
+		// Recorded before exposing: a Stop after a crash here unexposes them too.
+		if err := r.save(p); err != nil {
+			return err
+		}
 		if err := r.cfg.Exposer.Expose(ctx, id, n.IP, ports); err != nil {
 			return fmt.Errorf("exposing ports: %w", err)
 		}
@@ -526,15 +531,14 @@ func (r *Runtime) run(ctx context.Context, p *pod, ctr *container, bundle string
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.StartWait)
 	defer cancel()
 	if _, err := r.runc.Run(sctx, ctr.RuncID, bundle, &runc.CreateOpts{IO: logIO{f}, PidFile: pidFile, Detach: true}); err != nil {
+		if pid, perr := readPid(pidFile); perr == nil {
+			ctr.pid = pid // left to us, waited for by nobody: stopContainer reaps it
+		}
 		return fmt.Errorf("runc run %s: %w: %s", ctr.RuncID, err, tailFile(logPath, 5))
 	}
-	b, err := os.ReadFile(pidFile)
+	pid, err := readPid(pidFile)
 	if err != nil {
-		return fmt.Errorf("runc run %s: reading pid: %w", ctr.RuncID, err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("runc run %s: bad pid %q", ctr.RuncID, b)
+		return fmt.Errorf("runc run %s: %w", ctr.RuncID, err)
 	}
 	ctr.done = make(chan struct{})
 	// Not tracked by r.wg: this goroutine lives as long as the container.
@@ -542,6 +546,19 @@ func (r *Runtime) run(ctx context.Context, p *pod, ctr *container, bundle string
 		r.containerExited(p, ctr, r.reap(pid))
 	}()
 	return nil
+}
+
+// readPid reads the pid runc wrote in path.
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("bad pid %q", b)
+	}
+	return pid, nil
 }
 
 // reap waits for the container init pid, our child once runc has exited,
@@ -739,8 +756,15 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
 	st, err := r.runc.State(ctx, c.RuncID)
 	if err != nil {
+		if ctx.Err() != nil { // runc could not even be asked
+			return fmt.Errorf("stopping container %s: %w", c.RuncID, ctx.Err())
+		}
 		if c.done != nil {
-			<-c.done // the runc run of a container that never got made
+			select { // the runc run of a container that never got made
+			case <-c.done:
+			case <-ctx.Done():
+				return fmt.Errorf("stopping container %s: %w", c.RuncID, ctx.Err())
+			}
 		}
 		return nil // no such container
 	}
@@ -756,8 +780,18 @@ func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
 			r.waitStopped(ctx, c, st.Pid, 10*time.Second)
 		}
 	}
+	if c.done == nil {
+		// Nobody waits for this init: one whose `runc run` was given up on
+		// is our child (we are a subreaper) and now a zombie. runc gives
+		// no pid for a container whose init already ended.
+		pid := st.Pid
+		if pid <= 0 {
+			pid = c.pid
+		}
+		reapZombie(pid)
+	}
 	if err := r.runc.Delete(ctx, c.RuncID, &runc.DeleteOpts{Force: true}); err != nil {
-		if _, serr := r.runc.State(ctx, c.RuncID); serr == nil {
+		if _, serr := r.runc.State(ctx, c.RuncID); serr == nil || ctx.Err() != nil {
 			return fmt.Errorf("deleting container %s: %w", c.RuncID, err)
 		}
 	}
@@ -796,6 +830,21 @@ func (r *Runtime) waitStopped(ctx context.Context, c *container, pid int, d time
 		case <-ctx.Done():
 			return false
 		case <-tick.C:
+		}
+	}
+}
+
+// reapZombie collects pid if it is an ended child of ours; it does nothing
+// for a process that runs or that is not our child.
+func reapZombie(pid int) {
+	if pid <= 0 {
+		return
+	}
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return
 		}
 	}
 }
