@@ -485,6 +485,10 @@ func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 	a.finishDestroy(e)
 }
 
+// forgetter is implemented by runtimes that keep something of a stopped
+// instance (its logs) until told the instance is gone for good.
+type forgetter interface{ Forget(id string) error }
+
 // finishDestroy stops a DESTROYING instance, removes it from the ledger and
 // reports it TERMINATED. If stopping fails it stays DESTROYING and stopping
 // is retried with backoff.
@@ -500,6 +504,13 @@ func (a *agent) finishDestroy(e Entry) {
 			a.update(e.InstanceID, func(e *Entry) { e.Last.Message = err.Error() })
 			a.retryDestroy(e.InstanceID)
 			return
+		}
+		// Stop keeps what a restart needs (logs); a destroyed instance
+		// needs nothing more.
+		if f, ok := rt.(forgetter); ok {
+			if err := f.Forget(e.InstanceID); err != nil {
+				log.Warn("forgetting destroyed instance", "error", err)
+			}
 		}
 	} else {
 		log.Warn("no runtime to stop instance, forgetting it", "kind", e.Kind)

@@ -107,6 +107,9 @@ func TestCreateThenDestroy(t *testing.T) {
 	if n.fake(t).Stops() != 1 || len(n.fake(t).Running()) != 0 {
 		t.Errorf("stops %d, running %v", n.fake(t).Stops(), n.fake(t).Running())
 	}
+	if got := n.fake(t).Forgotten(); !slices.Equal(got, []string{"i1"}) {
+		t.Errorf("forgotten %v after destroy, want [i1]", got)
+	}
 	waitLedger(t, n.cfg.StateDir, func(l ledgerFile) bool { return len(l.Instances) == 0 })
 }
 
@@ -245,6 +248,10 @@ func TestExitPolicies(t *testing.T) {
 			sched.waitStatus(t, id, func(m *commonpb.InstanceMetric) bool {
 				return m.GetStatus() == commonpb.ResourceStatus_RUNNING && m.GetRestarts() == 2
 			})
+			// A restart keeps what the runtime holds (logs).
+			if slices.Contains(f.Forgotten(), id) {
+				t.Errorf("restart made the runtime forget %s", id)
+			}
 		})
 	}
 }

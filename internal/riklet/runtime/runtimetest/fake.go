@@ -51,6 +51,7 @@ type Fake struct {
 	startHook func(ctx context.Context, inst runtime.Instance) error
 	starts    int
 	stops     int
+	forgotten []string
 	removed   []string
 	closed    bool
 }
@@ -200,6 +201,22 @@ func (f *Fake) Stop(_ context.Context, inst runtime.Instance) error {
 	}
 	delete(f.st.Instances, inst.ID)
 	return f.save()
+}
+
+// Forget records that the agent is done with a destroyed instance (the real
+// pod runtime then drops its logs).
+func (f *Fake) Forget(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgotten = append(f.forgotten, id)
+	return nil
+}
+
+// Forgotten lists the ids passed to Forget, in order.
+func (f *Fake) Forgotten() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.forgotten...)
 }
 
 // Recover implements runtime.Runtime: owned instances come back running (or
