@@ -103,6 +103,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rt.StateDir = cfg.DataDir + "/riklet"
 	rt.Logger = log.With("component", "riklet")
 	cfg.Runtimes = runtimes.Factories(rt)
+	cfg.Uninstall = hostCleanup(cfg.Temporary, rt)
 	cfg.Logger = log
 	cfg.Out = stdout
 	if err := dev.Run(ctx, cfg); err != nil {
@@ -110,4 +111,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// hostCleanup returns what removes the node's network from the host on
+// exit of a temporary cluster (it outlives the data dir), or nil when the
+// data dir is kept or the node offers no runtime (and so programs nothing).
+func hostCleanup(temporary bool, rt runtimes.Config) func(context.Context) error {
+	if !temporary || (!rt.Pods && rt.KernelPath == "") {
+		return nil
+	}
+	return func(ctx context.Context) error { return runtimes.Uninstall(ctx, rt) }
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/rik-org/rik/internal/riklet/runtimes"
 )
 
 // Bad flags are refused before anything starts (no port bound, no
@@ -29,5 +31,23 @@ func TestRunRejectsBadInput(t *testing.T) {
 	var stdout bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, &stdout, &bytes.Buffer{}); code != 0 || !strings.HasPrefix(stdout.String(), "rik ") {
 		t.Errorf("rik version: exit %d, %q", code, stdout.String())
+	}
+}
+
+func TestHostCleanup(t *testing.T) {
+	for _, tc := range []struct {
+		temporary bool
+		rt        runtimes.Config
+		want      bool
+	}{
+		{true, runtimes.Config{Pods: true}, true},
+		{true, runtimes.Config{KernelPath: "/boot/vmlinuz"}, true},
+		{true, runtimes.Config{}, false},            // not root: nothing offered, nothing programmed
+		{false, runtimes.Config{Pods: true}, false}, // --data-dir: kept for the next run
+		{false, runtimes.Config{KernelPath: "/k"}, false},
+	} {
+		if got := hostCleanup(tc.temporary, tc.rt) != nil; got != tc.want {
+			t.Errorf("hostCleanup(%v, %+v) set = %v, want %v", tc.temporary, tc.rt, got, tc.want)
+		}
 	}
 }

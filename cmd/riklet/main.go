@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +31,7 @@ type flags struct {
 	heartbeat  time.Duration
 	logLevel   slog.Level
 	runtimes   runtimes.Config
+	uninstall  bool
 }
 
 // labelFlag collects repeated --label k=v.
@@ -54,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
 	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
 	f.runtimes.RegisterFlags(fs)
+	fs.BoolVar(&f.uninstall, "uninstall", false, "remove rik's network from this node (iptables chains and jumps, TAPs, pod bridge) and exit; refused while the ledger lists instances; run it with the riklet stopped")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -97,6 +102,14 @@ func main() {
 	f.runtimes.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f.uninstall {
+		if err := uninstall(ctx, f.stateDir, f.runtimes, runtimes.Uninstall); err != nil {
+			fmt.Fprintln(os.Stderr, "riklet:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stdout, "riklet: rik's network is removed from this node")
+		return
+	}
 	err = riklet.Run(ctx, riklet.Config{
 		MasterAddr:        f.masterAddr,
 		Hostname:          f.hostname,
@@ -110,4 +123,55 @@ func main() {
 		log.Error("riklet failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+// uninstall removes rik's network from the node. It stops nothing, so it
+// refuses while the ledger in stateDir lists instances: they still use
+// that network.
+func uninstall(ctx context.Context, stateDir string, rt runtimes.Config, remove func(context.Context, runtimes.Config) error) error {
+	path := filepath.Join(stateDir, "ledger.json")
+	names, err := ledgerInstances(path)
+	if err != nil {
+		return fmt.Errorf("not uninstalling: %w", err)
+	}
+	if len(names) > 0 {
+		shown := names
+		if len(shown) > 5 {
+			shown = append(shown[:5:5], "...")
+		}
+		return fmt.Errorf("not uninstalling: the ledger %s still lists %d instance(s) (%s); "+
+			"delete them (rikctl delete instance) and let the riklet stop them first",
+			path, len(names), strings.Join(shown, ", "))
+	}
+	rt.StateDir = stateDir
+	return remove(ctx, rt)
+}
+
+// ledgerInstances returns the names of the instances the ledger at path
+// lists; a missing ledger lists none. One that cannot be read is an error:
+// nothing can be known about what runs.
+func ledgerInstances(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading ledger: %w", err)
+	}
+	var l struct {
+		Instances []riklet.Entry `json:"instances"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("reading ledger %s: %w", path, err)
+	}
+	names := make([]string, 0, len(l.Instances))
+	for _, e := range l.Instances {
+		name := e.Name
+		if name == "" {
+			name = e.InstanceID
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
 }

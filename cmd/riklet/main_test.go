@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rik-org/rik/internal/riklet/runtimes"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -35,5 +40,56 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	type call struct{ stateDir, bridge string }
+	for _, tc := range []struct {
+		name    string
+		ledger  string // "" = no file
+		removed bool
+		errHas  []string
+	}{
+		{name: "no ledger", removed: true},
+		{name: "empty ledger", ledger: `{"version":1,"instances":[]}`, removed: true},
+		{name: "instances", ledger: `{"version":1,"instances":[{"instanceId":"u1","name":"web-a1b2c"},{"instanceId":"u2"}]}`,
+			errHas: []string{"2 instance(s)", "web-a1b2c", "u2", "ledger.json"}},
+		{name: "corrupt", ledger: `{"instances":`, errHas: []string{"reading ledger"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.ledger != "" {
+				if err := os.WriteFile(filepath.Join(dir, "ledger.json"), []byte(tc.ledger), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var calls []call
+			remove := func(ctx context.Context, rt runtimes.Config) error {
+				calls = append(calls, call{rt.StateDir, rt.Bridge})
+				return nil
+			}
+			err := uninstall(context.Background(), dir, runtimes.Config{Bridge: "br1"}, remove)
+			if tc.removed {
+				if err != nil || len(calls) != 1 || calls[0] != (call{dir, "br1"}) {
+					t.Errorf("uninstall = %v, calls %v; want one removal in %s", err, calls, dir)
+				}
+				return
+			}
+			if len(calls) != 0 {
+				t.Errorf("network removed although refused: %v", calls)
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, s := range tc.errHas {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+	if f, err := parseFlags([]string{"--uninstall", "--state-dir", "/tmp/y"}, io.Discard); err != nil || !f.uninstall {
+		t.Errorf("--uninstall: %+v, %v", f, err)
 	}
 }

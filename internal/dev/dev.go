@@ -37,7 +37,15 @@ type Config struct {
 	// on exit the riklet stops every instance, and DataDir is removed once
 	// they all stopped (else it is kept, with what still runs).
 	Temporary bool
+	// Uninstall, when set, is called on exit of a Temporary cluster once
+	// the riklet stopped every instance, to remove what the node put on
+	// the host (rik's iptables chains and jumps, the pod bridge). It is not
+	// called when some instance did not stop, nor when DataDir is kept.
+	Uninstall func(ctx context.Context) error
 }
+
+// uninstallTimeout bounds the host clean-up on exit.
+const uninstallTimeout = 30 * time.Second
 
 // Run starts the cluster and blocks until ctx is done or a component fails.
 func Run(ctx context.Context, cfg Config) error {
@@ -165,6 +173,14 @@ Stop with Ctrl-C.
 `, api.Addr(), cfg.DataDir, dataNote, cfg.Hostname)
 	wg.Wait()
 	keepData = rikletErr != nil
+	if cfg.Temporary && !keepData && cfg.Uninstall != nil {
+		// ctx is done by now: the clean-up gets its own deadline.
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), uninstallTimeout)
+		defer ucancel()
+		if err := cfg.Uninstall(uctx); err != nil {
+			log.Warn("leaving rik's network on the host (`riklet --uninstall` removes it)", "error", err)
+		}
+	}
 	return firstErr
 }
 

@@ -42,16 +42,19 @@ var apiLine = regexp.MustCompile(`API: +(http://\S+)`)
 // stops it and returns Run's error.
 func runDev(t *testing.T, dataDir string, temporary bool) error {
 	t.Helper()
+	return runDevConfig(t, Config{DataDir: dataDir, Temporary: temporary})
+}
+
+// runDevConfig is runDev with more of the configuration.
+func runDevConfig(t *testing.T, cfg Config) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
+	cfg.Addr, cfg.WorkersAddr, cfg.ControllersAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Hostname, cfg.Logger, cfg.Out = "dev-node", slog.New(slog.DiscardHandler), out
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			DataDir: dataDir, Addr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0", ControllersAddr: "127.0.0.1:0",
-			Hostname: "dev-node", Logger: slog.New(slog.DiscardHandler), Out: out, Temporary: temporary,
-		})
-	}()
+	go func() { done <- Run(ctx, cfg) }()
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		m := apiLine.FindStringSubmatch(out.String())
 		if m == nil {

@@ -242,22 +242,25 @@ func (m *Manager) configurePod(podns netns.NsHandle, peer string, ip netip.Addr)
 	return nil
 }
 
-func (m *Manager) hostHandle() (*netlink.Handle, error) {
-	if m.cfg.HostNetns == "" {
+func (m *Manager) hostHandle() (*netlink.Handle, error) { return openHost(m.cfg.HostNetns) }
+
+// openHost opens netlink in the netns at path ("" = the riklet's own).
+func openHost(path string) (*netlink.Handle, error) {
+	if path == "" {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return nil, fmt.Errorf("opening netlink: %w", err)
 		}
 		return h, nil
 	}
-	ns, err := netns.GetFromPath(m.cfg.HostNetns)
+	ns, err := netns.GetFromPath(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening host netns %s: %w", m.cfg.HostNetns, err)
+		return nil, fmt.Errorf("opening host netns %s: %w", path, err)
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", m.cfg.HostNetns, err)
+		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
 	}
 	return h, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/image"
+	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/function"
 	"github.com/rik-org/rik/internal/riklet/runtime/pod"
@@ -152,6 +153,32 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 		})
 	}
 	return fs
+}
+
+// Uninstall removes what the node's runtimes put on the host's network:
+// rik's iptables jumps and chains, its TAPs and SDN state (sdn.Uninstall),
+// and the pod bridge when no pod is attached (podnet.RemoveBridge). It
+// stops nothing: the caller makes sure no instance runs any more. It is
+// idempotent.
+func Uninstall(ctx context.Context, cfg Config) error {
+	return uninstall(ctx, cfg, sdn.Uninstall, podnet.RemoveBridge)
+}
+
+// uninstall is Uninstall over the given removers.
+func uninstall(ctx context.Context, cfg Config,
+	network func(context.Context, sdn.Config) error, bridge func(context.Context, podnet.Config) error) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("component", "uninstall")
+	err := errors.Join(
+		network(ctx, sdn.Config{StateDir: cfg.StateDir, PodBridge: cfg.Bridge, Logger: log}),
+		bridge(ctx, podnet.Config{Bridge: cfg.Bridge, Logger: log}),
+	)
+	if err != nil {
+		return fmt.Errorf("uninstalling the node's network: %w", err)
+	}
+	return nil
 }
 
 // network creates the node's SDN manager once.

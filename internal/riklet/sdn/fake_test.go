@@ -114,6 +114,76 @@ func (f *fakeIptables) Ensure(ctx context.Context, table, chain string, rule ...
 	return nil
 }
 
+func (f *fakeIptables) HasChain(ctx context.Context, table, chain string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tables[table]
+	if !ok {
+		return false, fmt.Errorf("no table %s", table)
+	}
+	_, ok = t[chain]
+	return ok, nil
+}
+
+func (f *fakeIptables) Delete(ctx context.Context, table, chain string, rule ...string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tables[table]
+	if !ok {
+		return false, fmt.Errorf("no table %s", table)
+	}
+	rules, ok := t[chain]
+	if !ok {
+		return false, fmt.Errorf("no chain %s/%s", table, chain)
+	}
+	if i := slices.Index(rule, "-j"); i >= 0 && i+1 < len(rule) {
+		if _, ok := t[rule[i+1]]; !ok {
+			return false, fmt.Errorf("deleting a jump to missing chain %s", rule[i+1]) // real iptables: exit 2
+		}
+	}
+	i := slices.Index(rules, strings.Join(rule, " "))
+	if i < 0 {
+		return false, nil
+	}
+	t[chain] = slices.Delete(slices.Clone(rules), i, i+1)
+	return true, nil
+}
+
+func (f *fakeIptables) DeleteChain(ctx context.Context, table, chain string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tables[table]
+	if !ok {
+		return fmt.Errorf("no table %s", table)
+	}
+	if _, ok := t[chain]; !ok {
+		return fmt.Errorf("no chain %s/%s", table, chain)
+	}
+	for name, rules := range t {
+		for _, r := range rules {
+			if strings.HasSuffix(r, "-j "+chain) || strings.Contains(r, "-j "+chain+" ") {
+				return fmt.Errorf("chain %s/%s is the target of %q in %s", table, chain, r, name)
+			}
+		}
+	}
+	delete(t, chain)
+	return nil
+}
+
+// snapshot returns a deep copy of every table.
+func (f *fakeIptables) snapshot() map[string]map[string][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]map[string][]string{}
+	for tn, t := range f.tables {
+		out[tn] = map[string][]string{}
+		for c, r := range t {
+			out[tn][c] = slices.Clone(r)
+		}
+	}
+	return out
+}
+
 // chain returns a copy of a chain's rules.
 func (f *fakeIptables) chain(table, chain string) []string {
 	f.mu.Lock()

@@ -17,6 +17,14 @@ type iptables interface {
 	Restore(ctx context.Context, rules []byte) error
 	// Ensure inserts rule at the top of table/chain unless it is there.
 	Ensure(ctx context.Context, table, chain string, rule ...string) error
+	// HasChain reports whether table/chain exists.
+	HasChain(ctx context.Context, table, chain string) (bool, error)
+	// Delete deletes the first copy of rule from table/chain, and reports
+	// false when there is none.
+	Delete(ctx context.Context, table, chain string, rule ...string) (bool, error)
+	// DeleteChain flushes and deletes table/chain, which must exist and be
+	// the target of no rule.
+	DeleteChain(ctx context.Context, table, chain string) error
 }
 
 // execIptables runs the iptables binaries of one flavour.
@@ -91,4 +99,39 @@ func (x *execIptables) Ensure(ctx context.Context, table, chain string, rule ...
 		return fmt.Errorf("inserting %s %s rule: %w: %s", table, chain, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// run runs the iptables binary with args: found is true when it exits 0,
+// false when it exits notFound; anything else is an error.
+func (x *execIptables) run(ctx context.Context, notFound int, what string, args ...string) (found bool, err error) {
+	args = append([]string{"-w", "5"}, args...)
+	out, err := exec.CommandContext(ctx, x.IptablesBin, args...).CombinedOutput()
+	if err == nil {
+		return true, nil
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == notFound {
+		return false, nil
+	}
+	return false, fmt.Errorf("%s: %w: %s", what, err, bytes.TrimSpace(out))
+}
+
+func (x *execIptables) HasChain(ctx context.Context, table, chain string) (bool, error) {
+	// -S of a missing chain exits 1 in both flavours.
+	return x.run(ctx, 1, fmt.Sprintf("listing %s %s", table, chain), "-t", table, "-S", chain)
+}
+
+func (x *execIptables) Delete(ctx context.Context, table, chain string, rule ...string) (bool, error) {
+	// A missing rule exits 1 ("Bad rule"); a missing target chain exits 2,
+	// which callers avoid by checking HasChain first.
+	args := append([]string{"-t", table, "-D", chain}, rule...)
+	return x.run(ctx, 1, fmt.Sprintf("deleting %s %s rule", table, chain), args...)
+}
+
+func (x *execIptables) DeleteChain(ctx context.Context, table, chain string) error {
+	if _, err := x.run(ctx, -1, fmt.Sprintf("flushing %s %s", table, chain), "-t", table, "-F", chain); err != nil {
+		return err
+	}
+	_, err := x.run(ctx, -1, fmt.Sprintf("deleting chain %s %s", table, chain), "-t", table, "-X", chain)
+	return err
 }
