@@ -39,6 +39,7 @@ type fakeScheduler struct {
 	orders     []*controllerpb.WorkloadScheduling
 	subs       map[chan *commonpb.WorkerStatus]struct{}
 	nodes      []*controllerpb.Node
+	listCalls  int // ListNodes calls
 	logs       func(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
 	subscribed chan struct{}
 	reject     error // returned by ScheduleInstance when set
@@ -179,7 +180,26 @@ func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStr
 func (f *fakeScheduler) ListNodes(context.Context, *emptypb.Empty) (*controllerpb.NodeList, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &controllerpb.NodeList{Nodes: f.nodes}, nil
+	f.listCalls++
+	list := &controllerpb.NodeList{}
+	for _, n := range f.nodes { // copies: tests change f.nodes while gRPC encodes
+		list.Nodes = append(list.Nodes, proto.Clone(n).(*controllerpb.Node))
+	}
+	return list, nil
+}
+
+// setNodes replaces the nodes ListNodes answers.
+func (f *fakeScheduler) setNodes(nodes ...*controllerpb.Node) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = nodes
+}
+
+// listCount is the number of ListNodes calls so far.
+func (f *fakeScheduler) listCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listCalls
 }
 
 func (f *fakeScheduler) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {

@@ -177,6 +177,9 @@ type NodeView struct {
 	Instances     int32             `json:"instances"`
 	Load1         float64           `json:"load1"`
 	LastHeartbeat string            `json:"lastHeartbeat"`
+	// Stale marks a stored record served while the scheduler is
+	// unreachable (its status is then Unknown).
+	Stale bool `json:"stale,omitempty"`
 }
 
 type nodeItem struct {
@@ -213,8 +216,17 @@ func (s *Server) handleNodesList(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	list, err := s.link.client.ListNodes(ctx, &emptypb.Empty{})
 	if err != nil {
-		if st, _ := status.FromError(err); st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded {
-			writeError(w, http.StatusServiceUnavailable, "scheduler unreachable")
+		if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+			// Serve what the lease holder stored, marked stale.
+			items, serr := s.storedNodes(r.Context())
+			if serr != nil {
+				s.log.Warn("reading stored nodes", "err", serr)
+			}
+			if len(items) == 0 {
+				writeError(w, http.StatusServiceUnavailable, "scheduler unreachable")
+				return
+			}
+			writeJSON(w, http.StatusOK, items)
 			return
 		}
 		s.failGRPC(w, r, err)

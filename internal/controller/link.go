@@ -129,6 +129,7 @@ func (l *link) subscribe(ctx context.Context) error {
 	}
 	l.setConnected(true)
 	l.s.log.Info("subscribed to scheduler", "scheduler", l.target)
+	l.s.kickNodes()
 	// Re-send while reading: the scheduler answers the orders on this
 	// stream and drops a subscriber that does not keep up.
 	var wg sync.WaitGroup

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/workload"
@@ -291,6 +293,14 @@ func (r *repo) create(ctx context.Context, what string, keyOf func(workload.Kind
 	return key, nil
 }
 
+// casPause waits a random moment, growing exponentially with attempt (up to
+// 10 ms), before retrying a compare-and-set that lost: without it, a writer
+// can lose every attempt to one that keeps writing. False if ctx is done.
+func casPause(ctx context.Context, attempt int) bool {
+	ceiling := min(50*time.Microsecond<<min(attempt, 10), 10*time.Millisecond)
+	return sleep(ctx, rand.N(ceiling)+time.Microsecond)
+}
+
 // change is what an update function decides for a record.
 type change int
 
@@ -304,7 +314,10 @@ const (
 // loop, so concurrent controllers do not lose updates. It returns the final
 // record and what was done.
 func (r *repo) updateInstance(ctx context.Context, id string, fn func(*workload.Instance) (change, error)) (instanceRecord, change, error) {
-	for range casAttempts {
+	for attempt := range casAttempts {
+		if attempt > 0 && !casPause(ctx, attempt) {
+			return instanceRecord{}, keep, fmt.Errorf("updating instance %s: %w", id, ctx.Err())
+		}
 		rec, kv, err := r.findInstanceByID(ctx, id)
 		if err != nil {
 			return rec, keep, err

@@ -58,6 +58,10 @@ type Server struct {
 	callTimeout    time.Duration
 	now            func() time.Time
 
+	nodesEvery   time.Duration // node sync period
+	nodesRefresh time.Duration // longest heartbeat lag of a stored node
+	nodesKick    chan struct{} // sync the nodes now
+
 	bgOnce sync.Once
 	// streams is cancelled when the HTTP server shuts down, ending
 	// long-lived responses (events, followed logs).
@@ -93,6 +97,9 @@ func NewServer(cfg Config) (*Server, error) {
 		keepaliveEvery: 15 * time.Second,
 		callTimeout:    3 * time.Second,
 		now:            func() time.Time { return time.Now().UTC() },
+		nodesEvery:     DefaultNodesEvery,
+		nodesRefresh:   DefaultNodesRefresh,
+		nodesKick:      make(chan struct{}, 1),
 	}
 	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.lease = &lease{st: cfg.Store, id: controllerID(cfg), renew: 5 * time.Second, ttl: 15 * time.Second,
@@ -200,14 +207,16 @@ func (s *Server) streamContext(r *http.Request) (context.Context, context.Cancel
 }
 
 // startBackground starts the lease, the scheduler link, the store watch
-// feeding events and metrics, and the periodic resync; they stop with ctx.
+// feeding events and metrics, the periodic resync and the node sync; they
+// stop with ctx.
 func (s *Server) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	s.bgOnce.Do(func() {
-		wg.Add(4)
+		wg.Add(5)
 		go func() { defer wg.Done(); s.lease.run(ctx) }()
 		go func() { defer wg.Done(); s.link.run(ctx) }()
 		go func() { defer wg.Done(); s.watchInstances(ctx) }()
 		go func() { defer wg.Done(); s.resyncLoop(ctx) }()
+		go func() { defer wg.Done(); s.nodesLoop(ctx) }()
 	})
 }
 

@@ -54,6 +54,9 @@ type Node struct {
 	Instances     int               `json:"instances"`
 	Load1         float64           `json:"load1"`
 	LastHeartbeat string            `json:"lastHeartbeat,omitempty"` // RFC 3339
+	// Stale: the controller could not reach the scheduler and served the
+	// node's stored record, with Status "Unknown".
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Resources of a node.

@@ -365,6 +365,28 @@ func TestGetNodes(t *testing.T) {
 	wantErr(t, runAt(t, srv, "get", "node", "node-9"), `node "node-9" not found`)
 }
 
+// While the scheduler is unreachable the controller serves stored nodes,
+// status Unknown and stale: shown as such, and kept in JSON.
+func TestGetNodesStale(t *testing.T) {
+	f, srv := newFakeAPI(t)
+	f.nodes = []NodeItem{{ID: "node-1", Name: "node-1", Value: Node{Name: "node-1", Status: "Unknown", Stale: true,
+		Kinds: []string{"pod"}, Capacity: Resources{CPU: 4000, Memory: 7821}, Allocated: Resources{CPU: 100, Memory: 64},
+		Instances: 1, LastHeartbeat: testNow.Add(-2 * time.Minute).Format(time.RFC3339)}}}
+	r := runAt(t, srv, "get", "nodes")
+	wantOK(t, r)
+	want := "" +
+		"NAME     STATUS    KINDS   CPU          MEMORY        INSTANCES   LAST SEEN\n" +
+		"node-1   Unknown   pod     100m/4000m   64Mi/7821Mi   1           2m ago\n"
+	if r.stdout != want {
+		t.Errorf("get nodes:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	r = runAt(t, srv, "get", "nodes", "-o", "json")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, `"stale": true`) && !strings.Contains(r.stdout, `"stale":true`) {
+		t.Errorf("get nodes -o json lost stale:\n%s", r.stdout)
+	}
+}
+
 func TestDelete(t *testing.T) {
 	f, srv := newFakeAPI(t)
 	wantOK(t, runAt(t, srv, "create", "workload", "-f", filepath.Join("..", "..", "examples", "rik-alpine.json")))
