@@ -90,7 +90,8 @@ func (c *controllerAPI) ListNodes(context.Context, *emptypb.Empty) (*controllerp
 }
 
 // GetLogs asks the node running the instance for its logs and streams the
-// chunks back until the last one.
+// chunks back until the last one. A caller slower than the node, whose
+// buffer fills up, gets ResourceExhausted and the node is told to stop.
 func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {
 	if req.GetInstanceId() == "" {
 		return status.Error(codes.InvalidArgument, "instance_id: required")
@@ -113,8 +114,16 @@ func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStre
 		}
 		return ended, nil
 	}
+	tooSlow := status.Errorf(codes.ResourceExhausted, "instance %s: log reader too slow, request cancelled", req.GetInstanceId())
 	for {
 		select {
+		case <-r.tooSlow.done(): // checked first: what is buffered is not sent
+			return tooSlow
+		default:
+		}
+		select {
+		case <-r.tooSlow.done():
+			return tooSlow
 		case chunk := <-r.ch:
 			if end, err := send(chunk); end || err != nil {
 				return err
@@ -122,6 +131,8 @@ func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStre
 		case <-r.conn.closed.done():
 			for {
 				select {
+				case <-r.tooSlow.done():
+					return tooSlow
 				case chunk := <-r.ch:
 					if end, err := send(chunk); end || err != nil {
 						return err

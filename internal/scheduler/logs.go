@@ -13,12 +13,17 @@ type logConn struct {
 	closed *closer // closed when the stream ends or is replaced
 }
 
+// logRouteBuffer is how many chunks (of at most 32 KiB from a riklet) may
+// wait for one GetLogs caller. When its caller is slower than the node, the
+// request is ended rather than stalling the node's other log requests.
+const logRouteBuffer = 64
+
 // logRoute carries the chunks of one GetLogs call.
 type logRoute struct {
-	id   string
-	conn *logConn
-	ch   chan *commonpb.LogChunk
-	done *closer // closed when the GetLogs call ended
+	id      string
+	conn    *logConn
+	ch      chan *commonpb.LogChunk // bounded; never blocks the node's stream
+	tooSlow *closer                 // closed when ch overflowed: the request was cancelled
 }
 
 // errors returned by openLogs, mapped to gRPC codes by the service.
@@ -64,7 +69,7 @@ func (s *state) openLogs(req *commonpb.LogRequest) (*logRoute, logsError) {
 	if c == nil {
 		return nil, logsNodeUnavailable
 	}
-	r := &logRoute{id: uuid.NewString(), conn: c, ch: make(chan *commonpb.LogChunk, 16), done: newCloser()}
+	r := &logRoute{id: uuid.NewString(), conn: c, ch: make(chan *commonpb.LogChunk, logRouteBuffer), tooSlow: newCloser()}
 	s.logRoutes[r.id] = r
 	c.out.push(&commonpb.LogRequest{
 		RequestId:  r.id,
@@ -78,25 +83,50 @@ func (s *state) openLogs(req *commonpb.LogRequest) (*logRoute, logsError) {
 
 // closeLogs ends route r. When the node did not end the request itself
 // (ended false: the caller went away or the scheduler stops), the node is
-// told to stop serving it, if its log stream is still the same.
+// told to stop serving it, if its log stream is still the same. A route
+// already ended by deliverLog is left alone: its cancel was sent.
 func (s *state) closeLogs(r *logRoute, ended bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r.done.close()
+	if s.logRoutes[r.id] != r {
+		return
+	}
 	delete(s.logRoutes, r.id)
-	if !ended && s.logConns[r.conn.node] == r.conn {
+	if !ended {
+		s.cancelLogs(r)
+	}
+}
+
+// cancelLogs tells r's node to stop serving r, if its log stream is still
+// the same. Called with s.mu held.
+func (s *state) cancelLogs(r *logRoute) {
+	if s.logConns[r.conn.node] == r.conn {
 		// No instance id: a riklet that predates cancel answers "not
 		// found" at once instead of sending the whole log again.
 		r.conn.out.push(&commonpb.LogRequest{RequestId: r.id, Cancel: true})
 	}
 }
 
-// logRoute returns the route of a chunk that came from c, or nil.
-func (s *state) logRoute(c *logConn, requestID string) *logRoute {
+// deliverLog hands a chunk that came from c to the route it belongs to,
+// without ever blocking: the node's other requests share c. A chunk with no
+// route (its caller went away) is dropped. When the route's buffer is full
+// its caller is too slow: the route is ended (tooSlow), the node told to
+// stop serving it, and its further chunks dropped.
+func (s *state) deliverLog(c *logConn, chunk *commonpb.LogChunk) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r := s.logRoutes[requestID]; r != nil && r.conn == c {
-		return r
+	r := s.logRoutes[chunk.GetRequestId()]
+	if r == nil || r.conn != c {
+		return
 	}
-	return nil
+	select {
+	case r.ch <- chunk:
+		return
+	default:
+	}
+	delete(s.logRoutes, r.id)
+	r.tooSlow.close()
+	s.cancelLogs(r)
+	s.metrics.logReadersTooSlow.Inc()
+	s.log.Warn("log reader too slow, request cancelled", "node", c.node, "request", r.id)
 }

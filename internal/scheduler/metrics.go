@@ -21,6 +21,9 @@ type metrics struct {
 	placements *prometheus.CounterVec
 	nodesLost  prometheus.Counter
 	latency    prometheus.Histogram
+	// logReadersTooSlow counts GetLogs calls ended because their caller
+	// did not keep up with the node.
+	logReadersTooSlow prometheus.Counter
 }
 
 func newMetrics(st *state) *metrics {
@@ -39,11 +42,15 @@ func newMetrics(st *state) *metrics {
 			Help:    "Time from a CREATE order to the instance's placement on a node.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12), // 100µs .. ~7min
 		}),
+		logReadersTooSlow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rik_scheduler_log_readers_too_slow_total",
+			Help: "Log requests ended with ResourceExhausted because their caller did not keep up.",
+		}),
 	}
 	for _, r := range []string{resultPlaced, resultNoFit} {
 		m.placements.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, stateCollector{st},
+	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, stateCollector{st},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

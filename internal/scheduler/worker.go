@@ -112,23 +112,14 @@ func (w *workerAPI) ServeLogs(stream grpc.BidiStreamingServer[commonpb.LogChunk,
 		return fmt.Errorf("accepting log stream of %s: %w", name, err)
 	}
 	ctx := stream.Context()
-	go func() {
+	go func() { // ends with the stream, which ends when ServeLogs returns
 		defer c.closed.close()
 		for {
 			chunk, err := stream.Recv()
 			if err != nil {
 				return
 			}
-			r := w.st.logRoute(c, chunk.GetRequestId())
-			if r == nil {
-				continue // the caller went away
-			}
-			select {
-			case r.ch <- chunk:
-			case <-r.done.done():
-			case <-ctx.Done():
-				return
-			}
+			w.st.deliverLog(c, chunk) // never blocks on a caller
 		}
 	}()
 	for {
