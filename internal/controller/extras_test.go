@@ -232,6 +232,11 @@ func TestInstanceLogs(t *testing.T) {
 			return status.Error(codes.NotFound, "no container missing")
 		case "down":
 			return status.Error(codes.Unavailable, "node unreachable")
+		case "slow":
+			if err := stream.Send(&commonpb.LogChunk{Data: []byte("line 1\n")}); err != nil {
+				return err
+			}
+			return status.Error(codes.ResourceExhausted, "log reader too slow, request cancelled")
 		}
 		for _, s := range []string{"line 1\n", "line 2\n"} {
 			if err := stream.Send(&commonpb.LogChunk{Data: []byte(s)}); err != nil {
@@ -251,6 +256,11 @@ func TestInstanceLogs(t *testing.T) {
 		t.Errorf("log request %v", seen)
 	}
 	mu.Unlock()
+	// An error after the body started is told at its end, not only logged.
+	r = e.must(200, "GET", "/api/v0/instances.logs/"+in.Name+"?container=slow", nil)
+	if want := "line 1\n\n[log stream error: log reader too slow, request cancelled]\n"; string(r.body) != want {
+		t.Errorf("logs cut mid-stream: %q, want %q", r.body, want)
+	}
 	e.must(404, "GET", "/api/v0/instances.logs/nope", nil)
 	e.must(404, "GET", "/api/v0/instances.logs/"+in.ID+"?container=missing", nil)
 	e.must(503, "GET", "/api/v0/instances.logs/"+in.ID+"?container=down", nil)

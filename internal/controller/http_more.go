@@ -92,6 +92,7 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 		if item.err != nil {
 			if item.err != io.EOF && ctx.Err() == nil {
 				s.log.Warn("log stream broken", "instance", rec.Name, "err", item.err)
+				fmt.Fprintf(w, "\n[log stream error: %s]\n", status.Convert(item.err).Message())
 			}
 			return
 		}
