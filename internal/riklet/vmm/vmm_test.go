@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,8 +103,16 @@ func TestProcessLifecycle(t *testing.T) {
 	if !Alive(p) {
 		t.Fatal("process not alive after start")
 	}
+	// Right after a vfork-style exec the kernel may not have set the new
+	// command line up yet (/proc/<pid>/cmdline reads empty for a moment).
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); len(b) > 0 {
+			break
+		}
+	}
 	if !CmdlineContains(p.Pid, "marker-xyz") || CmdlineContains(p.Pid, "not-there") {
-		t.Errorf("CmdlineContains wrong")
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid))
+		t.Errorf("CmdlineContains wrong: pid %d cmdline %q", p.Pid, b)
 	}
 	if sid, _ := syscall.Getpgid(p.Pid); sid != p.Pid {
 		t.Errorf("process group %d, want its own (%d): not detached", sid, p.Pid)
