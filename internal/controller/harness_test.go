@@ -132,8 +132,12 @@ func (f *fakeScheduler) ScheduleInstance(_ context.Context, o *controllerpb.Work
 	return &emptypb.Empty{}, nil
 }
 
+// schedSubscriberBuffer is how many statuses a subscriber may lag behind before
+// it is dropped, as in the real scheduler.
+const schedSubscriberBuffer = 1024
+
 func (f *fakeScheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
-	ch := make(chan *commonpb.WorkerStatus, 100)
+	ch := make(chan *commonpb.WorkerStatus, schedSubscriberBuffer)
 	f.mu.Lock()
 	delay := f.subscribeDelay
 	f.mu.Unlock()

@@ -61,8 +61,12 @@ func TestCreateOrdersSurviveClientGoingAway(t *testing.T) {
 func TestResendReadsStatusesMeanwhile(t *testing.T) {
 	e := newEnv(t)
 	wl := e.createWorkload(podDef("many"))
-	const n = 400
-	e.createInstances(map[string]any{"workload_id": wl.ID, "replicas": n})
+	// More answers than a subscriber may lag behind: a controller that only
+	// reads once it has re-sent everything is dropped.
+	const n = schedSubscriberBuffer + 200
+	for left := n; left > 0; left -= 600 {
+		e.createInstances(map[string]any{"workload_id": wl.ID, "replicas": min(left, 600)})
+	}
 
 	e.sched.mu.Lock()
 	e.sched.answerPad = 2048 // the stream's flow-control window holds few of them
