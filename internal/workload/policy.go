@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -133,4 +134,23 @@ func (v *validator) admitRootfs(path, rootfs string, p Policy) {
 			v.add(path, "%s is %s: not allowed", truncate(u.Hostname()), why)
 		}
 	}
+}
+
+// ParsePortList parses a setting listing ports: "22,2379, 8443" (empty:
+// none).
+func ParsePortList(s string) ([]int, error) {
+	var ports []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q is not a port (1-65535)", f)
+		}
+		if !slices.Contains(ports, n) {
+			ports = append(ports, n)
+		}
+	}
+	return ports, nil
 }

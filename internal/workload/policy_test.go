@@ -3,6 +3,7 @@ package workload
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -271,6 +272,23 @@ func TestHostPortRefused(t *testing.T) {
 	} {
 		if got := p.HostPortRefused(port); got != want {
 			t.Errorf("HostPortRefused(%d) = %q, want %q", port, got, want)
+		}
+	}
+}
+
+func TestParsePortList(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"", nil, false}, {"22", []int{22}, false}, {" 22, 2379 ,22,,8443", []int{22, 2379, 8443}, false},
+		{"0", nil, true}, {"65536", nil, true}, {"ssh", nil, true}, {"22;23", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParsePortList(tt.in)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("ParsePortList(%q) = %v, %v; want %v, err=%v", tt.in, got, err, tt.want, tt.wantErr)
 		}
 	}
 }
