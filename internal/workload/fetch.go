@@ -97,12 +97,12 @@ func RefusedFetchAddr(a netip.Addr) string {
 	return ""
 }
 
-// refusedFetchHost says why the host of an http(s) URL is refused on
+// RefusedFetchHost says why the host of an http(s) URL is refused on
 // sight: a metadata name or a literal address RefusedFetchAddr refuses
 // (in any spelling resolvers accept: 169.254.169.254, 0xa9fea9fe,
 // 2852039166, [::ffff:a9fe:a9fe]...). Names are resolved, and checked
 // again, by the node.
-func refusedFetchHost(host string) string {
+func RefusedFetchHost(host string) string {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if metadataNames[host] {
 		return "a cloud metadata name"

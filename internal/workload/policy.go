@@ -16,6 +16,10 @@ const MinHostPort = 1024
 // (workers 4995, controllers 4996, API 5000): never a workload's host port.
 var RikPorts = []int{4995, 4996, 5000}
 
+// DefaultReservedPorts are the host ports reserved when a cluster or a
+// node configures none: sshd's.
+var DefaultReservedPorts = []int{22}
+
 // Policy is what a cluster admits beyond what Validate checks: the same
 // definition may be fine on one cluster and refused on another.
 type Policy struct {
@@ -34,7 +38,7 @@ type Policy struct {
 // DefaultPolicy is the policy of a cluster that sets nothing.
 func DefaultPolicy() Policy {
 	return Policy{
-		ReservedPorts: []int{22},
+		ReservedPorts: slices.Clone(DefaultReservedPorts),
 		RootfsDirs:    []string{DefaultRootfsDir},
 		DefaultCPU:    100,
 		DefaultMemory: 128,
@@ -93,7 +97,7 @@ func (p Policy) HostPortRefused(port int) string {
 	case slices.Contains(RikPorts, port):
 		return fmt.Sprintf("host port %d is used by rik", port)
 	case slices.Contains(p.ReservedPorts, port):
-		return fmt.Sprintf("host port %d is reserved on this cluster", port)
+		return fmt.Sprintf("host port %d is reserved", port)
 	}
 	return ""
 }
@@ -130,7 +134,7 @@ func (v *validator) admitRootfs(path, rootfs string, p Policy) {
 			v.add(path, "file:// only under %s on this cluster", strings.Join(p.RootfsDirs, ", "))
 		}
 	case "http", "https":
-		if why := refusedFetchHost(u.Hostname()); why != "" {
+		if why := RefusedFetchHost(u.Hostname()); why != "" {
 			v.add(path, "%s is %s: not allowed", truncate(u.Hostname()), why)
 		}
 	}

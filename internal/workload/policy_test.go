@@ -37,7 +37,7 @@ func TestAdmitRefuses(t *testing.T) {
 		{"http", pod(`[{"port":8080},{"port":80}]`), []FieldError{{"spec.containers[0].ports[1].port", "host port 80 is below 1024 (system ports)"}}},
 		{"rik workers", pod(`{"port":4995}`), []FieldError{{"spec.containers[0].ports[0].port", "host port 4995 is used by rik"}}},
 		{"rik api", fn("http://x/r", `[{"port":5000,"targetPort":80}]`), []FieldError{{"spec.function.exposure[0].port", "host port 5000 is used by rik"}}},
-		{"reserved", pod(`{"port":9000,"protocol":"UDP"}`), []FieldError{{"spec.containers[0].ports[0].port", "host port 9000 is reserved on this cluster"}}},
+		{"reserved", pod(`{"port":9000,"protocol":"UDP"}`), []FieldError{{"spec.containers[0].ports[0].port", "host port 9000 is reserved"}}},
 		{"shadow", fn("file:///etc/shadow", `[]`), []FieldError{{"spec.function.execution.rootfs", "file:// only under /var/lib/rik/rootfs on this cluster"}}},
 		{"dot dot", fn("file:///var/lib/rik/rootfs/../../../etc/shadow", `[]`), []FieldError{{"spec.function.execution.rootfs", "file:// only under /var/lib/rik/rootfs on this cluster"}}},
 		{"encoded dot dot", fn("file:///var/lib/rik/rootfs/%2e%2e/x", `[]`), []FieldError{{"spec.function.execution.rootfs", "file:// only under /var/lib/rik/rootfs on this cluster"}}},
@@ -268,7 +268,7 @@ func TestHostPortRefused(t *testing.T) {
 	for port, want := range map[int]string{
 		1: "host port 1 is below 1024 (system ports)", 1023: "host port 1023 is below 1024 (system ports)",
 		1024: "", 4995: "host port 4995 is used by rik", 4996: "host port 4996 is used by rik",
-		5000: "host port 5000 is used by rik", 8443: "host port 8443 is reserved on this cluster", 65535: "",
+		5000: "host port 5000 is used by rik", 8443: "host port 8443 is reserved", 65535: "",
 	} {
 		if got := p.HostPortRefused(port); got != want {
 			t.Errorf("HostPortRefused(%d) = %q, want %q", port, got, want)
