@@ -12,6 +12,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/store/bolt"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -174,7 +175,7 @@ func TestQuotaOnInstances(t *testing.T) {
 		t.Fatalf("past the cap: %d %s", r.code, r.body)
 	}
 	third := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	clock.Add(quotaRecount) // the refusal is checked against the store, not just estimated
+	clock.Add(quotaRefresh) // the refusal is checked against the store, not just estimated
 	r = e.do("POST", "/api/v0/instances.create", map[string]any{"workload_id": wl.ID})
 	if r.code != http.StatusTooManyRequests || r.errorText(t) != "quota exceeded: 3 instances exist, 1 more would pass the cluster's cap of 3 instances" {
 		t.Fatalf("at the cap: %d %s", r.code, r.body)
@@ -183,7 +184,11 @@ func TestQuotaOnInstances(t *testing.T) {
 	e.must(http.StatusNoContent, "POST", "/api/v0/instances.delete", map[string]any{"id": third.ID})
 	e.sched.push(&commonpb.InstanceMetric{InstanceId: third.ID, Status: commonpb.ResourceStatus_TERMINATED})
 	e.waitGone(third.ID)
-	clock.Add(quotaRecount)
+	r = e.do("POST", "/api/v0/instances.create", map[string]any{"workload_id": wl.ID})
+	if r.code != http.StatusTooManyRequests {
+		t.Fatalf("counted less than a second ago: %d %s", r.code, r.body)
+	}
+	clock.Add(quotaRefresh)
 	e.createInstances(map[string]any{"workload_id": wl.ID})
 	insts, _, err := e.s.repo.listInstances(t.Context())
 	if err != nil || len(insts) != 3 {
@@ -249,4 +254,61 @@ func TestAdmissionFor(t *testing.T) {
 	if d := DefaultAdmission(); d.MaxInstances != DefaultMaxInstances || d.MaxPending != DefaultMaxPending || d.Policy.DefaultCPU != 100 {
 		t.Errorf("DefaultAdmission() = %+v", d)
 	}
+}
+
+// BenchmarkQuotaRecount measures a quota check with n instances in the
+// bolt store: "count" lists and counts them (done at most once a second),
+// "estimate" is the check in between.
+func BenchmarkQuotaRecount(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, recount := range []bool{true, false} {
+			name := fmt.Sprintf("estimate/%d", n)
+			if recount {
+				name = fmt.Sprintf("count/%d", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				s, clock := benchQuotaServer(b, n)
+				wl := workloadRecord{Name: "web", Value: workload.Workload{Kind: workload.KindPod, Name: "web",
+					Spec: workload.Spec{Containers: []workload.Container{{Name: "c", Image: "i"}}}}}
+				b.ReportAllocs()
+				for b.Loop() {
+					if recount {
+						clock.Add(quotaRefresh)
+					}
+					if err := s.admitInstances(b.Context(), wl, 1); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// benchQuotaServer is a controller (not started) over a bolt store
+// holding n instance records.
+func benchQuotaServer(b *testing.B, n int) (*Server, *fakeClock) {
+	st, err := bolt.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	for i := range n {
+		name := fmt.Sprintf("web-%05d", i)
+		data, _ := json.Marshal(instanceRecord{ID: name, Name: name, Value: workload.Instance{
+			ID: name, Name: name, WorkloadID: "w", WorkloadName: "web", Kind: workload.KindPod,
+			Status: workload.StatusRunning, Node: "node1", IP: "10.63.0.2", Message: "started"}})
+		if _, err := st.Put(b.Context(), instanceKey(workload.KindPod, name), data, store.Any); err != nil {
+			b.Fatal(err)
+		}
+	}
+	a := DefaultAdmission()
+	a.MaxInstances, a.MaxPending = 1<<30, 1<<30
+	s, err := NewServer(Config{Store: st, SchedulerAddr: "127.0.0.1:1", Admission: &a})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.link.close)
+	clock := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s.now = clock.Now
+	return s, clock
 }

@@ -3,9 +3,13 @@ package workload
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // aliases are the JSON keys a type accepts besides its fields' tags: RIK's
@@ -21,97 +25,205 @@ var aliases = map[reflect.Type][]string{
 // that the Go type t does not declare (json tags of its fields, and
 // aliases), and every key given twice in one object. It is driven by the
 // types only, so a field added to a type is accepted without more code.
-// data must be valid JSON (decode it first: type errors are its business).
+// data should be valid JSON (decode it first: type errors are its
+// business); anything else is reported as invalid, never a panic.
 func unknownFields(data []byte, t reflect.Type) []FieldError {
-	w := &walker{dec: json.NewDecoder(bytes.NewReader(data)), fields: map[reflect.Type]map[string]reflect.Type{}}
-	if err := w.value(t, ""); err != nil {
+	w := &walker{data: data}
+	err := w.value(t)
+	if w.skipSpace(); err == nil && w.i < len(w.data) {
+		err = w.fail()
+	}
+	if err != nil {
 		return []FieldError{{Msg: "invalid JSON: " + err.Error()}}
 	}
 	return w.errs
 }
 
+// walker walks JSON text once, without building values: the path of the
+// value at hand is in path (appended and cut back as it goes).
 type walker struct {
-	dec    *json.Decoder
-	errs   []FieldError
-	fields map[reflect.Type]map[string]reflect.Type // known keys by type
+	data []byte
+	i    int
+	path []byte
+	errs []FieldError
+}
+
+var errSyntax = errors.New("unexpected input")
+
+func (w *walker) fail() error { return fmt.Errorf("%w at offset %d", errSyntax, w.i) }
+
+func (w *walker) report(msg string) {
+	w.errs = append(w.errs, FieldError{Field: string(w.path), Msg: msg})
+}
+
+func (w *walker) skipSpace() {
+	for w.i < len(w.data) && (w.data[w.i] == ' ' || w.data[w.i] == '\t' || w.data[w.i] == '\n' || w.data[w.i] == '\r') {
+		w.i++
+	}
 }
 
 // value walks one JSON value expected to decode into t; t is nil inside
 // something already reported (nothing more is said about it).
-func (w *walker) value(t reflect.Type, path string) error {
-	tok, err := w.dec.Token()
-	if err != nil {
-		return err
-	}
+func (w *walker) value(t reflect.Type) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	switch tok {
-	case json.Delim('{'):
+	w.skipSpace()
+	if w.i >= len(w.data) {
+		return w.fail()
+	}
+	switch w.data[w.i] {
+	case '{':
 		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 			t = t.Elem() // a single object for a list (RIK's ports)
 		}
-		return w.object(t, path)
-	case json.Delim('['):
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
-		}
-		for i := 0; w.dec.More(); i++ {
-			if err := w.value(elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-		_, err = w.dec.Token() // ]
+		return w.object(t)
+	case '[':
+		return w.array(t)
+	case '"':
+		_, err := w.str(false)
 		return err
 	}
-	return nil // a scalar
+	// A number, true, false or null: up to the next delimiter.
+	start := w.i
+	for w.i < len(w.data) && !strings.ContainsRune(",]} \t\n\r", rune(w.data[w.i])) {
+		w.i++
+	}
+	if w.i == start {
+		return w.fail()
+	}
+	return nil
 }
 
-func (w *walker) object(t reflect.Type, path string) error {
+func (w *walker) array(t reflect.Type) error {
+	var elem reflect.Type
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		elem = t.Elem()
+	}
+	w.i++ // [
+	base := len(w.path)
+	for n := 0; ; n++ {
+		w.skipSpace()
+		if n == 0 && w.i < len(w.data) && w.data[w.i] == ']' {
+			w.i++
+			return nil
+		}
+		w.path = fmt.Appendf(w.path[:base], "[%d]", n)
+		if err := w.value(elem); err != nil {
+			return err
+		}
+		w.path = w.path[:base]
+		if done, err := w.next(']'); done || err != nil {
+			return err
+		}
+	}
+}
+
+func (w *walker) object(t reflect.Type) error {
 	var known map[string]reflect.Type
 	if t != nil && t.Kind() == reflect.Struct {
 		known = w.known(t)
 	}
-	seen := map[string]bool{}
-	for w.dec.More() {
-		tok, err := w.dec.Token()
+	w.i++ // {
+	base := len(w.path)
+	var seen [][]byte // keys are few: a list beats a map
+	for n := 0; ; n++ {
+		w.skipSpace()
+		if n == 0 && w.i < len(w.data) && w.data[w.i] == '}' {
+			w.i++
+			return nil
+		}
+		key, err := w.str(true)
 		if err != nil {
 			return err
 		}
-		key, _ := tok.(string)
-		p := key
-		if path != "" {
-			p = path + "." + key
+		if w.skipSpace(); w.i >= len(w.data) || w.data[w.i] != ':' {
+			return w.fail()
 		}
-		if seen[key] {
-			w.errs = append(w.errs, FieldError{Field: p, Msg: "given twice"})
+		w.i++
+		if base > 0 {
+			w.path = append(w.path, '.')
 		}
-		seen[key] = true
-		ft, ok := known[key]
+		w.path = append(w.path, key...)
+		if slices.ContainsFunc(seen, func(k []byte) bool { return bytes.Equal(k, key) }) {
+			w.report("given twice")
+		}
+		seen = append(seen, key)
+		ft, ok := known[string(key)]
 		if known != nil && !ok {
-			w.errs = append(w.errs, FieldError{Field: p, Msg: "unknown field" + suggest(key, known)})
+			w.report("unknown field" + suggest(string(key), known))
 		}
-		if err := w.value(ft, p); err != nil {
+		if err := w.value(ft); err != nil {
+			return err
+		}
+		w.path = w.path[:base]
+		if done, err := w.next('}'); done || err != nil {
 			return err
 		}
 	}
-	_, err := w.dec.Token() // }
-	return err
 }
+
+// next reads what follows an element: a comma, or end (done).
+func (w *walker) next(end byte) (done bool, err error) {
+	w.skipSpace()
+	switch {
+	case w.i >= len(w.data):
+		return false, w.fail()
+	case w.data[w.i] == ',':
+		w.i++
+		return false, nil
+	case w.data[w.i] == end:
+		w.i++
+		return true, nil
+	}
+	return false, w.fail()
+}
+
+// str reads a JSON string and, if decode, returns it decoded as
+// encoding/json does (escapes, invalid UTF-8 replaced).
+func (w *walker) str(decode bool) ([]byte, error) {
+	if w.i >= len(w.data) || w.data[w.i] != '"' {
+		return nil, w.fail()
+	}
+	start, escaped := w.i, false
+	for w.i++; w.i < len(w.data); w.i++ {
+		switch c := w.data[w.i]; {
+		case c >= utf8.RuneSelf:
+			escaped = true // decoded the slow way
+		case c == '\\':
+			escaped = true
+			w.i++
+		case c == '"':
+			w.i++
+			raw := w.data[start+1 : w.i-1]
+			if !decode || !escaped {
+				return raw, nil
+			}
+			var s string
+			if err := json.Unmarshal(w.data[start:w.i], &s); err != nil {
+				return nil, w.fail()
+			}
+			return []byte(s), nil
+		}
+	}
+	return nil, w.fail()
+}
+
+// knownFields caches the keys of each type: reflect.Type -> map[string]reflect.Type.
+var knownFields sync.Map
 
 // known returns the JSON keys of struct type t and the type each decodes
 // into (nil for aliases: their content is not checked).
 func (w *walker) known(t reflect.Type) map[string]reflect.Type {
-	if m, ok := w.fields[t]; ok {
-		return m
+	if m, ok := knownFields.Load(t); ok {
+		return m.(map[string]reflect.Type)
 	}
 	m := map[string]reflect.Type{}
 	addFields(m, t)
 	for _, a := range aliases[t] {
 		m[a] = nil
 	}
-	w.fields[t] = m
+	knownFields.Store(t, m)
 	return m
 }
 

@@ -2,7 +2,9 @@ package workload
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -148,7 +150,7 @@ func TestSchemaAndDecoderAgree(t *testing.T) {
 		"function":  {fn, reflect.TypeFor[Function]()},
 		"execution": {fn["properties"].(map[string]any)["execution"].(map[string]any), reflect.TypeFor[Execution]()},
 	} {
-		w := &walker{fields: map[reflect.Type]map[string]reflect.Type{}}
+		w := &walker{}
 		var keys []string
 		for k := range w.known(c.typ) {
 			keys = append(keys, k)
@@ -175,4 +177,100 @@ func TestUnknownFieldsOnBrokenJSON(t *testing.T) {
 	if errs := unknownFields(bytes.Repeat([]byte("["), 100), reflect.TypeFor[Workload]()); len(errs) != 1 {
 		t.Errorf("unbalanced: %v", errs)
 	}
+}
+
+// refUnknownFields is unknownFields written the slow, obvious way, over
+// encoding/json's tokens: the reference the fuzz target holds it to.
+func refUnknownFields(data []byte, t reflect.Type) []FieldError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // any number is fine: no float64 overflow
+	k := &walker{}
+	var errs []FieldError
+	var value func(t reflect.Type, path string) error
+	value = func(t reflect.Type, path string) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		isList := t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array)
+		switch tok {
+		case json.Delim('{'):
+			if isList {
+				t = t.Elem()
+			}
+			var known map[string]reflect.Type
+			if t != nil && t.Kind() == reflect.Struct {
+				known = k.known(t)
+			}
+			seen := map[string]bool{}
+			for dec.More() {
+				tok, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				key := tok.(string)
+				p := key
+				if path != "" {
+					p = path + "." + key
+				}
+				if seen[key] {
+					errs = append(errs, FieldError{p, "given twice"})
+				}
+				seen[key] = true
+				ft, ok := known[key]
+				if known != nil && !ok {
+					errs = append(errs, FieldError{p, "unknown field" + suggest(key, known)})
+				}
+				if err := value(ft, p); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		case json.Delim('['):
+			var elem reflect.Type
+			if isList {
+				elem = t.Elem()
+			}
+			for i := 0; dec.More(); i++ {
+				if err := value(elem, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		}
+		return nil
+	}
+	if err := value(t, ""); err != nil {
+		return []FieldError{{Msg: "invalid: " + err.Error()}}
+	}
+	return errs
+}
+
+// FuzzUnknownFields: on any valid JSON the walker says exactly what the
+// reference says; on anything else it does not panic.
+// Run longer with go test -fuzz FuzzUnknownFields ./internal/workload.
+func FuzzUnknownFields(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind":"pod","name":"p","spec":{"containers":[{"name":"c","image":"i","resource":{"cpu":1},"ports":{"port":22,"type":"NodePort"}}]}}`,
+		`{"a":1,"a":2,"spec":{"function":{"exposure":[{"port":1},{"prot":2}],"execution":{"rootFS":"x","secure":true}}}}`,
+		`{"na\u006de":"x","n\"ame":[1,2,{"x":null}],"spec":[]}`, `[]`, `{}`, `null`, `"x"`, `{"spec":{"containers":[[],{},null,"x",1.5e3]}}`,
+		` { "name" : "p" , "spec" : { } } `, `{"a":`, `{"a"}`, `[1,]`, `{,}`, `{"a":1 "b":2}`, "\"\\", `{"x":tru}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	typ := reflect.TypeFor[Workload]()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := unknownFields(data, typ)
+		if !json.Valid(data) {
+			return // no panic is all: Parse walks only what decoded
+		}
+		if want := refUnknownFields(data, typ); !slices.Equal(got, want) {
+			t.Fatalf("unknownFields(%q)\n got  %v\n want %v", data, got, want)
+		}
+	})
 }
