@@ -25,8 +25,9 @@ var aliases = map[reflect.Type][]string{
 // that the Go type t does not declare (json tags of its fields, and
 // aliases), and every key given twice in one object. It is driven by the
 // types only, so a field added to a type is accepted without more code.
-// data should be valid JSON (decode it first: type errors are its
-// business); anything else is reported as invalid, never a panic.
+// data should be valid JSON (decode it first: syntax and type errors are
+// encoding/json's business); on anything else it may say "invalid JSON",
+// and never panics.
 func unknownFields(data []byte, t reflect.Type) []FieldError {
 	w := &walker{data: data}
 	err := w.value(t)
@@ -122,7 +123,7 @@ func (w *walker) array(t reflect.Type) error {
 func (w *walker) object(t reflect.Type) error {
 	var known map[string]reflect.Type
 	if t != nil && t.Kind() == reflect.Struct {
-		known = w.known(t)
+		known = knownKeys(t)
 	}
 	w.i++ // {
 	base := len(w.path)
@@ -212,9 +213,9 @@ func (w *walker) str(decode bool) ([]byte, error) {
 // knownFields caches the keys of each type: reflect.Type -> map[string]reflect.Type.
 var knownFields sync.Map
 
-// known returns the JSON keys of struct type t and the type each decodes
+// knownKeys returns the JSON keys of struct type t and the type each decodes
 // into (nil for aliases: their content is not checked).
-func (w *walker) known(t reflect.Type) map[string]reflect.Type {
+func knownKeys(t reflect.Type) map[string]reflect.Type {
 	if m, ok := knownFields.Load(t); ok {
 		return m.(map[string]reflect.Type)
 	}

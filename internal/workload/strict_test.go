@@ -150,9 +150,8 @@ func TestSchemaAndDecoderAgree(t *testing.T) {
 		"function":  {fn, reflect.TypeFor[Function]()},
 		"execution": {fn["properties"].(map[string]any)["execution"].(map[string]any), reflect.TypeFor[Execution]()},
 	} {
-		w := &walker{}
 		var keys []string
-		for k := range w.known(c.typ) {
+		for k := range knownKeys(c.typ) {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
@@ -184,7 +183,6 @@ func TestUnknownFieldsOnBrokenJSON(t *testing.T) {
 func refUnknownFields(data []byte, t reflect.Type) []FieldError {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber() // any number is fine: no float64 overflow
-	k := &walker{}
 	var errs []FieldError
 	var value func(t reflect.Type, path string) error
 	value = func(t reflect.Type, path string) error {
@@ -203,7 +201,7 @@ func refUnknownFields(data []byte, t reflect.Type) []FieldError {
 			}
 			var known map[string]reflect.Type
 			if t != nil && t.Kind() == reflect.Struct {
-				known = k.known(t)
+				known = knownKeys(t)
 			}
 			seen := map[string]bool{}
 			for dec.More() {
