@@ -157,18 +157,9 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 		s.log.Warn("rootfs sha256 mismatch", "url", u.Redacted(), "sha256", sum, "want", wantSHA256)
 		return "", ErrChecksum
 	}
-	final := s.blob(sum)
-	if !exists(final) {
-		img, err := s.toExt4(ctx, raw, tmpDir, progress)
-		if err != nil {
-			return "", err
-		}
-		if err := os.Chmod(img, 0o400); err != nil {
-			return "", fmt.Errorf("protecting image: %w", err)
-		}
-		if err := os.Rename(img, final); err != nil {
-			return "", fmt.Errorf("caching rootfs image: %w", err)
-		}
+	final, err := s.keep(ctx, raw, tmpDir, sum, progress)
+	if err != nil {
+		return "", err
 	}
 	meta.URL, meta.SHA256 = rawURL, sum
 	b, _ := json.Marshal(meta)
@@ -180,6 +171,26 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 }
 
 func (s *Store) blob(sum string) string { return filepath.Join(s.dir, "blobs", sum+".ext4") }
+
+// keep caches the download at raw (of hash sum) as an ext4 image, unless
+// the cache has it already, and returns the image's path.
+func (s *Store) keep(ctx context.Context, raw, tmpDir, sum string, progress Progress) (string, error) {
+	final := s.blob(sum)
+	if exists(final) {
+		return final, nil
+	}
+	img, err := s.toExt4(ctx, raw, tmpDir, progress)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(img, 0o400); err != nil {
+		return "", fmt.Errorf("protecting image: %w", err)
+	}
+	if err := os.Rename(img, final); err != nil {
+		return "", fmt.Errorf("caching rootfs image: %w", err)
+	}
+	return final, nil
+}
 
 // source checks rawURL against the store's policy, before anything
 // cached is used, and opens a file:// source (nil for http(s)).
