@@ -3,10 +3,15 @@
 // Environment: PORT (5000), DATABASE_LOCATION (/var/lib/rik/data/),
 // SCHEDULER_URL (http://localhost:4996), RIK_STORE (etcd://h:p,h:p to use
 // etcd instead of the embedded store), LOG_LEVEL (debug|info|warn|error).
+// Admission (flag, or environment): --rootfs-dir (RIK_ROOTFS_DIRS),
+// --reserved-ports (RIK_RESERVED_PORTS), --default-cpu (RIK_DEFAULT_CPU),
+// --default-memory (RIK_DEFAULT_MEMORY), --max-instances
+// (RIK_MAX_INSTANCES), --max-pending (RIK_MAX_PENDING); see -h.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +31,16 @@ func main() {
 }
 
 func run() error {
+	admission, err := admissionFlags(flag.CommandLine)
+	if err != nil {
+		return err
+	}
+	flag.Parse()
+	adm, err := admission()
+	if err != nil {
+		return err
+	}
+
 	var level slog.Level
 	if v := os.Getenv("LOG_LEVEL"); v != "" {
 		if err := level.UnmarshalText([]byte(v)); err != nil {
@@ -53,6 +68,7 @@ func run() error {
 		Store:         st,
 		SchedulerAddr: env("SCHEDULER_URL", "http://localhost:4996"),
 		Logger:        log,
+		Admission:     &adm,
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/dev"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
 	"github.com/rik-org/rik/internal/version"
@@ -66,6 +67,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Hostname, "hostname", "", "node name (default: the host name)")
 	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 15*time.Second, "a node silent this long is NotReady")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	// The quick start serves images and rootfs on 127.0.0.1.
+	rt.AllowPrivateFetch = true
 	rt.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -103,6 +106,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rt.StateDir = cfg.DataDir + "/riklet"
 	rt.Logger = log.With("component", "riklet")
 	cfg.Runtimes = runtimes.Factories(rt)
+	cfg.Admission = devAdmission(rt)
 	cfg.Uninstall = hostCleanup(cfg.Temporary, rt)
 	cfg.Logger = log
 	cfg.Out = stdout
@@ -121,4 +125,18 @@ func hostCleanup(temporary bool, rt runtimes.Config) func(context.Context) error
 		return nil
 	}
 	return func(ctx context.Context) error { return runtimes.Uninstall(ctx, rt) }
+}
+
+// devAdmission is the controller's admission in `rik dev`: the default,
+// with the node's rootfs directories and reserved ports when given, so
+// that the controller and the node judge alike.
+func devAdmission(rt runtimes.Config) *controller.Admission {
+	a := controller.DefaultAdmission()
+	if rt.RootfsDirs != nil {
+		a.Policy.RootfsDirs = rt.RootfsDirs
+	}
+	if rt.ReservedPorts != nil {
+		a.Policy.ReservedPorts = rt.ReservedPorts
+	}
+	return &a
 }

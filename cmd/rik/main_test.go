@@ -51,3 +51,21 @@ func TestHostCleanup(t *testing.T) {
 		}
 	}
 }
+
+// rik dev's controller judges rootfs and host ports as its node does.
+func TestDevAdmission(t *testing.T) {
+	def := devAdmission(runtimes.Config{})
+	if len(def.Policy.RootfsDirs) != 1 || def.Policy.RootfsDirs[0] != "/var/lib/rik/rootfs" || len(def.Policy.ReservedPorts) != 1 || def.MaxPending == 0 {
+		t.Errorf("default = %+v", def)
+	}
+	a := devAdmission(runtimes.Config{RootfsDirs: []string{"/srv/r"}, ReservedPorts: []int{}})
+	if len(a.Policy.RootfsDirs) != 1 || a.Policy.RootfsDirs[0] != "/srv/r" || len(a.Policy.ReservedPorts) != 0 {
+		t.Errorf("with the node's settings = %+v", a)
+	}
+	for _, args := range [][]string{{"dev", "--rootfs-dir", "rel"}, {"dev", "--reserved-ports", "x"}} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), args, &bytes.Buffer{}, &stderr); code != 2 {
+			t.Errorf("rik %s: exit %d, want 2 (stderr %q)", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}

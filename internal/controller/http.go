@@ -154,6 +154,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrNameTaken):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrQuotaExceeded):
+		writeError(w, http.StatusTooManyRequests, err.Error())
 	case errors.Is(err, context.Canceled):
 		// client went away; nothing useful to write
 	default:
@@ -238,7 +240,7 @@ func (s *Server) handleWorkloadsCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	def, err := workload.Parse(data)
+	def, err := s.parseAdmitted(data)
 	if err != nil {
 		if !errors.Is(err, workload.ErrInvalid) {
 			err = fmt.Errorf("%v: %w", err, ErrBadInput)
@@ -422,6 +424,10 @@ func (s *Server) handleInstancesCreate(w http.ResponseWriter, r *http.Request) {
 	wl, _, err := s.repo.findWorkload(ctx, req.WorkloadID)
 	if err != nil {
 		s.fail(w, r, workloadErr(req.WorkloadID, err))
+		return
+	}
+	if err := s.admitInstances(ctx, wl, n); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	created := make([]instanceRecord, 0, n)

@@ -59,7 +59,7 @@ func TestCreateOrdersSurviveClientGoingAway(t *testing.T) {
 // few hundred instances, the scheduler drops it as too slow, and every
 // resubscribe re-sends everything and is dropped again.
 func TestResendReadsStatusesMeanwhile(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withoutQuotas)
 	wl := e.createWorkload(podDef("many"))
 	// More answers than a subscriber may lag behind: a controller that only
 	// reads once it has re-sent everything is dropped.

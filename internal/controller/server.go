@@ -29,6 +29,7 @@ type Config struct {
 	SchedulerAddr string       // "localhost:4996"; "http://host:port" accepted
 	MaxBodyBytes  int64        // request body cap, 1 MiB by default
 	Logger        *slog.Logger // nil: logs are discarded
+	Admission     *Admission   // nil: DefaultAdmission() (admission.go)
 }
 
 // Defaults.
@@ -49,6 +50,9 @@ type Server struct {
 	metrics *metrics
 	handler http.Handler
 	orphans orphans // DESTROY sent for instances the store does not know
+
+	admission Admission // what is admitted (admission.go)
+	quota     quota
 	// watches counts instance watches established (listed and following):
 	// changes made after it grows are published to event subscribers.
 	watches atomic.Int64
@@ -100,6 +104,7 @@ func NewServer(cfg Config) (*Server, error) {
 		nodesEvery:     DefaultNodesEvery,
 		nodesRefresh:   DefaultNodesRefresh,
 		nodesKick:      make(chan struct{}, 1),
+		admission:      admissionFor(cfg),
 	}
 	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.lease = &lease{st: cfg.Store, id: controllerID(cfg), renew: 5 * time.Second, ttl: 15 * time.Second,

@@ -30,6 +30,7 @@ type Config struct {
 	ControllersAddr string // default 127.0.0.1:4996
 	Hostname        string // the riklet's node name, default the host name
 	Runtimes        []riklet.RuntimeFactory
+	Admission       *controller.Admission // the controller's; nil: its default
 	NodeTimeout     time.Duration
 	Logger          *slog.Logger
 	Out             io.Writer // where the welcome text goes
@@ -142,6 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 			Listener:      api,
 			Store:         st,
 			SchedulerAddr: ctrls.Addr().String(),
+			Admission:     cfg.Admission,
 			Logger:        log.With("component", "controller"),
 		})
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -17,8 +18,11 @@ const (
 )
 
 // Parse decodes a JSON definition (RIK's spellings accepted), applies the
-// defaults and validates it. Every error wraps ErrInvalid; decoding and
-// validation problems come as a *ValidationError.
+// defaults and validates it. It is strict: a field the definition does not
+// know, or one given twice, is an error at its path (a misspelt
+// "resource" must not leave a pod unlimited). Every error wraps
+// ErrInvalid; decoding and validation problems come as a *ValidationError
+// listing every problem found.
 func Parse(data []byte) (Workload, error) {
 	if len(data) > MaxDefinitionBytes {
 		return Workload{}, invalid("", fmt.Sprintf("definition larger than %d bytes", MaxDefinitionBytes))
@@ -27,11 +31,20 @@ func Parse(data []byte) (Workload, error) {
 	if err := json.Unmarshal(data, &w); err != nil {
 		return Workload{}, decodeError(err)
 	}
+	unknown := unknownFields(data, reflect.TypeFor[Workload]())
 	w.SetDefaults()
-	if err := Validate(w); err != nil {
-		return Workload{}, err
+	err := Validate(w)
+	if len(unknown) == 0 {
+		if err != nil {
+			return Workload{}, err
+		}
+		return w, nil
 	}
-	return w, nil
+	ve := &ValidationError{Errors: unknown}
+	if v, ok := err.(*ValidationError); ok {
+		ve.Errors = append(ve.Errors, v.Errors...)
+	}
+	return Workload{}, ve
 }
 
 // decodeError turns a JSON decoding error into a *ValidationError.

@@ -17,7 +17,7 @@ import (
 // schemaValidate checks v against the subset of JSON Schema that
 // api/workload.schema.json uses: type, properties, required, enum, pattern,
 // minimum, maximum, minLength, maxLength, maxItems, items, oneOf, $ref to
-// #/$defs. It returns the problems found, or fails the test on a keyword it
+// #/$defs, additionalProperties: false. It returns the problems found, or fails the test on a keyword it
 // does not know (so the schema cannot silently grow beyond what is checked).
 func schemaValidate(t *testing.T, root, s map[string]any, v any, path string) []string {
 	t.Helper()
@@ -26,7 +26,7 @@ func schemaValidate(t *testing.T, root, s map[string]any, v any, path string) []
 		switch key {
 		case "$schema", "$id", "$defs", "title", "description", "default",
 			"type", "properties", "required", "enum", "pattern", "minimum", "maximum",
-			"minLength", "maxLength", "maxItems", "items", "oneOf", "$ref":
+			"minLength", "maxLength", "maxItems", "items", "oneOf", "$ref", "additionalProperties":
 		default:
 			t.Fatalf("schema at %s uses unsupported keyword %q", path, key)
 		}
@@ -105,11 +105,12 @@ func schemaValidate(t *testing.T, root, s map[string]any, v any, path string) []
 				}
 			}
 		}
-		if props, ok := s["properties"].(map[string]any); ok {
-			for k, x := range v {
-				if ps, ok := props[k].(map[string]any); ok {
-					errs = append(errs, schemaValidate(t, root, ps, x, path+"."+k)...)
-				}
+		props, _ := s["properties"].(map[string]any)
+		for k, x := range v {
+			if ps, ok := props[k].(map[string]any); ok {
+				errs = append(errs, schemaValidate(t, root, ps, x, path+"."+k)...)
+			} else if s["additionalProperties"] == false {
+				errs = append(errs, fmt.Sprintf("%s.%s: unknown field", path, k))
 			}
 		}
 	}

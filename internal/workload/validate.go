@@ -310,6 +310,10 @@ func (v *validator) function(s Spec) {
 		v.add(p+".kernelArgs", "at most %d chars", MaxKernelArgsLen)
 	case strings.ContainsFunc(e.KernelArgs, isControl):
 		v.add(p+".kernelArgs", "must not contain control characters")
+	default:
+		if arg, ok := ReservedKernelArg(e.KernelArgs); ok {
+			v.add(p+".kernelArgs", "%q is reserved (rik sets it)", truncate(arg))
+		}
 	}
 	if e.Entrypoint != "" {
 		if len(e.Entrypoint) > MaxPathLen || !strings.HasPrefix(e.Entrypoint, "/") ||

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -27,7 +28,7 @@ func TestParseDefaultsAndAliases(t *testing.T) {
 				Spec: Spec{Containers: []Container{{Name: "alpine", Image: "alpine:latest"}}}},
 		},
 		{
-			name: "rik function with single exposure object and unknown fields",
+			name: "rik function with single exposure object and RIK's ignored fields",
 			in:   `{"api_version":"v0","kind":"Function","name":"fc-function","spec":{"containers":[],"function":{"execution":{"rootfs":"https://example.com/rootfs.ext4","secure":false},"exposure":{"port":8080,"targetPort":80,"type":"NodePort"}}}}`,
 			want: Workload{APIVersion: "v0", Kind: KindFunction, Name: "fc-function", Replicas: 1, RestartPolicy: RestartAlways,
 				Spec: Spec{Containers: []Container{}, Function: &Function{
@@ -342,6 +343,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"kind":"pod","name":"p","spec":{"containers":[{"name":"c","image":"i","ports":[{"port":1},{"port":1}],"env":[{"name":"A"}]}]}}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"spec":{"containers":null,"function":null}}`))
+	f.Add([]byte(`{"kind":"pod","name":"p","spec":{"containers":[{"name":"c","image":"i","resource":{"cpu":1},"ports":{"port":22,"type":"NodePort"}}]}}`))
+	f.Add([]byte(`{"kind":"function","name":"f","spec":{"function":{"execution":{"rootfs":"file:///etc/shadow","secure":true,"kernelArgs":"\"rik.ip\"=x"}}}}`))
+	f.Add([]byte(`{"kind":"function","name":"f","name":"g","spec":{"function":{"execution":{"rootfs":"http://0xa9fea9fe/"}}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w, err := Parse(data)
 		if err != nil {
@@ -349,6 +353,19 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error %v does not wrap ErrInvalid", err)
 			}
 			return
+		}
+		// Strict: the same definition with one more field is refused, at
+		// that field's path.
+		if _, err := Parse(append([]byte(`{"zz_unknown":0,`), bytes.TrimPrefix(bytes.TrimSpace(data), []byte("{"))...)); err == nil ||
+			!strings.Contains(err.Error(), "zz_unknown: unknown field") {
+			t.Fatalf("Parse with an unknown field = %v for %s", err, data)
+		}
+		// Admission never panics, and refuses with field paths only.
+		if _, err := Admit(w, DefaultPolicy()); err != nil {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Admit error %v is not a *ValidationError", err)
+			}
 		}
 		// A valid definition survives a round trip unchanged (empty lists
 		// may come back nil: omitempty).

@@ -102,7 +102,10 @@ func functionCluster(t testing.TB) (*cluster, *node) {
 		io.Copy(w, bytes.NewReader(rootfs))
 	}))
 	c.rootfsURL = "http://" + srv + "/rootfs.tar.gz"
-	n := c.addNode("--pods=false", "--vmm", "qemu",
+	// The node's fetch policy as shipped: the rootfs server is another
+	// host of the test's network (the ctl namespace), neither loopback nor
+	// one of the node's own addresses, so no private fetch is needed.
+	n := c.addNode("--pods=false", "--vmm", "qemu", "--allow-private-fetch=false",
 		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit)
 	c.waitNodesReady("function", 60*time.Second, n.name)
 	return c, n

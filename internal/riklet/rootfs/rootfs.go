@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rik-org/rik/internal/keylock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,8 +24,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/rik-org/rik/internal/keylock"
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // Errors callers may map to statuses.
@@ -46,15 +47,17 @@ type Progress func(msg string)
 type Store struct {
 	dir    string
 	max    int64
+	policy FetchPolicy
 	log    *slog.Logger
 	client *http.Client
 
 	locks keylock.Locker
 }
 
-// NewStore returns a store caching images under dir. maxBytes caps both
-// the download and the unpacked size of an archive (0: DefaultMaxBytes).
-func NewStore(dir string, maxBytes int64, logger *slog.Logger) (*Store, error) {
+// NewStore returns a store caching images under dir, fetching them as
+// policy allows. maxBytes caps both the download and the unpacked size of
+// an archive (0: DefaultMaxBytes).
+func NewStore(dir string, maxBytes int64, policy FetchPolicy, logger *slog.Logger) (*Store, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
@@ -72,7 +75,8 @@ func NewStore(dir string, maxBytes int64, logger *slog.Logger) (*Store, error) {
 			os.RemoveAll(filepath.Join(dir, "tmp", t.Name()))
 		}
 	}
-	return &Store{dir: dir, max: maxBytes, log: logger, client: &http.Client{}}, nil
+	policy = policy.withDefaults()
+	return &Store{dir: dir, max: maxBytes, policy: policy, log: logger, client: policy.client()}, nil
 }
 
 type urlEntry struct {
@@ -90,6 +94,8 @@ type urlEntry struct {
 // without asking the source. Otherwise a cached URL is revalidated
 // (If-None-Match/If-Modified-Since, or file size and time), and used as is
 // if the source cannot be reached. The image is shared: callers Clone it.
+// The source must be one the store's FetchPolicy allows, also for an image
+// already cached; the whole fetch is bounded by the policy's Timeout.
 func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress Progress) (string, error) {
 	if progress == nil {
 		progress = func(string) {}
@@ -98,10 +104,15 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 	if wantSHA256 != "" && !validHex(wantSHA256) {
 		return "", fmt.Errorf("%w: sha256 %q is not 64 hex digits", ErrUnsupported, wantSHA256)
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
-		return "", fmt.Errorf("%w: rootfs URL %q must be http(s):// or file://", ErrUnsupported, rawURL)
+	u, file, err := s.source(rawURL)
+	if err != nil {
+		return "", err
 	}
+	if file != nil {
+		defer file.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.policy.Timeout)
+	defer cancel()
 	unlock := s.locks.Lock(rawURL)
 	defer unlock()
 
@@ -117,9 +128,9 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 			cached = &e
 		}
 	}
-	body, total, meta, err := s.open(ctx, u, cached)
+	body, total, meta, err := s.open(ctx, u, file, cached)
 	if err != nil {
-		if cached != nil {
+		if cached != nil && !errors.Is(err, ErrNotAllowed) {
 			s.log.Warn("rootfs source unreachable, using the cached image", "url", u.Redacted(), "err", err)
 			return s.blob(cached.SHA256), nil
 		}
@@ -141,20 +152,14 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 		return "", err
 	}
 	if wantSHA256 != "" && sum != wantSHA256 {
-		return "", fmt.Errorf("%w: %s has sha256 %s, want %s", ErrChecksum, rawURL, sum, wantSHA256)
+		// The user may not read the source (a file of the node): its real
+		// hash is for the node's log only.
+		s.log.Warn("rootfs sha256 mismatch", "url", u.Redacted(), "sha256", sum, "want", wantSHA256)
+		return "", ErrChecksum
 	}
-	final := s.blob(sum)
-	if !exists(final) {
-		img, err := s.toExt4(ctx, raw, tmpDir, progress)
-		if err != nil {
-			return "", err
-		}
-		if err := os.Chmod(img, 0o400); err != nil {
-			return "", fmt.Errorf("protecting image: %w", err)
-		}
-		if err := os.Rename(img, final); err != nil {
-			return "", fmt.Errorf("caching rootfs image: %w", err)
-		}
+	final, err := s.keep(ctx, raw, tmpDir, sum, progress)
+	if err != nil {
+		return "", err
 	}
 	meta.URL, meta.SHA256 = rawURL, sum
 	b, _ := json.Marshal(meta)
@@ -167,29 +172,61 @@ func (s *Store) Fetch(ctx context.Context, rawURL, wantSHA256 string, progress P
 
 func (s *Store) blob(sum string) string { return filepath.Join(s.dir, "blobs", sum+".ext4") }
 
-// open opens the source at u. When cached is set and the source has not
-// changed since, it returns a nil body.
-func (s *Store) open(ctx context.Context, u *url.URL, cached *urlEntry) (io.ReadCloser, int64, urlEntry, error) {
-	var meta urlEntry
+// keep caches the download at raw (of hash sum) as an ext4 image, unless
+// the cache has it already, and returns the image's path.
+func (s *Store) keep(ctx context.Context, raw, tmpDir, sum string, progress Progress) (string, error) {
+	final := s.blob(sum)
+	if exists(final) {
+		return final, nil
+	}
+	img, err := s.toExt4(ctx, raw, tmpDir, progress)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(img, 0o400); err != nil {
+		return "", fmt.Errorf("protecting image: %w", err)
+	}
+	if err := os.Rename(img, final); err != nil {
+		return "", fmt.Errorf("caching rootfs image: %w", err)
+	}
+	return final, nil
+}
+
+// source checks rawURL against the store's policy, before anything
+// cached is used, and opens a file:// source (nil for http(s)).
+func (s *Store) source(rawURL string) (*url.URL, *os.File, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
+		return nil, nil, fmt.Errorf("%w: rootfs URL %q must be http(s):// or file://", ErrUnsupported, rawURL)
+	}
 	if u.Scheme == "file" {
-		// O_NONBLOCK: opening a FIFO (or a tty) must not block until a
-		// writer comes; it is refused just below. It changes nothing for
-		// reading a regular file.
-		f, err := os.OpenFile(u.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		f, err := s.policy.openFile(rawURL)
+		return u, f, err
+	}
+	// Names and the rest are judged when connecting (FetchPolicy.control).
+	if why := workload.RefusedFetchHost(u.Hostname()); why != "" {
+		return nil, nil, fmt.Errorf("%w: %s is %s", ErrNotAllowed, u.Hostname(), why)
+	}
+	return u, nil, nil
+}
+
+// open opens the source at u (file, already open, for file://). When
+// cached is set and the source has not changed since, it returns a nil
+// body. Connection errors are one message whatever the cause: a refused
+// connection, a timeout or a TLS error would tell which ports of which
+// hosts are open, and the user who names the URL need not learn that.
+func (s *Store) open(ctx context.Context, u *url.URL, file *os.File, cached *urlEntry) (io.ReadCloser, int64, urlEntry, error) {
+	var meta urlEntry
+	if file != nil {
+		st, err := file.Stat()
 		if err != nil {
-			return nil, 0, meta, fmt.Errorf("%w: opening %s: %w", ErrFetch, u.Path, err)
-		}
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			f.Close()
-			return nil, 0, meta, fmt.Errorf("%w: %s is not a regular file", ErrFetch, u.Path)
+			return nil, 0, meta, fmt.Errorf("%w: %s cannot be read", ErrFetch, u.Path)
 		}
 		meta.Size, meta.ModTime = st.Size(), st.ModTime().UnixNano()
 		if cached != nil && cached.Size == meta.Size && cached.ModTime == meta.ModTime {
-			f.Close()
 			return nil, 0, meta, nil
 		}
-		return f, st.Size(), meta, nil
+		return io.NopCloser(file), st.Size(), meta, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -205,7 +242,11 @@ func (s *Store) open(ctx context.Context, u *url.URL, cached *urlEntry) (io.Read
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, 0, meta, fmt.Errorf("%w: GET %s: %w", ErrFetch, u.Redacted(), err)
+		s.log.Warn("fetching rootfs", "url", u.Redacted(), "err", err)
+		if errors.Is(err, errAddrRefused) {
+			return nil, 0, meta, fmt.Errorf("%w: GET %s: address not allowed by this node's fetch policy", ErrNotAllowed, u.Redacted())
+		}
+		return nil, 0, meta, fmt.Errorf("%w: GET %s: connection failed", ErrFetch, u.Redacted())
 	}
 	if resp.StatusCode == http.StatusNotModified && cached != nil {
 		resp.Body.Close()

@@ -177,7 +177,7 @@ func TestFetch(t *testing.T) {
 			http.NotFound(w, r)
 		}
 	}))
-	s, err := NewStore(t.TempDir(), 1<<20, nil)
+	s, err := NewStore(t.TempDir(), 1<<20, testPolicy(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestFetch(t *testing.T) {
 		}
 	}
 
-	small, _ := NewStore(t.TempDir(), 100, nil)
+	small, _ := NewStore(t.TempDir(), 100, testPolicy(), nil)
 	if _, err := small.Fetch(ctx, srv.URL+"/rootfs.tar.gz", "", nil); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("over the cap: err = %v, want ErrTooLarge", err)
 	}
@@ -248,7 +248,7 @@ func TestFetchPlainTarFile(t *testing.T) {
 	testutil.RequireTool(t, "mke2fs")
 	src := filepath.Join(t.TempDir(), "root.tar")
 	os.WriteFile(src, makeTar(t, []entry{{name: "etc/hostname", typ: tar.TypeReg, body: "guest\n"}}), 0o644)
-	s, _ := NewStore(t.TempDir(), 0, nil)
+	s, _ := NewStore(t.TempDir(), 0, testPolicy(), nil)
 	img, err := s.Fetch(context.Background(), "file://"+src, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +270,7 @@ func TestFetchExt4File(t *testing.T) {
 	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", tree, src, "8M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v %s", err, out)
 	}
-	s, _ := NewStore(t.TempDir(), 0, nil)
+	s, _ := NewStore(t.TempDir(), 0, testPolicy(), nil)
 	img, err := s.Fetch(context.Background(), "file://"+src, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func TestFetchRefusesFIFO(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := NewStore(t.TempDir(), 0, nil)
+	s, _ := NewStore(t.TempDir(), 0, testPolicy(), nil)
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Fetch(context.Background(), "file://"+fifo, "", nil)

@@ -17,6 +17,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/riklet/podnet"
+	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/function"
 	"github.com/rik-org/rik/internal/riklet/runtime/pod"
@@ -40,6 +41,12 @@ type Config struct {
 	KernelModules string // lib/modules/<version> of a distro kernel
 	InitBinary    string // static rik-init; "" = next to the executable, then PATH
 	FunctionCIDR  string // default 10.62.0.0/16
+
+	// What the node admits, checked again here whatever the controller
+	// said: where rootfs come from, which host ports are never mapped.
+	RootfsDirs        list  // file:// rootfs only under these; nil: /var/lib/rik/rootfs
+	AllowPrivateFetch bool  // http(s) rootfs from loopback and the node's own addresses too
+	ReservedPorts     []int // never mapped, besides ports < 1024 and rik's; nil: 22
 
 	Logger *slog.Logger
 }
@@ -71,6 +78,21 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+	c.registerAdmissionFlags(fs)
+}
+
+// registerAdmissionFlags adds the node's admission flags. The default of
+// --allow-private-fetch is the value c already holds (`rik dev` sets it).
+func (c *Config) registerAdmissionFlags(fs *flag.FlagSet) {
+	fs.Var(&c.RootfsDirs, "rootfs-dir", "directory a file:// rootfs may be under, opened without following links out of it (repeatable; default "+workload.DefaultRootfsDir+")")
+	fs.BoolVar(&c.AllowPrivateFetch, "allow-private-fetch", c.AllowPrivateFetch,
+		"fetch http(s) rootfs from loopback and this node's own addresses too (link-local and metadata addresses stay refused)")
+	fs.Func("reserved-ports", "host ports never mapped, besides those below 1024 and rik's 4995, 4996, 5000 (comma-separated; default 22)",
+		func(v string) error {
+			ports, err := workload.ParsePortList(v)
+			c.ReservedPorts = append([]int{}, ports...) // "" clears the default
+			return err
+		})
 }
 
 // Validate checks the values of the flags, so that a typo fails at start
@@ -89,6 +111,11 @@ func (c Config) Validate() error {
 	}
 	if pods.Overlaps(fns) {
 		return fmt.Errorf("--pod-cidr %s overlaps --function-cidr %s", pods, fns)
+	}
+	for _, d := range c.RootfsDirs {
+		if !filepath.IsAbs(d) {
+			return fmt.Errorf("--rootfs-dir %q: want an absolute path", d)
+		}
 	}
 	switch c.VMM {
 	case "", "auto", "qemu", "firecracker":
@@ -147,6 +174,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				KernelPath:       cfg.KernelPath,
 				KernelModulesDir: cfg.KernelModules,
 				InitBinary:       cfg.InitBinary,
+				Fetch:            rootfs.FetchPolicy{Dirs: cfg.RootfsDirs, AllowPrivate: cfg.AllowPrivateFetch},
 				Network:          functionNetwork{m},
 				Logger:           cfg.Logger.With("runtime", "function"),
 			}, report)
@@ -202,11 +230,12 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			return
 		}
 		n.m, n.err = sdn.New(ctx, sdn.Config{
-			FunctionPool: fp,
-			PodCIDR:      pp,
-			PodBridge:    n.cfg.Bridge,
-			StateDir:     n.cfg.StateDir,
-			Logger:       n.cfg.Logger.With("component", "sdn"),
+			FunctionPool:  fp,
+			PodCIDR:       pp,
+			PodBridge:     n.cfg.Bridge,
+			StateDir:      n.cfg.StateDir,
+			ReservedPorts: n.cfg.ReservedPorts,
+			Logger:        n.cfg.Logger.With("component", "sdn"),
 		})
 	})
 	return n.m, n.err

@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // fakeIptables is a stateful iptables: tables of chains of rules (the
@@ -207,6 +210,8 @@ type fakeHost struct {
 	failDel  error
 	addCalls int
 	delCalls int
+	// listening: ports with a socket listening on them, like portKey.
+	listening map[string]bool
 }
 
 type fakeLink struct {
@@ -276,6 +281,22 @@ func (h *fakeHost) SetSysctl(ctx context.Context, key, value string) error {
 	}
 	h.sysctls[key] = value
 	return nil
+}
+
+func (h *fakeHost) ListeningPorts(ctx context.Context) (map[string]bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.listening), nil
+}
+
+// listen marks a port as having a listening socket.
+func (h *fakeHost) listen(proto string, port int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.listening == nil {
+		h.listening = map[string]bool{}
+	}
+	h.listening[portKey(workload.PortMapping{Protocol: proto, Port: port})] = true
 }
 
 func (h *fakeHost) link(name string) (fakeLink, bool) {

@@ -25,6 +25,9 @@ type netHost interface {
 	Taps(ctx context.Context) ([]string, error)
 	// SetSysctl writes value to /proc/sys/<key> (key like net/ipv4/ip_forward).
 	SetSysctl(ctx context.Context, key, value string) error
+	// ListeningPorts lists the ports with a listening socket, keyed like
+	// portKey ("tcp port 22").
+	ListeningPorts(ctx context.Context) (map[string]bool, error)
 }
 
 // netlinkHost is the real netHost. It works in the network namespace of the

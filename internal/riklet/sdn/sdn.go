@@ -46,6 +46,11 @@ type Config struct {
 	PodBridge    string       // default "rik0"
 	StateDir     string       // files live under <StateDir>/sdn/
 	Logger       *slog.Logger
+	// ReservedPorts are host ports never mapped, besides those below
+	// workload.MinHostPort and workload.RikPorts (nil:
+	// workload.DefaultReservedPorts). A port with a socket listening on it
+	// is not mapped either.
+	ReservedPorts []int
 	// Netns, when set, is the path of the network namespace to program
 	// (e.g. /var/run/netns/node) instead of the riklet's own. For tests and
 	// nodes-in-namespaces end-to-end runs.
@@ -95,6 +100,9 @@ func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*M
 	}
 	if cfg.PodBridge == "" {
 		cfg.PodBridge = DefaultPodBridge
+	}
+	if cfg.ReservedPorts == nil {
+		cfg.ReservedPorts = workload.DefaultReservedPorts
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -176,7 +184,7 @@ func (m *Manager) SetupFunction(ctx context.Context, id string, ports []workload
 	if e, ok := m.st[id]; ok && e.Kind != workload.KindFunction {
 		return FunctionNet{}, fmt.Errorf("setting up network of %s: it is exposed as a %s: %w", id, e.Kind, ErrInvalid)
 	}
-	if err := m.st.conflict(id, ports); err != nil {
+	if err := m.admitPorts(ctx, id, ports); err != nil {
 		return FunctionNet{}, fmt.Errorf("setting up network of %s: %w", id, err)
 	}
 
@@ -257,7 +265,9 @@ func (m *Manager) TeardownFunction(ctx context.Context, id string) error {
 
 // Expose forwards the node's ports to a pod at ip. It replaces what was
 // exposed for id before; no ports means Unexpose. A port exposed by
-// another instance is refused with an error wrapping ErrPortConflict.
+// another instance, or with a socket listening on it, is refused with an
+// error wrapping ErrPortConflict; one the node's policy refuses, with
+// ErrPortRefused.
 func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
 	if err := checkID(id); err != nil {
 		return fmt.Errorf("exposing %s: %w", id, err)
@@ -278,7 +288,7 @@ func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []
 	if e, ok := m.st[id]; ok && e.Kind != workload.KindPod {
 		return fmt.Errorf("exposing %s: it is a %s: %w", id, e.Kind, ErrInvalid)
 	}
-	if err := m.st.conflict(id, ports); err != nil {
+	if err := m.admitPorts(ctx, id, ports); err != nil {
 		return fmt.Errorf("exposing %s: %w", id, err)
 	}
 	// Lets the node reach pods from 127.0.0.1; the bridge may not exist yet.

@@ -72,10 +72,8 @@ func validateFunction(inst workloadInstance) error {
 	if ep := fn.Execution.Entrypoint; ep != "" && !strings.HasPrefix(ep, "/") {
 		return fmt.Errorf("spec.function.execution.entrypoint: must be an absolute path")
 	}
-	for _, f := range strings.Fields(fn.Execution.KernelArgs) {
-		if strings.HasPrefix(f, "rik.") || strings.HasPrefix(f, "init=") || strings.HasPrefix(f, "rdinit=") {
-			return fmt.Errorf("spec.function.execution.kernelArgs: %q is reserved", f)
-		}
+	if f, ok := workload.ReservedKernelArg(fn.Execution.KernelArgs); ok {
+		return fmt.Errorf("spec.function.execution.kernelArgs: %q is reserved", f)
 	}
 	if fn.Execution.VCPUs < 0 || fn.Execution.VCPUs > 64 {
 		return fmt.Errorf("spec.function.execution.vcpus: must be 0-64")

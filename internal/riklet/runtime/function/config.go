@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/riklet/vmm/firecracker"
 	"github.com/rik-org/rik/internal/riklet/vmm/qemu"
@@ -28,8 +29,9 @@ type Config struct {
 	KernelModulesDir  string // lib/modules/<ver> of a distro kernel; "" = kernel has virtio built in
 	InitBinary        string // static rik-init; "" = next to the riklet executable, then PATH
 	Network           Network
-	MaxRootfsBytes    int64         // default 2 GiB
-	StopGrace         time.Duration // default 10s
+	MaxRootfsBytes    int64              // default 2 GiB
+	Fetch             rootfs.FetchPolicy // where rootfs may come from (zero: rootfs's defaults)
+	StopGrace         time.Duration      // default 10s
 	Logger            *slog.Logger
 
 	// Additions.

@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if err != nil {
 		return nil, fmt.Errorf("building initramfs: %w", err)
 	}
-	store, err := rootfs.NewStore(filepath.Join(cfg.StateDir, "rootfs"), cfg.MaxRootfsBytes, cfg.Logger)
+	store, err := rootfs.NewStore(filepath.Join(cfg.StateDir, "rootfs"), cfg.MaxRootfsBytes, cfg.Fetch, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,8 @@ func newFakeEnv(t *testing.T) *fakeEnv {
 func (e *fakeEnv) newRuntime(t *testing.T) *Runtime {
 	cfg := Config{StateDir: e.state, Network: e.net, StopGrace: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
 	cfg.setDefaults()
-	store, err := rootfs.NewStore(filepath.Join(e.state, "rootfs"), 0, nil)
+	// The test's images are in its temporary directories.
+	store, err := rootfs.NewStore(filepath.Join(e.state, "rootfs"), 0, rootfs.FetchPolicy{Dirs: []string{os.TempDir()}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/workload"
@@ -69,6 +70,9 @@ func (e *vmEnv) config(logger *slog.Logger) Config {
 		StateDir: e.state, VMM: "qemu", KernelPath: e.kernel, KernelModulesDir: e.modules,
 		InitBinary: e.init, Network: e.net, StopGrace: 10 * time.Second, QEMUAccel: accel,
 		Logger: logger, BootTimeout: 90 * time.Second,
+		// The test serves its rootfs on 127.0.0.1 and keeps its image in
+		// a temporary directory.
+		Fetch: rootfs.FetchPolicy{Dirs: []string{os.TempDir()}, AllowPrivate: true},
 	}
 }
 
