@@ -25,7 +25,7 @@ type applier struct {
 	lowerfd []int // as u.lower: top first
 	chown   bool
 	stats   Stats
-	seen    int // entries read
+	seen    int // entries read, and parent directories made
 
 	dirs     []dirTime       // directory times, set at the end
 	unpacked map[string]bool // WhiteoutRemove: the paths this archive made
@@ -97,8 +97,8 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 }
 
 func (a *applier) entryErr(hdr *tar.Header, r io.Reader) error {
-	if a.seen++; a.seen > a.opts.MaxEntries {
-		return fmt.Errorf("%w: more than %d entries", ErrTooLarge, a.opts.MaxEntries)
+	if err := a.count(); err != nil {
+		return err
 	}
 	rel, err := cleanName(hdr.Name)
 	if err != nil || rel == "" || hdr.Typeflag == tar.TypeXGlobalHeader {
@@ -132,6 +132,14 @@ func (a *applier) entryErr(hdr *tar.Header, r io.Reader) error {
 		return a.whiteout(p, hidden)
 	}
 	return a.create(p, base, hdr, r)
+}
+
+// count counts an entry, or a directory made for one, against MaxEntries.
+func (a *applier) count() error {
+	if a.seen++; a.seen > a.opts.MaxEntries {
+		return fmt.Errorf("%w: more than %d entries", ErrTooLarge, a.opts.MaxEntries)
+	}
+	return nil
 }
 
 // checkHeader refuses owners and link targets the kernel would misread.
@@ -220,6 +228,9 @@ func (a *applier) ensureDir(path string) (node, error) {
 // dir: a copy of the same directory of the lower layers (mode, owner,
 // xattrs, times) when they have one (child), else 0755.
 func (a *applier) makeParent(dir, name string, child node) error {
+	if err := a.count(); err != nil {
+		return err
+	}
 	q := join(dir, name)
 	pfd, err := openDir(a.rootfd, dir)
 	if err != nil {

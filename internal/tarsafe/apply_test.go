@@ -178,6 +178,18 @@ func TestApplyCaps(t *testing.T) {
 	many := tarOf(t, ent{name: "a"}, ent{name: "b"}, ent{name: "c"})
 	_, err = apply(t, t.TempDir(), many, Options{MaxEntries: 2})
 	wantErr(t, err, ErrTooLarge)
+	deep := tarOf(t, ent{name: "a/b/c/f"}) // three directories and a file
+	_, err = apply(t, t.TempDir(), deep, Options{MaxEntries: 3})
+	wantErr(t, err, ErrTooLarge)
+	// Each a costs 801 lookups (b, then back up, 800 times, then a).
+	costly := tarOf(t,
+		ent{name: "a", typ: tar.TypeSymlink, link: strings.Repeat("b/../", 800) + "."},
+		ent{name: "a/a/a/a/a/a/f"})
+	_, err = apply(t, t.TempDir(), costly, Options{})
+	wantErr(t, err, ErrUnsafe)
+	if _, err := apply(t, t.TempDir(), costly[:len(costly)-3*512], Options{}); err != nil {
+		t.Errorf("the link alone: %v", err)
+	}
 	_, err = apply(t, t.TempDir(), []byte("not a tar archive, not at all, but long enough to be read"), Options{})
 	wantErr(t, err, ErrInvalid)
 	short := tarOf(t, ent{name: "f", body: strings.Repeat("x", 2000)})[:1024]

@@ -12,6 +12,9 @@ const (
 	opaqueXattr    = "trusted.overlay.opaque"
 	// maxSymlinks bounds the links followed in one resolution (Linux's MAXSYMLINKS).
 	maxSymlinks = 40
+	// maxLookups bounds the components looked up in one resolution, so
+	// that links full of ".." cannot make an entry cost seconds.
+	maxLookups = 4096
 )
 
 // cleanName turns an entry name into a clean slash path relative to the

@@ -38,9 +38,11 @@
 //     any attribute on a symlink are skipped, counted in Stats.XattrsSkipped
 //     and logged; any other failure (security.capability refused, say) fails
 //     the extraction, since the unpacked file would not behave as packed.
-//   - Regular file bytes are capped by Options.MaxBytes and entries by
-//     Options.MaxEntries (ErrTooLarge); names and resolved paths by
-//     MaxPathLen (ErrInvalid).
+//   - Regular file bytes are capped by Options.MaxBytes and entries (with
+//     the parent directories they create) by Options.MaxEntries
+//     (ErrTooLarge); names and resolved paths by MaxPathLen (ErrInvalid);
+//     a resolution follows at most 40 symlinks and looks up at most 4096
+//     components (ErrUnsafe).
 //
 // # Confinement
 //
@@ -115,7 +117,8 @@ type Options struct {
 	Whiteouts WhiteoutMode
 	// MaxBytes caps the total size of regular files (0: DefaultMaxBytes).
 	MaxBytes int64
-	// MaxEntries caps the number of entries (0: DefaultMaxEntries).
+	// MaxEntries caps the number of entries, and of directories created
+	// as their parents (0: DefaultMaxEntries).
 	MaxEntries int
 	// Logger receives what was skipped; default: discard.
 	Logger *slog.Logger

@@ -34,7 +34,8 @@ type node struct {
 }
 
 // lowerNode is what a path is in the union of the lower layers alone,
-// which never changes while a layer is applied.
+// which never changes while a layer is applied. What exists is cached:
+// the cache is bounded by the lower layers' size, not by the archive.
 type lowerNode struct {
 	node
 	dirs []int // directory: the lower layers holding it, top first
@@ -120,7 +121,9 @@ func (u *union) lowerAt(p string) (lowerNode, error) {
 			}
 		}
 	}
-	u.cache[p] = n
+	if n.kind != absent {
+		u.cache[p] = n
+	}
 	return n, nil
 }
 
@@ -167,7 +170,7 @@ func (u *union) resolveDir(name string) (string, node, []string, error) {
 	cur, n := "", u.root()
 	var up []node // the nodes of cur's parents, for ".."
 	var seen []string
-	for hops := 0; len(todo) > 0; {
+	for hops, lookups := 0, 0; len(todo) > 0; {
 		c := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
 		switch c {
@@ -180,6 +183,9 @@ func (u *union) resolveDir(name string) (string, node, []string, error) {
 			continue
 		}
 		p := join(cur, c)
+		if lookups++; lookups > maxLookups {
+			return "", node{}, nil, fmt.Errorf("%w: more than %d lookups to resolve %q", ErrUnsafe, maxLookups, name)
+		}
 		if len(p) > MaxPathLen {
 			return "", node{}, nil, fmt.Errorf("%w: resolved path longer than %d bytes", ErrInvalid, MaxPathLen)
 		}
