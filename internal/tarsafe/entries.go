@@ -44,6 +44,7 @@ func (a *applier) create(p *parentDir, name string, hdr *tar.Header, r io.Reader
 		if err = unix.Linkat(src.dirfd, src.name, p.fd, name, 0); err != nil {
 			err = fmt.Errorf("hard link to %q: %w", hdr.Linkname, err)
 		}
+		a.skipXattrs(hdr, "a hard link shares its target's attributes")
 	case tar.TypeFifo:
 		err = a.fifo(p.fd, name, hdr)
 	}
@@ -154,11 +155,7 @@ func (a *applier) symlink(dirfd int, name string, hdr *tar.Header) error {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
-	for k := range hdr.PAXRecords {
-		if x, ok := strings.CutPrefix(k, paxXattr); ok {
-			a.skipXattr(hdr, x, errors.New("not applied to symlinks"))
-		}
-	}
+	a.skipXattrs(hdr, "not applied to symlinks")
 	return setTimes(dirfd, name, atime(hdr), hdr.ModTime)
 }
 
@@ -210,6 +207,15 @@ func (a *applier) meta(fd int, hdr *tar.Header) error {
 		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil
+}
+
+// skipXattrs skips every xattr of hdr.
+func (a *applier) skipXattrs(hdr *tar.Header, why string) {
+	for k := range hdr.PAXRecords {
+		if x, ok := strings.CutPrefix(k, paxXattr); ok {
+			a.skipXattr(hdr, x, errors.New(why))
+		}
+	}
 }
 
 func (a *applier) skipXattr(hdr *tar.Header, name string, why error) {

@@ -35,9 +35,9 @@
 //     attributes (trusted.overlay.*, user.overlay.*) are never taken from an
 //     archive. A filesystem or namespace that does not support an attribute
 //     (ENOTSUP), a user.* attribute on a FIFO (EPERM, the kernel's rule) and
-//     any attribute on a symlink are skipped, counted in Stats.XattrsSkipped
-//     and logged; any other failure (security.capability refused, say) fails
-//     the extraction, since the unpacked file would not behave as packed.
+//     any attribute on a symlink or a hard link are skipped, counted in
+//     Stats.XattrsSkipped and logged; any other failure (security.capability
+//     refused, say) fails the extraction: the file would not work as packed.
 //   - Regular file bytes are capped by Options.MaxBytes and entries (with
 //     the parent directories they create) by Options.MaxEntries
 //     (ErrTooLarge); names and resolved paths by MaxPathLen (ErrInvalid);
@@ -110,8 +110,8 @@ type Options struct {
 	// Lower are the directories of the layers below this one, lowest first
 	// (an image's order), as unpacked by Apply with WhiteoutOverlay. Paths
 	// and hard link targets are resolved through them; they are never
-	// changed. Requires WhiteoutOverlay and the same filesystem as the root
-	// (hard links to lower files share their inode).
+	// changed (a hard link to a lower file adds a link to its inode, which
+	// needs the same filesystem as the root). Requires WhiteoutOverlay.
 	Lower []string
 	// Whiteouts selects how whiteouts are applied.
 	Whiteouts WhiteoutMode
