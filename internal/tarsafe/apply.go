@@ -100,9 +100,12 @@ func (a *applier) entryErr(hdr *tar.Header, r io.Reader) error {
 	if err := a.count(); err != nil {
 		return err
 	}
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil // PAX global headers describe no file
+	}
 	rel, err := cleanName(hdr.Name)
-	if err != nil || rel == "" || hdr.Typeflag == tar.TypeXGlobalHeader {
-		return err // the root itself and global headers: nothing to do
+	if err != nil || rel == "" {
+		return err // the root itself: nothing to do
 	}
 	dir, base := splitName(rel)
 	wh, hidden, err := classify(base)
