@@ -201,3 +201,28 @@ func snapshot(t testing.TB, dir string) string {
 	}
 	return string(out)
 }
+
+// A directory a layer writes into without an entry for it is created with
+// the lower layer's mode, owner and xattrs, as overlayfs' copy-up would.
+func TestApplyCopiesUpParents(t *testing.T) {
+	dirs := layers(t, t.TempDir(),
+		tarOf(t,
+			ent{name: "opt/", typ: tar.TypeDir, mode: 0o750, uid: 7, gid: 8, xattrs: map[string]string{"user.note": "kept"}},
+			ent{name: "opt/app/", typ: tar.TypeDir, mode: 0o2775, uid: 9},
+		),
+		tarOf(t, ent{name: "opt/app/bin", body: "x"}),
+	)
+	for rel, want := range map[string][3]uint32{"opt": {0o750, 7, 8}, "opt/app": {0o2775, 9, 0}} {
+		fi, err := os.Lstat(filepath.Join(dirs[1], rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := statT(fi)
+		if got := [3]uint32{st.Mode & 0o7777, st.Uid, st.Gid}; got != want {
+			t.Errorf("layer 2 %s: mode, uid, gid = %o, %d, %d; want %o, %d, %d", rel, got[0], got[1], got[2], want[0], want[1], want[2])
+		}
+	}
+	if v, err := getXattr(filepath.Join(dirs[1], "opt"), "user.note"); err != nil || string(v) != "kept" {
+		t.Errorf("opt user.note = %q, %v", v, err)
+	}
+}
