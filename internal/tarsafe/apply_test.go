@@ -322,6 +322,27 @@ func TestApplyNeverFollowsLinksForMetadata(t *testing.T) {
 	}
 }
 
+// A parent resolved once is reused for the next entries in it, until one
+// of them replaces what its resolution went through.
+func TestApplyReresolvesAfterChangingItsPath(t *testing.T) {
+	dir := t.TempDir()
+	_, err := apply(t, dir, tarOf(t,
+		ent{name: "p/b/", typ: tar.TypeDir},
+		ent{name: "x", typ: tar.TypeSymlink, link: "p/b/.."}, // x is p
+		ent{name: "x/f1", body: "1"},                         // p/f1
+		ent{name: "x/b", typ: tar.TypeSymlink, link: "/q"},   // now x is /q/.., the root
+		ent{name: "x/f2", body: "2"},                         // f2
+	), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range map[string]bool{"p/f1": true, "f2": true, "p/f2": false} {
+		if _, err := lstatIn(dir, rel); (err == nil) != want {
+			t.Errorf("%s exists = %v, want %v", rel, err == nil, want)
+		}
+	}
+}
+
 func TestApplyWhiteoutsRemove(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "c/old"), 0o755); err != nil { // not from the archive
@@ -356,8 +377,10 @@ func TestApplyWhiteoutsOverlay(t *testing.T) {
 			ent{name: "d/z", body: "z"},
 			ent{name: "e/old", body: "old"},
 			ent{name: "f", body: "file"},
+			ent{name: "g/old", body: "old"},
 		),
 		tarOf(t,
+			ent{name: ".wh.g"}, ent{name: "g/new", body: "new"}, // g made again as a parent: opaque
 			ent{name: "a/.wh.x"},
 			ent{name: "d/.wh..wh..opq"}, ent{name: "d/new", body: "new"},
 			ent{name: ".wh.e"}, ent{name: "e/", typ: tar.TypeDir}, ent{name: "e/new", body: "new"},
@@ -367,6 +390,7 @@ func TestApplyWhiteoutsOverlay(t *testing.T) {
 	mnt := mountLayers(t, dirs)
 	for rel, want := range map[string]bool{
 		"a/x": false, "a/y": true, "d/z": false, "d/new": true, "e/old": false, "e/new": true, "f/in": true,
+		"g/old": false, "g/new": true,
 	} {
 		if _, err := lstatIn(mnt, rel); (err == nil) != want {
 			t.Errorf("%s visible = %v, want %v", rel, err == nil, want)
