@@ -7,14 +7,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
+	"github.com/rik-org/rik/internal/tarsafe"
 	"golang.org/x/sys/unix"
 )
 
-// Flatten copies layers (lowest first, as unpacked by Extract) into dst,
+// Flatten copies layers (lowest first, as unpacked by the store) into dst,
 // applying whiteouts and opaque directories the way overlayfs would. It is
-// the fallback where overlayfs cannot be mounted.
+// the fallback where overlayfs cannot be mounted. Owners, modes and
+// extended attributes (file capabilities) are kept.
 func Flatten(layers []string, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("flattening into %s: %w", dst, err)
@@ -25,17 +28,6 @@ func Flatten(layers []string, dst string) error {
 		}
 	}
 	return nil
-}
-
-func isWhiteout(fi fs.FileInfo) bool {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
-}
-
-func isOpaque(path string) bool {
-	buf := make([]byte, 4)
-	n, err := unix.Lgetxattr(path, opaqueXattr, buf)
-	return err == nil && n == 1 && buf[0] == 'y'
 }
 
 func applyLayer(layer, dst string) error {
@@ -54,14 +46,13 @@ func applyLayer(layer, dst string) error {
 			return err
 		}
 		target := filepath.Join(dst, rel)
-		if isWhiteout(fi) {
+		if tarsafe.IsWhiteout(fi) {
 			return os.RemoveAll(target)
 		}
-		st, _ := fi.Sys().(*syscall.Stat_t)
 		switch {
 		case fi.IsDir():
 			old, err := os.Lstat(target)
-			if err == nil && (!old.IsDir() || isOpaque(p)) {
+			if err == nil && (!old.IsDir() || tarsafe.IsOpaque(p)) {
 				if err := os.RemoveAll(target); err != nil {
 					return err
 				}
@@ -97,16 +88,59 @@ func applyLayer(layer, dst string) error {
 		default:
 			return nil
 		}
-		if st != nil {
-			if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
-				return err
-			}
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			return os.Chmod(target, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
-		}
-		return nil
+		return copyMeta(p, target, fi)
 	})
+}
+
+// copyMeta gives target (just made, never a link followed) the owner,
+// xattrs and mode of src, in that order: chown clears setuid bits and
+// file capabilities.
+func copyMeta(src, target string, fi fs.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Lchown(target, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil
+	}
+	f, err := os.OpenFile(target, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := tarsafe.CopyXattrs(src, f); err != nil {
+		return err
+	}
+	return f.Chmod(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky))
+}
+
+// checkParents fails if any parent of rel inside dir is not a directory,
+// so nothing is ever written through a link.
+func checkParents(dir, rel string) error {
+	p := dir
+	parts := strings.Split(rel, "/")
+	for _, part := range parts[:len(parts)-1] {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("checking %s: %w", p, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %q goes through non-directory %s", tarsafe.ErrUnsafe, rel, strings.TrimPrefix(p, dir))
+		}
+	}
+	return nil
+}
+
+func removeExisting(p string) error {
+	if err := os.RemoveAll(p); err != nil {
+		return fmt.Errorf("replacing %s: %w", p, err)
+	}
+	return nil
 }
 
 func copyFile(src, dst string) error {

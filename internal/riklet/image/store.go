@@ -1,13 +1,19 @@
 // Package image pulls OCI images by reference from any OCI or Docker
 // registry and caches them by digest under a state directory. Layers are
-// unpacked once, in overlayfs lower-layer format, and shared by every
-// container that uses them.
+// unpacked once (internal/tarsafe), in overlayfs lower-layer format, and
+// shared by every container that uses them.
+//
+// A layer is unpacked on top of the layers below it, as containerd does: a
+// path through a lower layer's symlink (Debian's bin -> usr/bin) lands
+// where the symlink points, and a hard link may name a lower layer's file.
+// An unpacked layer is thus only valid over the same layers below, and is
+// cached by its OCI chain id (its diff id for the lowest layer).
 //
 // Layout under the store directory:
 //
 //	refs/<sha256(reference)>   the manifest digest a reference resolved to
 //	images/<digest hex>.json   the image's config and ordered layer diff ids
-//	layers/<diff id hex>/      one unpacked layer
+//	layers/<chain id hex>/     one unpacked layer
 //	tmp/                       extractions in progress
 package image
 
@@ -20,6 +26,7 @@ import (
 	"fmt"
 	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/keylock"
+	"github.com/rik-org/rik/internal/tarsafe"
 	"io"
 	"log/slog"
 	"os"
@@ -50,6 +57,9 @@ type Options struct {
 	Keychain authn.Keychain
 	// Logger receives pull progress; default: discard.
 	Logger *slog.Logger
+	// MaxLayerBytes caps the regular file bytes of one unpacked layer
+	// (default tarsafe.DefaultMaxBytes).
+	MaxLayerBytes int64
 }
 
 // Config is what a container needs from an image's configuration.
@@ -181,13 +191,15 @@ func (s *Store) Pull(ctx context.Context, ref string, progress func(string)) (Im
 			User:       cf.Config.User,
 		},
 	}
+	var chain v1.Hash
 	for i, l := range layers {
 		diffID, err := l.DiffID()
 		if err != nil {
 			return Image{}, fmt.Errorf("%w %s: layer %d: %w", ErrPull, ref, i+1, err)
 		}
+		chain = chainID(chain, diffID)
 		say("pulling %s: layer %d/%d (%s)", ref, i+1, len(layers), short(diffID.Hex))
-		dir, err := s.unpack(ctx, l, diffID)
+		dir, err := s.unpack(ctx, l, img.Layers, diffID, chain)
 		if err != nil {
 			return Image{}, fmt.Errorf("%w %s: layer %d: %w", ErrPull, ref, i+1, err)
 		}
@@ -206,6 +218,31 @@ func short(hex string) string {
 		return hex[:12]
 	}
 	return hex
+}
+
+// chainID is the OCI chain id of a layer with diffID over the layers whose
+// chain id is parent (zero for the lowest layer).
+func chainID(parent, diffID v1.Hash) v1.Hash {
+	if parent.Hex == "" {
+		return diffID
+	}
+	sum := sha256.Sum256([]byte(parent.String() + " " + diffID.String()))
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+}
+
+// chainIDs returns the chain ids of an image's diff ids (lowest first).
+func chainIDs(diffIDs []string) ([]v1.Hash, error) {
+	var chain v1.Hash
+	out := make([]v1.Hash, 0, len(diffIDs))
+	for _, d := range diffIDs {
+		h, err := v1.NewHash(d)
+		if err != nil {
+			return nil, fmt.Errorf("layer %q: %w", d, err)
+		}
+		chain = chainID(chain, h)
+		out = append(out, chain)
+	}
+	return out, nil
 }
 
 func refKey(ref string) string {
@@ -237,12 +274,12 @@ func (s *Store) Get(digest string) (Image, error) {
 	if err := json.Unmarshal(b, &img); err != nil {
 		return Image{}, fmt.Errorf("reading image %s: %w", digest, err)
 	}
-	for _, d := range img.DiffIDs {
-		lh, err := v1.NewHash(d)
-		if err != nil {
-			return Image{}, fmt.Errorf("reading image %s: layer %q: %w", digest, d, err)
-		}
-		dir := filepath.Join(s.dir, "layers", lh.Hex)
+	chains, err := chainIDs(img.DiffIDs)
+	if err != nil {
+		return Image{}, fmt.Errorf("reading image %s: %w", digest, err)
+	}
+	for _, c := range chains {
+		dir := filepath.Join(s.dir, "layers", c.Hex)
 		if _, err := os.Stat(dir); err != nil {
 			return Image{}, fmt.Errorf("reading image %s: %w", digest, err)
 		}
@@ -269,10 +306,11 @@ func (s *Store) record(ref string, img Image) error {
 	return nil
 }
 
-// unpack extracts a layer once: into tmp/, then renamed into layers/.
-func (s *Store) unpack(ctx context.Context, l v1.Layer, diffID v1.Hash) (string, error) {
-	dst := filepath.Join(s.dir, "layers", diffID.Hex)
-	unlock := s.locks.Lock("layer:" + diffID.Hex)
+// unpack extracts a layer once, over the unpacked layers lowers (lowest
+// first) whose chain it ends: into tmp/, then renamed into layers/.
+func (s *Store) unpack(ctx context.Context, l v1.Layer, lowers []string, diffID, chain v1.Hash) (string, error) {
+	dst := filepath.Join(s.dir, "layers", chain.Hex)
+	unlock := s.locks.Lock("layer:" + chain.Hex)
 	defer unlock()
 	if _, err := os.Stat(dst); err == nil {
 		return dst, nil
@@ -280,7 +318,7 @@ func (s *Store) unpack(ctx context.Context, l v1.Layer, diffID v1.Hash) (string,
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), diffID.Hex[:12]+"-")
+	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "tmp"), short(chain.Hex)+"-")
 	if err != nil {
 		return "", fmt.Errorf("unpacking %s: %w", diffID, err)
 	}
@@ -290,7 +328,12 @@ func (s *Store) unpack(ctx context.Context, l v1.Layer, diffID v1.Hash) (string,
 		return "", fmt.Errorf("fetching %s: %w", diffID, err)
 	}
 	cr := &ctxReader{ctx: ctx, r: rc}
-	err = Extract(cr, tmp)
+	_, err = tarsafe.Apply(ctx, tmp, cr, tarsafe.Options{
+		Lower:     lowers,
+		Whiteouts: tarsafe.WhiteoutOverlay,
+		MaxBytes:  s.opts.MaxLayerBytes,
+		Logger:    s.log.With("layer", diffID.String()),
+	})
 	if err == nil {
 		// ggcr checks the blob's digest only when its stream reaches EOF,
 		// and a tar reader stops at the end-of-archive blocks: read the
@@ -334,9 +377,9 @@ func (s *Store) GC(ctx context.Context, keep []string) error {
 		}
 		h, _ := v1.NewHash(img.Digest)
 		keptImages[h.Hex] = true
-		for _, l := range img.DiffIDs {
-			lh, _ := v1.NewHash(l)
-			usedLayers[lh.Hex] = true
+		chains, _ := chainIDs(img.DiffIDs) // Get checked them
+		for _, c := range chains {
+			usedLayers[c.Hex] = true
 		}
 	}
 	refs, _ := os.ReadDir(filepath.Join(s.dir, "refs"))

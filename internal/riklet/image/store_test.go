@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,7 +27,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/testutil/ociimage"
+	"golang.org/x/sys/unix"
 )
 
 func TestPullCachesByDigest(t *testing.T) {
@@ -257,7 +260,7 @@ func TestUnpackChecksDigestAtEOF(t *testing.T) {
 	body, _ := io.ReadAll(tarOf(t, []entry{{name: "evil", body: "tampered"}}))
 	body = append(body, make([]byte, 4096)...) // record padding after the end-of-archive blocks
 	diffID := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
-	_, err = s.unpack(context.Background(), verifyingLayer{body: body}, diffID)
+	_, err = s.unpack(context.Background(), verifyingLayer{body: body}, nil, diffID, diffID)
 	if err == nil || !strings.Contains(err.Error(), "digest mismatch") {
 		t.Fatalf("unpack = %v, want the digest error", err)
 	}
@@ -310,5 +313,81 @@ func TestPullRefusesTamperedLayer(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(s.Dir(), "layers")); len(ents) != 0 {
 		t.Errorf("tampered layer cached: %v", ents)
+	}
+}
+
+func layerOf(t *testing.T, entries []entry) v1.Layer {
+	t.Helper()
+	b, _ := io.ReadAll(tarOf(t, entries))
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// Layers are unpacked over the ones below them (a merged-/usr base keeps
+// its symlinks, hard links and capabilities reach into it), so the same
+// layer over another base is another directory: the cache is keyed by
+// chain id.
+func TestPullUnpacksLayersOverTheirBase(t *testing.T) {
+	testutil.RequireRoot(t)
+	reg := ociimage.NewRegistry(t)
+	merged := layerOf(t, []entry{
+		{name: "usr/bin/ls", body: "ls", mode: 0o755},
+		{name: "bin", typ: tar.TypeSymlink, link: "usr/bin"},
+	})
+	split := layerOf(t, []entry{{name: "bin/ls", body: "ls", mode: 0o755}})
+	top := layerOf(t, []entry{
+		{name: "bin/tool", body: "tool", mode: 0o755},
+		{name: "bin/ping", body: "ping", mode: 0o755, xattrs: map[string]string{"security.capability": capNetRaw}},
+		{name: "bin/ls.hard", typ: tar.TypeLink, link: "bin/ls"},
+	})
+	s, _ := Open(t.TempDir(), Options{Insecure: []string{reg.Host}})
+	pull := func(name string, base v1.Layer) Image {
+		img, err := mutate.AppendLayers(empty.Image, base, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Pull(context.Background(), reg.Push(t, name, img), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	a, b := pull("lib/merged:1", merged), pull("lib/split:1", split)
+	if a.DiffIDs[1] != b.DiffIDs[1] || a.Layers[1] == b.Layers[1] {
+		t.Errorf("the same top layer over two bases: diff ids %s %s, dirs %s %s; want one diff id, two dirs",
+			a.DiffIDs[1], b.DiffIDs[1], a.Layers[1], b.Layers[1])
+	}
+	if _, err := os.Lstat(filepath.Join(a.Layers[1], "bin")); err == nil {
+		t.Error("over the merged base, the top layer has its own bin: it would hide the symlink")
+	}
+	for img, bin := range map[*Image]string{&a: "usr/bin", &b: "bin"} {
+		out := filepath.Join(t.TempDir(), "rootfs")
+		if err := Flatten(img.Layers, out); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"tool", "ping", "ls.hard", "ls"} {
+			if _, err := os.Lstat(filepath.Join(out, bin, f)); err != nil {
+				t.Errorf("%s: %s/%s: %v", img.Ref, bin, f, err)
+			}
+		}
+		if c, err := unix.Lgetxattr(filepath.Join(out, bin, "ping"), "security.capability", make([]byte, 64)); err != nil || c != len(capNetRaw) {
+			t.Errorf("%s: ping capability = %d, %v", img.Ref, c, err)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(a.Layers[0], "bin")); err != nil || l != "usr/bin" {
+		t.Errorf("merged base bin = %q, %v", l, err)
+	}
+	// A reopened store finds both by chain id, and GC keeps what they use.
+	if err := s.GC(context.Background(), []string{a.Digest, b.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range []Image{a, b} {
+		got, err := s.Get(img.Digest)
+		if err != nil || !slices.Equal(got.Layers, img.Layers) {
+			t.Errorf("Get(%s) = %v, %v; want layers %v", img.Ref, got.Layers, err, img.Layers)
+		}
 	}
 }
