@@ -75,6 +75,11 @@ type Config struct {
 	ImageOpts  image.Options // used when Images is nil
 	Exposer    Exposer       // nil: ports are not exposed
 	Logger     *slog.Logger
+
+	// AllowPrivileged lets containers be privileged or add capabilities
+	// outside Docker's default set; refused (reason PrivilegedNotAllowed)
+	// otherwise.
+	AllowPrivileged bool
 }
 
 // Runtime runs pods. It is safe for concurrent use.
@@ -89,6 +94,9 @@ type Runtime struct {
 	mu    sync.Mutex
 	pods  map[string]*pod
 	locks keylock.Locker
+
+	noSeccomp bool     // benchmarks only: containers without a seccomp filter
+	hostCaps  []string // the riklet's bounding set
 
 	bg     context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -191,14 +199,19 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		cfg.Logger.Warn("cannot become child subreaper: exit codes of containers will be unknown", "err", err)
 	}
+	hostCaps, err := boundingCaps()
+	if err != nil {
+		return nil, fmt.Errorf("pod runtime: %w", err)
+	}
 	r := &Runtime{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		report: report,
-		runc:   &runc.Runc{Command: bin, Root: cfg.RuncRoot, Setpgid: true},
-		images: images,
-		net:    nm,
-		pods:   map[string]*pod{},
+		hostCaps: hostCaps,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		report:   report,
+		runc:     &runc.Runc{Command: bin, Root: cfg.RuncRoot, Setpgid: true},
+		images:   images,
+		net:      nm,
+		pods:     map[string]*pod{},
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.bg, r.cancel = bg, cancel
@@ -268,6 +281,23 @@ func validate(inst runtime.Instance) error {
 	return nil
 }
 
+// ErrPrivilegeNotAllowed: a container asks for more privilege than the
+// node allows (Config.AllowPrivileged).
+var ErrPrivilegeNotAllowed = errors.New("not allowed on this node (the riklet runs without --allow-privileged)")
+
+// checkPrivilege refuses a pod asking for privilege the node does not give.
+func (r *Runtime) checkPrivilege(inst runtime.Instance) error {
+	if r.cfg.AllowPrivileged {
+		return nil
+	}
+	for i, c := range inst.Workload.Spec.Containers {
+		if field := c.NeedsPrivilege(i); field != "" {
+			return fmt.Errorf("%s: %w", field, ErrPrivilegeNotAllowed)
+		}
+	}
+	return nil
+}
+
 func (p *pod) status() runtime.Status {
 	return runtime.Status{InstanceID: p.ID, Phase: runtime.PhaseRunning, IP: p.IP, Ports: p.Ports}
 }
@@ -277,6 +307,9 @@ func (p *pod) status() runtime.Status {
 func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Status, error) {
 	if err := validate(inst); err != nil {
 		return failed(inst.ID, "InvalidSpec", err), err
+	}
+	if err := r.checkPrivilege(inst); err != nil {
+		return failed(inst.ID, "PrivilegedNotAllowed", err), err
 	}
 	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
@@ -469,10 +502,10 @@ func (r *Runtime) prepareBundle(bundle string, in specInput, layers []string) er
 		r.log.Warn("overlayfs not available, copied the image", "bundle", bundle)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
-	if in.Image.User != "" {
+	if sc := in.Container.SecurityContext; in.Image.User != "" || sc != nil && (sc.RunAsUser != nil || sc.RunAsGroup != nil) {
 		passwd, _ := openInRoot(rootfs, "etc/passwd")
 		group, _ := openInRoot(rootfs, "etc/group")
-		u, err := parseUser(in.Image.User, nilIfNil(passwd), nilIfNil(group))
+		u, err := containerUser(in.Image.User, sc, nilIfNil(passwd), nilIfNil(group))
 		if passwd != nil {
 			passwd.Close()
 		}
@@ -484,6 +517,7 @@ func (r *Runtime) prepareBundle(bundle string, in specInput, layers []string) er
 		}
 		in.User = u
 	}
+	in.NoSeccomp, in.HostCaps = r.noSeccomp, r.hostCaps
 	spec, err := buildSpec(in)
 	if err != nil {
 		return err
