@@ -44,6 +44,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -150,6 +151,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 10 * time.Second
 	}
+	cfg.CgroupDir = strings.Trim(cfg.CgroupDir, "/")
 	if cfg.CgroupDir == "" {
 		cfg.CgroupDir = "rik/pods"
 	}
@@ -416,7 +418,7 @@ func (r *Runtime) start(ctx context.Context, p *pod, inst runtime.Instance, imgs
 			Rootfs:     "rootfs",
 			Hostname:   hostname(inst),
 			NetnsPath:  n.NetnsPath,
-			CgroupPath: "/" + strings.Trim(r.cfg.CgroupDir, "/") + "/" + id + "/" + c.Name,
+			CgroupPath: "/" + r.cfg.CgroupDir + "/" + id + "/" + c.Name,
 			PidsLimit:  r.cfg.PidsLimit,
 			HostsFile:  hosts,
 			ResolvFile: resolv,
@@ -644,32 +646,13 @@ func (r *Runtime) containerExited(p *pod, ctr *container, code *int) {
 		st.Message = fmt.Sprintf("container %s exited with code 0", ctr.Name)
 	default:
 		st.Reason = "Error"
-		if r.oomKilled(p.ID, ctr.Name) {
+		if cgroups.OOMKilled(r.cfg.CgroupDir + "/" + p.ID + "/" + ctr.Name) {
 			st.Reason = "OOMKilled"
 		}
 		st.Message = fmt.Sprintf("container %s exited with code %d", ctr.Name, *code)
 	}
 	r.log.Info("container exited", "id", p.ID, "container", ctr.Name, "reason", st.Reason, "message", st.Message)
 	r.report(st)
-}
-
-// oomKilled reports whether the container's memory cgroup saw an OOM kill.
-func (r *Runtime) oomKilled(id, name string) bool {
-	for _, root := range cgroupRoots() {
-		for _, f := range []string{"memory.oom_control", "memory.events"} {
-			b, err := os.ReadFile(filepath.Join(root, r.cfg.CgroupDir, id, name, f))
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				k, v, _ := strings.Cut(line, " ")
-				if k == "oom_kill" && v != "0" {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // save writes the pod record.
@@ -763,7 +746,7 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 			}
 		}
 	}
-	if err := removeCgroups(r.cfg.CgroupDir, id); err != nil {
+	if err := cgroups.Remove(r.cfg.CgroupDir + "/" + id); err != nil {
 		errs = append(errs, err)
 	}
 	if err := r.net.Teardown(ctx, id); err != nil {
@@ -946,7 +929,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			orphans[e.Name()] = true
 		}
 	}
-	for _, id := range cgroupIDs(r.cfg.CgroupDir) {
+	for _, id := range cgroups.Children(r.cfg.CgroupDir) {
 		orphans[id] = true
 	}
 	netOwners, err := r.net.Owners()
