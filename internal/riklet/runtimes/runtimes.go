@@ -41,6 +41,8 @@ type Config struct {
 	InitBinary    string // static rik-init; "" = next to the executable, then PATH
 	FunctionCIDR  string // default 10.62.0.0/16
 
+	Sandbox // privileged pods, VM uids, protected ports (sandbox.go)
+
 	Logger *slog.Logger
 }
 
@@ -71,6 +73,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+	c.Sandbox.registerFlags(fs)
 }
 
 // Validate checks the values of the flags, so that a typo fails at start
@@ -94,6 +97,9 @@ func (c Config) Validate() error {
 	case "", "auto", "qemu", "firecracker":
 	default:
 		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
+	}
+	if err := c.Sandbox.validate(); err != nil {
+		return err
 	}
 	return checkCgroupParent(c.CgroupParent)
 }
@@ -128,6 +134,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
 				Exposer:    m,
 				Logger:     cfg.Logger.With("runtime", "pod"),
+
+				AllowPrivileged: cfg.AllowPrivileged,
 			}, report)
 			if err != nil {
 				return nil, err
@@ -141,7 +149,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
-			return function.New(ctx, function.Config{
+			fc := function.Config{
 				StateDir:         filepath.Join(cfg.StateDir, "functions"),
 				VMM:              cfg.VMM,
 				KernelPath:       cfg.KernelPath,
@@ -149,7 +157,11 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				InitBinary:       cfg.InitBinary,
 				Network:          functionNetwork{m},
 				Logger:           cfg.Logger.With("runtime", "function"),
-			}, report)
+			}
+			if err := cfg.Sandbox.functionSandbox(&fc, cfg.CgroupParent); err != nil {
+				return nil, err
+			}
+			return function.New(ctx, fc, report)
 		})
 	}
 	return fs
@@ -207,6 +219,8 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			PodBridge:    n.cfg.Bridge,
 			StateDir:     n.cfg.StateDir,
 			Logger:       n.cfg.Logger.With("component", "sdn"),
+
+			ProtectedPorts: n.cfg.ProtectedPorts,
 		})
 	})
 	return n.m, n.err
