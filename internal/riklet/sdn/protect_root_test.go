@@ -23,9 +23,7 @@ func TestRootProtectedPorts(t *testing.T) {
 	forEachFlavour(t, func(t *testing.T, ipt *execIptables) {
 		ctx := context.Background()
 		n := newTestNode(t, ipt)
-		guest, pod := netns.New(t), netns.New(t)
-		netns.Veth(t, n.node, "podbr0", "10.63.0.1/24", pod, "eth0", "10.63.0.5/24")
-		pod.Run(t, "ip", "route", "add", "default", "via", "10.63.0.1")
+		guest, pod := netns.New(t), n.pod(t)
 
 		cfg := Config{StateDir: t.TempDir(), Netns: n.node.Path, PodBridge: "podbr0", ProtectedPorts: []int{6060}}
 		m, err := newManager(ctx, cfg, ipt, vethHost{guest: guest})

@@ -260,16 +260,10 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 		return failed("RootfsFailed", err)
 	}
 
-	var ports []workload.PortMapping
-	for _, p := range fn.Exposure {
-		if p.Port != 0 {
-			ports = append(ports, workload.PortMapping{Port: p.Port, TargetPort: p.TargetPort, Protocol: p.Protocol})
-		}
-	}
 	var nc NetConfig
 	if r.cfg.Network != nil {
 		progress("setting up network")
-		nc, err = r.cfg.Network.Setup(ctx, inst.ID, ports)
+		nc, err = r.cfg.Network.Setup(ctx, inst.ID, exposedPorts(fn.Exposure))
 		if err != nil {
 			return failed("NetworkFailed", fmt.Errorf("setting up network of %s: %w", inst.ID, err))
 		}
@@ -279,12 +273,8 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	}
 	mark(TimingNetworkReady)
 
-	uid, err := r.allocUID(v)
+	uid, cgroup, err := r.sandbox(v, fn.Execution)
 	if err != nil {
-		return failed("VMMFailed", fmt.Errorf("starting vm %s: %w", inst.ID, err))
-	}
-	cgroup := r.cgroupPath(inst.ID)
-	if err := r.cgroups.Create(cgroup, vmLimits(fn.Execution.VCPUs, fn.Execution.Memory)); err != nil {
 		return failed("VMMFailed", fmt.Errorf("starting vm %s: %w", inst.ID, err))
 	}
 	vc := vmm.Config{
@@ -327,6 +317,17 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	r.watch(v, proc)
 	r.log.Info("function started", "instance", inst.ID, "ip", nc.GuestIP, "timings", timings)
 	return st, nil
+}
+
+// exposedPorts are the ports of exposure published on the node.
+func exposedPorts(exposure workload.PortList) []workload.PortMapping {
+	var ports []workload.PortMapping
+	for _, p := range exposure {
+		if p.Port != 0 {
+			ports = append(ports, workload.PortMapping{Port: p.Port, TargetPort: p.TargetPort, Protocol: p.Protocol})
+		}
+	}
+	return ports
 }
 
 func runningStatus(s vmState) runtime.Status {

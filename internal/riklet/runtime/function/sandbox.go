@@ -10,6 +10,7 @@ import (
 	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/vmm/qemu"
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // What a VMM process may use beyond its guest (measured in
@@ -88,6 +89,19 @@ func (r *Runtime) allocUID(v *vm) (uint32, error) {
 	}
 	v.uid = uid
 	return uid, nil
+}
+
+// sandbox prepares the confinement of v's VMM: its uid (and gid) and its
+// cgroup, sized from e. cleanup undoes both.
+func (r *Runtime) sandbox(v *vm, e workload.Execution) (uid uint32, cgroup string, err error) {
+	if uid, err = r.allocUID(v); err != nil {
+		return 0, "", err
+	}
+	cgroup = r.cgroupPath(v.id)
+	if err := r.cgroups.Create(cgroup, vmLimits(e.VCPUs, e.Memory)); err != nil {
+		return 0, "", err
+	}
+	return uid, cgroup, nil
 }
 
 // removeCgroup kills what still runs in the VM's cgroup (only VMMs start

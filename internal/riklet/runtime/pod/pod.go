@@ -83,6 +83,31 @@ type Config struct {
 	AllowPrivileged bool
 }
 
+func (cfg *Config) setDefaults() {
+	if cfg.RuncRoot == "" {
+		cfg.RuncRoot = filepath.Join(cfg.StateDir, "runc")
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	cfg.CgroupDir = strings.Trim(cfg.CgroupDir, "/")
+	if cfg.CgroupDir == "" {
+		cfg.CgroupDir = "rik/pods"
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = 4096
+	}
+	if cfg.LogMaxSize <= 0 {
+		cfg.LogMaxSize = 10 << 20
+	}
+	if cfg.StartWait <= 0 {
+		cfg.StartWait = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
 // Runtime runs pods. It is safe for concurrent use.
 type Runtime struct {
 	cfg    Config
@@ -145,28 +170,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		return nil, fmt.Errorf("pod runtime: runc not found: %w", err)
 	}
 	cfg.RuncBinary = bin
-	if cfg.RuncRoot == "" {
-		cfg.RuncRoot = filepath.Join(cfg.StateDir, "runc")
-	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 10 * time.Second
-	}
-	cfg.CgroupDir = strings.Trim(cfg.CgroupDir, "/")
-	if cfg.CgroupDir == "" {
-		cfg.CgroupDir = "rik/pods"
-	}
-	if cfg.PidsLimit == 0 {
-		cfg.PidsLimit = 4096
-	}
-	if cfg.LogMaxSize <= 0 {
-		cfg.LogMaxSize = 10 << 20
-	}
-	if cfg.StartWait <= 0 {
-		cfg.StartWait = 60 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.setDefaults()
 	if report == nil {
 		report = func(runtime.Status) {}
 	}
@@ -196,24 +200,25 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if err != nil {
 		return nil, fmt.Errorf("pod runtime: %w", err)
 	}
+	hostCaps, err := boundingCaps()
+	if err != nil {
+		return nil, fmt.Errorf("pod runtime: %w", err)
+	}
 	// Container inits are re-parented to the riklet when their `runc run
 	// --detach` exits, so the riklet can wait for them and read exit codes.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		cfg.Logger.Warn("cannot become child subreaper: exit codes of containers will be unknown", "err", err)
 	}
-	hostCaps, err := boundingCaps()
-	if err != nil {
-		return nil, fmt.Errorf("pod runtime: %w", err)
-	}
 	r := &Runtime{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		report: report,
+		runc:   &runc.Runc{Command: bin, Root: cfg.RuncRoot, Setpgid: true},
+		images: images,
+		net:    nm,
+		pods:   map[string]*pod{},
+
 		hostCaps: hostCaps,
-		cfg:      cfg,
-		log:      cfg.Logger,
-		report:   report,
-		runc:     &runc.Runc{Command: bin, Root: cfg.RuncRoot, Setpgid: true},
-		images:   images,
-		net:      nm,
-		pods:     map[string]*pod{},
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.bg, r.cancel = bg, cancel

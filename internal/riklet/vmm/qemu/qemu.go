@@ -220,20 +220,29 @@ func closeAll(fs []*os.File) {
 }
 
 // kvmGroups returns the supplementary group a non-root QEMU needs to open
-// /dev/kvm (its group, unless everyone may), or an error when it cannot.
+// /dev/kvm, or an error when it cannot.
 func kvmGroups() ([]uint32, error) {
 	fi, err := os.Stat("/dev/kvm")
 	if err != nil {
 		return nil, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch mode := fi.Mode().Perm(); {
+	if !ok {
+		return nil, fmt.Errorf("/dev/kvm: no owner")
+	}
+	return kvmAccess(fi.Mode().Perm(), st.Gid)
+}
+
+// kvmAccess: a /dev/kvm open to everyone needs no group; one open to its
+// group, that group; else an unprivileged QEMU cannot use it.
+func kvmAccess(mode os.FileMode, gid uint32) ([]uint32, error) {
+	switch {
 	case mode&0o006 == 0o006:
 		return nil, nil
-	case ok && mode&0o060 == 0o060:
-		return []uint32{st.Gid}, nil
+	case mode&0o060 == 0o060:
+		return []uint32{gid}, nil
 	}
-	return nil, fmt.Errorf("/dev/kvm (mode %v) is open to neither its group nor others: an unprivileged QEMU cannot use it", fi.Mode().Perm())
+	return nil, fmt.Errorf("/dev/kvm (mode %v) is open to neither its group nor others: an unprivileged QEMU cannot use it", mode)
 }
 
 // Start implements vmm.Driver. QEMU runs as cfg.UID/GID, in cfg.Cgroup,

@@ -242,3 +242,23 @@ func TestFiles(t *testing.T) {
 		t.Errorf("files with a missing disk = %v", err)
 	}
 }
+
+func TestKVMAccess(t *testing.T) {
+	tests := []struct {
+		mode   os.FileMode
+		groups []uint32
+		err    bool
+	}{
+		{0o666, nil, false},
+		{0o660, []uint32{108}, false},
+		{0o664, []uint32{108}, false},
+		{0o600, nil, true},
+		{0o640, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := kvmAccess(tt.mode, 108)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.groups) {
+			t.Errorf("kvmAccess(%v) = %v, %v; want %v (error %v)", tt.mode, got, err, tt.groups, tt.err)
+		}
+	}
+}
