@@ -4,6 +4,13 @@
 // Firecracker). VMs run detached and survive a riklet restart: each
 // instance's state lives in <state>/functions/<id>/ (vm.json, console.log,
 // the instance's private rootfs.ext4, VMM sockets).
+//
+// Each VMM is confined (sandbox.go): it starts in its own cgroup
+// (<CgroupDir>/<id>, sized from the VM's vCPUs and memory plus QEMU's
+// overhead) and, with QEMU, as a uid and gid of its own from a range, with
+// no capability, getting its TAP, disk, console, QMP socket and boot files
+// as file descriptors (see package qemu); QEMU's own seccomp sandbox stays
+// on. Firecracker runs as root in its cgroup (its jailer is not used yet).
 package function
 
 import (

@@ -2,6 +2,12 @@
 // /dev/kvm is usable, else TCG (with the tsc_early_khz hint the guest needs
 // to boot without a long calibration). Graceful stop goes through QMP
 // (system_powerdown, the ACPI power button).
+//
+// QEMU can run as an unprivileged user (vmm.Config.UID): it opens nothing
+// by path. The riklet hands it the TAP it prepared (so QEMU needs no
+// CAP_NET_ADMIN), the listening QMP socket, the disk and console (through
+// fd sets) and the kernel and initramfs (through /proc/self/fd, so those
+// must be readable by everyone).
 package qemu
 
 import (
