@@ -103,6 +103,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Warn("not running as root: this node offers no pods or functions (they need runc, netlink and iptables)")
 		rt.Pods, rt.KernelPath = false, ""
 	}
+	rt.ProtectAddrs(cfg.Addr, cfg.WorkersAddr, cfg.ControllersAddr) // pods may not reach them
 	rt.StateDir = cfg.DataDir + "/riklet"
 	rt.Logger = log.With("component", "riklet")
 	cfg.Runtimes = runtimes.Factories(rt)

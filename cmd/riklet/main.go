@@ -100,6 +100,7 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
 	f.runtimes.StateDir = f.stateDir
 	f.runtimes.Logger = log
+	f.runtimes.ProtectAddrs(f.masterAddr) // pods may not reach a scheduler on this node
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if f.uninstall {

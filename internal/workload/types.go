@@ -49,6 +49,8 @@ type Container struct {
 	Env       []EnvVar   `json:"env,omitempty"`
 	Ports     PortList   `json:"ports,omitempty"`
 	Resources *Resources `json:"resources,omitempty"`
+
+	SecurityContext *SecurityContext `json:"securityContext,omitempty"` // see security.go
 }
 
 // EnvVar is one environment variable.

@@ -220,6 +220,7 @@ func (v *validator) pod(s Spec) {
 				v.add(p+".resources.memory", "must be between 0 and %d MiB", MaxMemoryMiB)
 			}
 		}
+		v.securityContext(p+".securityContext", c.SecurityContext)
 	}
 }
 

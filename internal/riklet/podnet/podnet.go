@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rik-org/rik/internal/nsenter"
 	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -292,7 +293,27 @@ func (m *Manager) ensureBridge(h *netlink.Handle) (netlink.Link, error) {
 	if err := h.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bringing up bridge %s: %w", name, err)
 	}
+	if err := disableIPv6(m.cfg.HostNetns, name); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
 	return br, nil
+}
+
+// disableIPv6 turns IPv6 off on dev, in the netns at path ("" = the
+// riklet's). Pods are IPv4 only, and must not reach the node by IPv6
+// (link-local or any of its addresses), which rik's IPv4 rules do not see.
+func disableIPv6(path, dev string) error {
+	write := func() error {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+dev+"/disable_ipv6", []byte("1"), 0o644)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // none: a kernel without IPv6
+			return fmt.Errorf("disabling IPv6: %w", err)
+		}
+		return nil
+	}
+	if path == "" {
+		return write()
+	}
+	return nsenter.Do(path, write)
 }
 
 // Get returns pod id's network if its netns and lease exist.

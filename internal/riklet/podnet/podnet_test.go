@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,9 @@ func TestSetupReachableAndTeardown(t *testing.T) {
 	}
 	if a.Gateway != netip.MustParseAddr("10.99.0.1") {
 		t.Errorf("gateway = %s", a.Gateway)
+	}
+	if got := strings.TrimSpace(host.Run(t, "cat", "/proc/sys/net/ipv6/conf/riktest0/disable_ipv6")); got != "1" {
+		t.Errorf("IPv6 on the bridge: disable_ipv6 = %s, want 1", got)
 	}
 	again, err := m.Setup(ctx, "pod-a")
 	if err != nil || again != a {

@@ -48,6 +48,8 @@ type Config struct {
 	AllowPrivateFetch bool  // http(s) rootfs from loopback and the node's own addresses too
 	ReservedPorts     []int // never mapped, besides ports < 1024 and rik's; nil: 22
 
+	Sandbox // privileged pods, VM uids, protected ports (sandbox.go)
+
 	Logger *slog.Logger
 }
 
@@ -79,6 +81,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
 	c.registerAdmissionFlags(fs)
+	c.Sandbox.registerFlags(fs)
 }
 
 // registerAdmissionFlags adds the node's admission flags. The default of
@@ -122,6 +125,9 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
 	}
+	if err := c.Sandbox.validate(); err != nil {
+		return err
+	}
 	return checkCgroupParent(c.CgroupParent)
 }
 
@@ -155,6 +161,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
 				Exposer:    m,
 				Logger:     cfg.Logger.With("runtime", "pod"),
+
+				AllowPrivileged: cfg.AllowPrivileged,
 			}, report)
 			if err != nil {
 				return nil, err
@@ -168,7 +176,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
-			return function.New(ctx, function.Config{
+			fc := function.Config{
 				StateDir:         filepath.Join(cfg.StateDir, "functions"),
 				VMM:              cfg.VMM,
 				KernelPath:       cfg.KernelPath,
@@ -177,7 +185,11 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				Fetch:            rootfs.FetchPolicy{Dirs: cfg.RootfsDirs, AllowPrivate: cfg.AllowPrivateFetch},
 				Network:          functionNetwork{m},
 				Logger:           cfg.Logger.With("runtime", "function"),
-			}, report)
+			}
+			if err := cfg.Sandbox.functionSandbox(&fc, cfg.CgroupParent); err != nil {
+				return nil, err
+			}
+			return function.New(ctx, fc, report)
 		})
 	}
 	return fs
@@ -230,12 +242,13 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			return
 		}
 		n.m, n.err = sdn.New(ctx, sdn.Config{
-			FunctionPool:  fp,
-			PodCIDR:       pp,
-			PodBridge:     n.cfg.Bridge,
-			StateDir:      n.cfg.StateDir,
-			ReservedPorts: n.cfg.ReservedPorts,
-			Logger:        n.cfg.Logger.With("component", "sdn"),
+			FunctionPool:   fp,
+			PodCIDR:        pp,
+			PodBridge:      n.cfg.Bridge,
+			StateDir:       n.cfg.StateDir,
+			ReservedPorts:  n.cfg.ReservedPorts,
+			ProtectedPorts: n.cfg.ProtectedPorts,
+			Logger:         n.cfg.Logger.With("component", "sdn"),
 		})
 	})
 	return n.m, n.err

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"io"
 	"testing"
+
+	"github.com/rik-org/rik/internal/riklet/runtime/function"
 )
 
 func TestCheckCgroupParent(t *testing.T) {
@@ -35,6 +37,14 @@ func TestValidate(t *testing.T) {
 		"--cgroup-parent=../../sys/fs":     false,
 		"--cgroup-parent=rik-e2e-1/pods":   true,
 		"--function-cidr=192.168.100.0/22": true,
+		"--vm-uid-range=100000-165535":     true,
+		"--vm-uid-range=5-5":               true,
+		"--vm-uid-range=0-10":              false,
+		"--vm-uid-range=10-5":              false,
+		"--vm-uid-range=100000":            false,
+		"--vm-uid-range=1-4294967295":      false,
+		"--allow-privileged":               true,
+		"--protected-ports=22,8443":        true,
 	} {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -49,6 +59,45 @@ func TestValidate(t *testing.T) {
 		}
 		if err := c.Validate(); (err == nil) != ok {
 			t.Errorf("Validate(%s) = %v, want ok=%v", args, err, ok)
+		}
+	}
+}
+
+func TestSandboxFlags(t *testing.T) {
+	var c Config
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--protected-ports", "22, 8443", "--protected-ports=9000", "--allow-privileged"}); err != nil {
+		t.Fatal(err)
+	}
+	c.ProtectAddrs("127.0.0.1:5001", "http://10.0.0.1:4999", "no-port", "[::1]:6000")
+	if got := c.ProtectedPorts.String(); got != "22,8443,9000,5001,4999,6000" || !c.AllowPrivileged {
+		t.Errorf("protected ports %s, allow privileged %v", got, c.AllowPrivileged)
+	}
+	for _, bad := range []string{"--protected-ports=0", "--protected-ports=65536", "--protected-ports=ssh"} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var c Config
+		c.RegisterFlags(fs)
+		if err := fs.Parse([]string{bad}); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	// Defaults: no privileged pods, 65536 VM uids, functions' cgroups
+	// beside the pods'.
+	var d Config
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	d.RegisterFlags(fs)
+	fs.Parse(nil)
+	var fc function.Config
+	if err := d.functionSandbox(&fc, d.CgroupParent); err != nil || d.AllowPrivileged ||
+		fc.VMUIDFirst != function.DefaultVMUIDFirst || fc.VMUIDCount != function.DefaultVMUIDCount || fc.CgroupDir != "rik/pods/_functions" {
+		t.Errorf("defaults: %+v, %v", fc, err)
+	}
+	for parent, want := range map[string]string{"": "rik/functions", "/rik-e2e-1/": "rik-e2e-1/_functions"} {
+		if got := functionCgroupDir(parent); got != want {
+			t.Errorf("functionCgroupDir(%q) = %q, want %q", parent, got, want)
 		}
 	}
 }

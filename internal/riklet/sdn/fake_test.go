@@ -273,7 +273,7 @@ func (h *fakeHost) Taps(ctx context.Context) ([]string, error) {
 func (h *fakeHost) SetSysctl(ctx context.Context, key, value string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if strings.HasPrefix(key, "net/ipv4/conf/") {
+	if strings.HasPrefix(key, "net/ipv4/conf/") || strings.HasPrefix(key, "net/ipv6/conf/") {
 		dev := strings.Split(key, "/")[3]
 		if _, ok := h.links[dev]; !ok && dev != "all" && dev != "default" {
 			return fmt.Errorf("setting sysctl %s: %w", key, os.ErrNotExist)

@@ -53,6 +53,15 @@ func newTestNode(t *testing.T, ipt *execIptables) *testNode {
 	return n
 }
 
+// pod returns a pod namespace (10.63.0.5) behind the node's podbr0
+// (Config.PodBridge, here one end of a veth, 10.63.0.1).
+func (n *testNode) pod(t *testing.T) *netns.NS {
+	pod := netns.New(t)
+	netns.Veth(t, n.node, "podbr0", "10.63.0.1/24", pod, "eth0", "10.63.0.5/24")
+	pod.Run(t, "ip", "route", "add", "default", "via", "10.63.0.1")
+	return pod
+}
+
 // save returns iptables-save of the node.
 func (n *testNode) save(t *testing.T) string {
 	t.Helper()
@@ -218,10 +227,7 @@ func TestRootDNATReachability(t *testing.T) {
 	forEachFlavour(t, func(t *testing.T, ipt *execIptables) {
 		ctx := context.Background()
 		n := newTestNode(t, ipt)
-		guest, pod := netns.New(t), netns.New(t)
-		// The pod sits behind podbr0 (Config.PodBridge), here one end of a veth.
-		netns.Veth(t, n.node, "podbr0", "10.63.0.1/24", pod, "eth0", "10.63.0.5/24")
-		pod.Run(t, "ip", "route", "add", "default", "via", "10.63.0.1")
+		guest, pod := netns.New(t), n.pod(t)
 		serve(t, pod, "10.63.0.5:80", "pod")
 
 		m := n.manager(t, t.TempDir(), vethHost{guest: guest})

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rik-org/rik/internal/workload"
@@ -16,14 +18,23 @@ const (
 	chainDNAT    = "RIKLET"             // nat: one DNAT per exposed port
 	chainPost    = "RIKLET-POSTROUTING" // nat: masquerade
 	chainForward = "RIKLET-FORWARD"     // filter: accept rik's traffic
-	chainInput   = "RIKLET-INPUT"       // filter: guests may not reach the node's 127.0.0.0/8
+	chainInput   = "RIKLET-INPUT"       // filter: guests may not reach the node's 127.0.0.0/8 nor its protected ports
 )
+
+// DefaultProtectedPorts are the ports of rik's control plane (scheduler
+// 4995 and 4996, controller 5000) and etcd's (2379, 2380), which pods and
+// guests may never reach on any address of their node.
+var DefaultProtectedPorts = []int{2379, 2380, 4995, 4996, 5000}
+
+// multiportMax is how many ports one iptables multiport match takes.
+const multiportMax = 15
 
 // ruleConfig is what rik's chains depend on besides the instances.
 type ruleConfig struct {
-	FunctionPool netip.Prefix
-	PodCIDR      netip.Prefix
-	PodBridge    string
+	FunctionPool   netip.Prefix
+	PodCIDR        netip.Prefix
+	PodBridge      string
+	ProtectedPorts []int // sorted, unique
 }
 
 // jump is a rule rik keeps in a built-in chain, sending traffic to its own.
@@ -97,8 +108,40 @@ func render(cfg ruleConfig, s state) []byte {
 	for _, dev := range devices(cfg) {
 		fmt.Fprintf(&b, "-A %s -i %s -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n", chainInput, dev)
 	}
+	// Every address of the node: INPUT sees only local destinations. A
+	// refusal, not a silent drop: a pod that tries fails at once.
+	for _, dev := range devices(cfg) {
+		for _, proto := range []string{"tcp", "udp"} {
+			reject := map[string]string{"tcp": "tcp-reset", "udp": "icmp-port-unreachable"}[proto]
+			for ports := range slices.Chunk(cfg.ProtectedPorts, multiportMax) {
+				fmt.Fprintf(&b, "-A %s -i %s -p %s -m multiport --dports %s -j REJECT --reject-with %s\n",
+					chainInput, dev, proto, joinInts(ports), reject)
+			}
+		}
+	}
 	b.WriteString("COMMIT\n")
 	return b.Bytes()
+}
+
+// protectedPorts returns DefaultProtectedPorts and extra, sorted, each
+// once; it refuses a port outside 1-65535.
+func protectedPorts(extra []int) ([]int, error) {
+	ports := append(slices.Clone(DefaultProtectedPorts), extra...)
+	for _, p := range ports {
+		if p < 1 || p > 65535 {
+			return nil, fmt.Errorf("protected port %d: want 1-65535: %w", p, ErrInvalid)
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports), nil
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }
 
 // devices are the interface patterns of rik's guests: every TAP, and the

@@ -51,6 +51,9 @@ type Config struct {
 	// workload.DefaultReservedPorts). A port with a socket listening on it
 	// is not mapped either.
 	ReservedPorts []int
+	// ProtectedPorts are node ports pods and guests may not reach, on any
+	// address of the node, besides DefaultProtectedPorts.
+	ProtectedPorts []int
 	// Netns, when set, is the path of the network namespace to program
 	// (e.g. /var/run/netns/node) instead of the riklet's own. For tests and
 	// nodes-in-namespaces end-to-end runs.
@@ -71,6 +74,7 @@ type FunctionNet struct {
 // concurrent use.
 type Manager struct {
 	cfg       Config
+	protected []int // DefaultProtectedPorts and Config.ProtectedPorts
 	log       *slog.Logger
 	ipt       iptables
 	host      netHost
@@ -116,6 +120,10 @@ func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*M
 	if cfg.FunctionPool.Overlaps(cfg.PodCIDR) {
 		return nil, fmt.Errorf("starting sdn: FunctionPool %s overlaps PodCIDR %s", cfg.FunctionPool, cfg.PodCIDR)
 	}
+	protected, err := protectedPorts(cfg.ProtectedPorts)
+	if err != nil {
+		return nil, fmt.Errorf("starting sdn: %w", err)
+	}
 	dir := filepath.Join(cfg.StateDir, "sdn")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("starting sdn: %w", err)
@@ -131,6 +139,7 @@ func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*M
 	}
 	m := &Manager{
 		cfg:       cfg,
+		protected: protected,
 		log:       cfg.Logger,
 		ipt:       ipt,
 		host:      host,
@@ -164,7 +173,7 @@ func (m *Manager) ensureBase(ctx context.Context) error {
 }
 
 func (m *Manager) ruleConfig() ruleConfig {
-	return ruleConfig{FunctionPool: m.cfg.FunctionPool, PodCIDR: m.cfg.PodCIDR, PodBridge: m.cfg.PodBridge}
+	return ruleConfig{FunctionPool: m.cfg.FunctionPool, PodCIDR: m.cfg.PodCIDR, PodBridge: m.cfg.PodBridge, ProtectedPorts: m.protected}
 }
 
 // SetupFunction leases a /30 for Function id, creates its TAP (up, with the
@@ -223,7 +232,16 @@ func (m *Manager) SetupFunction(ctx context.Context, id string, ports []workload
 			return err
 		}
 		// Lets the node reach the guest from 127.0.0.1 (DNAT in OUTPUT).
-		return m.host.SetSysctl(ctx, "net/ipv4/conf/"+n.Tap+"/route_localnet", "1")
+		if err := m.host.SetSysctl(ctx, "net/ipv4/conf/"+n.Tap+"/route_localnet", "1"); err != nil {
+			return err
+		}
+		// Guests are IPv4 only: no IPv6 (link-local or other) to reach the
+		// node through, where rik's IPv4 rules would not apply.
+		err = m.host.SetSysctl(ctx, "net/ipv6/conf/"+n.Tap+"/disable_ipv6", "1")
+		if errors.Is(err, os.ErrNotExist) { // a kernel without IPv6
+			err = nil
+		}
+		return err
 	})
 	if err != nil {
 		return fail(err)

@@ -135,9 +135,10 @@ func TestConflict(t *testing.T) {
 }
 
 var testRuleConfig = ruleConfig{
-	FunctionPool: netip.MustParsePrefix("10.62.0.0/16"),
-	PodCIDR:      netip.MustParsePrefix("10.63.0.0/16"),
-	PodBridge:    "cni0",
+	FunctionPool:   netip.MustParsePrefix("10.62.0.0/16"),
+	PodCIDR:        netip.MustParsePrefix("10.63.0.0/16"),
+	PodBridge:      "cni0",
+	ProtectedPorts: []int{2379, 4995, 5000},
 }
 
 func TestRender(t *testing.T) {
@@ -156,6 +157,10 @@ func TestRender(t *testing.T) {
 			"-A RIKLET-FORWARD -i cni0 -j ACCEPT\n-A RIKLET-FORWARD -o cni0 -j ACCEPT\n" +
 			"-A RIKLET-INPUT -i rik+ -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n" +
 			"-A RIKLET-INPUT -i cni0 -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n" +
+			"-A RIKLET-INPUT -i rik+ -p tcp -m multiport --dports 2379,4995,5000 -j REJECT --reject-with tcp-reset\n" +
+			"-A RIKLET-INPUT -i rik+ -p udp -m multiport --dports 2379,4995,5000 -j REJECT --reject-with icmp-port-unreachable\n" +
+			"-A RIKLET-INPUT -i cni0 -p tcp -m multiport --dports 2379,4995,5000 -j REJECT --reject-with tcp-reset\n" +
+			"-A RIKLET-INPUT -i cni0 -p udp -m multiport --dports 2379,4995,5000 -j REJECT --reject-with icmp-port-unreachable\n" +
 			"COMMIT\n"
 	}
 	tests := []struct {
@@ -191,6 +196,51 @@ func TestRender(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestProtectedPorts(t *testing.T) {
+	tests := []struct {
+		extra []int
+		want  []int
+		err   bool
+	}{
+		{nil, []int{2379, 2380, 4995, 4996, 5000}, false},
+		{[]int{22, 5000, 8443, 22}, []int{22, 2379, 2380, 4995, 4996, 5000, 8443}, false},
+		{[]int{0}, nil, true},
+		{[]int{65536}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := protectedPorts(tt.extra)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("protectedPorts(%v) = %v, %v; want %v (error %v)", tt.extra, got, err, tt.want, tt.err)
+		}
+		if tt.err && !errors.Is(err, ErrInvalid) {
+			t.Errorf("protectedPorts(%v) error %v does not wrap ErrInvalid", tt.extra, err)
+		}
+	}
+	if DefaultProtectedPorts[0] != 2379 || len(DefaultProtectedPorts) != 5 {
+		t.Errorf("protectedPorts changed the defaults: %v", DefaultProtectedPorts)
+	}
+}
+
+// More ports than one multiport match takes are split over rules.
+func TestRenderManyProtectedPorts(t *testing.T) {
+	cfg := testRuleConfig
+	cfg.PodBridge = "rik0"
+	cfg.ProtectedPorts = nil
+	for p := 1; p <= 17; p++ {
+		cfg.ProtectedPorts = append(cfg.ProtectedPorts, 1000+p)
+	}
+	got := string(render(cfg, state{}))
+	for _, want := range []string{
+		"-A RIKLET-INPUT -i rik+ -p tcp -m multiport --dports 1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014,1015 -j REJECT --reject-with tcp-reset\n",
+		"-A RIKLET-INPUT -i rik+ -p tcp -m multiport --dports 1016,1017 -j REJECT --reject-with tcp-reset\n",
+		"-A RIKLET-INPUT -i rik+ -p udp -m multiport --dports 1016,1017 -j REJECT --reject-with icmp-port-unreachable\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rules lack %q:\n%s", want, got)
+		}
 	}
 }
 
@@ -273,6 +323,9 @@ func TestSetupFunction(t *testing.T) {
 	l, ok := host.link(n.Tap)
 	if !ok || !l.tap || !l.up || l.addr != netip.MustParsePrefix("10.62.0.2/30") {
 		t.Errorf("tap %s = %+v, %v; want an up tap with 10.62.0.2/30", n.Tap, l, ok)
+	}
+	if got := host.sysctl("net/ipv6/conf/" + n.Tap + "/disable_ipv6"); got != "1" {
+		t.Errorf("disable_ipv6 on tap = %q, want 1", got)
 	}
 	if got := host.sysctl("net/ipv4/conf/" + n.Tap + "/route_localnet"); got != "1" {
 		t.Errorf("route_localnet on tap = %q, want 1", got)
@@ -767,5 +820,26 @@ func TestTeardownKeepsLeaseWhileRulesRemain(t *testing.T) {
 	}
 	if rules := dnatRules(ipt); len(rules) != 0 {
 		t.Errorf("RIKLET after teardown: %v", rules)
+	}
+}
+
+func TestNewProtectsPorts(t *testing.T) {
+	cfg := Config{StateDir: t.TempDir(), ProtectedPorts: []int{22, 4995}}
+	ipt := newFakeIptables()
+	if _, err := newManager(context.Background(), cfg, ipt, newFakeHost()); err != nil {
+		t.Fatal(err)
+	}
+	rules := strings.Join(ipt.chain("filter", chainInput), "\n")
+	for _, want := range []string{
+		"-i rik+ -p tcp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with tcp-reset",
+		"-i rik+ -p udp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with icmp-port-unreachable",
+	} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("%s lacks %q:\n%s", chainInput, want, rules)
+		}
+	}
+	cfg.ProtectedPorts = []int{70000}
+	if _, err := newManager(context.Background(), cfg, newFakeIptables(), newFakeHost()); err == nil || !strings.Contains(err.Error(), "70000") {
+		t.Errorf("newManager with port 70000 = %v", err)
 	}
 }

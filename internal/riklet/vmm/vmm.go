@@ -16,9 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/rik-org/rik/internal/nsenter"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 )
 
 // Config describes one microVM.
@@ -35,6 +36,11 @@ type Config struct {
 	MemoryMiB  int              // default 128
 	ConsoleLog string           // file the guest console is appended to
 	Netns      string           // optional: path of a network namespace to run the VMM in
+
+	// UID and GID the VMM runs as; 0 is root. Drivers that cannot run
+	// unprivileged ignore them (see the driver's documentation).
+	UID, GID uint32
+	Cgroup   string // cgroup (package cgroups path) the VMM starts in; "" = the riklet's
 }
 
 // Process identifies a running VMM process; it is persisted (vm.json) and
@@ -57,16 +63,27 @@ type Driver interface {
 // ErrNoProcess: the process is gone (or the pid was reused).
 var ErrNoProcess = errors.New("vmm process not running")
 
-// StartDetached starts argv in its own session with stdout and stderr
-// appended to logPath, inside the network namespace at netns if set. The
-// child is reaped by a goroutine; use Watch to learn when it exits.
-func StartDetached(argv []string, netns, logPath string) (Process, error) {
-	if len(argv) == 0 {
+// Launch says how StartDetached starts a VMM process.
+type Launch struct {
+	Argv    []string
+	LogPath string     // stdout and stderr are appended here
+	Netns   string     // path of the network namespace to start in; "" = the riklet's
+	Cgroup  string     // cgroup (package cgroups path) to start in; "" = the riklet's
+	UID     uint32     // with GID: the user to run as; 0 is root
+	GID     uint32     //
+	Groups  []uint32   // supplementary groups, for a non-root UID
+	Files   []*os.File // become file descriptors 3, 4, ... of the process
+}
+
+// StartDetached starts l.Argv in its own session, as l says. The child is
+// reaped by a goroutine; use Watch to learn when it exits.
+func StartDetached(l Launch) (Process, error) {
+	if len(l.Argv) == 0 {
 		return Process{}, errors.New("empty command")
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(l.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return Process{}, fmt.Errorf("opening %s: %w", logPath, err)
+		return Process{}, fmt.Errorf("opening %s: %w", l.LogPath, err)
 	}
 	defer logf.Close()
 	devnull, err := os.Open(os.DevNull)
@@ -74,29 +91,62 @@ func StartDetached(argv []string, netns, logPath string) (Process, error) {
 		return Process{}, err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := exec.Command(l.Argv[0], l.Argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.ExtraFiles = l.Files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := startIn(cmd, netns); err != nil {
-		return Process{}, fmt.Errorf("starting %s: %w", argv[0], err)
+	if l.UID != 0 || l.GID != 0 {
+		// No passwd entry is needed: the ids are set before exec.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: l.UID, Gid: l.GID, Groups: l.Groups}
+	}
+	if err := startIn(cmd, l.Netns, l.Cgroup); err != nil {
+		return Process{}, fmt.Errorf("starting %s: %w", l.Argv[0], err)
 	}
 	// Read the start time before reaping: a process that already exited is
 	// a zombie until then, and its /proc entry still readable.
 	st, err := StartTime(cmd.Process.Pid)
 	go cmd.Wait() //nolint:errcheck // reaps; exits are seen through Watch
 	if err != nil {
-		return Process{}, fmt.Errorf("reading start time of %s: %w", argv[0], err)
+		return Process{}, fmt.Errorf("reading start time of %s: %w", l.Argv[0], err)
 	}
 	return Process{Pid: cmd.Process.Pid, StartTime: st}, nil
 }
 
-// startIn starts cmd from a thread that entered netns (if set); that
-// thread is then thrown away rather than reused.
-func startIn(cmd *exec.Cmd, netns string) error {
-	if netns == "" {
+// startIn starts cmd inside netns and cgroup (each if set), from a thread
+// that entered them and is thrown away afterwards.
+func startIn(cmd *exec.Cmd, netns, cgroup string) error {
+	if netns == "" && cgroup == "" {
 		return cmd.Start()
 	}
-	return nsenter.Do(netns, cmd.Start)
+	return cgroups.OnThrowawayThread(func() error {
+		if netns != "" {
+			if err := enterNetns(netns); err != nil {
+				return err
+			}
+		}
+		if cgroup != "" {
+			done, err := cgroups.Enter(cgroup, cmd.SysProcAttr)
+			if err != nil {
+				return err
+			}
+			defer done()
+		}
+		return cmd.Start()
+	})
+}
+
+// enterNetns moves the calling (locked, thrown-away) thread into the
+// network namespace at path.
+func enterNetns(path string) error {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("opening netns %s: %w", path, err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		return fmt.Errorf("entering netns %s: %w", path, err)
+	}
+	return nil
 }
 
 // StartTime returns the start time (clock ticks since boot) of pid.

@@ -96,7 +96,7 @@ func TestProcessLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "out.log")
 	// The shell stays (no exec), so its command line keeps the marker.
-	p, err := StartDetached([]string{"/bin/sh", "-c", `trap "exit 0" TERM; echo started; while :; do sleep 0.1; done`, "marker-xyz"}, "", log)
+	p, err := StartDetached(Launch{Argv: []string{"/bin/sh", "-c", `trap "exit 0" TERM; echo started; while :; do sleep 0.1; done`, "marker-xyz"}, LogPath: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestProcessLifecycle(t *testing.T) {
 	if b, _ := os.ReadFile(log); !bytes.Contains(b, []byte("started")) {
 		t.Errorf("log = %q", b)
 	}
-	if _, err := StartDetached([]string{"/nonexistent/vmm"}, "", log); err == nil {
+	if _, err := StartDetached(Launch{Argv: []string{"/nonexistent/vmm"}, LogPath: log}); err == nil {
 		t.Errorf("starting a missing binary succeeded")
 	}
 }

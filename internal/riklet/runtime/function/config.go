@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rik-org/rik/internal/riklet/rootfs"
@@ -39,7 +40,23 @@ type Config struct {
 	ConsoleMaxBytes int64         // console.log is rotated past this size; default 4 MiB
 	BootTimeout     time.Duration // how long Start waits for the guest's init; default 2 min
 	DNS             []netip.Addr  // nameservers written to the guest's /etc/resolv.conf
+
+	// Sandbox of the VMM processes. Each VM gets a cgroup under CgroupDir
+	// (default rik/functions) sized from its vCPUs and memory, and (QEMU)
+	// its own uid and gid, the lowest free of VMUIDFirst..+VMUIDCount
+	// (default 2000000000, 65536 of them): no passwd entry needed, no two
+	// VMs alike, so one escaped VMM cannot touch another.
+	CgroupDir  string
+	VMUIDFirst uint32
+	VMUIDCount uint32
 }
+
+// Defaults of the VM sandbox.
+const (
+	DefaultVMUIDFirst = 2000000000
+	DefaultVMUIDCount = 65536
+	DefaultCgroupDir  = "rik/functions"
+)
 
 // NetConfig is what the network gives a Function: a TAP on the host side
 // and the guest's address.
@@ -87,6 +104,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.CgroupDir = strings.Trim(c.CgroupDir, "/"); c.CgroupDir == "" {
+		c.CgroupDir = DefaultCgroupDir
+	}
+	if c.VMUIDFirst == 0 {
+		c.VMUIDFirst = DefaultVMUIDFirst
+	}
+	if c.VMUIDCount == 0 {
+		c.VMUIDCount = DefaultVMUIDCount
 	}
 }
 

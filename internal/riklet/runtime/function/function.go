@@ -4,6 +4,13 @@
 // Firecracker). VMs run detached and survive a riklet restart: each
 // instance's state lives in <state>/functions/<id>/ (vm.json, console.log,
 // the instance's private rootfs.ext4, VMM sockets).
+//
+// Each VMM is confined (sandbox.go): it starts in its own cgroup
+// (<CgroupDir>/<id>, sized from the VM's vCPUs and memory plus QEMU's
+// overhead) and, with QEMU, as a uid and gid of its own from a range, with
+// no capability, getting its TAP, disk, console, QMP socket and boot files
+// as file descriptors (see package qemu); QEMU's own seccomp sandbox stays
+// on. Firecracker runs as root in its cgroup (its jailer is not used yet).
 package function
 
 import (
@@ -52,6 +59,9 @@ type Runtime struct {
 	store  *rootfs.Store
 	dir    string // <state>/functions
 
+	cgroups      cgroupHost
+	unprivileged bool // the driver runs VMMs as the VM's own uid
+
 	ctx    context.Context // cancelled by Close: ends the watchers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -80,6 +90,7 @@ type vm struct {
 	stopping atomic.Bool // set by Stop: the watcher does not report the exit
 
 	// guarded by Runtime.mu
+	uid         uint32 // the VMM's uid (and gid), reserved by allocUID; 0: none
 	startCancel context.CancelFunc
 	state       vmState
 	status      runtime.Status
@@ -132,19 +143,27 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if err != nil {
 		return nil, fmt.Errorf("building initramfs: %w", err)
 	}
+	// Public files (rik-init, modules, a kernel) the unprivileged VMM reads.
+	for _, f := range []*string{&kernel, &initrd} {
+		if *f, err = readableBy(*f, bootDir); err != nil {
+			return nil, fmt.Errorf("preparing boot files: %w", err)
+		}
+	}
 	store, err := rootfs.NewStore(filepath.Join(cfg.StateDir, "rootfs"), cfg.MaxRootfsBytes, cfg.Fetch, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	cfg.Logger.Info("function runtime ready", "vmm", driver.Name(), "kernel", kernel, "pvh", pvh, "modules", mods)
-	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store), nil
+	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store, hostCgroups{}), nil
 }
 
-func newRuntime(ctx context.Context, cfg Config, report runtime.Reporter, driver vmm.Driver, kernel, initrd string, store *rootfs.Store) *Runtime {
+func newRuntime(ctx context.Context, cfg Config, report runtime.Reporter, driver vmm.Driver, kernel, initrd string, store *rootfs.Store, cg cgroupHost) *Runtime {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Runtime{
 		cfg: cfg, report: report, log: cfg.Logger, driver: driver,
 		kernel: kernel, initrd: initrd, store: store, dir: filepath.Join(cfg.StateDir, "functions"),
+		// Firecracker would need its jailer to run unprivileged.
+		cgroups: cg, unprivileged: driver.Name() == "qemu",
 		ctx: rctx, cancel: cancel, vms: map[string]*vm{},
 	}
 }
@@ -248,16 +267,10 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 		return failed("RootfsFailed", err)
 	}
 
-	var ports []workload.PortMapping
-	for _, p := range fn.Exposure {
-		if p.Port != 0 {
-			ports = append(ports, workload.PortMapping{Port: p.Port, TargetPort: p.TargetPort, Protocol: p.Protocol})
-		}
-	}
 	var nc NetConfig
 	if r.cfg.Network != nil {
 		progress("setting up network")
-		nc, err = r.cfg.Network.Setup(ctx, inst.ID, ports)
+		nc, err = r.cfg.Network.Setup(ctx, inst.ID, exposedPorts(fn.Exposure))
 		if err != nil {
 			return failed("NetworkFailed", fmt.Errorf("setting up network of %s: %w", inst.ID, err))
 		}
@@ -267,12 +280,17 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	}
 	mark(TimingNetworkReady)
 
+	uid, cgroup, err := r.sandbox(v, fn.Execution)
+	if err != nil {
+		return failed("VMMFailed", fmt.Errorf("starting vm %s: %w", inst.ID, err))
+	}
 	vc := vmm.Config{
 		ID: inst.ID, Dir: v.dir, Kernel: r.kernel, Initrd: r.initrd,
 		Cmdline:  kernelCmdline(inst.Name, *fn, nc, r.cfg.DNS, r.driver.Name() == "firecracker"),
 		RootDisk: disk, Tap: nc.Tap, MAC: nc.MAC,
 		VCPUs: fn.Execution.VCPUs, MemoryMiB: fn.Execution.Memory,
 		ConsoleLog: filepath.Join(v.dir, "console.log"), Netns: nc.Netns,
+		UID: uid, GID: uid, Cgroup: cgroup,
 	}
 	state := vmState{ID: inst.ID, Name: inst.Name, VMM: vc, Net: nc, Timings: timings}
 	r.setState(v, state)
@@ -306,6 +324,17 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	r.watch(v, proc)
 	r.log.Info("function started", "instance", inst.ID, "ip", nc.GuestIP, "timings", timings)
 	return st, nil
+}
+
+// exposedPorts are the ports of exposure published on the node.
+func exposedPorts(exposure workload.PortList) []workload.PortMapping {
+	var ports []workload.PortMapping
+	for _, p := range exposure {
+		if p.Port != 0 {
+			ports = append(ports, workload.PortMapping{Port: p.Port, TargetPort: p.TargetPort, Protocol: p.Protocol})
+		}
+	}
+	return ports
 }
 
 func runningStatus(s vmState) runtime.Status {
@@ -377,6 +406,10 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 					return
 				}
 				st := exitStatus(v.id, console)
+				if st.Phase == runtime.PhaseFailed && r.cgroups.OOMKilled(r.cgroupPath(v.id)) {
+					st.Reason = "OOMKilled"
+					st.Message = "the vmm used more than its memory limit: " + st.Message
+				}
 				r.mu.Lock()
 				v.status = st
 				r.mu.Unlock()
@@ -463,6 +496,9 @@ func (r *Runtime) cleanup(ctx context.Context, v *vm) error {
 	if err := r.kill(ctx, state); err != nil {
 		errs = append(errs, err)
 	}
+	if err := r.removeCgroup(v.id); err != nil {
+		errs = append(errs, err)
+	}
 	if r.cfg.Network != nil {
 		if err := r.cfg.Network.Teardown(ctx, v.id); err != nil {
 			errs = append(errs, fmt.Errorf("tearing down network of %s: %w", v.id, err))
@@ -472,7 +508,7 @@ func (r *Runtime) cleanup(ctx context.Context, v *vm) error {
 		errs = append(errs, fmt.Errorf("removing %s: %w", v.dir, err))
 	}
 	r.mu.Lock()
-	v.state, v.status = vmState{}, runtime.Status{}
+	v.state, v.status, v.uid = vmState{}, runtime.Status{}, 0
 	r.mu.Unlock()
 	return errors.Join(errs...)
 }
@@ -569,7 +605,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		if alive {
 			st := runningStatus(s)
 			r.mu.Lock()
-			v.state, v.status = s, st
+			v.state, v.status, v.uid = s, st, s.VMM.UID
 			r.vms[id] = v
 			r.mu.Unlock()
 			r.watch(v, s.Process)
@@ -585,8 +621,29 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		r.mu.Unlock()
 		found[id] = st
 	}
-	// VMM processes whose directory is gone (removed by hand, or a crash
-	// between start and vm.json): found by the state path in their argv.
+	errs = append(errs, r.removeStrays(ctx)...)
+	var out []runtime.Status
+	for _, o := range owned {
+		st, ok := found[o.ID]
+		if !ok {
+			st = runtime.Status{InstanceID: o.ID, Phase: runtime.PhaseFailed, Reason: "Lost", Message: "no vm found on this node"}
+		}
+		out = append(out, st)
+	}
+	if r.cfg.Network != nil {
+		if err := r.cfg.Network.Reconcile(ctx, ids); err != nil {
+			errs = append(errs, fmt.Errorf("reconciling function network: %w", err))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// removeStrays kills the VMM processes no adopted VM owns, and removes
+// the cgroups of VMs not adopted. A stray is found by the state path in its
+// argv (its directory is gone: removed by hand, or a crash between start
+// and vm.json), or by its cgroup.
+func (r *Runtime) removeStrays(ctx context.Context) []error {
+	var errs []error
 	for pid, id := range strayVMs(r.dir) {
 		r.mu.Lock()
 		v := r.vms[id]
@@ -604,20 +661,18 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			errs = append(errs, err)
 		}
 	}
-	var out []runtime.Status
-	for _, o := range owned {
-		st, ok := found[o.ID]
-		if !ok {
-			st = runtime.Status{InstanceID: o.ID, Phase: runtime.PhaseFailed, Reason: "Lost", Message: "no vm found on this node"}
-		}
-		out = append(out, st)
-	}
-	if r.cfg.Network != nil {
-		if err := r.cfg.Network.Reconcile(ctx, ids); err != nil {
-			errs = append(errs, fmt.Errorf("reconciling function network: %w", err))
+	for _, id := range r.cgroups.Children(r.cfg.CgroupDir) {
+		r.mu.Lock()
+		v := r.vms[id]
+		watched := v != nil && v.watchDone != nil
+		r.mu.Unlock()
+		if !watched {
+			if err := r.removeCgroup(id); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	return out, errors.Join(errs...)
+	return errs
 }
 
 // Logs implements runtime.Runtime: the guest's console.

@@ -29,7 +29,9 @@ import (
 type fakeDriver struct {
 	mu        sync.Mutex
 	shutdowns []string
+	started   []vmm.Config
 	failStart bool
+	cg        *fakeCgroups // the "VMM" is put in its cgroup there
 }
 
 func (d *fakeDriver) Name() string { return "fake" }
@@ -54,8 +56,15 @@ while :; do sleep 0.05; done`
 	if strings.Contains(cfg.Cmdline, "rik.init=/noboot") {
 		script = `echo "no init here" >> "$1"; exit 1`
 	}
-	p, err := vmm.StartDetached([]string{"/bin/sh", "-c", script, "fakevmm-" + cfg.ID, cfg.ConsoleLog, cfg.Cmdline}, "", filepath.Join(cfg.Dir, "vmm.log"))
+	p, err := vmm.StartDetached(vmm.Launch{Argv: []string{"/bin/sh", "-c", script, "fakevmm-" + cfg.ID, cfg.ConsoleLog, cfg.Cmdline},
+		LogPath: filepath.Join(cfg.Dir, "vmm.log")})
 	p.Driver = d.Name()
+	d.mu.Lock()
+	d.started = append(d.started, cfg)
+	d.mu.Unlock()
+	if err == nil && d.cg != nil {
+		d.cg.add(cfg.Cgroup, p.Pid)
+	}
 	return p, err
 }
 
@@ -120,6 +129,7 @@ func (n *fakeNetwork) has(id string) bool {
 
 type fakeEnv struct {
 	rt     *Runtime
+	cg     *fakeCgroups
 	driver *fakeDriver
 	net    *fakeNetwork
 	rec    *recorder
@@ -130,7 +140,8 @@ type fakeEnv struct {
 
 func newFakeEnv(t *testing.T) *fakeEnv {
 	t.Helper()
-	e := &fakeEnv{driver: &fakeDriver{}, net: &fakeNetwork{nets: map[string]NetConfig{}}, rec: &recorder{}, state: t.TempDir(), logs: &syncBuffer{}}
+	cg := newFakeCgroups()
+	e := &fakeEnv{cg: cg, driver: &fakeDriver{cg: cg}, net: &fakeNetwork{nets: map[string]NetConfig{}}, rec: &recorder{}, state: t.TempDir(), logs: &syncBuffer{}}
 	img := make([]byte, 4096)
 	img[1080], img[1081] = 0x53, 0xEF // looks like ext4
 	e.rootfs = filepath.Join(t.TempDir(), "root.ext4")
@@ -155,7 +166,8 @@ func (e *fakeEnv) newRuntime(t *testing.T) *Runtime {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(e.state, "functions"), 0o700)
-	r := newRuntime(context.Background(), cfg, e.rec.report, e.driver, "/k", "/i", store)
+	r := newRuntime(context.Background(), cfg, e.rec.report, e.driver, "/k", "/i", store, e.cg)
+	r.unprivileged = true // as with QEMU
 	t.Cleanup(func() { r.Close() })
 	return r
 }

@@ -10,12 +10,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -31,6 +35,7 @@ type vmEnv struct {
 	ext4URL               string // ext4 image over file://
 	page                  string
 	state                 string
+	cgroup                string // the runtime's CgroupDir
 }
 
 func newVMEnv(t testing.TB) *vmEnv {
@@ -52,11 +57,13 @@ func newVMEnv(t testing.TB) *vmEnv {
 	e.ext4URL = "file://" + img
 	e.net = newTestNetwork(t)
 	e.state = t.TempDir()
+	e.cgroup = fmt.Sprintf("rik-test-%d-%d/functions", os.Getpid(), time.Now().UnixNano())
 	// A failed test must not leave its QEMUs running.
 	t.Cleanup(func() {
 		for pid := range strayVMs(filepath.Join(e.state, "functions")) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+		cgroups.Remove(filepath.Dir(e.cgroup))
 	})
 	return e
 }
@@ -69,7 +76,7 @@ func (e *vmEnv) config(logger *slog.Logger) Config {
 	return Config{
 		StateDir: e.state, VMM: "qemu", KernelPath: e.kernel, KernelModulesDir: e.modules,
 		InitBinary: e.init, Network: e.net, StopGrace: 10 * time.Second, QEMUAccel: accel,
-		Logger: logger, BootTimeout: 90 * time.Second,
+		Logger: logger, BootTimeout: 90 * time.Second, CgroupDir: e.cgroup,
 		// The test serves its rootfs on 127.0.0.1 and keeps its image in
 		// a temporary directory.
 		Fetch: rootfs.FetchPolicy{Dirs: []string{os.TempDir()}, AllowPrivate: true},
@@ -194,6 +201,7 @@ func TestVMLifecycle(t *testing.T) {
 	if got := e.get(t, "http://10.63.1.1/", 60*time.Second); got != e.page {
 		t.Fatalf("GET guest = %q, want %q", got, e.page)
 	}
+	checkSandboxed(t, e, a.ID, DefaultVMUIDFirst)
 	again, err := r1.Start(ctx, a)
 	if err != nil || again.Phase != runtime.PhaseRunning || again.IP != stA.IP {
 		t.Fatalf("second Start(a) = %+v, %v; want the running instance", again, err)
@@ -244,6 +252,7 @@ func TestVMLifecycle(t *testing.T) {
 	if got := e.get(t, "http://10.63.1.1/", 10*time.Second); got != e.page {
 		t.Fatalf("GET adopted guest = %q", got)
 	}
+	checkSandboxed(t, e, a.ID, DefaultVMUIDFirst)
 
 	// Guest exit code comes back through the reporter.
 	c := fnInstance("cccccccc-0000-4000-8000-000000000003", e.rootfsURL, "/bin/fail.sh")
@@ -281,6 +290,9 @@ func TestVMLifecycle(t *testing.T) {
 	if got := e.net.links(t); len(got) != 0 {
 		t.Errorf("taps left after Stop: %v", got)
 	}
+	if got := cgroups.Children(e.cgroup); len(got) != 0 {
+		t.Errorf("vm cgroups left after Stop: %v", got)
+	}
 	if err := r2.Stop(ctx, a); err != nil {
 		t.Errorf("second Stop(a): %v", err)
 	}
@@ -306,7 +318,7 @@ func BenchmarkCreateToReachable(b *testing.B) {
 	if err := r.Stop(ctx, warm); err != nil {
 		b.Fatal(err)
 	}
-	var guestMS, bootMS float64
+	var guestMS, bootMS, cpuMS float64
 	i := 0
 	for b.Loop() {
 		i++
@@ -320,6 +332,7 @@ func BenchmarkCreateToReachable(b *testing.B) {
 		}
 		guestMS += float64(st.Timings[TimingGuestRunning])
 		bootMS += float64(st.Timings[TimingGuestRunning] - st.Timings[TimingVMMStarted])
+		cpuMS += float64(vmmCPU(b, e, inst.ID).Milliseconds())
 		b.StopTimer()
 		if err := r.Stop(ctx, inst); err != nil {
 			b.Fatal(err)
@@ -328,4 +341,90 @@ func BenchmarkCreateToReachable(b *testing.B) {
 	}
 	b.ReportMetric(guestMS/float64(i), "ms-to-guest-init/op")
 	b.ReportMetric(bootMS/float64(i), "ms-vmm-to-guest-init/op")
+	b.ReportMetric(cpuMS/float64(i), "ms-vmm-cpu/op")
+}
+
+// vmmCPU returns the CPU time (user and system, every thread) the VMM of
+// instance id has used so far: unlike wall time, the machine's load does
+// not stretch it.
+func vmmCPU(t testing.TB, e *vmEnv, id string) time.Duration {
+	s, err := readState(filepath.Join(e.state, "functions", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.Atoi(f[11]) // fields 14 and 15, in clock ticks (1/100 s)
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// checkSandboxed checks that the QEMU of instance id runs as uid (and the
+// same gid, no other group), without capabilities, inside its own cgroup
+// sized from the instance (1 vCPU, 128 MiB), and holds none of the riklet's
+// files but its own.
+func checkSandboxed(t *testing.T, e *vmEnv, id string, uid uint32) {
+	t.Helper()
+	s, err := readState(filepath.Join(e.state, "functions", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := s.Process.Pid
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := fmt.Sprintf("\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)
+	for _, want := range []string{"Uid:" + ids, "Gid:" + ids, "CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("qemu (pid %d) status lacks %q:\n%s", pid, want, status)
+		}
+	}
+	if !regexp.MustCompile(`\nGroups:\s*\n`).Match(status) {
+		t.Errorf("qemu keeps supplementary groups:\n%s", status)
+	}
+	if !strings.Contains(string(status), "Seccomp:\t2") {
+		t.Errorf("qemu runs without its seccomp sandbox:\n%s", status)
+	}
+	path := e.cgroup + "/" + id
+	procCg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, c := range []string{"memory", "pids"} {
+		if !regexp.MustCompile(`(?m)^\d+:([a-z_]+,)*` + c + `(,[a-z_]+)*:/` + regexp.QuoteMeta(path) + `$|^0::/` + regexp.QuoteMeta(path) + `$`).Match(procCg) {
+			t.Errorf("qemu not in its %s cgroup %s:\n%s", c, path, procCg)
+		}
+	}
+	if !slices.Contains(cgroups.Procs(path), pid) {
+		t.Errorf("cgroup %s holds %v, not qemu %d", path, cgroups.Procs(path), pid)
+	}
+	want := strconv.Itoa((128 + vmmOverheadMiB) << 20)
+	var limit string
+	for _, f := range []string{"memory.max", "memory.limit_in_bytes"} {
+		for _, root := range cgroups.Roots() {
+			if b, err := os.ReadFile(filepath.Join(root, path, f)); err == nil {
+				limit = strings.TrimSpace(string(b))
+			}
+		}
+	}
+	if limit != want {
+		t.Errorf("memory limit of %s = %q, want %s", path, limit, want)
+	}
+	for _, f := range []string{"memory.max_usage_in_bytes", "memory.peak"} {
+		for _, root := range cgroups.Roots() {
+			if b, err := os.ReadFile(filepath.Join(root, path, f)); err == nil {
+				t.Logf("vm %s: %s %s of a %s limit", id, f, strings.TrimSpace(string(b)), limit)
+			}
+		}
+	}
+	// Everything it holds open is its own: no file of the riklet's.
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if strings.HasPrefix(target, "/") && !strings.HasPrefix(target, filepath.Join(e.state, "functions", id)) &&
+			!strings.HasPrefix(target, filepath.Join(e.state, "function-boot")) && target != "/dev/null" && !strings.HasPrefix(target, "/dev/net/tun") {
+			t.Errorf("qemu holds %s (fd %s)", target, fd.Name())
+		}
+	}
 }

@@ -44,6 +44,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -75,6 +76,36 @@ type Config struct {
 	ImageOpts  image.Options // used when Images is nil
 	Exposer    Exposer       // nil: ports are not exposed
 	Logger     *slog.Logger
+
+	// AllowPrivileged lets containers be privileged or add capabilities
+	// outside Docker's default set; refused (reason PrivilegedNotAllowed)
+	// otherwise.
+	AllowPrivileged bool
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.RuncRoot == "" {
+		cfg.RuncRoot = filepath.Join(cfg.StateDir, "runc")
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	cfg.CgroupDir = strings.Trim(cfg.CgroupDir, "/")
+	if cfg.CgroupDir == "" {
+		cfg.CgroupDir = "rik/pods"
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = 4096
+	}
+	if cfg.LogMaxSize <= 0 {
+		cfg.LogMaxSize = 10 << 20
+	}
+	if cfg.StartWait <= 0 {
+		cfg.StartWait = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // Runtime runs pods. It is safe for concurrent use.
@@ -89,6 +120,9 @@ type Runtime struct {
 	mu    sync.Mutex
 	pods  map[string]*pod
 	locks keylock.Locker
+
+	noSeccomp bool     // benchmarks only: containers without a seccomp filter
+	hostCaps  []string // the riklet's bounding set
 
 	bg     context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -136,27 +170,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		return nil, fmt.Errorf("pod runtime: runc not found: %w", err)
 	}
 	cfg.RuncBinary = bin
-	if cfg.RuncRoot == "" {
-		cfg.RuncRoot = filepath.Join(cfg.StateDir, "runc")
-	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 10 * time.Second
-	}
-	if cfg.CgroupDir == "" {
-		cfg.CgroupDir = "rik/pods"
-	}
-	if cfg.PidsLimit == 0 {
-		cfg.PidsLimit = 4096
-	}
-	if cfg.LogMaxSize <= 0 {
-		cfg.LogMaxSize = 10 << 20
-	}
-	if cfg.StartWait <= 0 {
-		cfg.StartWait = 60 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.setDefaults()
 	if report == nil {
 		report = func(runtime.Status) {}
 	}
@@ -186,6 +200,10 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 	if err != nil {
 		return nil, fmt.Errorf("pod runtime: %w", err)
 	}
+	hostCaps, err := boundingCaps()
+	if err != nil {
+		return nil, fmt.Errorf("pod runtime: %w", err)
+	}
 	// Container inits are re-parented to the riklet when their `runc run
 	// --detach` exits, so the riklet can wait for them and read exit codes.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -199,6 +217,8 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		images: images,
 		net:    nm,
 		pods:   map[string]*pod{},
+
+		hostCaps: hostCaps,
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.bg, r.cancel = bg, cancel
@@ -268,6 +288,23 @@ func validate(inst runtime.Instance) error {
 	return nil
 }
 
+// ErrPrivilegeNotAllowed: a container asks for more privilege than the
+// node allows (Config.AllowPrivileged).
+var ErrPrivilegeNotAllowed = errors.New("not allowed on this node (the riklet runs without --allow-privileged)")
+
+// checkPrivilege refuses a pod asking for privilege the node does not give.
+func (r *Runtime) checkPrivilege(inst runtime.Instance) error {
+	if r.cfg.AllowPrivileged {
+		return nil
+	}
+	for i, c := range inst.Workload.Spec.Containers {
+		if field := c.NeedsPrivilege(i); field != "" {
+			return fmt.Errorf("%s: %w", field, ErrPrivilegeNotAllowed)
+		}
+	}
+	return nil
+}
+
 func (p *pod) status() runtime.Status {
 	return runtime.Status{InstanceID: p.ID, Phase: runtime.PhaseRunning, IP: p.IP, Ports: p.Ports}
 }
@@ -277,6 +314,9 @@ func (p *pod) status() runtime.Status {
 func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Status, error) {
 	if err := validate(inst); err != nil {
 		return failed(inst.ID, "InvalidSpec", err), err
+	}
+	if err := r.checkPrivilege(inst); err != nil {
+		return failed(inst.ID, "PrivilegedNotAllowed", err), err
 	}
 	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
@@ -383,7 +423,7 @@ func (r *Runtime) start(ctx context.Context, p *pod, inst runtime.Instance, imgs
 			Rootfs:     "rootfs",
 			Hostname:   hostname(inst),
 			NetnsPath:  n.NetnsPath,
-			CgroupPath: "/" + strings.Trim(r.cfg.CgroupDir, "/") + "/" + id + "/" + c.Name,
+			CgroupPath: "/" + r.cfg.CgroupDir + "/" + id + "/" + c.Name,
 			PidsLimit:  r.cfg.PidsLimit,
 			HostsFile:  hosts,
 			ResolvFile: resolv,
@@ -469,10 +509,10 @@ func (r *Runtime) prepareBundle(bundle string, in specInput, layers []string) er
 		r.log.Warn("overlayfs not available, copied the image", "bundle", bundle)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
-	if in.Image.User != "" {
+	if sc := in.Container.SecurityContext; in.Image.User != "" || sc != nil && (sc.RunAsUser != nil || sc.RunAsGroup != nil) {
 		passwd, _ := openInRoot(rootfs, "etc/passwd")
 		group, _ := openInRoot(rootfs, "etc/group")
-		u, err := parseUser(in.Image.User, nilIfNil(passwd), nilIfNil(group))
+		u, err := containerUser(in.Image.User, sc, nilIfNil(passwd), nilIfNil(group))
 		if passwd != nil {
 			passwd.Close()
 		}
@@ -484,6 +524,7 @@ func (r *Runtime) prepareBundle(bundle string, in specInput, layers []string) er
 		}
 		in.User = u
 	}
+	in.NoSeccomp, in.HostCaps = r.noSeccomp, r.hostCaps
 	spec, err := buildSpec(in)
 	if err != nil {
 		return err
@@ -610,32 +651,13 @@ func (r *Runtime) containerExited(p *pod, ctr *container, code *int) {
 		st.Message = fmt.Sprintf("container %s exited with code 0", ctr.Name)
 	default:
 		st.Reason = "Error"
-		if r.oomKilled(p.ID, ctr.Name) {
+		if cgroups.OOMKilled(r.cfg.CgroupDir + "/" + p.ID + "/" + ctr.Name) {
 			st.Reason = "OOMKilled"
 		}
 		st.Message = fmt.Sprintf("container %s exited with code %d", ctr.Name, *code)
 	}
 	r.log.Info("container exited", "id", p.ID, "container", ctr.Name, "reason", st.Reason, "message", st.Message)
 	r.report(st)
-}
-
-// oomKilled reports whether the container's memory cgroup saw an OOM kill.
-func (r *Runtime) oomKilled(id, name string) bool {
-	for _, root := range cgroupRoots() {
-		for _, f := range []string{"memory.oom_control", "memory.events"} {
-			b, err := os.ReadFile(filepath.Join(root, r.cfg.CgroupDir, id, name, f))
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(b), "\n") {
-				k, v, _ := strings.Cut(line, " ")
-				if k == "oom_kill" && v != "0" {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // save writes the pod record.
@@ -729,7 +751,7 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 			}
 		}
 	}
-	if err := removeCgroups(r.cfg.CgroupDir, id); err != nil {
+	if err := cgroups.Remove(r.cfg.CgroupDir + "/" + id); err != nil {
 		errs = append(errs, err)
 	}
 	if err := r.net.Teardown(ctx, id); err != nil {
@@ -912,7 +934,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			orphans[e.Name()] = true
 		}
 	}
-	for _, id := range cgroupIDs(r.cfg.CgroupDir) {
+	for _, id := range cgroups.Children(r.cfg.CgroupDir) {
 		orphans[id] = true
 	}
 	netOwners, err := r.net.Owners()

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/testutil/netns"
@@ -89,7 +90,7 @@ func setup(t testing.TB) *env {
 		Logger:    testLogger(t),
 	}
 	t.Cleanup(func() {
-		for _, root := range cgroupRoots() {
+		for _, root := range cgroups.Roots() {
 			os.Remove(filepath.Join(root, e.cgroup))
 			os.Remove(filepath.Join(root, filepath.Dir(e.cgroup)))
 		}
@@ -172,7 +173,7 @@ func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 			t.Errorf("mount %s left behind", m)
 		}
 	}
-	for _, root := range cgroupRoots() {
+	for _, root := range cgroups.Roots() {
 		if _, err := os.Stat(filepath.Join(root, e.cgroup, id)); err == nil {
 			t.Errorf("cgroup %s left behind", filepath.Join(root, e.cgroup, id))
 		}

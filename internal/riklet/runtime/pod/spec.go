@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/workload"
@@ -15,13 +18,6 @@ import (
 
 // DefaultPath is set when neither the image nor the workload sets PATH.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// defaultCaps is the capability set containers get (Docker's default).
-var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
 
 // maskedPaths and readonlyPaths are runc's default spec's.
 var maskedPaths = []string{
@@ -44,9 +40,15 @@ type specInput struct {
 	User       specs.User // resolved from Image.User
 	HostsFile  string     // bind-mounted on /etc/hosts if set
 	ResolvFile string     // bind-mounted on /etc/resolv.conf if set
+	NoSeccomp  bool       // benchmarks only: no seccomp filter
+	HostCaps   []string   // the capabilities the node can give (nil: all)
 }
 
-// buildSpec returns the OCI runtime spec of one container. It does no I/O.
+// buildSpec returns the OCI runtime spec of one container: Docker's
+// default capabilities and seccomp profile, no new privileges, with the
+// container's securityContext applied (in.User already holds its user).
+// It does no I/O but reading the kernel's version once (uname), which the
+// seccomp profile depends on.
 func buildSpec(in specInput) (*specs.Spec, error) {
 	args, err := processArgs(in.Image, in.Container)
 	if err != nil {
@@ -56,10 +58,15 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if cwd == "" {
 		cwd = "/"
 	}
-	caps := append([]string(nil), defaultCaps...)
+	sc := in.Container.SecurityContext
+	privileged := sc != nil && sc.Privileged
+	caps := sc.EffectiveCapabilities()
+	if in.HostCaps != nil { // the node cannot give what it does not hold
+		caps = slices.DeleteFunc(caps, func(c string) bool { return !slices.Contains(in.HostCaps, c) })
+	}
 	s := &specs.Spec{
 		Version:  "1.0.2",
-		Root:     &specs.Root{Path: in.Rootfs},
+		Root:     &specs.Root{Path: in.Rootfs, Readonly: sc != nil && sc.ReadOnlyRootFilesystem},
 		Hostname: in.Hostname,
 		Process: &specs.Process{
 			Args: args,
@@ -86,6 +93,14 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
+	}
+	if privileged {
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
+	}
+	if !privileged && !in.NoSeccomp {
+		if s.Linux.Seccomp, err = seccomp.GetDefaultProfile(s); err != nil {
+			return nil, fmt.Errorf("spec.containers[%d]: seccomp profile: %w", in.Index, err)
+		}
 	}
 	if in.HostsFile != "" {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: in.HostsFile, Options: []string{"rbind", "ro"}})
@@ -170,6 +185,54 @@ func defaultMounts() []specs.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 	}
+}
+
+// boundingCaps returns the capabilities in the riklet's own bounding set:
+// a container cannot get any other (privileged gets these).
+func boundingCaps() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return nil, fmt.Errorf("reading capabilities: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			return capsFromMask(strings.TrimSpace(v))
+		}
+	}
+	return nil, errors.New("reading capabilities: no CapBnd in /proc/self/status")
+}
+
+// capsFromMask names the capabilities of a hex mask as /proc shows them.
+func capsFromMask(hex string) ([]string, error) {
+	m, err := strconv.ParseUint(hex, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("capability mask %q: %w", hex, err)
+	}
+	caps := []string{}
+	for i, c := range workload.AllCapabilities {
+		if m&(1<<i) != 0 {
+			caps = append(caps, c)
+		}
+	}
+	return caps, nil
+}
+
+// containerUser is the user a container runs as: the image's (imgUser),
+// replaced by the securityContext's runAsUser and runAsGroup when set. A
+// runAsUser without runAsGroup gets its group as an image uid does (see
+// parseUser).
+func containerUser(imgUser string, sc *workload.SecurityContext, passwd, group io.Reader) (specs.User, error) {
+	if sc != nil && sc.RunAsUser != nil {
+		imgUser = strconv.FormatInt(*sc.RunAsUser, 10)
+	}
+	u, err := parseUser(imgUser, passwd, group)
+	if err != nil {
+		return specs.User{}, err
+	}
+	if sc != nil && sc.RunAsGroup != nil {
+		u.GID = uint32(*sc.RunAsGroup)
+	}
+	return u, nil
 }
 
 // parseUser resolves an image's user ("", "uid", "uid:gid", "name",

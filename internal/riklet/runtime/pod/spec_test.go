@@ -126,6 +126,10 @@ func TestBuildSpec(t *testing.T) {
 	if !slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
 		t.Error("default masked/readonly paths missing")
 	}
+	if s.Root.Readonly {
+		t.Error("root read-only without a securityContext")
+	}
+	checkDefaultSeccomp(t, s)
 	if s.Linux.CgroupsPath != "/rik/id/c" {
 		t.Errorf("cgroups path = %q", s.Linux.CgroupsPath)
 	}
@@ -204,5 +208,156 @@ func TestRotate(t *testing.T) {
 	var out bytes.Buffer
 	if next, err := logfile.CopyFrom(path, offset, &out); err != nil || next != 6 || out.String() != "after\n" {
 		t.Errorf("CopyFrom after rotation = %d %q %v", next, out.String(), err)
+	}
+}
+
+// checkDefaultSeccomp checks s carries Docker's default profile: deny by
+// default, the common syscalls allowed, the dangerous ones not.
+func checkDefaultSeccomp(t *testing.T, s *specs.Spec) {
+	t.Helper()
+	sc := s.Linux.Seccomp
+	if sc == nil {
+		t.Fatal("no seccomp profile")
+	}
+	if sc.DefaultAction != specs.ActErrno || len(sc.Architectures) == 0 {
+		t.Errorf("seccomp default action %s, architectures %v; want errno and the native ones", sc.DefaultAction, sc.Architectures)
+	}
+	allowed := map[string]bool{}
+	for _, sys := range sc.Syscalls {
+		if sys.Action == specs.ActAllow && len(sys.Args) == 0 {
+			for _, n := range sys.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range []string{"read", "write", "execve", "openat", "mmap"} {
+		if !allowed[n] {
+			t.Errorf("seccomp does not allow %s", n)
+		}
+	}
+	for _, n := range []string{"mount", "kexec_load", "init_module", "bpf", "unshare", "reboot"} {
+		if allowed[n] {
+			t.Errorf("seccomp allows %s without CAP_SYS_ADMIN", n)
+		}
+	}
+}
+
+func TestBuildSpecSecurityContext(t *testing.T) {
+	base := specInput{Image: image.Config{Cmd: []string{"sh"}}, Rootfs: "rootfs"}
+	uid := int64(1000)
+	tests := []struct {
+		name  string
+		sc    *workload.SecurityContext
+		check func(t *testing.T, s *specs.Spec)
+	}{
+		{"read-only root, caps dropped and added", &workload.SecurityContext{ReadOnlyRootFilesystem: true, RunAsUser: &uid,
+			Capabilities: &workload.Capabilities{Drop: []string{"ALL"}, Add: []string{"net_bind_service"}}},
+			func(t *testing.T, s *specs.Spec) {
+				if !s.Root.Readonly {
+					t.Error("root not read-only")
+				}
+				c := s.Process.Capabilities
+				for _, set := range [][]string{c.Bounding, c.Effective, c.Permitted} {
+					if !slices.Equal(set, []string{"CAP_NET_BIND_SERVICE"}) {
+						t.Errorf("caps = %v, want [CAP_NET_BIND_SERVICE]", set)
+					}
+				}
+				if !s.Process.NoNewPrivileges || len(s.Linux.MaskedPaths) == 0 {
+					t.Error("no-new-privileges or masked paths lost")
+				}
+				checkDefaultSeccomp(t, s)
+			}},
+		{"added capability widens the seccomp profile", &workload.SecurityContext{Capabilities: &workload.Capabilities{Add: []string{"SYS_ADMIN"}}},
+			func(t *testing.T, s *specs.Spec) {
+				if !slices.Contains(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN") {
+					t.Errorf("caps = %v", s.Process.Capabilities.Bounding)
+				}
+				var mount bool
+				for _, sys := range s.Linux.Seccomp.Syscalls {
+					mount = mount || slices.Contains(sys.Names, "mount") && sys.Action == specs.ActAllow
+				}
+				if !mount {
+					t.Error("CAP_SYS_ADMIN given but mount still denied by seccomp")
+				}
+			}},
+		{"privileged", &workload.SecurityContext{Privileged: true},
+			func(t *testing.T, s *specs.Spec) {
+				if len(s.Process.Capabilities.Bounding) != len(workload.AllCapabilities) {
+					t.Errorf("privileged caps = %v", s.Process.Capabilities.Bounding)
+				}
+				if s.Linux.Seccomp != nil || len(s.Linux.MaskedPaths) != 0 || len(s.Linux.ReadonlyPaths) != 0 {
+					t.Error("privileged keeps seccomp or masked paths")
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := base
+			in.Container = workload.Container{Name: "c", SecurityContext: tt.sc}
+			s, err := buildSpec(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, s)
+		})
+	}
+	in := base
+	in.NoSeccomp = true
+	if s, err := buildSpec(in); err != nil || s.Linux.Seccomp != nil {
+		t.Errorf("NoSeccomp: seccomp %v, %v", s.Linux.Seccomp, err)
+	}
+}
+
+func TestContainerUser(t *testing.T) {
+	passwd := "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n"
+	id := func(n int64) *int64 { return &n }
+	tests := []struct {
+		img      string
+		sc       *workload.SecurityContext
+		uid, gid uint32
+	}{
+		{"app", nil, 1000, 1001},
+		{"app", &workload.SecurityContext{}, 1000, 1001},
+		{"app", &workload.SecurityContext{RunAsUser: id(0)}, 0, 0},
+		{"", &workload.SecurityContext{RunAsUser: id(1000)}, 1000, 1001}, // group from the image's passwd
+		{"", &workload.SecurityContext{RunAsUser: id(4242)}, 4242, 4242},
+		{"app", &workload.SecurityContext{RunAsGroup: id(7)}, 1000, 7},
+		{"", &workload.SecurityContext{RunAsUser: id(5), RunAsGroup: id(6)}, 5, 6},
+	}
+	for _, tt := range tests {
+		u, err := containerUser(tt.img, tt.sc, strings.NewReader(passwd), nil)
+		if err != nil || u.UID != tt.uid || u.GID != tt.gid {
+			t.Errorf("containerUser(%q, %+v) = %+v, %v; want %d:%d", tt.img, tt.sc, u, err, tt.uid, tt.gid)
+		}
+	}
+}
+
+func TestCapsFromMask(t *testing.T) {
+	tests := []struct {
+		mask string
+		want []string
+		err  bool
+	}{
+		{"0000000000000000", []string{}, false},
+		{"00000000a80425fb", workload.DefaultCapabilities, false},
+		{"000001ffffffffff", workload.AllCapabilities, false},
+		{"0000000000000401", []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"}, false},
+		{"zz", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := capsFromMask(tt.mask)
+		want := slices.Clone(tt.want)
+		slices.SortFunc(want, func(a, b string) int {
+			return slices.Index(workload.AllCapabilities, a) - slices.Index(workload.AllCapabilities, b)
+		})
+		if (err != nil) != tt.err || !tt.err && !slices.Equal(got, want) {
+			t.Errorf("capsFromMask(%s) = %v, %v; want %v", tt.mask, got, err, want)
+		}
+	}
+	// The node cannot give what it lacks: the spec keeps only its caps.
+	s, err := buildSpec(specInput{Image: image.Config{Cmd: []string{"sh"}}, HostCaps: []string{"CAP_KILL", "CAP_SYS_ADMIN"},
+		Container: workload.Container{SecurityContext: &workload.SecurityContext{Privileged: true}}})
+	if err != nil || !slices.Equal(s.Process.Capabilities.Bounding, []string{"CAP_KILL", "CAP_SYS_ADMIN"}) {
+		t.Errorf("privileged on a node with two caps: %v, %v", s.Process.Capabilities.Bounding, err)
 	}
 }

@@ -19,7 +19,11 @@ import (
 	"github.com/rik-org/rik/internal/riklet/vmm"
 )
 
-// Driver starts VMs with the firecracker binary.
+// Driver starts VMs with the firecracker binary, in the VM's cgroup
+// (vmm.Config.Cgroup) but as root: it ignores vmm.Config.UID and GID.
+// Running Firecracker unprivileged takes its jailer (a chroot holding
+// hard links of the kernel and disk, a TAP owned by the VM's user), which
+// rik does not do yet.
 type Driver struct {
 	Binary string
 }
@@ -34,7 +38,10 @@ func APISocket(dir string) string { return filepath.Join(dir, "fc.sock") }
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
 	sock := APISocket(cfg.Dir)
 	// Firecracker writes the guest's serial console on its stdout.
-	p, err := vmm.StartDetached([]string{d.Binary, "--api-sock", sock, "--id", cfg.ID}, cfg.Netns, cfg.ConsoleLog)
+	p, err := vmm.StartDetached(vmm.Launch{
+		Argv:    []string{d.Binary, "--api-sock", sock, "--id", cfg.ID},
+		LogPath: cfg.ConsoleLog, Netns: cfg.Netns, Cgroup: cfg.Cgroup,
+	})
 	if err != nil {
 		return vmm.Process{}, fmt.Errorf("starting firecracker: %w", err)
 	}

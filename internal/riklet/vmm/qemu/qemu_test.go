@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,7 +41,7 @@ func TestArgs(t *testing.T) {
 		check  func(t *testing.T, a []string)
 	}{
 		{"tcg", "tcg", nil, func(t *testing.T, a []string) {
-			if opt(a, "-accel") != "tcg" || opt(a, "-cpu") != "max" {
+			if !strings.HasPrefix(opt(a, "-accel"), "tcg,") || opt(a, "-cpu") != "max" {
 				t.Errorf("accel/cpu = %s/%s", opt(a, "-accel"), opt(a, "-cpu"))
 			}
 			if opt(a, "-append") != "console=ttyS0 quiet tsc_early_khz=2600000" {
@@ -61,14 +63,35 @@ func TestArgs(t *testing.T) {
 			if !strings.Contains(strings.Join(a, " "), "-no-reboot") || !strings.Contains(strings.Join(a, " "), "-nodefaults") {
 				t.Errorf("missing -no-reboot/-nodefaults: %q", a)
 			}
-			if opt(a, "-netdev") != "tap,id=net0,script=no,downscript=no,ifname=rik1a2b" || opt(a, "-device") != "virtio-blk-device,drive=root" {
-				t.Errorf("devices: %q", a)
-			}
-			if opt(a, "-qmp") != "unix:/s/fn/id-1/qmp.sock,server=on,wait=off" || opt(a, "-initrd") != "/k/initrd" {
-				t.Errorf("qmp/initrd: %q", a)
-			}
 			if !strings.Contains(strings.Join(a, " "), "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01") {
 				t.Errorf("nic: %q", a)
+			}
+		}},
+		{"every file by descriptor", "tcg", nil, func(t *testing.T, a []string) {
+			joined := strings.Join(a, " ")
+			for _, want := range []string{
+				"-netdev tap,id=net0,fd=3",
+				"-chardev socket,id=qmp,fd=4,server=on,wait=off -mon chardev=qmp,mode=control",
+				"-add-fd fd=5,set=2,opaque=/s/fn/id-1/rootfs.ext4 -add-fd fd=6,set=2,opaque=/s/fn/id-1/rootfs.ext4 -drive id=root,format=raw,if=none,file=/dev/fdset/2",
+				"-add-fd fd=7,set=1,opaque=/s/fn/id-1/console.log -chardev file,id=con,append=on,path=/dev/fdset/1 -serial chardev:con",
+				"-kernel /proc/self/fd/8", "-initrd /proc/self/fd/9",
+			} {
+				if !strings.Contains(joined, want) {
+					t.Errorf("args lack %q:\n%s", want, joined)
+				}
+			}
+			if strings.Contains(joined, "/k/") {
+				t.Errorf("args name the kernel's path: %s", joined)
+			}
+		}},
+		{"comma in a described path is escaped", "tcg", func(c *vmm.Config) { c.RootDisk = "/a,b/disk" }, func(t *testing.T, a []string) {
+			if !slices.Contains(a, "fd=5,set=2,opaque=/a,,b/disk") {
+				t.Errorf("args = %q", a)
+			}
+		}},
+		{"tcg cache bounded", "tcg", nil, func(t *testing.T, a []string) {
+			if opt(a, "-accel") != "tcg,tb-size=64" {
+				t.Errorf("accel = %q", opt(a, "-accel"))
 			}
 		}},
 		{"sandbox", "tcg", nil, func(t *testing.T, a []string) {
@@ -80,10 +103,8 @@ func TestArgs(t *testing.T) {
 			if opt(a, "-smp") != "1" || opt(a, "-m") != "128" || opt(a, "-netdev") != "" || opt(a, "-initrd") != "" {
 				t.Errorf("defaults: %q", a)
 			}
-		}},
-		{"comma in path is escaped", "tcg", func(c *vmm.Config) { c.RootDisk = "/a,b/disk" }, func(t *testing.T, a []string) {
-			if opt(a, "-drive") != "id=root,format=raw,if=none,file=/a,,b/disk" {
-				t.Errorf("drive = %q", opt(a, "-drive"))
+			if opt(a, "-kernel") != "/proc/self/fd/7" || !strings.Contains(strings.Join(a, " "), "socket,id=qmp,fd=3,") {
+				t.Errorf("fds without tap: %q", a)
 			}
 		}},
 		{"tsc hint given by user kept", "tcg", func(c *vmm.Config) { c.Cmdline = "tsc_early_khz=1000" }, func(t *testing.T, a []string) {
@@ -169,5 +190,75 @@ func TestQMP(t *testing.T) {
 	}
 	if err := QMP(context.Background(), filepath.Join(dir, "none.sock"), "quit"); err == nil {
 		t.Errorf("QMP on a missing socket succeeded")
+	}
+}
+
+func TestLayout(t *testing.T) {
+	c := cfg()
+	if got, want := layout(c), (fds{Tap: 3, QMP: 4, Disk: 5, DiskRO: 6, Console: 7, Kernel: 8, Initrd: 9}); got != want {
+		t.Errorf("layout = %+v, want %+v", got, want)
+	}
+	c.Tap, c.Initrd = "", ""
+	if got, want := layout(c), (fds{QMP: 3, Disk: 4, DiskRO: 5, Console: 6, Kernel: 7}); got != want {
+		t.Errorf("layout without tap and initrd = %+v, want %+v", got, want)
+	}
+}
+
+// TestFiles opens what QEMU gets: each file on its descriptor, the QMP
+// socket listening and private to root.
+func TestFiles(t *testing.T) {
+	dir := t.TempDir()
+	c := vmm.Config{ID: "x", Dir: dir, Kernel: filepath.Join(dir, "k"), RootDisk: filepath.Join(dir, "disk"), ConsoleLog: filepath.Join(dir, "console.log")}
+	for _, p := range []string{c.Kernel, c.RootDisk} {
+		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs, err := files(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(fs)
+	l := layout(c)
+	if len(fs) != l.Kernel-2 {
+		t.Fatalf("%d files, want %d", len(fs), l.Kernel-2)
+	}
+	for fd, want := range map[int]string{l.Disk: c.RootDisk, l.DiskRO: c.RootDisk, l.Console: c.ConsoleLog, l.Kernel: c.Kernel} {
+		if fs[fd-3].Name() != want {
+			t.Errorf("fd %d is %s, want %s", fd, fs[fd-3].Name(), want)
+		}
+	}
+	if fi, err := os.Stat(QMPSocket(dir)); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("QMP socket: %v, %v; want a 0600 socket", fi, err)
+	}
+	conn, err := net.Dial("unix", QMPSocket(dir)) // the listener is there, held by the file
+	if err != nil {
+		t.Errorf("QMP socket does not listen: %v", err)
+	} else {
+		conn.Close()
+	}
+	c.RootDisk = filepath.Join(dir, "missing")
+	if _, err := files(c); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("files with a missing disk = %v", err)
+	}
+}
+
+func TestKVMAccess(t *testing.T) {
+	tests := []struct {
+		mode   os.FileMode
+		groups []uint32
+		err    bool
+	}{
+		{0o666, nil, false},
+		{0o660, []uint32{108}, false},
+		{0o664, []uint32{108}, false},
+		{0o600, nil, true},
+		{0o640, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := kvmAccess(tt.mode, 108)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.groups) {
+			t.Errorf("kvmAccess(%v) = %v, %v; want %v (error %v)", tt.mode, got, err, tt.groups, tt.err)
+		}
 	}
 }
