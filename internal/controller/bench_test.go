@@ -20,7 +20,7 @@ func BenchmarkInstancesCreate(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body)))
+		h.ServeHTTP(rec, e.auth(httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body))))
 		if rec.Code != http.StatusCreated {
 			b.Fatalf("create: %d %s", rec.Code, rec.Body)
 		}
@@ -39,7 +39,7 @@ func BenchmarkInstancesCreateParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body)))
+			h.ServeHTTP(rec, e.auth(httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body))))
 			if rec.Code != http.StatusCreated {
 				b.Errorf("create: %d %s", rec.Code, rec.Body)
 				return

@@ -248,6 +248,16 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "scheduler": sched, "leader": s.lease.held.Load()})
 }
 
+// handleReady says whether this controller can serve: 503 while its link
+// to the scheduler is down (orders would only be queued).
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if !s.link.connected.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "scheduler": "disconnected"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "scheduler": "connected"})
+}
+
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	serveDoc(w, "application/yaml", openAPIDoc())
 }
