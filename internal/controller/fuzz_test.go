@@ -51,7 +51,9 @@ func FuzzWorkloadsCreate(f *testing.F) { fuzzRoute(f, "workloads.create", 201, 4
 func FuzzWorkloadsDelete(f *testing.F) { fuzzRoute(f, "workloads.delete", 204, 400, 404, 413) }
 
 // 429: admission's instance quotas.
-func FuzzInstancesCreate(f *testing.F) { fuzzRoute(f, "instances.create", 201, 400, 404, 409, 413, 429) }
+func FuzzInstancesCreate(f *testing.F) {
+	fuzzRoute(f, "instances.create", 201, 400, 404, 409, 413, 429)
+}
 func FuzzInstancesDelete(f *testing.F) { fuzzRoute(f, "instances.delete", 204, 400, 404, 413) }
 func FuzzTokensCreate(f *testing.F)    { fuzzRoute(f, "tokens.create", 201, 400, 413) }
 

@@ -26,7 +26,7 @@ type running struct {
 	sched  *fakeScheduler
 	url    string
 	addr   string
-	token  string      // the first admin token ("" when insecure)
+	token  string       // the first admin token ("" when insecure)
 	client *http.Client // trusts the test CA when TLS is on
 	caPEM  []byte
 }

@@ -111,8 +111,8 @@ func (a *app) client() (*Client, error) {
 
 func newRootCommand(a *app) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "rikctl",
-		Short:         "rikctl talks to a rik cluster",
+		Use:   "rikctl",
+		Short: "rikctl talks to a rik cluster",
 		Long: "rikctl manages workloads, instances and nodes of a rik cluster through its controller.\n" +
 			"The controller, its CA and the token are read from $RIKCONFIG or ~/.rik/config.yaml\n" +
 			"(default server " + DefaultServer + "); $RIK_TOKEN and the flags override them.",
