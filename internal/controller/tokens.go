@@ -320,3 +320,11 @@ func writeSecretFile(file, secret string) error {
 	}
 	return nil
 }
+
+// BootstrapAdminToken creates the first admin token in st when no usable
+// one exists, writing it to file (mode 0600), as a controller does when
+// it starts; it reports whether it created one. Run calls it; `rik dev`
+// calls it first, to print the token.
+func BootstrapAdminToken(ctx context.Context, st store.Store, file string) (bool, error) {
+	return newTokenStore(st, func() time.Time { return time.Now().UTC() }).bootstrapAdmin(ctx, file)
+}
