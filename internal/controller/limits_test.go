@@ -53,7 +53,7 @@ func testTLS(t testing.TB) (*tls.Config, []byte) {
 
 // runController starts Run with a bolt store, a fake scheduler, TLS when
 // withTLS, and what tune sets; it returns once /healthz answers.
-func runController(t *testing.T, withTLS bool, tune func(*Config)) *running {
+func runController(t testing.TB, withTLS bool, tune func(*Config)) *running {
 	t.Helper()
 	st, err := bolt.Open(t.TempDir())
 	if err != nil {
