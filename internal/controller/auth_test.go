@@ -43,20 +43,8 @@ var wantRoles = map[string]Role{
 }
 
 func TestRouteRoles(t *testing.T) {
-	st, err := bolt.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	s, err := NewServer(Config{Store: st, SchedulerAddr: "127.0.0.1:1", Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.link.close()
-	if len(s.patterns) == 0 {
-		t.Fatal("no route recorded")
-	}
-	for _, p := range s.patterns {
+	patterns := routePatterns(t)
+	for _, p := range patterns {
 		got, ok := routeRoles[p]
 		if !ok {
 			t.Errorf("route %q has no entry in routeRoles", p)
@@ -67,7 +55,7 @@ func TestRouteRoles(t *testing.T) {
 		}
 	}
 	for p := range routeRoles {
-		if !slices.Contains(s.patterns, p) {
+		if !slices.Contains(patterns, p) {
 			t.Errorf("routeRoles has %q, which is no route", p)
 		}
 	}
