@@ -23,6 +23,7 @@ func writeConfig(t *testing.T, content string) string {
 func TestTokenPrecedence(t *testing.T) {
 	f, srv := newFakeAPI(t)
 	cfg := writeConfig(t, "cluster:\n  server: "+srv.URL+"\nuser:\n  token: from-config\n")
+	other := writeConfig(t, "cluster:\n  server: https://elsewhere:5000\nuser:\n  token: for-elsewhere\n")
 	for _, tc := range []struct {
 		env  map[string]string
 		args []string
@@ -32,6 +33,10 @@ func TestTokenPrecedence(t *testing.T) {
 		{map[string]string{"RIKCONFIG": cfg, "RIK_TOKEN": "from-env"}, nil, "Bearer from-env"},
 		{map[string]string{"RIKCONFIG": cfg, "RIK_TOKEN": "from-env"}, []string{"--token", "from-flag"}, "Bearer from-flag"},
 		{nil, []string{"--server", srv.URL}, ""},
+		// The file's token goes to the file's server only.
+		{map[string]string{"RIKCONFIG": cfg}, []string{"--server", srv.URL + "/"}, "Bearer from-config"},
+		{map[string]string{"RIKCONFIG": other}, []string{"--server", srv.URL}, ""},
+		{map[string]string{"RIKCONFIG": other, "RIK_TOKEN": "from-env"}, []string{"--server", srv.URL}, "Bearer from-env"},
 	} {
 		wantOK(t, run(t, tc.env, "", append(tc.args, "get", "nodes")...))
 		if got := f.lastRequest(t).Auth; got != tc.want {

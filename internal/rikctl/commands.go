@@ -86,13 +86,17 @@ func (a *app) client() (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	token := firstNonEmpty(a.token, a.env.Getenv("RIK_TOKEN"))
 	if a.server != "" {
 		if err := checkServer(a.server); err != nil {
 			return nil, fmt.Errorf("--server: %w", err)
 		}
+		if normalizeServer(a.server) != normalizeServer(cfg.Cluster.Server) {
+			cfg.User.Token = "" // the file's token goes only to the file's server
+		}
 		cfg.Cluster.Server = a.server
 	}
-	token := firstNonEmpty(a.token, a.env.Getenv("RIK_TOKEN"), cfg.User.Token)
+	token = firstNonEmpty(token, cfg.User.Token)
 	if strings.ContainsAny(token, " \t\r\n") {
 		return nil, errors.New("token: must not contain spaces or newlines")
 	}
@@ -121,7 +125,7 @@ func newRootCommand(a *app) *cobra.Command {
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
-	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token)")
+	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
 	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand())
 	return root

@@ -400,7 +400,7 @@ func (c *cluster) rikctl(args ...string) (string, error) {
 	defer cancel()
 	full := append([]string{"--net=" + c.client.Path, "--", c.bins.rikctl, "--server", c.apiURL()}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
-	cmd.Env = append(os.Environ(), "RIKCONFIG="+c.api.rikctlConfig)
+	cmd.Env = append(os.Environ(), "RIKCONFIG="+c.api.rikctlConfig, "RIK_TOKEN="+c.api.token) // the token for every --server
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
