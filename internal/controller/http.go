@@ -89,15 +89,18 @@ func (j *jsonErrors) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// recorder remembers the status code; Unwrap lets ResponseController flush.
+// recorder remembers the status code and, when the answer starts, sets
+// its write deadline; Unwrap lets ResponseController flush.
 type recorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	started func() // called once, before the first byte
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.code == 0 {
 		r.code = code
+		r.started()
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -105,6 +108,7 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.code == 0 {
 		r.code = http.StatusOK
+		r.started()
 	}
 	return r.ResponseWriter.Write(b)
 }
@@ -117,6 +121,7 @@ func (s *Server) instrument(next http.Handler, pattern func(*http.Request) strin
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w}
+		rec.started = func() { s.extendWrite(http.NewResponseController(w)) }
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

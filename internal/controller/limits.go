@@ -20,6 +20,10 @@ const (
 	// write timeout is set.
 	DefaultReadTimeout    = 30 * time.Second
 	DefaultIdleTimeout    = 2 * time.Minute
+	// DefaultWriteTimeout bounds writing an answer to a client that does
+	// not read it: from the first byte, and again for each write of a
+	// stream.
+	DefaultWriteTimeout = time.Minute
 	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultMaxConnsPerIP caps the connections open from one client
 	// address; past it a new connection is closed as soon as accepted.
@@ -40,6 +44,29 @@ func (s *Server) httpServer() *http.Server {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+}
+
+// extendWrite gives the next write to a client WriteTimeout from now; a
+// client that stops reading is cut off then.
+func (s *Server) extendWrite(rc *http.ResponseController) {
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) // unsupported under httptest.ResponseRecorder
+}
+
+// writeChunk writes one piece of a stream (events, a followed log) and
+// flushes it within WriteTimeout; between pieces a quiet stream has no
+// deadline (over HTTP/2 a passed deadline resets the stream).
+func (s *Server) writeChunk(w http.ResponseWriter, rc *http.ResponseController, b []byte) error {
+	s.extendWrite(rc)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	if len(b) > 0 {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 // isTimeout reports whether err is a read deadline passing.

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/store/bolt"
 )
@@ -249,11 +252,12 @@ func isReset(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "closed"))
 }
 
-// The read timeout bounds the request, not the answer: an event stream
-// outlives it and keeps delivering, over HTTP/1.1 and HTTP/2.
-func TestStreamsOutliveReadTimeout(t *testing.T) {
+// The read and write timeouts bound the request and each write, not the
+// answer: a quiet event stream outlives them and keeps delivering, over
+// HTTP/1.1 and HTTP/2.
+func TestStreamsOutliveTimeouts(t *testing.T) {
 	const readTimeout = 500 * time.Millisecond
-	r := runController(t, true, func(c *Config) { c.ReadTimeout = readTimeout })
+	r := runController(t, true, func(c *Config) { c.ReadTimeout, c.WriteTimeout = readTimeout, readTimeout })
 	post := func(path, body string) {
 		req, _ := http.NewRequest("POST", r.url+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+r.token)
@@ -275,7 +279,7 @@ func TestStreamsOutliveReadTimeout(t *testing.T) {
 				t.Fatalf("events: %v %v", resp, err)
 			}
 			defer resp.Body.Close()
-			time.Sleep(4 * readTimeout) // past the deadline the request had
+			time.Sleep(4 * readTimeout) // quiet, past both timeouts
 			post("/api/v0/instances.create", `{"workload_id":"web"}`)
 			sc := bufio.NewScanner(resp.Body)
 			for sc.Scan() {
@@ -398,5 +402,40 @@ func TestPerIPListenerCounts(t *testing.T) {
 	b.Close()
 	if n := l.openFrom("127.0.0.1"); n != 0 {
 		t.Errorf("open after closing all = %d", n)
+	}
+}
+
+// A client that follows a log but stops reading is cut off after
+// WriteTimeout: the node's log stream ends instead of being held forever.
+func TestNonReadingClientIsCutOff(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.WriteTimeout = time.Second })
+	wl := e.createWorkload(podDef("web"))
+	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	ended := make(chan struct{})
+	var sent atomic.Int64
+	e.sched.mu.Lock()
+	e.sched.logs = func(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {
+		defer close(ended)
+		chunk := &commonpb.LogChunk{Data: []byte(strings.Repeat("x", 64<<10))}
+		for stream.Context().Err() == nil {
+			if err := stream.Send(chunk); err != nil {
+				return err
+			}
+			sent.Add(1)
+		}
+		return nil
+	}
+	e.sched.mu.Unlock()
+	req, _ := http.NewRequest("GET", e.http.URL+"/api/v0/instances.logs/"+in.ID+"?follow=true", nil)
+	resp, err := e.http.Client().Do(e.auth(req)) // and never read the body
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("follow: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	select {
+	case <-ended:
+		t.Logf("cut off after %d MiB sent", sent.Load()/16)
+	case <-time.After(time.Minute):
+		t.Fatalf("the log stream to a client that stopped reading is still open (%d MiB sent)", sent.Load()/16)
 	}
 }

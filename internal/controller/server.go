@@ -47,6 +47,7 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // DefaultReadHeaderTimeout
 	ReadTimeout       time.Duration // one request's headers and body, DefaultReadTimeout
 	IdleTimeout       time.Duration // DefaultIdleTimeout
+	WriteTimeout      time.Duration // one answer, or each write of a stream, DefaultWriteTimeout
 	MaxHeaderBytes    int           // DefaultMaxHeaderBytes
 	MaxConnsPerIP     int           // DefaultMaxConnsPerIP; < 0: no cap
 }
@@ -116,6 +117,7 @@ func NewServer(cfg Config) (*Server, error) {
 	setDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDefault(&cfg.ReadTimeout, DefaultReadTimeout)
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if cfg.Logger == nil {
