@@ -18,12 +18,12 @@ const (
 	// Answers (event streams, followed logs) are not bounded by it: the
 	// HTTP server lifts the read deadline once the body is read, and no
 	// write timeout is set.
-	DefaultReadTimeout    = 30 * time.Second
-	DefaultIdleTimeout    = 2 * time.Minute
+	DefaultReadTimeout = 30 * time.Second
+	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultWriteTimeout bounds writing an answer to a client that does
 	// not read it: from the first byte, and again for each write of a
 	// stream.
-	DefaultWriteTimeout = time.Minute
+	DefaultWriteTimeout   = time.Minute
 	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultMaxConnsPerIP caps the connections open from one client
 	// address; past it a new connection is closed as soon as accepted.
