@@ -323,7 +323,8 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 	})
 	sched.waitSubscribed(t)
 	eventually(t, "scheduler link up", s.link.connected.Load) // set just after the fake says subscribed
-	eventually(t, "controller lease taken", func() bool {     // by this controller, or another on a shared store
+	// The lease is taken by this controller, or another on a shared store.
+	eventually(t, "controller lease taken", func() bool {
 		if s.lease.held.Load() {
 			return true
 		}

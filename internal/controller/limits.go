@@ -16,8 +16,7 @@ const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// DefaultReadTimeout bounds reading one request, headers and body.
 	// Answers (event streams, followed logs) are not bounded by it: the
-	// HTTP server lifts the read deadline once the body is read, and no
-	// write timeout is set.
+	// HTTP server lifts the read deadline once the body is read.
 	DefaultReadTimeout = 30 * time.Second
 	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultWriteTimeout bounds writing an answer to a client that does
