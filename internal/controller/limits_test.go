@@ -256,8 +256,8 @@ func isReset(err error) bool {
 // answer: a quiet event stream outlives them and keeps delivering, over
 // HTTP/1.1 and HTTP/2.
 func TestStreamsOutliveTimeouts(t *testing.T) {
-	const readTimeout = 500 * time.Millisecond
-	r := runController(t, true, func(c *Config) { c.ReadTimeout, c.WriteTimeout = readTimeout, readTimeout })
+	const readTimeout, writeTimeout = 500 * time.Millisecond, time.Second
+	r := runController(t, true, func(c *Config) { c.ReadTimeout, c.WriteTimeout = readTimeout, writeTimeout })
 	post := func(path, body string) {
 		req, _ := http.NewRequest("POST", r.url+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+r.token)
@@ -279,7 +279,7 @@ func TestStreamsOutliveTimeouts(t *testing.T) {
 				t.Fatalf("events: %v %v", resp, err)
 			}
 			defer resp.Body.Close()
-			time.Sleep(4 * readTimeout) // quiet, past both timeouts
+			time.Sleep(writeTimeout + 4*readTimeout) // quiet, past both timeouts
 			post("/api/v0/instances.create", `{"workload_id":"web"}`)
 			sc := bufio.NewScanner(resp.Body)
 			for sc.Scan() {
