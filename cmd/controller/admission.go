@@ -42,7 +42,7 @@ func admissionFlags(fs *flag.FlagSet) (func() (controller.Admission, error), err
 			dirs = append(dirs, splitList(v)...)
 			return nil
 		})
-	ports := fs.String("reserved-ports", env("RIK_RESERVED_PORTS", "22"),
+	ports := fs.String("reserved-ports", envOr(os.Getenv, "RIK_RESERVED_PORTS", "22"),
 		"host ports workloads may not expose, besides those below 1024 and rik's own (env RIK_RESERVED_PORTS)")
 	cpu := fs.Int("default-cpu", envInt("RIK_DEFAULT_CPU", def.Policy.DefaultCPU), "millicores given to a container without resources.cpu (env RIK_DEFAULT_CPU; 0: none)")
 	mem := fs.Int("default-memory", envInt("RIK_DEFAULT_MEMORY", def.Policy.DefaultMemory), "MiB given to a container without resources.memory (env RIK_DEFAULT_MEMORY; 0: none)")

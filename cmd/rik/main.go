@@ -16,6 +16,7 @@ import (
 
 	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/dev"
+	"github.com/rik-org/rik/internal/rikctl"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
 	"github.com/rik-org/rik/internal/version"
 )
@@ -66,6 +67,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ControllersAddr, "controllers-addr", "127.0.0.1:4996", "scheduler address for controllers")
 	fs.StringVar(&cfg.Hostname, "hostname", "", "node name (default: the host name)")
 	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 15*time.Second, "a node silent this long is NotReady")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve the API over plain HTTP without tokens (else HTTPS, admin token printed)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	// The quick start serves images and rootfs on 127.0.0.1.
 	rt.AllowPrivateFetch = true
@@ -111,6 +113,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.Uninstall = hostCleanup(cfg.Temporary, rt)
 	cfg.Logger = log
 	cfg.Out = stdout
+	cfg.RikctlConfig = rikctl.ConfigPath(os.Getenv) // so that rikctl works with no set-up
 	if err := dev.Run(ctx, cfg); err != nil {
 		fmt.Fprintf(stderr, "rik dev: %v\n", err)
 		return 1

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,7 +22,7 @@ func BenchmarkInstancesCreate(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body)))
+		h.ServeHTTP(rec, e.auth(httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body))))
 		if rec.Code != http.StatusCreated {
 			b.Fatalf("create: %d %s", rec.Code, rec.Body)
 		}
@@ -40,7 +41,7 @@ func BenchmarkInstancesCreateParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body)))
+			h.ServeHTTP(rec, e.auth(httptest.NewRequest("POST", "/api/v0/instances.create", strings.NewReader(body))))
 			if rec.Code != http.StatusCreated {
 				b.Errorf("create: %d %s", rec.Code, rec.Body)
 				return
@@ -48,4 +49,54 @@ func BenchmarkInstancesCreateParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+}
+
+// BenchmarkInstancesCreateServed measures POST /api/v0/instances.create
+// through the real server (Run) over loopback TCP, 8 clients with
+// keep-alive connections, in the same run: plain HTTP without tokens
+// (insecure), and HTTPS (TLS 1.3, HTTP/2) with a bearer token checked on
+// every request.
+//
+//	go test -run '^$' -bench InstancesCreateServed -benchtime 3s -count 3 ./internal/controller/
+func BenchmarkInstancesCreateServed(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		tls  bool
+	}{{"plain-insecure", false}, {"https-token", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			r := runController(b, mode.tls, func(c *Config) { c.Insecure = !mode.tls })
+			tr := r.client.Transport
+			if tr == nil {
+				tr = &http.Transport{}
+			}
+			tr.(*http.Transport).MaxIdleConnsPerHost = 8
+			post := func(path, body string) *http.Response {
+				req, _ := http.NewRequest("POST", r.url+path, strings.NewReader(body))
+				if r.token != "" {
+					req.Header.Set("Authorization", "Bearer "+r.token)
+				}
+				resp, err := r.client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp
+			}
+			if resp := post("/api/v0/workloads.create", podDef("web")); resp.StatusCode != http.StatusCreated {
+				b.Fatalf("workloads.create: %s", resp.Status)
+			}
+			b.SetParallelism(4) // 2 cores: 8 clients
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if resp := post("/api/v0/instances.create", `{"workload_id":"web"}`); resp.StatusCode != http.StatusCreated {
+						b.Errorf("create: %s", resp.Status)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+		})
+	}
 }

@@ -182,14 +182,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprint(w, ": connected\n\n"); err != nil {
+	if s.writeChunk(w, rc, []byte(": connected\n\n")) != nil {
 		return
 	}
-	_ = rc.Flush()
 	tick := time.NewTicker(s.keepaliveEvery)
 	defer tick.Stop()
 	for {
-		var err error
+		var chunk []byte
 		select {
 		case <-ctx.Done():
 			return
@@ -197,14 +196,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return // too slow: dropped
 			}
-			_, err = fmt.Fprintf(w, "event: instance\ndata: %s\n\n", data)
+			chunk = fmt.Appendf(nil, "event: instance\ndata: %s\n\n", data)
 		case <-tick.C:
-			_, err = fmt.Fprint(w, ": keepalive\n\n")
+			chunk = []byte(": keepalive\n\n")
 		}
-		if err != nil {
-			return
-		}
-		if err := rc.Flush(); err != nil {
+		if s.writeChunk(w, rc, chunk) != nil {
 			return
 		}
 	}

@@ -87,7 +87,7 @@ func TestEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/api/v0/events", nil)
-	resp, err := e.http.Client().Do(req)
+	resp, err := e.http.Client().Do(e.auth(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,12 +293,12 @@ func TestRecoverMiddleware(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	s, err := NewServer(Config{Store: st, SchedulerAddr: "127.0.0.1:1"})
+	s, err := NewServer(Config{Store: st, SchedulerAddr: "127.0.0.1:1", Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.link.close()
-	h := s.instrument(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	h := s.instrument(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }), func(*http.Request) string { return "" })
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"error":"internal error"`) {
@@ -325,7 +325,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Config{Listener: ln, Store: st, SchedulerAddr: sched.addr}) }()
+	go func() { done <- Run(ctx, Config{Listener: ln, Store: st, SchedulerAddr: sched.addr, Insecure: true}) }()
 	sched.waitSubscribed(t)
 	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
 	if err != nil {
@@ -371,7 +371,7 @@ func TestRunListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	err = Run(t.Context(), Config{Addr: "256.0.0.1:99999", Store: st})
+	err = Run(t.Context(), Config{Addr: "256.0.0.1:99999", Store: st, Insecure: true})
 	if err == nil || !strings.Contains(err.Error(), "listening") {
 		t.Errorf("Run on a bad address: %v", err)
 	}
@@ -403,7 +403,7 @@ func TestInstanceLogsFollow(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/api/v0/instances.logs/"+in.ID+"?follow=true", nil)
-	resp, err := e.http.Client().Do(req) // returns once headers are in
+	resp, err := e.http.Client().Do(e.auth(req)) // returns once headers are in
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -251,6 +254,9 @@ type env struct {
 	st    store.Store
 	sched *fakeScheduler
 	http  *httptest.Server
+	// token is sent by do and auth: the first admin token, unless a test
+	// changes it ("" sends none).
+	token string
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -275,7 +281,8 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	sched := startFakeScheduler(t, "127.0.0.1:0")
-	cfg := Config{Store: st, SchedulerAddr: "http://" + sched.addr + "/", Logger: testLogger(t)}
+	cfg := Config{Store: st, SchedulerAddr: "http://" + sched.addr + "/", Logger: testLogger(t),
+		AdminTokenFile: filepath.Join(t.TempDir(), "admin.token")}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -285,6 +292,23 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 	}
 	if tune != nil {
 		tune(s)
+	}
+	if err := s.bootstrapAdmin(context.Background()); err != nil {
+		t.Fatalf("bootstrapAdmin: %v", err)
+	}
+	token := ""
+	if !cfg.Insecure {
+		b, err := os.ReadFile(cfg.AdminTokenFile)
+		switch {
+		case err == nil:
+			token = strings.TrimSpace(string(b))
+		case errors.Is(err, fs.ErrNotExist): // a shared store already had one
+			if token, _, err = s.tokens.create(context.Background(), RoleAdmin, "test", 0); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("reading the admin token: %v", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -298,7 +322,9 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 		s.link.close()
 	})
 	sched.waitSubscribed(t)
-	eventually(t, "controller lease taken", func() bool { // by this controller, or another on a shared store
+	eventually(t, "scheduler link up", s.link.connected.Load) // set just after the fake says subscribed
+	// The lease is taken by this controller, or another on a shared store.
+	eventually(t, "controller lease taken", func() bool {
 		if s.lease.held.Load() {
 			return true
 		}
@@ -306,7 +332,15 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 		var v leaseValue
 		return err == nil && json.Unmarshal(kv.Value, &v) == nil && v.Holder != s.lease.id
 	})
-	return &env{t: t, s: s, st: st, sched: sched, http: hs}
+	return &env{t: t, s: s, st: st, sched: sched, http: hs, token: token}
+}
+
+// auth adds the env's token to req and returns it.
+func (e *env) auth(req *http.Request) *http.Request {
+	if e.token != "" {
+		req.Header.Set("Authorization", "Bearer "+e.token)
+	}
+	return req
 }
 
 type response struct {
@@ -354,7 +388,7 @@ func (e *env) do(method, path string, body any) response {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	resp, err := e.http.Client().Do(req)
+	resp, err := e.http.Client().Do(e.auth(req))
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -20,31 +20,48 @@ import (
 // MaxReplicas caps instances.create.
 const MaxReplicas = 1000
 
+// routes builds the REST API. Every route is registered through handle,
+// which records its pattern: authorization looks each one up in
+// routeRoles.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v0/workloads.list", s.handleWorkloadsList)
-	mux.HandleFunc("GET /api/v0/workloads.instances/{id}", s.handleWorkloadInstances)
-	mux.HandleFunc("POST /api/v0/workloads.create", s.handleWorkloadsCreate)
-	mux.HandleFunc("POST /api/v0/workloads.delete", s.handleWorkloadsDelete)
-	mux.HandleFunc("GET /api/v0/instances.list", s.handleInstancesList)
-	mux.HandleFunc("POST /api/v0/instances.create", s.handleInstancesCreate)
-	mux.HandleFunc("POST /api/v0/instances.delete", s.handleInstancesDelete)
-	mux.HandleFunc("GET /api/v0/instances.get/{id}", s.handleInstanceGet)
-	mux.HandleFunc("GET /api/v0/instances.logs/{id}", s.handleInstanceLogs)
-	mux.HandleFunc("GET /api/v0/nodes.list", s.handleNodesList)
-	mux.HandleFunc("GET /api/v0/events", s.handleEvents)
-	mux.HandleFunc("GET /api/v0/openapi.yaml", s.handleOpenAPI)
-	mux.HandleFunc("GET /api/v0/workload.schema.json", s.handleSchema)
-	mux.HandleFunc("GET /healthz", s.handleHealth)
-	mux.Handle("GET /metrics", s.metrics.handler())
-	return s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern == "" {
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		s.patterns = append(s.patterns, pattern)
+	}
+	hf := func(pattern string, h http.HandlerFunc) { handle(pattern, h) }
+	hf("GET /api/v0/workloads.list", s.handleWorkloadsList)
+	hf("GET /api/v0/workloads.instances/{id}", s.handleWorkloadInstances)
+	hf("POST /api/v0/workloads.create", s.handleWorkloadsCreate)
+	hf("POST /api/v0/workloads.delete", s.handleWorkloadsDelete)
+	hf("GET /api/v0/instances.list", s.handleInstancesList)
+	hf("POST /api/v0/instances.create", s.handleInstancesCreate)
+	hf("POST /api/v0/instances.delete", s.handleInstancesDelete)
+	hf("GET /api/v0/instances.get/{id}", s.handleInstanceGet)
+	hf("GET /api/v0/instances.logs/{id}", s.handleInstanceLogs)
+	hf("GET /api/v0/nodes.list", s.handleNodesList)
+	hf("GET /api/v0/events", s.handleEvents)
+	hf("GET /api/v0/openapi.yaml", s.handleOpenAPI)
+	hf("GET /api/v0/workload.schema.json", s.handleSchema)
+	hf("POST /api/v0/tokens.create", s.handleTokensCreate)
+	hf("GET /api/v0/tokens.list", s.handleTokensList)
+	hf("POST /api/v0/tokens.delete", s.handleTokensDelete)
+	hf("GET /healthz", s.handleHealth)
+	hf("GET /readyz", s.handleReady)
+	handle("GET /metrics", s.metrics.handler())
+	pattern := func(r *http.Request) string {
+		_, p := mux.Handler(r)
+		return p
+	}
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pattern(r) == "" {
 			// 404 or 405 from the mux: keep its code and Allow header,
 			// answer in JSON like every other error.
 			w = &jsonErrors{ResponseWriter: w, msg: "no such route: " + r.Method + " " + r.URL.Path}
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})
+	return s.instrument(s.authorize(serve, pattern), pattern)
 }
 
 // jsonErrors rewrites the mux's plain-text 404/405 answers as JSON errors.
@@ -72,15 +89,18 @@ func (j *jsonErrors) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// recorder remembers the status code; Unwrap lets ResponseController flush.
+// recorder remembers the status code and, when the answer starts, sets
+// its write deadline; Unwrap lets ResponseController flush.
 type recorder struct {
 	http.ResponseWriter
-	code int
+	code    int
+	started func() // called once, before the first byte
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.code == 0 {
 		r.code = code
+		r.started()
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -88,17 +108,20 @@ func (r *recorder) WriteHeader(code int) {
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.code == 0 {
 		r.code = http.StatusOK
+		r.started()
 	}
 	return r.ResponseWriter.Write(b)
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// instrument adds panic recovery, request logging and metrics.
-func (s *Server) instrument(next http.Handler) http.Handler {
+// instrument adds panic recovery, request logging and metrics (by route,
+// as pattern names it).
+func (s *Server) instrument(next http.Handler, pattern func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w}
+		rec.started = func() { s.extendWrite(http.NewResponseController(w)) }
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -109,7 +132,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 					writeError(rec, http.StatusInternalServerError, "internal error")
 				}
 			}
-			route := r.Pattern
+			route := pattern(r)
 			if route == "" || route == "/" {
 				route = "unmatched"
 			}
@@ -150,6 +173,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
 	case errors.Is(err, workload.ErrInvalid), errors.Is(err, ErrBadInput):
 		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrTimeout):
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, err.Error())
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrNameTaken):
@@ -171,6 +197,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return nil, err
+		}
+		if isTimeout(err) {
+			return nil, ErrTimeout
 		}
 		return nil, fmt.Errorf("reading body: %v: %w", err, ErrBadInput)
 	}
@@ -202,6 +231,9 @@ func (s *Server) handleWorkloadsList(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	for i := range recs {
+		recs[i] = showWorkload(r, recs[i])
 	}
 	writeJSON(w, http.StatusOK, recs)
 }
@@ -253,8 +285,8 @@ func (s *Server) handleWorkloadsCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("workload created", "workload", rec.Name, "id", rec.ID)
-	writeJSON(w, http.StatusCreated, rec)
+	s.log.Info("workload created", "workload", rec.Name, "id", rec.ID, "by", callerToken(r))
+	writeJSON(w, http.StatusCreated, showWorkload(r, rec))
 }
 
 type idRequest struct {

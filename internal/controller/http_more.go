@@ -78,7 +78,9 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	if s.writeChunk(w, rc, nil) != nil {
+		return
+	}
 	item, ok := first, first.chunk != nil || first.err != nil
 	for {
 		if !ok {
@@ -92,19 +94,16 @@ func (s *Server) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 		if item.err != nil {
 			if item.err != io.EOF && ctx.Err() == nil {
 				s.log.Warn("log stream broken", "instance", rec.Name, "err", item.err)
-				fmt.Fprintf(w, "\n[log stream error: %s]\n", status.Convert(item.err).Message())
+				_ = s.writeChunk(w, rc, fmt.Appendf(nil, "\n[log stream error: %s]\n", status.Convert(item.err).Message()))
 			}
 			return
 		}
 		c := item.chunk
-		if len(c.GetData()) > 0 {
-			if _, err := w.Write(c.GetData()); err != nil {
-				return
-			}
-			_ = rc.Flush()
+		if len(c.GetData()) > 0 && s.writeChunk(w, rc, c.GetData()) != nil {
+			return
 		}
 		if c.GetError() != "" {
-			fmt.Fprintf(w, "\n[log stream error: %s]\n", c.GetError())
+			_ = s.writeChunk(w, rc, fmt.Appendf(nil, "\n[log stream error: %s]\n", c.GetError()))
 			return
 		}
 		if c.GetEof() {
@@ -246,6 +245,16 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		sched = "connected"
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "scheduler": sched, "leader": s.lease.held.Load()})
+}
+
+// handleReady says whether this controller can serve: 503 while its link
+// to the scheduler is down (orders would only be queued).
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if !s.link.connected.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "scheduler": "disconnected"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "scheduler": "connected"})
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {

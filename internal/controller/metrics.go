@@ -24,6 +24,8 @@ type metrics struct {
 	latency   *prometheus.HistogramVec
 	instances *prometheus.GaugeVec
 	connected prometheus.Gauge
+	// connRefused counts connections closed for being past the per-client cap.
+	connRefused prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -46,8 +48,12 @@ func newMetrics() *metrics {
 			Name: "rik_controller_scheduler_connected",
 			Help: "1 while the controller is subscribed to the scheduler.",
 		}),
+		connRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rik_controller_http_connections_refused_total",
+			Help: "Connections closed at once because their client address had too many open.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.instances, m.connected,
+	m.reg.MustRegister(m.requests, m.latency, m.instances, m.connected, m.connRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, st := range allStatuses {
 		m.instances.WithLabelValues(string(st)).Set(0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -50,7 +51,7 @@ func etcdStores(t *testing.T) func() store.Store {
 func testTwoControllers(t *testing.T, stA, stB store.Store) {
 	a := newEnv(t, func(c *Config) { c.Store = stA })
 	a.st = stA
-	s2, err := NewServer(Config{Store: stB, SchedulerAddr: a.sched.addr, Logger: testLogger(t)})
+	s2, err := NewServer(Config{Store: stB, SchedulerAddr: a.sched.addr, Logger: testLogger(t), AdminTokenFile: filepath.Join(t.TempDir(), "admin.token")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func testTwoControllers(t *testing.T, stA, stB store.Store) {
 	hs := httptest.NewServer(s2.Handler())
 	t.Cleanup(func() { hs.CloseClientConnections(); hs.Close(); cancel(); wg.Wait(); s2.link.close() })
 	a.sched.waitSubscribed(t)
-	b := &env{t: t, s: s2, st: stB, sched: a.sched, http: hs}
+	b := &env{t: t, s: s2, st: stB, sched: a.sched, http: hs, token: a.token} // tokens are shared through the store
 	var h map[string]any
 	b.must(200, "GET", "/healthz", nil).decode(t, &h)
 	if h["leader"] != false || !a.s.lease.held.Load() || s2.lease.held.Load() {
@@ -68,7 +69,7 @@ func testTwoControllers(t *testing.T, stA, stB store.Store) {
 	}
 
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", hs.URL+"/api/v0/events", nil)
-	resp, err := hs.Client().Do(req)
+	resp, err := hs.Client().Do(b.auth(req))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -215,7 +215,7 @@ type nodeController struct {
 
 func startNodeController(t *testing.T, st store.Store, schedAddr string) *nodeController {
 	t.Helper()
-	s, err := NewServer(Config{Store: st, SchedulerAddr: schedAddr, Logger: testLogger(t)})
+	s, err := NewServer(Config{Store: st, SchedulerAddr: schedAddr, Logger: testLogger(t), Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestNodeWritesPerMinute(t *testing.T) {
 	t.Cleanup(func() { _ = bst.Close() })
 	st := &countingStore{Store: bst}
 	sched := startFakeScheduler(t, "127.0.0.1:0")
-	s, err := NewServer(Config{Store: st, SchedulerAddr: sched.addr, Logger: testLogger(t)})
+	s, err := NewServer(Config{Store: st, SchedulerAddr: sched.addr, Logger: testLogger(t), Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

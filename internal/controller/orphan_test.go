@@ -152,7 +152,7 @@ func TestOrphanOnNodeDestroyedWithRealScheduler(t *testing.T) {
 	cctx, ccancel := context.WithCancel(t.Context())
 	cdone := make(chan error, 1)
 	go func() {
-		cdone <- Run(cctx, Config{Listener: hl, Store: st, SchedulerAddr: cl.Addr().String(), Logger: testLogger(t)})
+		cdone <- Run(cctx, Config{Listener: hl, Store: st, SchedulerAddr: cl.Addr().String(), Logger: testLogger(t), Insecure: true})
 	}()
 	defer func() {
 		ccancel()

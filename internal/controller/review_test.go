@@ -36,7 +36,7 @@ func TestCreateOrdersSurviveClientGoingAway(t *testing.T) {
 
 	body := `{"workload_id":"` + wl.ID + `","replicas":3}`
 	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/instances.create", strings.NewReader(body))
-	e.s.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	e.s.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
 
 	insts, err := e.s.instancesOf(context.Background(), wl.ID)
 	if err != nil {
@@ -174,7 +174,7 @@ func TestDeleteWorkloadCompletesWhenClientGoesAway(t *testing.T) {
 	}
 	hs.mu.Unlock()
 	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/workloads.delete", strings.NewReader(`{"id":"`+wl.ID+`"}`))
-	e.s.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	e.s.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
 	hs.mu.Lock()
 	hs.onPut = nil
 	hs.mu.Unlock()
@@ -252,7 +252,7 @@ func TestDeleteTerminatedSendsDestroyWhenClientGoesAway(t *testing.T) {
 	}
 	hs.mu.Unlock()
 	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/instances.delete", strings.NewReader(`{"id":"`+in.ID+`"}`))
-	e.s.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	e.s.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
 	hs.mu.Lock()
 	hs.onDelete = nil
 	hs.mu.Unlock()

@@ -5,6 +5,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,26 @@ type Config struct {
 	MaxBodyBytes  int64        // request body cap, 1 MiB by default
 	Logger        *slog.Logger // nil: logs are discarded
 	Admission     *Admission   // nil: DefaultAdmission() (admission.go)
+
+	// TLS serves the API over HTTPS with this configuration (its
+	// certificate set); nil serves plain HTTP.
+	TLS *tls.Config
+	// Insecure turns authentication off: no tokens, every caller is
+	// admin (RIK's own clients send none). TLS must then be nil.
+	// Admission still applies.
+	Insecure bool
+	// AdminTokenFile receives the first admin token, mode 0600, when the
+	// controller starts and no usable admin token exists. Required unless
+	// Insecure.
+	AdminTokenFile string
+
+	// Limits on what one client can hold; 0 takes the default.
+	ReadHeaderTimeout time.Duration // DefaultReadHeaderTimeout
+	ReadTimeout       time.Duration // one request's headers and body, DefaultReadTimeout
+	IdleTimeout       time.Duration // DefaultIdleTimeout
+	WriteTimeout      time.Duration // one answer, or each write of a stream, DefaultWriteTimeout
+	MaxHeaderBytes    int           // DefaultMaxHeaderBytes
+	MaxConnsPerIP     int           // DefaultMaxConnsPerIP; < 0: no cap
 }
 
 // Defaults.
@@ -49,7 +70,10 @@ type Server struct {
 	lease   *lease
 	metrics *metrics
 	handler http.Handler
-	orphans orphans // DESTROY sent for instances the store does not know
+	// patterns are the routes registered, in order (see routeRoles).
+	patterns []string
+	tokens   *tokenStore
+	orphans  orphans // DESTROY sent for instances the store does not know
 
 	admission Admission // what is admitted (admission.go)
 	quota     quota
@@ -88,6 +112,18 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if cfg.Insecure && cfg.TLS != nil {
+		return nil, errors.New("controller config: insecure and TLS both set")
+	}
+	if !cfg.Insecure && cfg.AdminTokenFile == "" {
+		return nil, errors.New("controller config: an admin token file is required (or insecure mode)")
+	}
+	setDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&cfg.ReadTimeout, DefaultReadTimeout)
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -106,6 +142,7 @@ func NewServer(cfg Config) (*Server, error) {
 		nodesKick:      make(chan struct{}, 1),
 		admission:      admissionFor(cfg),
 	}
+	s.tokens = newTokenStore(cfg.Store, func() time.Time { return s.now() })
 	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.lease = &lease{st: cfg.Store, id: controllerID(cfg), renew: 5 * time.Second, ttl: 15 * time.Second,
 		log: s.log, gained: s.leaseGained}
@@ -116,6 +153,13 @@ func NewServer(cfg Config) (*Server, error) {
 	s.link = l
 	s.handler = s.routes()
 	return s, nil
+}
+
+// setDefault sets *v to def when it is 0.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // controllerID names this controller in the lease (for humans: host and
@@ -156,9 +200,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return s.Run(ctx)
 }
 
-// Run serves HTTP and keeps the scheduler link until ctx is done, then shuts
-// down gracefully.
+// Run serves HTTP(S) and keeps the scheduler link until ctx is done, then
+// shuts down gracefully. Before serving it creates the first admin token
+// if there is none.
 func (s *Server) Run(ctx context.Context) error {
+	if err := s.bootstrapAdmin(ctx); err != nil {
+		s.link.close()
+		return err
+	}
 	ln := s.cfg.Listener
 	if ln == nil {
 		var err error
@@ -168,6 +217,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("listening on %s: %w", s.cfg.Addr, err)
 		}
 	}
+	if s.cfg.MaxConnsPerIP > 0 {
+		ln = newPerIPListener(ln, s.cfg.MaxConnsPerIP, s.metrics.connRefused.Inc)
+	}
 	// Background loops outlive the HTTP server by the shutdown, so requests
 	// in flight can still send their orders.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
@@ -175,16 +227,17 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	s.startBackground(bgCtx, &wg)
 
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.httpServer()
 	srv.RegisterOnShutdown(s.endStreams)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("controller listening", "addr", ln.Addr().String(), "scheduler", s.link.target)
+	scheme := "http"
+	if srv.TLSConfig != nil {
+		scheme = "https"
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	s.log.Info("controller listening", "addr", ln.Addr().String(), "scheme", scheme, "tokens", !s.cfg.Insecure, "scheduler", s.link.target)
 
 	var err error
 	select {
@@ -202,6 +255,21 @@ func (s *Server) Run(ctx context.Context) error {
 	s.link.close()
 	s.log.Info("controller stopped")
 	return err
+}
+
+// bootstrapAdmin creates the first admin token (unless insecure).
+func (s *Server) bootstrapAdmin(ctx context.Context) error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	created, err := s.tokens.bootstrapAdmin(ctx, s.cfg.AdminTokenFile)
+	if err != nil {
+		return fmt.Errorf("creating the first admin token: %w", err)
+	}
+	if created {
+		s.log.Info("first admin token created", "file", s.cfg.AdminTokenFile)
+	}
+	return nil
 }
 
 // streamContext is r's context, also cancelled when the server shuts down.

@@ -164,11 +164,17 @@ func TestUpdateInstanceCAS(t *testing.T) {
 	}
 }
 
-// The OpenAPI description parses and documents every route served.
+// The OpenAPI description parses and documents every route served, with
+// the role routeRoles gives it (x-rik-role), and 401 wherever a token is
+// needed.
 func TestOpenAPICoversRoutes(t *testing.T) {
 	var doc struct {
-		OpenAPI string                    `json:"openapi"`
-		Paths   map[string]map[string]any `json:"paths"`
+		OpenAPI string `json:"openapi"`
+		Paths   map[string]map[string]struct {
+			Role      string         `json:"x-rik-role"`
+			Security  *[]any         `json:"security"`
+			Responses map[string]any `json:"responses"`
+		} `json:"paths"`
 	}
 	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
 		t.Fatalf("openapi.yaml: %v", err)
@@ -176,19 +182,41 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	if !strings.HasPrefix(doc.OpenAPI, "3.") {
 		t.Errorf("openapi version %q", doc.OpenAPI)
 	}
-	for _, r := range []struct{ method, path string }{
-		{"get", "/api/v0/workloads.list"}, {"get", "/api/v0/workloads.instances/{id}"},
-		{"post", "/api/v0/workloads.create"}, {"post", "/api/v0/workloads.delete"},
-		{"get", "/api/v0/instances.list"}, {"post", "/api/v0/instances.create"},
-		{"post", "/api/v0/instances.delete"}, {"get", "/api/v0/instances.get/{id}"},
-		{"get", "/api/v0/instances.logs/{id}"}, {"get", "/api/v0/nodes.list"},
-		{"get", "/api/v0/events"}, {"get", "/api/v0/openapi.yaml"},
-		{"get", "/api/v0/workload.schema.json"}, {"get", "/healthz"}, {"get", "/metrics"},
-	} {
-		if _, ok := doc.Paths[r.path][r.method]; !ok {
-			t.Errorf("openapi.yaml lacks %s %s", r.method, r.path)
+	for _, p := range routePatterns(t) {
+		method, path, _ := strings.Cut(p, " ")
+		op, ok := doc.Paths[path][strings.ToLower(method)]
+		if !ok {
+			t.Errorf("openapi.yaml lacks %s", p)
+			continue
+		}
+		if want := string(routeRoles[p]); op.Role != want {
+			t.Errorf("openapi.yaml: %s has x-rik-role %q, the controller asks for %q", p, op.Role, want)
+		}
+		_, has401 := op.Responses["401"]
+		public := routeRoles[p] == rolePublic
+		if public != (op.Security != nil && len(*op.Security) == 0) || public == has401 {
+			t.Errorf("openapi.yaml: %s: security %v, 401 documented %v, public %v", p, op.Security, has401, public)
 		}
 	}
+}
+
+// routePatterns are the routes a controller registers.
+func routePatterns(t *testing.T) []string {
+	t.Helper()
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := NewServer(Config{Store: st, SchedulerAddr: "127.0.0.1:1", Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.link.close)
+	if len(s.patterns) == 0 {
+		t.Fatal("no route recorded")
+	}
+	return s.patterns
 }
 
 func TestPublishChanges(t *testing.T) {

@@ -43,6 +43,14 @@ type Config struct {
 	// the host (rik's iptables chains and jumps, the pod bridge). It is not
 	// called when some instance did not stop, nor when DataDir is kept.
 	Uninstall func(ctx context.Context) error
+	// Insecure serves the API over plain HTTP without tokens; else HTTPS
+	// with a certificate from the CA in DataDir/pki and the admin token in
+	// DataDir/admin.token.
+	Insecure bool
+	// RikctlConfig is the user's rikctl configuration file, written to
+	// point at this cluster unless it exists and rik dev did not write it
+	// ("": only DataDir/rikctl.yaml is written).
+	RikctlConfig string
 }
 
 // uninstallTimeout bounds the host clean-up on exit.
@@ -106,6 +114,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	sec, err := apiSecurity(ctx, cfg, api, st)
+	if err != nil {
+		api.Close()
+		workers.Close()
+		ctrls.Close()
+		return err
+	}
+	rikctlNotes, err := writeRikctlConfigs(sec, cfg.DataDir, cfg.RikctlConfig)
+	if err != nil {
+		log.Warn("writing the rikctl config", "error", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -140,11 +159,14 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	run("controller", func(ctx context.Context) error {
 		return controller.Run(ctx, controller.Config{
-			Listener:      api,
-			Store:         st,
-			SchedulerAddr: ctrls.Addr().String(),
-			Admission:     cfg.Admission,
-			Logger:        log.With("component", "controller"),
+			Listener:       api,
+			Store:          st,
+			SchedulerAddr:  ctrls.Addr().String(),
+			Logger:         log.With("component", "controller"),
+			Admission:      cfg.Admission,
+			TLS:            sec.tls,
+			Insecure:       cfg.Insecure,
+			AdminTokenFile: filepath.Join(cfg.DataDir, "admin.token"),
 		})
 	})
 	run("riklet", func(ctx context.Context) error {
@@ -162,17 +184,16 @@ func Run(ctx context.Context, cfg Config) error {
 		dataNote = " (temporary: on exit, instances stop and it is removed; --data-dir keeps them)"
 	}
 	fmt.Fprintf(cfg.Out, `rik dev is running.
-  API:        http://%s  (GET /api/v0/openapi.yaml)
-  data:       %s%s
+  API:        %s  (GET /api/v0/openapi.yaml)
+%s  data:       %s%s
   node:       %s
 Try:
   rikctl get nodes
   rikctl create workload -f examples/pod-httpd.json
   rikctl create instance --workload-id httpd
   rikctl get instances -o wide
-(rikctl talks to http://127.0.0.1:5000 by default; set RIKCONFIG for another server.)
 Stop with Ctrl-C.
-`, api.Addr(), cfg.DataDir, dataNote, cfg.Hostname)
+`, sec.server, sec.welcome(rikctlNotes), cfg.DataDir, dataNote, cfg.Hostname)
 	wg.Wait()
 	keepData = rikletErr != nil
 	if cfg.Temporary && !keepData && cfg.Uninstall != nil {

@@ -3,18 +3,21 @@ package dev
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/testutil"
 )
 
@@ -36,7 +39,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var apiLine = regexp.MustCompile(`API: +(http://\S+)`)
+var apiLine = regexp.MustCompile(`API: +(https?://\S+)`)
 
 // runDev runs a dev cluster on free loopback ports until it serves, then
 // stops it and returns Run's error.
@@ -48,6 +51,14 @@ func runDev(t *testing.T, dataDir string, temporary bool) error {
 // runDevConfig is runDev with more of the configuration.
 func runDevConfig(t *testing.T, cfg Config) error {
 	t.Helper()
+	return withDev(t, cfg, nil)
+}
+
+// withDev runs a dev cluster on free loopback ports until it serves, calls
+// fn (if set) with the API's URL, a client trusting its CA and the welcome
+// text, then stops it and returns Run's error.
+func withDev(t *testing.T, cfg Config, fn func(url string, client *http.Client, welcome string)) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
@@ -55,18 +66,35 @@ func runDevConfig(t *testing.T, cfg Config) error {
 	cfg.Hostname, cfg.Logger, cfg.Out = "dev-node", slog.New(slog.DiscardHandler), out
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
+	var url string
+	client := &http.Client{Timeout: 10 * time.Second}
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		m := apiLine.FindStringSubmatch(out.String())
 		if m == nil {
 			return false
 		}
-		resp, err := http.Get(m[1] + "/healthz")
+		url = m[1]
+		if strings.HasPrefix(url, "https://") && client.Transport == nil {
+			caPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, "pki", "ca.crt"))
+			if err != nil {
+				t.Fatalf("the dev CA: %v", err)
+			}
+			pool, err := pki.Pool(caPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
+		resp, err := client.Get(url + "/healthz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, func() string { return "dev cluster not serving: " + out.String() })
+	if fn != nil {
+		fn(url, client, out.String())
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,6 +110,7 @@ type Client struct {
 	server  string
 	http    *http.Client
 	timeout time.Duration
+	token   string // bearer token, "" for none
 }
 
 // Limits on what the client reads back.
@@ -126,6 +128,12 @@ func NewClient(server string, hc *http.Client) *Client {
 		hc = http.DefaultClient
 	}
 	return &Client{server: normalizeServer(server), http: hc, timeout: DefaultTimeout}
+}
+
+// WithToken makes the client send token as its bearer token.
+func (c *Client) WithToken(token string) *Client {
+	c.token = token
+	return c
 }
 
 // Server is the base URL the client talks to.
@@ -296,15 +304,51 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
 			return nil, &UnreachableError{Server: c.server, Err: err}
 		}
+		var unknownCA x509.UnknownAuthorityError
+		if errors.As(err, &unknownCA) {
+			return nil, fmt.Errorf("%s: the controller's certificate is not signed by a CA rikctl trusts: "+
+				"pass --certificate-authority or set cluster.certificate-authority in the config (%w)", c.server, err)
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, c.server+"/api/v0/"+path, err)
 	}
+	if err := c.explainStatus(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
 	return resp, nil
+}
+
+// explainStatus turns the answers that need the user to change how rikctl
+// connects (401, 403, plain HTTP sent to HTTPS) into an error saying what
+// to do; nil for the others.
+func (c *Client) explainStatus(resp *http.Response) error {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		msg := "unauthorized: pass --token, set RIK_TOKEN or set user.token in the rikctl config"
+		if c.token != "" {
+			msg = "unauthorized: the controller refused the token (unknown, expired or deleted)"
+		}
+		return &APIError{StatusCode: resp.StatusCode, Message: msg}
+	case http.StatusForbidden:
+		return checkStatus(resp) // the server says which role is needed
+	case http.StatusBadRequest:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+		if strings.Contains(string(b), "HTTP request to an HTTPS server") {
+			return &APIError{StatusCode: resp.StatusCode, Message: "the controller at " + c.server +
+				" serves HTTPS: use an https:// server (with --certificate-authority if its CA is not a system one)"}
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return nil
 }
 
 // checkStatus turns a non-2xx answer into an *APIError with the server's

@@ -75,33 +75,59 @@ func cleanMultiline(s string) string {
 type app struct {
 	env    Env
 	server string // --server
+	token  string // --token
+	ca     string // --certificate-authority
 }
 
+// client talks to the controller the flags, the environment and the
+// config file name, in this order of precedence.
 func (a *app) client() (*Client, error) {
-	server := a.server
-	if server == "" {
-		cfg, err := LoadConfig(ConfigPath(a.env.Getenv))
+	cfg, err := LoadConfig(ConfigPath(a.env.Getenv))
+	if err != nil {
+		return nil, err
+	}
+	token := firstNonEmpty(a.token, a.env.Getenv("RIK_TOKEN"))
+	if a.server != "" {
+		if err := checkServer(a.server); err != nil {
+			return nil, fmt.Errorf("--server: %w", err)
+		}
+		if normalizeServer(a.server) != normalizeServer(cfg.Cluster.Server) {
+			cfg.User.Token = "" // the file's token goes only to the file's server
+		}
+		cfg.Cluster.Server = a.server
+	}
+	token = firstNonEmpty(token, cfg.User.Token)
+	if strings.ContainsAny(token, " \t\r\n") {
+		return nil, errors.New("token: must not contain spaces or newlines")
+	}
+	hc := a.env.HTTPClient
+	if ca := firstNonEmpty(a.ca, cfg.Cluster.CertificateAuthority); ca != "" {
+		pem, err := LoadCA(ca)
 		if err != nil {
 			return nil, err
 		}
-		server = cfg.Cluster.Server
-	} else if err := checkServer(server); err != nil {
-		return nil, fmt.Errorf("--server: %w", err)
+		if hc, err = tlsClient(hc, pem); err != nil {
+			return nil, err
+		}
 	}
-	return NewClient(server, a.env.HTTPClient), nil
+	return NewClient(cfg.Cluster.Server, hc).WithToken(token), nil
 }
 
 func newRootCommand(a *app) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "rikctl",
-		Short:         "rikctl talks to a rik cluster",
-		Long:          "rikctl manages workloads, instances and nodes of a rik cluster through its controller.\nThe controller is read from $RIKCONFIG or ~/.rik/config.yaml, default " + DefaultServer + ".",
+		Use:   "rikctl",
+		Short: "rikctl talks to a rik cluster",
+		Long: "rikctl manages workloads, instances and nodes of a rik cluster through its controller.\n" +
+			"The controller, its CA and the token are read from $RIKCONFIG or ~/.rik/config.yaml\n" +
+			"(default server " + DefaultServer + "); $RIK_TOKEN and the flags override them.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
-	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newVersionCommand())
+	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
+	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand())
 	return root
 }
 

@@ -1,9 +1,12 @@
 package rikctl
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,16 +18,34 @@ import (
 // DefaultServer is used when no configuration file says otherwise.
 const DefaultServer = "http://127.0.0.1:5000"
 
-// Config is rikctl's configuration file (RIK's format), JSON or YAML:
-// {"cluster":{"name":"...","server":"http://127.0.0.1:5000"}}.
+// Config is rikctl's configuration file, JSON or YAML: RIK's format
+// {"cluster":{"name":"...","server":"http://127.0.0.1:5000"}}, plus the
+// cluster's CA and the user's token:
+//
+//	cluster:
+//	  name: dev
+//	  server: https://127.0.0.1:5000
+//	  certificate-authority: /path/to/ca.crt   # or the PEM itself
+//	user:
+//	  token: rik_...
 type Config struct {
 	Cluster Cluster `json:"cluster"`
+	User    User    `json:"user,omitzero"`
 }
 
 // Cluster names the controller to talk to.
 type Cluster struct {
 	Name   string `json:"name,omitempty"`
 	Server string `json:"server"`
+	// CertificateAuthority is the CA that signed the controller's
+	// certificate: a file path, or the PEM text itself. Empty: the
+	// system's CAs.
+	CertificateAuthority string `json:"certificate-authority,omitempty"`
+}
+
+// User is who rikctl talks as.
+type User struct {
+	Token string `json:"token,omitempty"` // bearer token
 }
 
 // ConfigPath is $RIKCONFIG, or ~/.rik/config.yaml.
@@ -61,6 +82,8 @@ func LoadConfig(path string) (Config, error) {
 		cfg.Cluster.Server = file.Cluster.Server
 	}
 	cfg.Cluster.Name = file.Cluster.Name
+	cfg.Cluster.CertificateAuthority = file.Cluster.CertificateAuthority
+	cfg.User = file.User
 	if err := checkServer(cfg.Cluster.Server); err != nil {
 		return Config{}, fmt.Errorf("config %s: cluster.server: %w", path, err)
 	}
@@ -77,3 +100,32 @@ func checkServer(s string) error {
 }
 
 func normalizeServer(s string) string { return strings.TrimRight(s, "/") }
+
+// LoadCA returns the PEM of a certificate-authority setting: the text
+// itself when it holds a PEM block, else the file it names.
+func LoadCA(ca string) ([]byte, error) {
+	if strings.Contains(ca, "-----BEGIN") {
+		return []byte(ca), nil
+	}
+	b, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, fmt.Errorf("reading certificate authority: %w", err)
+	}
+	return b, nil
+}
+
+// tlsClient is an HTTP client trusting the CA in caPEM (the system's CAs
+// when empty), with base's timeout.
+func tlsClient(base *http.Client, caPEM []byte) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("certificate authority: no PEM certificate found")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c := &http.Client{Transport: tr}
+	if base != nil {
+		c.Timeout = base.Timeout
+	}
+	return c, nil
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,10 +28,37 @@ type fakeAPI struct {
 	holdEvents bool
 	requests   []fakeRequest
 	nextID     int
+	// roles, when set, makes the fake check bearer tokens like the
+	// controller: token -> role; 401 without a known one, 403 when a
+	// viewer writes or a non-admin manages tokens.
+	roles     map[string]string
+	apiTokens []TokenItem
 }
 
 type fakeRequest struct {
-	Method, Path, EscapedPath, Query, Body, ContentType string
+	Method, Path, EscapedPath, Query, Body, ContentType, Auth string
+}
+
+// authorized answers 401 or 403 like the controller and reports whether
+// the request may go on.
+func (f *fakeAPI) authorized(w http.ResponseWriter, r *http.Request, route string) bool {
+	if f.roles == nil {
+		return true
+	}
+	role, ok := f.roles[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+	switch {
+	case !ok:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rik"`)
+		apiError(w, 401, "unauthorized: a valid bearer token is required")
+		return false
+	case strings.HasPrefix(route, "tokens.") && role != "admin":
+		apiError(w, 403, "forbidden: this needs the admin role, the token has %s", role)
+		return false
+	case r.Method == "POST" && role == "viewer":
+		apiError(w, 403, "forbidden: this needs the operator role, the token has viewer")
+		return false
+	}
+	return true
 }
 
 func newFakeAPI(t *testing.T) (*fakeAPI, *httptest.Server) {
@@ -73,8 +101,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.requests = append(f.requests, fakeRequest{r.Method, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery, string(body), r.Header.Get("Content-Type")})
+	f.requests = append(f.requests, fakeRequest{r.Method, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery, string(body),
+		r.Header.Get("Content-Type"), r.Header.Get("Authorization")})
 	route, arg, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/v0/"), "/")
+	if !f.authorized(w, r, route) {
+		return
+	}
 	var idBody struct {
 		ID string `json:"id"`
 	}
@@ -178,6 +210,30 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "GET nodes.list":
 		reply(w, 200, f.nodes)
+	case "POST tokens.create":
+		var req CreateTokenRequest
+		json.Unmarshal(body, &req)
+		f.nextID++
+		it := TokenItem{ID: fmt.Sprintf("t%09d", f.nextID), Value: Token{Role: req.Role, Description: req.Description, CreatedAt: testNow}}
+		it.Name = it.ID
+		if req.TTL != "" {
+			d, _ := time.ParseDuration(req.TTL)
+			exp := testNow.Add(d)
+			it.Value.ExpiresAt = &exp
+		}
+		f.apiTokens = append(f.apiTokens, it)
+		reply(w, 201, CreatedToken{TokenItem: it, Token: "rik_" + it.ID + "_secret"})
+	case "GET tokens.list":
+		reply(w, 200, f.apiTokens)
+	case "POST tokens.delete":
+		json.Unmarshal(body, &idBody)
+		i := slices.IndexFunc(f.apiTokens, func(t TokenItem) bool { return t.ID == idBody.ID })
+		if i < 0 {
+			apiError(w, 404, "token %q: not found", idBody.ID)
+			return
+		}
+		f.apiTokens = slices.Delete(f.apiTokens, i, i+1)
+		w.WriteHeader(204)
 	default:
 		apiError(w, 404, "no route %s %s", r.Method, r.URL.Path)
 	}

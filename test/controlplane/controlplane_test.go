@@ -5,6 +5,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/controller"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/rikctl"
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
@@ -109,12 +111,7 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 	c.workAddr, c.schedAddr = freeAddr(t), freeAddr(t)
 	c.startScheduler()
 
-	api := listen(t, "127.0.0.1:0")
-	start(t, "controller", func(ctx context.Context) error {
-		return controller.Run(ctx, controller.Config{Listener: api, Store: st, SchedulerAddr: c.schedAddr,
-			Logger: c.log.With("component", "controller")})
-	})
-	c.api = rikctl.NewClient("http://"+api.Addr().String(), &http.Client{Timeout: 10 * time.Second})
+	c.api = c.startController(st)
 	for _, n := range nodes {
 		c.dirs[n] = t.TempDir()
 		c.startNode(n)
@@ -136,6 +133,52 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 		return nil
 	})
 	return c
+}
+
+// startController serves the API over HTTPS (a certificate from a test CA)
+// with tokens, and returns a client with the first admin token.
+func (c *cluster) startController(st store.Store) *rikctl.Client {
+	c.t.Helper()
+	ca, err := pki.Init(filepath.Join(c.t.TempDir(), "pki"), "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "controller", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tokenFile := filepath.Join(c.t.TempDir(), "admin.token")
+	api := listen(c.t, "127.0.0.1:0")
+	start(c.t, "controller", func(ctx context.Context) error {
+		return controller.Run(ctx, controller.Config{Listener: api, Store: st, SchedulerAddr: c.schedAddr,
+			Logger: c.log.With("component", "controller"), AdminTokenFile: tokenFile,
+			TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	})
+	pool, err := pki.Pool(ca.CertPEM)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var token []byte
+	c.eventually(10*time.Second, "admin token written", func() error {
+		token, err = os.ReadFile(tokenFile)
+		return err
+	})
+	url := "https://" + api.Addr().String()
+	// Without the token the API answers nothing.
+	c.eventually(10*time.Second, "API refuses a client without a token", func() error {
+		_, err := rikctl.NewClient(url, hc).ListWorkloads(context.Background())
+		var apiErr *rikctl.APIError
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("without a token: %v", err)
+		}
+		return nil
+	})
+	return rikctl.NewClient(url, hc).WithToken(strings.TrimSpace(string(token)))
 }
 
 // startScheduler (re)starts the scheduler on the cluster's fixed addresses.

@@ -19,7 +19,7 @@ func (c *cluster) post(path string, body, out any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := nsClient(c.client, 30*time.Second).Post(c.apiURL()+path, "application/json", bytes.NewReader(b))
+	resp, err := c.apiClient(c.client, 30*time.Second).Post(c.apiURL()+path, "application/json", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

@@ -229,6 +229,7 @@ type cluster struct {
 
 	server    string // controller URL used by rikctl; "" = the first
 	store     string // RIK_STORE of the controllers ("" = bolt)
+	api       apiAccess
 	registry  string // host:port of the image registry (podCluster)
 	rootfsURL string // guest rootfs (functionCluster)
 }
@@ -273,6 +274,7 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 	if opts.nodeTimeout > 0 {
 		schedArgs = append(schedArgs, "--node-timeout", opts.nodeTimeout.String())
 	}
+	c.api = newAPIAccess(t, dir)
 	c.scheduler = c.startProc("scheduler", c.ctl, c.bins.scheduler, nil, schedArgs...)
 	if opts.etcd {
 		testutil.RequireTool(t, "etcd")
@@ -290,26 +292,31 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 }
 
 // addController starts a controller on port, using the cluster's store
-// (its own bolt file, or the shared etcd), and waits until it is healthy.
+// (its own bolt file, or the shared etcd), serving HTTPS with tokens, and
+// waits until it is healthy. The first one's admin token is the cluster's.
 func (c *cluster) addController(port int) *proc {
 	c.t.Helper()
+	data := filepath.Join(c.dir, fmt.Sprintf("controller-%d-data", port))
 	p := c.startProc(fmt.Sprintf("controller-%d", port), c.ctl, c.bins.controller, []string{
 		"PORT=" + strconv.Itoa(port),
-		"DATABASE_LOCATION=" + filepath.Join(c.dir, fmt.Sprintf("controller-%d-data", port)),
+		"DATABASE_LOCATION=" + data,
 		"SCHEDULER_URL=http://" + net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
 		"RIK_STORE=" + c.store,
 		"LOG_LEVEL=info",
-	})
+	}, c.api.controllerArgs()...)
 	c.eventually(60*time.Second, "controller healthy", func() error {
 		_, err := c.get(c.client, controllerURL(port)+"/healthz")
 		return err
 	})
+	if c.api.token == "" {
+		c.api.useTokenOf(c.t, filepath.Join(data, "admin.token"))
+	}
 	return p
 }
 
 // controllerURL is the URL of the controller listening on port.
 func controllerURL(port int) string {
-	return "http://" + net.JoinHostPort(ctlIP, strconv.Itoa(port))
+	return "https://" + net.JoinHostPort(ctlIP, strconv.Itoa(port))
 }
 
 // attach creates a namespace with eth0 (addr) on the bridge.
@@ -393,6 +400,7 @@ func (c *cluster) rikctl(args ...string) (string, error) {
 	defer cancel()
 	full := append([]string{"--net=" + c.client.Path, "--", c.bins.rikctl, "--server", c.apiURL()}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	cmd.Env = append(os.Environ(), "RIKCONFIG="+c.api.rikctlConfig, "RIK_TOKEN="+c.api.token) // the token for every --server
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -567,9 +575,10 @@ func nsClient(ns *netns.NS, timeout time.Duration) *http.Client {
 	}
 }
 
-// get fetches url from inside ns; non-200 answers are errors.
+// get fetches url from inside ns (with the API's CA and token for the
+// controller); non-200 answers are errors.
 func (c *cluster) get(ns *netns.NS, url string) (string, error) {
-	resp, err := nsClient(ns, 5*time.Second).Get(url)
+	resp, err := c.apiClient(ns, 5*time.Second).Get(url)
 	if err != nil {
 		return "", err
 	}
@@ -635,7 +644,7 @@ func (c *cluster) watchEvents() *events {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := nsClient(c.client, 0).Do(req)
+		resp, err := c.apiClient(c.client, 0).Do(req)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,8 @@ type Config struct {
 	Replicas       int // per request
 	Cleanup        bool
 	Timeout        time.Duration
+	Token          string // bearer token ("" for none: an --insecure controller)
+	CAFile         string // CA of an https:// controller ("" for the system's)
 	Client         *http.Client
 	Out            io.Writer
 }
@@ -46,7 +50,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+		c, err := newClient(cfg)
+		if err != nil {
+			return err
+		}
+		cfg.Client = c
 	}
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
@@ -56,7 +64,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("reading workload definition: %w", err)
 		}
-		if _, err := post(ctx, cfg.Client, cfg.Server+"/api/v0/workloads.create", def); err != nil {
+		if _, err := post(ctx, cfg, "workloads.create", def); err != nil {
 			return fmt.Errorf("creating workload: %w", err)
 		}
 	}
@@ -66,7 +74,7 @@ func Run(ctx context.Context, cfg Config) error {
 		var errs []error
 		for _, id := range res.Instances {
 			body, _ := json.Marshal(map[string]string{"id": id})
-			if _, err := post(ctx, cfg.Client, cfg.Server+"/api/v0/instances.delete", body); err != nil {
+			if _, err := post(ctx, cfg, "instances.delete", body); err != nil {
 				errs = append(errs, fmt.Errorf("deleting instance %s: %w", id, err))
 			}
 		}
@@ -114,7 +122,7 @@ func Load(ctx context.Context, cfg Config) Result {
 			defer wg.Done()
 			for range jobs {
 				t0 := time.Now()
-				out, err := post(ctx, cfg.Client, cfg.Server+"/api/v0/instances.create", body)
+				out, err := post(ctx, cfg, "instances.create", body)
 				d := time.Since(t0)
 				var items []struct {
 					ID string `json:"id"`
@@ -156,14 +164,37 @@ func Load(ctx context.Context, cfg Config) Result {
 	return res
 }
 
-// post sends body as JSON and returns the answer; non-2xx is an error.
-func post(ctx context.Context, c *http.Client, url string, body []byte) ([]byte, error) {
+// newClient is an HTTP client with cfg's timeout, trusting cfg.CAFile.
+func newClient(cfg Config) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = cfg.Concurrency // keep one connection per worker
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --certificate-authority: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--certificate-authority %s: no PEM certificate", cfg.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Timeout: cfg.Timeout, Transport: tr}, nil
+}
+
+// post sends body as JSON to route and returns the answer; non-2xx is an
+// error.
+func post(ctx context.Context, cfg Config, route string, body []byte) ([]byte, error) {
+	url := cfg.Server + "/api/v0/" + route
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
+	if cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	}
+	resp, err := cfg.Client.Do(req)
 	if err != nil {
 		return nil, err
 	}

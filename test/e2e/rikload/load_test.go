@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -87,11 +88,16 @@ type fakeController struct {
 	instances map[string]bool
 	creates   int
 	failEvery int
+	token     string // required as a bearer token when set
 }
 
 func (f *fakeController) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.token != "" && r.Header.Get("Authorization") != "Bearer "+f.token {
+		http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+		return
+	}
 	var body map[string]any
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	switch r.URL.Path {
@@ -172,5 +178,32 @@ func TestRun(t *testing.T) {
 	err = Run(context.Background(), Config{Server: srv.URL, Workload: "nope", Requests: 3, Concurrency: 1, Replicas: 1})
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("Run on a missing workload: %v, want a 404 error", err)
+	}
+}
+
+// Against an HTTPS controller with tokens: the CA file and the token are
+// used; without the token every request fails.
+func TestRunHTTPSWithToken(t *testing.T) {
+	fake := &fakeController{workloads: map[string]bool{"web": true}, instances: map[string]bool{}, token: "rik_tok"}
+	srv := httptest.NewTLSServer(fake)
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Server: srv.URL, Workload: "web", Requests: 10, Concurrency: 2, Replicas: 1, CAFile: ca, Token: "rik_tok", Timeout: 10 * time.Second}
+	if err := Run(context.Background(), cfg); err != nil {
+		t.Fatalf("Run over HTTPS with the token: %v", err)
+	}
+	if len(fake.instances) != 10 {
+		t.Errorf("%d instances", len(fake.instances))
+	}
+	cfg.Token = ""
+	if err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("without the token: %v", err)
+	}
+	cfg.Token, cfg.CAFile = "rik_tok", ""
+	if err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without the CA: %v", err)
 	}
 }

@@ -2,14 +2,16 @@
 // instances.create requests, C at a time, and reports the throughput and
 // the latency percentiles.
 //
-//	rikload --server http://127.0.0.1:5000 --workload web -n 500 -c 16 [--create-workload pod.json] [--cleanup]
+//	rikload --server https://127.0.0.1:5000 --token rik_... --certificate-authority ca.crt \
+//	  --workload web -n 500 -c 16 [--create-workload pod.json] [--cleanup]
+//
+// The token defaults to $RIK_TOKEN; an --insecure controller needs none.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,6 +29,8 @@ func main() {
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas per request")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "delete the created instances afterwards")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("RIK_TOKEN"), "bearer token (default $RIK_TOKEN)")
+	fs.StringVar(&cfg.CAFile, "certificate-authority", "", "CA certificate of an https:// controller")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return
@@ -37,7 +41,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "rikload: unexpected arguments: %v\n", fs.Args())
 		os.Exit(2)
 	}
-	cfg.Client = &http.Client{Timeout: cfg.Timeout}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := Run(ctx, cfg); err != nil {

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/pki"
+)
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    func(options) bool
+		wantErr string
+	}{
+		{name: "no certificate", wantErr: "no TLS certificate: pass --tls-cert and --tls-key"},
+		{name: "key without cert", args: []string{"--tls-key", "k"}, wantErr: "--tls-cert and --tls-key go together"},
+		{name: "insecure with cert", args: []string{"--insecure", "--tls-cert", "c", "--tls-key", "k"}, wantErr: "--insecure serves plain HTTP"},
+		{name: "bad PORT", env: map[string]string{"PORT": "http"}, args: []string{"--insecure"}, wantErr: `PORT "http"`},
+		{name: "bad RIK_INSECURE", env: map[string]string{"RIK_INSECURE": "maybe"}, wantErr: "RIK_INSECURE"},
+		{name: "zero conns", args: []string{"--insecure", "--max-conns-per-ip", "0"}, wantErr: "--max-conns-per-ip"},
+		{name: "arguments", args: []string{"--insecure", "x"}, wantErr: "unexpected arguments"},
+		{name: "insecure defaults", args: []string{"--insecure"}, want: func(o options) bool {
+			return o.insecure && o.listen == ":5000" && o.adminTokenFile == "/var/lib/rik/data/admin.token" &&
+				o.maxConnsPerIP == 100 && o.readTimeout == 30*time.Second
+		}},
+		{name: "RIK's PORT and DATABASE_LOCATION", env: map[string]string{"PORT": "6000", "DATABASE_LOCATION": "/d", "RIK_INSECURE": "true"},
+			want: func(o options) bool {
+				return o.listen == ":6000" && o.adminTokenFile == "/d/admin.token" && o.dataDir == "/d"
+			}},
+		{name: "env", env: map[string]string{"RIK_LISTEN": "127.0.0.1:7000", "RIK_TLS_CERT": "c", "RIK_TLS_KEY": "k",
+			"RIK_ADMIN_TOKEN_FILE": "/t", "RIK_MAX_CONNS_PER_IP": "-1", "RIK_READ_TIMEOUT": "5s"},
+			want: func(o options) bool {
+				return !o.insecure && o.listen == "127.0.0.1:7000" && o.tlsCert == "c" && o.tlsKey == "k" &&
+					o.adminTokenFile == "/t" && o.maxConnsPerIP == -1 && o.readTimeout == 5*time.Second
+			}},
+		{name: "flags win", env: map[string]string{"RIK_LISTEN": "127.0.0.1:7000", "RIK_TLS_CERT": "c", "RIK_TLS_KEY": "k"},
+			args: []string{"--listen", ":8000", "--tls-cert", "c2", "--max-conns-per-ip", "5"},
+			want: func(o options) bool { return o.listen == ":8000" && o.tlsCert == "c2" && o.maxConnsPerIP == 5 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !tc.want(o) {
+				t.Fatalf("options %+v, err %v", o, err)
+			}
+		})
+	}
+}
+
+func TestTLSConfigLoadsPair(t *testing.T) {
+	dir := t.TempDir()
+	o := options{tlsCert: filepath.Join(dir, "c.crt"), tlsKey: filepath.Join(dir, "c.key")}
+	if _, err := o.tlsConfig(); err == nil || !strings.Contains(err.Error(), "loading the TLS certificate") {
+		t.Errorf("missing files: %v", err)
+	}
+	os.WriteFile(o.tlsCert, []byte("junk"), 0o600)
+	os.WriteFile(o.tlsKey, []byte("junk"), 0o600)
+	if _, err := o.tlsConfig(); err == nil {
+		t.Error("junk certificate loaded")
+	}
+	ca, err := pki.Init(filepath.Join(dir, "ca"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "controller", DNSNames: []string{"localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(o.tlsCert, cert, 0o600)
+	os.WriteFile(o.tlsKey, key, 0o600)
+	if cfg, err := o.tlsConfig(); err != nil || len(cfg.Certificates) != 1 {
+		t.Errorf("issued pair: %v %v", cfg, err)
+	}
+	if cfg, err := (options{insecure: true}).tlsConfig(); cfg != nil || err != nil {
+		t.Errorf("insecure: %v %v", cfg, err)
+	}
+}
