@@ -47,6 +47,20 @@ const (
 	NodeLifetime = 30 * 24 * time.Hour  // node certificates, renewed by the riklet
 )
 
+// Backdate is how far before its issue a certificate is valid from, for
+// small clock skews between hosts.
+const Backdate = 5 * time.Minute
+
+// RenewAt is when a certificate should be renewed: once two thirds of its
+// lifetime (from its issue, not its backdated start) have passed.
+func RenewAt(c *x509.Certificate) time.Time {
+	issued := c.NotBefore.Add(Backdate)
+	if issued.After(c.NotAfter) {
+		issued = c.NotBefore
+	}
+	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
+}
+
 // File names in a CA directory.
 const (
 	CACertFile = "ca.crt"
@@ -151,7 +165,22 @@ func (ca *CA) Hash() string { return Hash(ca.Cert) }
 
 // Hash is the pin of a certificate's public key.
 func Hash(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hashSPKI(c.RawSubjectPublicKeyInfo)
+}
+
+// KeyHash is the pin of a public key, as Hash gives it for a certificate
+// of that key: it tells whether two certificates (or a request and a
+// certificate) share their key.
+func KeyHash(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("encoding public key: %w", err)
+	}
+	return hashSPKI(der), nil
+}
+
+func hashSPKI(der []byte) string {
+	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
@@ -187,7 +216,7 @@ func (t Template) x509() (*x509.Certificate, error) {
 	c := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: t.Name, Organization: []string{string(t.Role)}},
-		NotBefore:    now.Add(-5 * time.Minute), // small clock skews
+		NotBefore:    now.Add(-Backdate),
 		NotAfter:     now.Add(t.TTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		DNSNames:     t.DNSNames,
@@ -389,4 +418,30 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	ea, ok := a.(equaler)
 	return ok && ea.Equal(b)
+}
+
+// CheckIssued checks a certificate issued for key (PEM): it verifies
+// against ca for client authentication, is for key, and names role and
+// name. A node checks what the scheduler gave it with this.
+func CheckIssued(certPEM []byte, key crypto.Signer, ca *x509.Certificate, role Role, name string) (*x509.Certificate, error) {
+	c, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("certificate does not verify against the CA: %w", err)
+	}
+	if !publicKeysEqual(c.PublicKey, key.Public()) {
+		return nil, errors.New("certificate is not for this key")
+	}
+	r, n, err := Identity(c)
+	if err != nil {
+		return nil, err
+	}
+	if r != role || n != name {
+		return nil, fmt.Errorf("certificate is for %s %q, want %s %q", r, n, role, name)
+	}
+	return c, nil
 }

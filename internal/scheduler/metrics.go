@@ -14,6 +14,12 @@ const (
 	resultNoFit  = "no_fit" // an attempt found no node
 )
 
+// Join results, the label of rik_scheduler_joins_total.
+const (
+	resultJoined  = "joined"  // a node got its certificate
+	resultRefused = "refused" // bad token, or its name is taken by a live node
+)
+
 // metrics are the scheduler's Prometheus metrics, on their own registry.
 // The gauges are read from the state at scrape time.
 type metrics struct {
@@ -24,6 +30,7 @@ type metrics struct {
 	// logReadersTooSlow counts GetLogs calls ended because their caller
 	// did not keep up with the node.
 	logReadersTooSlow prometheus.Counter
+	joins             *prometheus.CounterVec
 }
 
 func newMetrics(st *state) *metrics {
@@ -46,11 +53,18 @@ func newMetrics(st *state) *metrics {
 			Name: "rik_scheduler_log_readers_too_slow_total",
 			Help: "Log requests ended with ResourceExhausted because their caller did not keep up.",
 		}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rik_scheduler_joins_total",
+			Help: "Join calls of nodes asking for a certificate, by result (joined, refused).",
+		}, []string{"result"}),
 	}
 	for _, r := range []string{resultPlaced, resultNoFit} {
 		m.placements.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, stateCollector{st},
+	for _, r := range []string{resultJoined, resultRefused} {
+		m.joins.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{st},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -6,6 +6,7 @@ package scheduler
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
@@ -52,6 +55,22 @@ type Config struct {
 	// MetricsListener is used instead of MetricsAddr when set (tests).
 	MetricsListener net.Listener
 	Logger          *slog.Logger
+
+	// CADir holds the cluster CA (ca.crt, ca.key: the scheduler signs node
+	// certificates) and the join tokens. Both ports serve TLS with a
+	// certificate the scheduler issues itself at start: controllers must
+	// present a controller certificate, nodes a node certificate (except
+	// to Join). Required unless Insecure.
+	CADir string
+	// TLSNames are more names (DNS names or IPs) the serving certificate
+	// is valid for, besides the host name, localhost and the listening
+	// addresses.
+	TLSNames []string
+	// NodeCertTTL is the lifetime of node certificates; default
+	// pki.NodeLifetime (riklets renew them at two thirds of it).
+	NodeCertTTL time.Duration
+	// Insecure serves plaintext and checks nobody (RIK's own clients).
+	Insecure bool
 }
 
 // defaultSubBuffer is how many statuses a controller subscriber may lag behind
@@ -109,13 +128,22 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		}
 	}
 
+	sec, err := loadSecurity(cfg, []net.Addr{wl.Addr(), cl.Addr()}, log)
+	if err != nil {
+		for _, l := range []net.Listener{wl, cl, ml} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		return fmt.Errorf("scheduler config: %w", err)
+	}
+
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
-	opts := serverOptions(keepaliveParams, keepaliveEnforcement)
-	ws := grpc.NewServer(opts...)
-	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, stop: stop})
-	cs := grpc.NewServer(opts...)
+	ws := grpc.NewServer(workerServerOptions(sec)...)
+	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
+	cs := grpc.NewServer(controllerServerOptions(sec)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
 
 	var wg sync.WaitGroup
@@ -150,7 +178,8 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
-		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow)
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow,
+		"tls", sec != nil)
 
 	var runErr error
 	select {
@@ -179,6 +208,43 @@ var (
 
 func serverOptions(kp keepalive.ServerParameters, kep keepalive.EnforcementPolicy) []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep)}
+}
+
+// Message and stream bounds. A definition is at most 1 MiB (the
+// controller's body cap), so an order fits in 1 MiB plus its envelope; a
+// node's registration lists what it runs, and its log chunks are 32 KiB.
+const (
+	maxControllerMsg   = 2 << 20
+	maxWorkerMsg       = 4 << 20
+	maxSendMsg         = 4 << 20
+	maxWorkerStreams   = 32   // a riklet uses 3 streams and a renewal
+	maxControllerCalls = 1024 // orders, followed logs, the status stream
+	handshakeTimeout   = 10 * time.Second
+)
+
+// workerServerOptions: a joining node has no certificate yet, so one is
+// verified only if given; every call but Join needs a node certificate.
+func workerServerOptions(sec *security) []grpc.ServerOption {
+	opts := append(serverOptions(keepaliveParams, keepaliveEnforcement),
+		grpc.MaxRecvMsgSize(maxWorkerMsg), grpc.MaxSendMsgSize(maxSendMsg),
+		grpc.MaxConcurrentStreams(maxWorkerStreams), grpc.ConnectionTimeout(handshakeTimeout))
+	if sec == nil {
+		return opts
+	}
+	return append(opts, append(authorize(pki.RoleNode),
+		grpc.Creds(credentials.NewTLS(sec.serverTLS(tls.VerifyClientCertIfGiven))))...)
+}
+
+// controllerServerOptions: only controllers, with their certificate.
+func controllerServerOptions(sec *security) []grpc.ServerOption {
+	opts := append(serverOptions(keepaliveParams, keepaliveEnforcement),
+		grpc.MaxRecvMsgSize(maxControllerMsg), grpc.MaxSendMsgSize(maxSendMsg),
+		grpc.MaxConcurrentStreams(maxControllerCalls), grpc.ConnectionTimeout(handshakeTimeout))
+	if sec == nil {
+		return opts
+	}
+	return append(opts, append(authorize(pki.RoleController),
+		grpc.Creds(credentials.NewTLS(sec.serverTLS(tls.RequireAndVerifyClientCert))))...)
 }
 
 func listen(l net.Listener, addr, def string) (net.Listener, error) {
