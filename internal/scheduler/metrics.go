@@ -20,10 +20,10 @@ const (
 	resultRefused = "refused" // bad token, or its name is taken by a live node
 )
 
-// metrics are the scheduler's Prometheus metrics, on their own registry.
-// The gauges are read from the state at scrape time.
+// metrics are the scheduler's Prometheus metrics. The gauges are read
+// from the state at scrape time.
 type metrics struct {
-	reg        *prometheus.Registry
+	st         *state
 	placements *prometheus.CounterVec
 	nodesLost  prometheus.Counter
 	latency    prometheus.Histogram
@@ -35,7 +35,7 @@ type metrics struct {
 
 func newMetrics(st *state) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		st: st,
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rik_scheduler_placements_total",
 			Help: "Placement attempts, by result (placed, no_fit).",
@@ -64,13 +64,16 @@ func newMetrics(st *state) *metrics {
 	for _, r := range []string{resultJoined, resultRefused} {
 		m.joins.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{st},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// handler serves the metrics on their own registry (made here: the Go and
+// process collectors cost more than a state that is never scraped).
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{m.st},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 var (

@@ -310,7 +310,9 @@ func (s *state) register(reg *commonpb.WorkerRegistration, key string) (*workerC
 	if n.key != key {
 		// The name changes hands (a node that re-joined after the old one
 		// died): the old holder's log stream goes.
-		s.log.Info("node registers with a new certificate", "node", name, "key", key)
+		if n.key != "" {
+			s.log.Info("node registers with a new certificate", "node", name, "key", key)
+		}
 		if lc := s.logConns[name]; lc != nil && lc.key != key {
 			lc.closed.close()
 			delete(s.logConns, name)
