@@ -23,6 +23,8 @@ const usage = `usage: rik <command> [flags]
 
 commands:
   dev       run controller, scheduler and one riklet in this process
+  ca        create the cluster CA, issue controller certificates
+  token     create, list and revoke join tokens for nodes
   version   print the version
 `
 
@@ -40,6 +42,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
+	case "ca":
+		return runCA(args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rik", version.Version)
 		return 0

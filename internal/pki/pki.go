@@ -344,6 +344,11 @@ func ParseCert(data []byte) (*x509.Certificate, error) {
 	return c, nil
 }
 
+// EncodeCert encodes a certificate in PEM.
+func EncodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
 // NewCSR makes a certificate request for key, named name, in PEM.
 func NewCSR(key crypto.Signer, name string) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
