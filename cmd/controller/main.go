@@ -3,10 +3,17 @@
 // Environment: PORT (5000), DATABASE_LOCATION (/var/lib/rik/data/),
 // SCHEDULER_URL (http://localhost:4996), RIK_STORE (etcd://h:p,h:p to use
 // etcd instead of the embedded store), LOG_LEVEL (debug|info|warn|error).
+//
+// Flags: --tls-cert, --tls-key (its certificate, from `rik ca issue
+// controller`), --ca-cert (the cluster CA's): it dials the scheduler over
+// TLS with them; --insecure: plaintext.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/rik-org/rik/internal/controller"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/store/backend"
 )
 
@@ -26,6 +34,26 @@ func main() {
 }
 
 func run() error {
+	var certFile, keyFile, caFile string
+	var insecure bool
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.StringVar(&certFile, "tls-cert", "", "the controller's certificate (`rik ca issue controller`)")
+	fs.StringVar(&keyFile, "tls-key", "", "the controller's key")
+	fs.StringVar(&caFile, "ca-cert", "", "the cluster CA's certificate, to verify the scheduler")
+	fs.BoolVar(&insecure, "insecure", false, "talk to the scheduler in plaintext, without certificate")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	schedTLS, err := schedulerTLS(certFile, keyFile, caFile, insecure)
+	if err != nil {
+		return err
+	}
 	var level slog.Level
 	if v := os.Getenv("LOG_LEVEL"); v != "" {
 		if err := level.UnmarshalText([]byte(v)); err != nil {
@@ -53,7 +81,30 @@ func run() error {
 		Store:         st,
 		SchedulerAddr: env("SCHEDULER_URL", "http://localhost:4996"),
 		Logger:        log,
+		SchedulerTLS:  schedTLS,
 	})
+}
+
+// schedulerTLS is how the controller dials the scheduler: with its
+// certificate, verifying the scheduler's against the cluster CA; nil
+// (plaintext) when insecure.
+func schedulerTLS(certFile, keyFile, caFile string, insecure bool) (*tls.Config, error) {
+	if insecure {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("the scheduler needs the controller's certificate: --tls-cert and --tls-key " +
+			"(`rik ca issue controller`) and --ca-cert (the cluster CA's); or --insecure for plaintext")
+	}
+	pair, err := pki.ReadPairFiles(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	return pki.ClientTLS(pair, caPEM, "")
 }
 
 func env(name, def string) string {

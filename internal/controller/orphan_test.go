@@ -103,7 +103,7 @@ func TestOrphanOnNodeDestroyedWithRealScheduler(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl, Logger: testLogger(t)})
+		done <- scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl, Logger: testLogger(t), Insecure: true})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -5,6 +5,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,10 @@ type Config struct {
 	SchedulerAddr string       // "localhost:4996"; "http://host:port" accepted
 	MaxBodyBytes  int64        // request body cap, 1 MiB by default
 	Logger        *slog.Logger // nil: logs are discarded
+
+	// SchedulerTLS dials the scheduler over TLS, presenting the
+	// controller's certificate; nil: plaintext.
+	SchedulerTLS *tls.Config
 }
 
 // Defaults.

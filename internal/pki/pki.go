@@ -400,12 +400,17 @@ func WritePair(dir, name string, p Pair) error {
 
 // ReadPair reads dir/name.crt and dir/name.key.
 func ReadPair(dir, name string) (Pair, error) {
+	return ReadPairFiles(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+}
+
+// ReadPairFiles reads a certificate and a key file.
+func ReadPairFiles(certFile, keyFile string) (Pair, error) {
 	var p Pair
 	var err error
-	if p.CertPEM, err = os.ReadFile(filepath.Join(dir, name+".crt")); err != nil {
+	if p.CertPEM, err = os.ReadFile(certFile); err != nil {
 		return p, err
 	}
-	if p.KeyPEM, err = os.ReadFile(filepath.Join(dir, name+".key")); err != nil {
+	if p.KeyPEM, err = os.ReadFile(keyFile); err != nil {
 		return p, err
 	}
 	return p, nil
