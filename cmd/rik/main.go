@@ -71,6 +71,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ControllersAddr, "controllers-addr", "127.0.0.1:4996", "scheduler address for controllers")
 	fs.StringVar(&cfg.Hostname, "hostname", "", "node name (default: the host name)")
 	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 15*time.Second, "a node silent this long is NotReady")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "plaintext between the components (default: mutual TLS with a CA in <data-dir>/pki)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	rt.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {

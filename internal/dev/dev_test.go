@@ -3,6 +3,8 @@ package dev
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/testutil"
 )
 
@@ -48,6 +51,13 @@ func runDev(t *testing.T, dataDir string, temporary bool) error {
 // runDevConfig is runDev with more of the configuration.
 func runDevConfig(t *testing.T, cfg Config) error {
 	t.Helper()
+	return runDevUntil(t, cfg, func(string) bool { return true })
+}
+
+// runDevUntil runs a dev cluster until it serves and ready(API URL) holds,
+// then stops it and returns Run's error.
+func runDevUntil(t *testing.T, cfg Config, ready func(api string) bool) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
@@ -65,7 +75,7 @@ func runDevConfig(t *testing.T, cfg Config) error {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode == http.StatusOK && ready(m[1])
 	}, func() string { return "dev cluster not serving: " + out.String() })
 	cancel()
 	select {
@@ -154,5 +164,67 @@ func TestTemporaryDataDirRemovedOnStartFailure(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("temporary data dir left after a failed start: %v", err)
+	}
+}
+
+// nodeReady reports whether the API lists node name Ready.
+func nodeReady(api, name string) bool {
+	resp, err := http.Get(api + "/api/v0/nodes.list")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var nodes []struct {
+		Name  string `json:"name"`
+		Value struct {
+			Status string `json:"status"`
+		} `json:"value"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&nodes) != nil {
+		return false
+	}
+	for _, n := range nodes {
+		if n.Name == name && n.Value.Status == "Ready" {
+			return true
+		}
+	}
+	return false
+}
+
+// By default the dev cluster has its own CA: the controller reaches the
+// scheduler over mutual TLS (it lists the node) and the riklet joined with
+// a token that is revoked on exit. A second run reuses the CA and the
+// node's certificate. --insecure makes no CA.
+func TestDevClusterUsesTLS(t *testing.T) {
+	dir := t.TempDir()
+	for run := 0; run < 2; run++ {
+		if err := runDevUntil(t, Config{DataDir: dir}, func(api string) bool { return nodeReady(api, "dev-node") }); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		ca, err := pki.Load(filepath.Join(dir, "pki"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "riklet", "pki", "node.crt"))
+		if err != nil {
+			t.Fatalf("run %d: the riklet has no node certificate: %v", run, err)
+		}
+		c, _ := pki.ParseCert(b)
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Cert)
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || c.Subject.CommonName != "dev-node" {
+			t.Fatalf("run %d: node certificate %q: %v", run, c.Subject.CommonName, err)
+		}
+		if ts, err := pki.ListTokens(filepath.Join(dir, "pki")); err != nil || len(ts) != 0 {
+			t.Fatalf("run %d: join tokens left after exit: %v %v", run, ts, err)
+		}
+	}
+
+	plain := t.TempDir()
+	if err := runDevUntil(t, Config{DataDir: plain, Insecure: true}, func(api string) bool { return nodeReady(api, "dev-node") }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(plain, "pki")); !os.IsNotExist(err) {
+		t.Fatalf("--insecure made a CA: %v", err)
 	}
 }

@@ -214,14 +214,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		a.closeRuntimes()
 	}()
-	if !cfg.Insecure && id == nil {
-		if id, err = a.join(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-	}
 
 	for i, f := range cfg.Runtimes {
 		if f == nil {
@@ -251,6 +243,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	a.recover(ctx)
+
+	if !cfg.Insecure && id == nil {
+		if id, err = a.join(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
 
 	creds := insecure.NewCredentials()
 	if id != nil {
