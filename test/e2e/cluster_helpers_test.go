@@ -229,6 +229,10 @@ type cluster struct {
 
 	server    string // controller URL used by rikctl; "" = the first
 	store     string // RIK_STORE of the controllers ("" = bolt)
+	insecure  bool   // every component in plaintext (--insecure)
+	pki       string // the cluster CA's directory (`rik ca init`), when not insecure
+	caHash    string // its hash, for riklet --ca-cert-hash
+	ctlCerts  string // the controllers' certificate (controller.crt, .key) and ca.crt
 	registry  string // host:port of the image registry (podCluster)
 	rootfsURL string // guest rootfs (functionCluster)
 }
@@ -237,13 +241,14 @@ type cluster struct {
 type clusterOptions struct {
 	nodeTimeout time.Duration // scheduler --node-timeout; 0 = default
 	etcd        bool          // store in an etcd server (the etcd binary) instead of bolt
+	insecure    bool          // --insecure on every component (default: mutual TLS with a CA of `rik ca init`)
 }
 
 // newCluster creates the namespaces and starts the scheduler and the
 // controller. Everything is torn down when the test ends.
 func newCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bins: binaries(t)}
+	c := &cluster{t: t, bins: binaries(t), insecure: opts.insecure}
 	dir, err := os.MkdirTemp("", "rik-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -270,6 +275,12 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 		"--ctrlip", net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
 		"--log-level", "debug",
 	}
+	if c.insecure {
+		schedArgs = append(schedArgs, "--insecure")
+	} else {
+		c.initPKI()
+		schedArgs = append(schedArgs, "--ca-dir", c.pki)
+	}
 	if opts.nodeTimeout > 0 {
 		schedArgs = append(schedArgs, "--node-timeout", opts.nodeTimeout.String())
 	}
@@ -293,18 +304,62 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 // (its own bolt file, or the shared etcd), and waits until it is healthy.
 func (c *cluster) addController(port int) *proc {
 	c.t.Helper()
+	args := []string{"--insecure"}
+	if !c.insecure {
+		args = []string{"--tls-cert", filepath.Join(c.ctlCerts, "controller.crt"),
+			"--tls-key", filepath.Join(c.ctlCerts, "controller.key"), "--ca-cert", filepath.Join(c.ctlCerts, "ca.crt")}
+	}
 	p := c.startProc(fmt.Sprintf("controller-%d", port), c.ctl, c.bins.controller, []string{
 		"PORT=" + strconv.Itoa(port),
 		"DATABASE_LOCATION=" + filepath.Join(c.dir, fmt.Sprintf("controller-%d-data", port)),
 		"SCHEDULER_URL=http://" + net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
 		"RIK_STORE=" + c.store,
 		"LOG_LEVEL=info",
-	})
+	}, args...)
 	c.eventually(60*time.Second, "controller healthy", func() error {
 		_, err := c.get(c.client, controllerURL(port)+"/healthz")
 		return err
 	})
 	return p
+}
+
+// initPKI makes the cluster's CA with `rik ca init` and the controllers'
+// certificate with `rik ca issue controller`, as an operator would.
+func (c *cluster) initPKI() {
+	c.t.Helper()
+	c.pki = filepath.Join(c.dir, "pki")
+	c.ctlCerts = filepath.Join(c.dir, "controller-certs")
+	c.mustRik("ca", "init", "--dir", c.pki)
+	c.caHash = strings.TrimSpace(c.mustRik("ca", "hash", "--dir", c.pki))
+	c.mustRik("ca", "issue", "controller", "--dir", c.pki, "--san", ctlIP, "--out", c.ctlCerts)
+}
+
+// joinArgs are a new riklet's security flags: a fresh join token and the
+// CA's hash, or --insecure.
+func (c *cluster) joinArgs() []string {
+	c.t.Helper()
+	if c.insecure {
+		return []string{"--insecure"}
+	}
+	return []string{"--join-token", c.token("1h"), "--ca-cert-hash", c.caHash}
+}
+
+// token creates a join token valid for ttl with `rik token create`.
+func (c *cluster) token(ttl string) string {
+	c.t.Helper()
+	return strings.TrimSpace(c.mustRik("token", "create", "--ca-dir", c.pki, "--ttl", ttl))
+}
+
+// mustRik runs the rik binary on the host and returns its standard output.
+func (c *cluster) mustRik(args ...string) string {
+	c.t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(c.bins.rik, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		c.t.Fatalf("rik %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
 }
 
 // controllerURL is the URL of the controller listening on port.
@@ -365,6 +420,7 @@ func (c *cluster) addNode(extraArgs ...string) *node {
 	// the other.
 	n.cgroupParent = "rik-e2e-" + strings.TrimPrefix(n.ns.Name, "rikt-")
 	args = append(args, "--cgroup-parent", n.cgroupParent)
+	args = append(args, c.joinArgs()...)
 	args = append(args, extraArgs...)
 	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
 	c.nodes = append(c.nodes, n)
