@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,9 +14,6 @@ import (
 
 	"github.com/rik-org/rik/internal/pki"
 )
-
-// DefaultCADir is where the cluster CA lives unless told.
-const DefaultCADir = "/etc/rik/pki"
 
 const caUsage = `usage: rik ca <command> [flags]
 
@@ -35,24 +31,10 @@ commands:
   revoke ID                              revoke a join token
 `
 
-// sansFlag collects --san a,b (repeatable).
-type sansFlag []string
-
-func (s *sansFlag) String() string { return strings.Join(*s, ",") }
-
-func (s *sansFlag) Set(v string) error {
-	for _, n := range strings.Split(v, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			*s = append(*s, n)
-		}
-	}
-	return nil
-}
-
 // caDirFlags registers --dir and its alias --ca-dir on fs.
 func caDirFlags(fs *flag.FlagSet, dir *string) {
-	fs.StringVar(dir, "dir", DefaultCADir, "CA directory")
-	fs.StringVar(dir, "ca-dir", DefaultCADir, "CA directory (same as --dir)")
+	fs.StringVar(dir, "dir", pki.DefaultDir, "CA directory")
+	fs.StringVar(dir, "ca-dir", pki.DefaultDir, "CA directory (same as --dir)")
 }
 
 // parse parses args with fs, printing usage on errors; it returns the
@@ -147,7 +129,7 @@ func caHash(args []string, stdout, stderr io.Writer) int {
 func caIssueController(args []string, stdout, stderr io.Writer) int {
 	var (
 		dir, name, out string
-		sans           sansFlag
+		sans           pki.Names
 		ttl            time.Duration
 	)
 	fs := flag.NewFlagSet("rik ca issue controller", flag.ContinueOnError)
@@ -183,13 +165,7 @@ func issueController(dir, name, out string, sans []string, ttl time.Duration) er
 		return err
 	}
 	t := pki.Template{Role: pki.RoleController, Name: name, TTL: ttl}
-	for _, s := range sans {
-		if ip := net.ParseIP(s); ip != nil {
-			t.IPs = append(t.IPs, ip)
-		} else {
-			t.DNSNames = append(t.DNSNames, s)
-		}
-	}
+	t.AddNames(sans...)
 	certPEM, keyPEM, err := ca.Issue(t)
 	if err != nil {
 		return err
@@ -217,7 +193,7 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 	var dir string
 	fs := flag.NewFlagSet("rik token "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&dir, "ca-dir", DefaultCADir, "CA directory (the tokens are kept in its tokens.json)")
+	fs.StringVar(&dir, "ca-dir", pki.DefaultDir, "CA directory (the tokens are kept in its tokens.json)")
 	switch args[0] {
 	case "create":
 		ttl := fs.Duration("ttl", 24*time.Hour, "lifetime of the token (0: never expires)")

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler"
+	"github.com/rik-org/rik/internal/scheduler/schedtest"
 	"github.com/rik-org/rik/internal/store/bolt"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -29,25 +29,7 @@ func TestLinkOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl, CADir: dir, Logger: testLogger(t)})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	_, controllers := schedtest.Start(t, scheduler.Config{CADir: dir, Logger: testLogger(t)})
 	cert, key, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "ctrl"})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +45,7 @@ func TestLinkOverMutualTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = st.Close() })
-		s, err := NewServer(Config{Store: st, SchedulerAddr: cl.Addr().String(), Logger: testLogger(t), SchedulerTLS: tlsCfg})
+		s, err := NewServer(Config{Store: st, SchedulerAddr: controllers, Logger: testLogger(t), SchedulerTLS: tlsCfg})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +61,9 @@ func RenewAt(c *x509.Certificate) time.Time {
 	}
 	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
 }
+
+// DefaultDir is where the cluster CA lives unless told.
+const DefaultDir = "/etc/rik/pki"
 
 // File names in a CA directory.
 const (
@@ -203,6 +207,39 @@ type Template struct {
 	DNSNames []string // server certificates: names it serves
 	IPs      []net.IP // server certificates: addresses it serves
 	TTL      time.Duration
+}
+
+// AddNames adds the names a server certificate is for: IP addresses to
+// IPs, others to DNSNames, each once; blank ones are skipped.
+func (t *Template) AddNames(names ...string) {
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		switch ip := net.ParseIP(n); {
+		case n == "":
+		case ip != nil:
+			if !slices.ContainsFunc(t.IPs, ip.Equal) {
+				t.IPs = append(t.IPs, ip)
+			}
+		case !slices.Contains(t.DNSNames, n):
+			t.DNSNames = append(t.DNSNames, n)
+		}
+	}
+}
+
+// Names is a flag.Value collecting names for AddNames: comma-separated,
+// repeatable.
+type Names []string
+
+func (n *Names) String() string { return strings.Join(*n, ",") }
+
+// Set adds the comma-separated names of v.
+func (n *Names) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*n = append(*n, s)
+		}
+	}
+	return nil
 }
 
 func (t Template) x509() (*x509.Certificate, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler"
+	"github.com/rik-org/rik/internal/scheduler/schedtest"
 )
 
 // tlsCluster is a real scheduler serving TLS with a test CA.
@@ -36,26 +36,8 @@ func startTLSScheduler(t *testing.T, nodeTTL time.Duration) *tlsCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl, CADir: dir,
-			NodeCertTTL: nodeTTL, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	workers, controllers := schedtest.Start(t, scheduler.Config{CADir: dir, NodeCertTTL: nodeTTL,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	cert, key, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "ctrl"})
 	if err != nil {
 		t.Fatal(err)
@@ -64,12 +46,12 @@ func startTLSScheduler(t *testing.T, nodeTTL time.Duration) *tlsCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient(cl.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	cc, err := grpc.NewClient(controllers, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &tlsCluster{ca: ca, dir: dir, workers: wl.Addr().String(), ctrl: controllerpb.NewControllerClient(cc)}
+	return &tlsCluster{ca: ca, dir: dir, workers: workers, ctrl: controllerpb.NewControllerClient(cc)}
 }
 
 // ready reports whether node name is listed Ready.

@@ -141,9 +141,9 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
-	ws := grpc.NewServer(workerServerOptions(sec)...)
+	ws := grpc.NewServer(portOptions(sec, pki.RoleNode, tls.VerifyClientCertIfGiven, maxWorkerMsg, maxWorkerStreams)...)
 	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
-	cs := grpc.NewServer(controllerServerOptions(sec)...)
+	cs := grpc.NewServer(portOptions(sec, pki.RoleController, tls.RequireAndVerifyClientCert, maxControllerMsg, maxControllerCalls)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
 
 	var wg sync.WaitGroup
@@ -222,29 +222,19 @@ const (
 	handshakeTimeout   = 10 * time.Second
 )
 
-// workerServerOptions: a joining node has no certificate yet, so one is
-// verified only if given; every call but Join needs a node certificate.
-func workerServerOptions(sec *security) []grpc.ServerOption {
+// portOptions are the options of one port's server. Over TLS, callers
+// must hold a certificate of role (checked by interceptors); auth says
+// whether the TLS handshake requires one (controllers) or only verifies
+// one if given (workers: a joining node has none yet, and Join is the only
+// call it may make).
+func portOptions(sec *security, role pki.Role, auth tls.ClientAuthType, maxRecv int, maxStreams uint32) []grpc.ServerOption {
 	opts := append(serverOptions(keepaliveParams, keepaliveEnforcement),
-		grpc.MaxRecvMsgSize(maxWorkerMsg), grpc.MaxSendMsgSize(maxSendMsg),
-		grpc.MaxConcurrentStreams(maxWorkerStreams), grpc.ConnectionTimeout(handshakeTimeout))
+		grpc.MaxRecvMsgSize(maxRecv), grpc.MaxSendMsgSize(maxSendMsg),
+		grpc.MaxConcurrentStreams(maxStreams), grpc.ConnectionTimeout(handshakeTimeout))
 	if sec == nil {
 		return opts
 	}
-	return append(opts, append(authorize(pki.RoleNode),
-		grpc.Creds(credentials.NewTLS(sec.serverTLS(tls.VerifyClientCertIfGiven))))...)
-}
-
-// controllerServerOptions: only controllers, with their certificate.
-func controllerServerOptions(sec *security) []grpc.ServerOption {
-	opts := append(serverOptions(keepaliveParams, keepaliveEnforcement),
-		grpc.MaxRecvMsgSize(maxControllerMsg), grpc.MaxSendMsgSize(maxSendMsg),
-		grpc.MaxConcurrentStreams(maxControllerCalls), grpc.ConnectionTimeout(handshakeTimeout))
-	if sec == nil {
-		return opts
-	}
-	return append(opts, append(authorize(pki.RoleController),
-		grpc.Creds(credentials.NewTLS(sec.serverTLS(tls.RequireAndVerifyClientCert))))...)
+	return append(opts, append(authorize(role), grpc.Creds(credentials.NewTLS(sec.serverTLS(auth))))...)
 }
 
 func listen(l net.Listener, addr, def string) (net.Listener, error) {

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -66,44 +64,21 @@ func loadSecurity(cfg Config, addrs []net.Addr, log *slog.Logger) (*security, er
 // interface address for an unspecified one).
 func servingTemplate(host string, extra []string, addrs []net.Addr, ifaceIPs func() []net.IP) pki.Template {
 	t := pki.Template{Role: pki.RoleScheduler, Name: "rik-scheduler", TTL: pki.CertLifetime}
-	addName := func(n string) {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			return
-		}
-		if ip := net.ParseIP(n); ip != nil {
-			addIP(&t, ip)
-		} else if !slices.Contains(t.DNSNames, n) {
-			t.DNSNames = append(t.DNSNames, n)
-		}
-	}
-	addName(host)
-	addName("localhost")
-	addName("127.0.0.1")
-	addName("::1")
-	for _, n := range extra {
-		addName(n)
-	}
+	t.AddNames(host, "localhost", "127.0.0.1", "::1")
+	t.AddNames(extra...)
 	for _, a := range addrs {
 		tcp, ok := a.(*net.TCPAddr)
-		if !ok {
-			continue
-		}
-		if tcp.IP.IsUnspecified() {
+		switch {
+		case !ok:
+		case tcp.IP.IsUnspecified():
 			for _, ip := range ifaceIPs() {
-				addIP(&t, ip)
+				t.AddNames(ip.String())
 			}
-			continue
+		default:
+			t.AddNames(tcp.IP.String())
 		}
-		addIP(&t, tcp.IP)
 	}
 	return t
-}
-
-func addIP(t *pki.Template, ip net.IP) {
-	if !slices.ContainsFunc(t.IPs, ip.Equal) {
-		t.IPs = append(t.IPs, ip)
-	}
 }
 
 // interfaceIPs lists the host's addresses.
