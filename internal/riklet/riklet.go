@@ -215,33 +215,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		a.closeRuntimes()
 	}()
 
-	for i, f := range cfg.Runtimes {
-		if f == nil {
-			continue
-		}
-		rt, err := f(ctx, a.onRuntimeStatus)
-		if err != nil {
-			log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
-			continue
-		}
-		if rt == nil {
-			log.Warn("runtime factory returned no runtime", "runtime", i)
-			continue
-		}
-		a.all = append(a.all, rt)
-		k := rt.Kind()
-		if _, dup := a.runtimes[k]; dup {
-			log.Warn("second runtime for a kind ignored", "kind", k)
-			continue
-		}
-		a.runtimes[k] = rt
-		a.kinds = append(a.kinds, string(k))
-	}
-	slices.Sort(a.kinds)
-	if len(a.kinds) == 0 {
-		log.Warn("no runtime available: this node cannot run anything")
-	}
-
+	a.buildRuntimes(ctx)
 	a.recover(ctx)
 
 	if !cfg.Insecure && id == nil {
@@ -273,6 +247,37 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	a.connectLoop(ctx, client)
 	return nil
+}
+
+// buildRuntimes builds the configured runtimes; one that fails is left
+// out (its kind is not advertised).
+func (a *agent) buildRuntimes(ctx context.Context) {
+	for i, f := range a.cfg.Runtimes {
+		if f == nil {
+			continue
+		}
+		rt, err := f(ctx, a.onRuntimeStatus)
+		if err != nil {
+			a.log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
+			continue
+		}
+		if rt == nil {
+			a.log.Warn("runtime factory returned no runtime", "runtime", i)
+			continue
+		}
+		a.all = append(a.all, rt)
+		k := rt.Kind()
+		if _, dup := a.runtimes[k]; dup {
+			a.log.Warn("second runtime for a kind ignored", "kind", k)
+			continue
+		}
+		a.runtimes[k] = rt
+		a.kinds = append(a.kinds, string(k))
+	}
+	slices.Sort(a.kinds)
+	if len(a.kinds) == 0 {
+		a.log.Warn("no runtime available: this node cannot run anything")
+	}
 }
 
 // connectParams keeps gRPC's own reconnect backoff (up to 120s by

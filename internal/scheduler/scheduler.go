@@ -94,47 +94,18 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	if cfg.RecoveryWindow <= 0 {
 		cfg.RecoveryWindow = cfg.NodeTimeout
 	}
-	closeGiven := func() {
-		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener} {
-			if l != nil {
-				l.Close()
-			}
-		}
-	}
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
 	if err != nil {
-		closeGiven()
+		closeAll(cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener)
 		return fmt.Errorf("scheduler config: %w", err)
 	}
-	wl, err := listen(cfg.WorkersListener, cfg.WorkersAddr, DefaultWorkersAddr)
+	wl, cl, ml, err := openListeners(cfg)
 	if err != nil {
-		closeGiven()
-		return fmt.Errorf("listening for workers: %w", err)
+		return err
 	}
-	cl, err := listen(cfg.ControllersListener, cfg.ControllersAddr, DefaultControllersAddr)
-	if err != nil {
-		wl.Close()
-		closeGiven()
-		return fmt.Errorf("listening for controllers: %w", err)
-	}
-
-	var ml net.Listener
-	if cfg.MetricsListener != nil || cfg.MetricsAddr != "" {
-		if ml, err = listen(cfg.MetricsListener, cfg.MetricsAddr, ""); err != nil {
-			wl.Close()
-			cl.Close()
-			closeGiven()
-			return fmt.Errorf("listening for metrics: %w", err)
-		}
-	}
-
 	sec, err := loadSecurity(cfg, []net.Addr{wl.Addr(), cl.Addr()}, log)
 	if err != nil {
-		for _, l := range []net.Listener{wl, cl, ml} {
-			if l != nil {
-				l.Close()
-			}
-		}
+		closeAll(wl, cl, ml)
 		return fmt.Errorf("scheduler config: %w", err)
 	}
 
@@ -159,22 +130,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	defer cancel()
 	wg.Go(func() { monitor(mctx, st, cfg.NodeTimeout) })
 	if ml != nil {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", st.metrics.handler())
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		wg.Go(func() {
-			if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
-			}
-		})
-		wg.Go(func() {
-			<-mctx.Done()
-			sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
-			defer scancel()
-			if err := hs.Shutdown(sctx); err != nil {
-				hs.Close()
-			}
-		})
+		serveMetrics(mctx, &wg, ml, st.metrics, errc)
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
@@ -195,6 +151,59 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	sg.Wait()
 	wg.Wait()
 	return runErr
+}
+
+// closeAll closes the listeners that are set.
+func closeAll(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// openListeners opens (or takes) the workers', controllers' and metrics'
+// listeners (ml is nil without metrics). On error, every listener is closed,
+// the given ones included.
+func openListeners(cfg Config) (wl, cl, ml net.Listener, err error) {
+	defer func() {
+		if err != nil {
+			closeAll(wl, cl, ml, cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener)
+			wl, cl, ml = nil, nil, nil
+		}
+	}()
+	if wl, err = listen(cfg.WorkersListener, cfg.WorkersAddr, DefaultWorkersAddr); err != nil {
+		return wl, cl, ml, fmt.Errorf("listening for workers: %w", err)
+	}
+	if cl, err = listen(cfg.ControllersListener, cfg.ControllersAddr, DefaultControllersAddr); err != nil {
+		return wl, cl, ml, fmt.Errorf("listening for controllers: %w", err)
+	}
+	if cfg.MetricsListener != nil || cfg.MetricsAddr != "" {
+		if ml, err = listen(cfg.MetricsListener, cfg.MetricsAddr, ""); err != nil {
+			return wl, cl, ml, fmt.Errorf("listening for metrics: %w", err)
+		}
+	}
+	return wl, cl, ml, nil
+}
+
+// serveMetrics serves m on ml until ctx is done, in goroutines of wg.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, ml net.Listener, m *metrics, errc chan<- error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
+		if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer scancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			hs.Close()
+		}
+	})
 }
 
 // Keepalive of both servers. Clients (riklets, controllers) ping every 10s

@@ -43,7 +43,7 @@ func loadSecurity(cfg Config, addrs []net.Addr, log *slog.Logger) (*security, er
 	}
 	ca, err := pki.Load(cfg.CADir)
 	if err != nil {
-		return nil, fmt.Errorf("%w (create one with `rik ca init --dir %s`)", err, cfg.CADir)
+		return nil, fmt.Errorf("%w (create one with `rik ca init --dir %s`, or serve plaintext with --insecure)", err, cfg.CADir)
 	}
 	ttl := cfg.NodeCertTTL
 	if ttl <= 0 {
