@@ -56,7 +56,7 @@ func (w *workerAPI) Join(_ context.Context, req *workerpb.JoinRequest) (*workerp
 }
 
 // RenewCertificate gives a node a new certificate for the key and the name
-// of the one it calls with.
+// of the one it calls with, unless another key holds that name live.
 func (w *workerAPI) RenewCertificate(ctx context.Context, req *workerpb.RenewRequest) (*workerpb.NodeCertificate, error) {
 	if w.sec == nil {
 		return nil, errPlaintext
@@ -71,6 +71,9 @@ func (w *workerAPI) RenewCertificate(ctx context.Context, req *workerpb.RenewReq
 	}
 	if key, err := pki.KeyHash(csr.PublicKey); err != nil || key != c.key {
 		return nil, status.Error(codes.InvalidArgument, "csr_pem: must be made with the key of the current certificate")
+	}
+	if err := w.st.mayJoin(c.name, c.key); err != nil {
+		return nil, grpcError(err)
 	}
 	out, err := w.sign(req.GetCsrPem(), c.name)
 	if err != nil {

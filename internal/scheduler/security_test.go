@@ -222,7 +222,8 @@ func TestNodeSpeaksOnlyForItself(t *testing.T) {
 // a new certificate for the name takes over.
 func TestSecondNodeUnderNameRefused(t *testing.T) {
 	s := startSecure(t, Config{})
-	a1, a2 := s.nodeAs("a"), s.nodeAs("a")
+	a2pair := s.issue(pki.RoleNode, "a")
+	a1, a2 := s.nodeAs("a"), s.as(a2pair, pki.Pair{})
 	n1 := a1.register("a", 1000, 1000)
 	wantCode(t, "second a, other key", registerErr(a2, &commonpb.WorkerRegistration{Hostname: "a"}), codes.AlreadyExists)
 	select {
@@ -247,6 +248,12 @@ func TestSecondNodeUnderNameRefused(t *testing.T) {
 	_ = ls.Send(&commonpb.LogChunk{RequestId: "a"})
 	_, err = ls.Recv()
 	wantCode(t, "second a's log stream", err, codes.PermissionDenied)
+
+	// Nor renew its certificate while the first a is live.
+	key2, _ := pki.ParseKey(a2pair.KeyPEM)
+	csr2, _ := pki.NewCSR(key2, "a")
+	_, err = a2.worker.RenewCertificate(ctx, &workerpb.RenewRequest{CsrPem: string(csr2)})
+	wantCode(t, "second a renewing", err, codes.AlreadyExists)
 
 	// Reconnect with the same key: replaces.
 	n1b := a1.register("a", 1000, 1000)
