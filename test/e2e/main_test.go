@@ -8,6 +8,11 @@
 // namespace, rikctl and HTTP clients in a "client" namespace, each riklet
 // in its own node namespace (172.31.0.0/24 exists only there).
 //
+// Security: a cluster uses mutual TLS unless its options say insecure. The
+// harness runs `rik ca init`, `rik ca issue controller` for the
+// controllers, and `rik token create` for each riklet, which joins with
+// the token and the CA's hash.
+//
 // Environment:
 //   - RIK_BIN_DIR: directory of the binaries (set by `make test`); unset,
 //     they are built into a temporary directory on first use.
