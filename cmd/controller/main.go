@@ -9,6 +9,7 @@
 //	--listen ADDR            RIK_LISTEN            API address (default :$PORT)
 //	--tls-cert FILE          RIK_TLS_CERT          serving certificate (PEM), with --tls-key
 //	--tls-key FILE           RIK_TLS_KEY           its private key (PEM)
+//	--ca-cert FILE           RIK_CA_CERT           the cluster CA: the scheduler is dialled over mutual TLS with the pair above
 //	--insecure               RIK_INSECURE=true     plain HTTP, no tokens (RIK's clients)
 //	--admin-token-file FILE  RIK_ADMIN_TOKEN_FILE  where the first admin token goes (default $DATABASE_LOCATION/admin.token)
 //	--max-conns-per-ip N     RIK_MAX_CONNS_PER_IP  open connections per client address (default 100, -1: no cap)
@@ -20,7 +21,8 @@
 // (RIK_MAX_INSTANCES), --max-pending (RIK_MAX_PENDING); see -h.
 //
 // Without --insecure the controller needs a certificate: it serves HTTPS
-// and asks every client but /healthz and /readyz for a bearer token.
+// and asks every client but /healthz and /readyz for a bearer token; it
+// dials the scheduler over mutual TLS with the same certificate pair.
 package main
 
 import (
@@ -39,6 +41,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/controller"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/store/backend"
 )
 
@@ -58,6 +61,7 @@ type options struct {
 	dataDir        string
 	tlsCert        string
 	tlsKey         string
+	caCert         string
 	insecure       bool
 	adminTokenFile string
 	maxConnsPerIP  int
@@ -91,6 +95,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.listen, "listen", env("RIK_LISTEN", ":"+port), "API address (env RIK_LISTEN; default :$PORT)")
 	fs.StringVar(&o.tlsCert, "tls-cert", getenv("RIK_TLS_CERT"), "serving certificate, PEM (env RIK_TLS_CERT), e.g. from `rik ca issue controller`")
 	fs.StringVar(&o.tlsKey, "tls-key", getenv("RIK_TLS_KEY"), "private key of --tls-cert, PEM (env RIK_TLS_KEY)")
+	fs.StringVar(&o.caCert, "ca-cert", getenv("RIK_CA_CERT"), "the cluster CA's certificate, to verify the scheduler (env RIK_CA_CERT)")
 	fs.BoolVar(&o.insecure, "insecure", insecure, "serve plain HTTP without tokens, for labs and RIK's clients (env RIK_INSECURE=true)")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", env("RIK_ADMIN_TOKEN_FILE", filepath.Join(o.dataDir, "admin.token")),
 		"where the first admin token is written, mode 0600 (env RIK_ADMIN_TOKEN_FILE)")
@@ -118,8 +123,8 @@ func (o options) check() error {
 		return errors.New("--read-timeout: must be positive")
 	case o.maxConnsPerIP == 0:
 		return errors.New("--max-conns-per-ip: must be positive, or -1 for no cap")
-	case o.insecure && (o.tlsCert != "" || o.tlsKey != ""):
-		return errors.New("--insecure serves plain HTTP: drop --tls-cert and --tls-key, or --insecure")
+	case o.insecure && (o.tlsCert != "" || o.tlsKey != "" || o.caCert != ""):
+		return errors.New("--insecure serves plain HTTP: drop --tls-cert, --tls-key and --ca-cert, or --insecure")
 	case o.insecure:
 		return nil
 	case o.tlsCert == "" && o.tlsKey == "":
@@ -159,6 +164,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	schedTLS, err := schedulerTLS(o.tlsCert, o.tlsKey, o.caCert, o.insecure)
+	if err != nil {
+		return err
+	}
 	if o.insecure {
 		log.Warn("insecure: plain HTTP, no authentication: anyone who reaches " + o.listen + " owns the cluster")
 	}
@@ -183,7 +192,30 @@ func run(args []string) error {
 		MaxConnsPerIP:  o.maxConnsPerIP,
 		ReadTimeout:    o.readTimeout,
 		Admission:      &o.admission,
+		SchedulerTLS:   schedTLS,
 	})
+}
+
+// schedulerTLS is how the controller dials the scheduler: with its
+// certificate, verifying the scheduler's against the cluster CA; nil
+// (plaintext) when insecure.
+func schedulerTLS(certFile, keyFile, caFile string, insecure bool) (*tls.Config, error) {
+	if insecure {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("the scheduler needs the controller's certificate: --tls-cert and --tls-key " +
+			"(`rik ca issue controller`) and --ca-cert (the cluster CA's); or --insecure for plaintext")
+	}
+	pair, err := pki.ReadPairFiles(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert: %w", err)
+	}
+	return pki.ClientTLS(pair, caPEM, "")
 }
 
 func envOr(getenv func(string) string, name, def string) string {

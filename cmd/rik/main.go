@@ -25,6 +25,8 @@ const usage = `usage: rik <command> [flags]
 
 commands:
   dev       run controller, scheduler and one riklet in this process
+  ca        create the cluster CA, issue controller certificates
+  token     create, list and revoke join tokens for nodes
   version   print the version
 `
 
@@ -42,6 +44,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
+	case "ca":
+		return runCA(args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rik", version.Version)
 		return 0
@@ -67,7 +73,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ControllersAddr, "controllers-addr", "127.0.0.1:4996", "scheduler address for controllers")
 	fs.StringVar(&cfg.Hostname, "hostname", "", "node name (default: the host name)")
 	fs.DurationVar(&cfg.NodeTimeout, "node-timeout", 15*time.Second, "a node silent this long is NotReady")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve the API over plain HTTP without tokens (else HTTPS, admin token printed)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "plaintext everywhere: the API over HTTP without tokens, the components without mutual TLS (default: HTTPS with the admin token printed, mutual TLS with a CA in <data-dir>/pki)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	// The quick start serves images and rootfs on 127.0.0.1.
 	rt.AllowPrivateFetch = true

@@ -32,6 +32,11 @@ type flags struct {
 	logLevel   slog.Level
 	runtimes   runtimes.Config
 	uninstall  bool
+	// security
+	pkiDir     string
+	joinToken  string
+	caCertHash string
+	insecure   bool
 }
 
 // labelFlag collects repeated --label k=v.
@@ -58,6 +63,10 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
 	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
 	f.runtimes.RegisterFlags(fs)
+	fs.StringVar(&f.pkiDir, "pki-dir", "", "node certificate, key and cluster CA certificate (default <state-dir>/pki)")
+	fs.StringVar(&f.joinToken, "join-token", os.Getenv("RIK_JOIN_TOKEN"), "bootstrap token to join the cluster when the node has no certificate (`rik token create`; default $RIK_JOIN_TOKEN)")
+	fs.StringVar(&f.caCertHash, "ca-cert-hash", "", "sha256:<hex> pin of the cluster CA's public key, printed by `rik ca init` (required with --join-token)")
+	fs.BoolVar(&f.insecure, "insecure", false, "talk to the scheduler in plaintext, without certificate (a scheduler run with --insecure, or RIK's)")
 	fs.BoolVar(&f.uninstall, "uninstall", false, "remove rik's network from this node (iptables chains and jumps, TAPs, pod bridge) and exit; refused while the ledger lists instances; run it with the riklet stopped")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -119,6 +128,10 @@ func main() {
 		Labels:            f.labels,
 		HeartbeatInterval: f.heartbeat,
 		Logger:            log,
+		PKIDir:            f.pkiDir,
+		JoinToken:         f.joinToken,
+		CACertHash:        f.caCertHash,
+		Insecure:          f.insecure,
 	})
 	if err != nil {
 		log.Error("riklet failed", "error", err)

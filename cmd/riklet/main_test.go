@@ -15,20 +15,22 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	f, err := parseFlags([]string{"--master-ip", "http://10.0.0.1:4995", "--hostname", "n1", "--state-dir", "/tmp/x",
-		"--label", "zone=a", "--label", "disk = ssd", "--heartbeat", "2s", "--log-level", "debug"}, io.Discard)
+		"--label", "zone=a", "--label", "disk = ssd", "--heartbeat", "2s", "--log-level", "debug",
+		"--join-token", "abcdef.0123456789abcdef", "--ca-cert-hash", "sha256:00", "--pki-dir", "/etc/x", "--insecure"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.masterAddr != "http://10.0.0.1:4995" || f.hostname != "n1" || f.stateDir != "/tmp/x" ||
 		f.labels["zone"] != "a" || f.labels["disk"] != "ssd" || len(f.labels) != 2 ||
-		f.heartbeat != 2*time.Second || f.logLevel != slog.LevelDebug {
+		f.heartbeat != 2*time.Second || f.logLevel != slog.LevelDebug ||
+		f.joinToken != "abcdef.0123456789abcdef" || f.caCertHash != "sha256:00" || f.pkiDir != "/etc/x" || !f.insecure {
 		t.Errorf("flags = %+v", f)
 	}
 
 	f, err = parseFlags(nil, io.Discard)
 	host, _ := os.Hostname()
 	if err != nil || f.masterAddr != "127.0.0.1:4995" || f.stateDir != "/var/lib/riklet" || f.hostname != host ||
-		f.heartbeat != 5*time.Second || f.logLevel != slog.LevelInfo {
+		f.heartbeat != 5*time.Second || f.logLevel != slog.LevelInfo || f.insecure || f.pkiDir != "" {
 		t.Errorf("defaults = %+v, %v", f, err)
 	}
 

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler"
 )
 
@@ -31,6 +32,10 @@ func run() error {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics on this address (e.g. 127.0.0.1:9100); empty: off")
 	fs.StringVar(&cfg.Strategy, "strategy", "spread", "placement strategy: spread or binpack")
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.StringVar(&cfg.CADir, "ca-dir", pki.DefaultDir, "cluster CA directory (ca.crt, ca.key, tokens.json; made by `rik ca init`): both ports serve TLS and sign node certificates")
+	fs.Var((*pki.Names)(&cfg.TLSNames), "tls-san", "more names or IPs the scheduler is reached by, for its certificate (comma-separated, repeatable)")
+	fs.DurationVar(&cfg.NodeCertTTL, "node-cert-ttl", pki.NodeLifetime, "lifetime of the node certificates it signs (riklets renew at two thirds)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext and check no certificates (labs, RIK's own clients)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return nil

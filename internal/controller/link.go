@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -62,7 +63,11 @@ func (l *link) takeAgain() bool {
 }
 
 func newLink(s *Server, target string) (*link, error) {
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if s.cfg.SchedulerTLS != nil {
+		creds = credentials.NewTLS(s.cfg.SchedulerTLS)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(grpcutil.SchedulerKeepalive))
 	if err != nil {
 		return nil, fmt.Errorf("scheduler client for %s: %w", target, err)
@@ -191,7 +196,9 @@ func (s *Server) sendCreate(ctx context.Context, wl workloadRecord, inst workloa
 	if err == nil || status.Code(err) == codes.AlreadyExists {
 		return inst, nil
 	}
-	if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition {
+	// InvalidArgument, FailedPrecondition: refused; ResourceExhausted: an
+	// order larger than the scheduler takes.
+	if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition || c == codes.ResourceExhausted {
 		s.log.Warn("scheduler rejected instance", "instance", inst.Name, "err", err)
 		return s.failInstance(ctx, inst, status.Convert(err).Message()), nil
 	}

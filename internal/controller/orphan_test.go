@@ -13,6 +13,7 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/scheduler"
+	"github.com/rik-org/rik/internal/scheduler/schedtest"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/store/bolt"
 )
@@ -92,28 +93,11 @@ func TestDestroyInstanceUnknownToStore(t *testing.T) {
 // controller's (fresh) store does not know; the scheduler adopts it, replays
 // its status when the controller subscribes, and the controller destroys it.
 func TestOrphanOnNodeDestroyedWithRealScheduler(t *testing.T) {
-	wl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl, Logger: testLogger(t)})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	workers, controllers := schedtest.Start(t, scheduler.Config{Logger: testLogger(t), Insecure: true})
+	ctx := t.Context()
 
 	// A node that runs "left-behind".
-	cc, err := grpc.NewClient(wl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(workers, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +136,7 @@ func TestOrphanOnNodeDestroyedWithRealScheduler(t *testing.T) {
 	cctx, ccancel := context.WithCancel(t.Context())
 	cdone := make(chan error, 1)
 	go func() {
-		cdone <- Run(cctx, Config{Listener: hl, Store: st, SchedulerAddr: cl.Addr().String(), Logger: testLogger(t), Insecure: true})
+		cdone <- Run(cctx, Config{Listener: hl, Store: st, SchedulerAddr: controllers, Logger: testLogger(t), Insecure: true})
 	}()
 	defer func() {
 		ccancel()

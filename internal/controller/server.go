@@ -51,6 +51,10 @@ type Config struct {
 	WriteTimeout      time.Duration // one answer, or each write of a stream, DefaultWriteTimeout
 	MaxHeaderBytes    int           // DefaultMaxHeaderBytes
 	MaxConnsPerIP     int           // DefaultMaxConnsPerIP; < 0: no cap
+
+	// SchedulerTLS dials the scheduler over TLS, presenting the
+	// controller's certificate; nil: plaintext.
+	SchedulerTLS *tls.Config
 }
 
 // Defaults.

@@ -34,7 +34,7 @@ func TestDevSecuresTheAPI(t *testing.T) {
 	dir := t.TempDir()
 	userCfg := filepath.Join(t.TempDir(), ".rik", "config.yaml")
 	var token string
-	err := withDev(t, Config{DataDir: dir, RikctlConfig: userCfg}, func(url string, client *http.Client, welcome string) {
+	err := withDev(t, Config{DataDir: dir, RikctlConfig: userCfg}, nil, func(url string, client *http.Client, welcome string) {
 		if !strings.HasPrefix(url, "https://127.0.0.1:") {
 			t.Errorf("API URL %s", url)
 		}
@@ -75,7 +75,7 @@ func TestDevSecuresTheAPI(t *testing.T) {
 	mine := []byte("cluster:\n  server: https://example:5000\n")
 	mineCfg := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(mineCfg, mine, 0o600)
-	err = withDev(t, Config{DataDir: dir, RikctlConfig: mineCfg}, func(url string, client *http.Client, welcome string) {
+	err = withDev(t, Config{DataDir: dir, RikctlConfig: mineCfg}, nil, func(url string, client *http.Client, welcome string) {
 		if code, _ := status(t, client, url+"/api/v0/workloads.list", token); code != 200 {
 			t.Errorf("the first run's token: %d", code)
 		}
@@ -94,7 +94,7 @@ func TestDevSecuresTheAPI(t *testing.T) {
 func TestDevInsecure(t *testing.T) {
 	dir := t.TempDir()
 	userCfg := filepath.Join(t.TempDir(), "config.yaml")
-	err := withDev(t, Config{DataDir: dir, Insecure: true, RikctlConfig: userCfg}, func(url string, client *http.Client, welcome string) {
+	err := withDev(t, Config{DataDir: dir, Insecure: true, RikctlConfig: userCfg}, nil, func(url string, client *http.Client, welcome string) {
 		if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.Contains(welcome, "--insecure: plain HTTP, no tokens") {
 			t.Errorf("API URL %s, welcome:\n%s", url, welcome)
 		}

@@ -5,6 +5,7 @@ package dev
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/controller"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/scheduler"
 	"github.com/rik-org/rik/internal/store/bolt"
@@ -43,9 +45,11 @@ type Config struct {
 	// the host (rik's iptables chains and jumps, the pod bridge). It is not
 	// called when some instance did not stop, nor when DataDir is kept.
 	Uninstall func(ctx context.Context) error
-	// Insecure serves the API over plain HTTP without tokens; else HTTPS
-	// with a certificate from the CA in DataDir/pki and the admin token in
-	// DataDir/admin.token.
+	// Insecure runs every link in plaintext and the API without tokens.
+	// By default the cluster has its own CA in DataDir/pki: the scheduler
+	// serves TLS, the controller presents a controller certificate and
+	// serves HTTPS, the riklet joins with a token made for it, as on a
+	// real cluster, and the first admin token is in DataDir/admin.token.
 	Insecure bool
 	// RikctlConfig is the user's rikctl configuration file, written to
 	// point at this cluster unless it exists and rik dev did not write it
@@ -53,11 +57,45 @@ type Config struct {
 	RikctlConfig string
 }
 
+// security is what the components of a dev cluster get from its CA.
+type security struct {
+	caDir        string
+	hash         string
+	schedulerTLS *tls.Config // the controller's, to the scheduler
+	joinToken    string      // the riklet's, revoked on exit
+}
+
+// joinTokenTTL bounds the riklet's join token, in case rik dev dies
+// before revoking it.
+const joinTokenTTL = 10 * time.Minute
+
+// setupSecurity loads or creates the cluster's CA, issues the controller's
+// certificate and a join token for the riklet.
+func setupSecurity(dataDir string) (*security, error) {
+	dir := filepath.Join(dataDir, "pki")
+	ca, _, err := pki.LoadOrInit(dir, "rik dev CA")
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "rik-dev-controller"})
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := pki.ClientTLS(pki.Pair{CertPEM: cert, KeyPEM: key}, ca.CertPEM, "")
+	if err != nil {
+		return nil, err
+	}
+	tok, _, err := pki.CreateToken(dir, joinTokenTTL, "rik dev node", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &security{caDir: dir, hash: ca.Hash(), schedulerTLS: tlsCfg, joinToken: tok}, nil
+}
+
 // uninstallTimeout bounds the host clean-up on exit.
 const uninstallTimeout = 30 * time.Second
 
-// Run starts the cluster and blocks until ctx is done or a component fails.
-func Run(ctx context.Context, cfg Config) error {
+func (cfg Config) withDefaults() Config {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:5000"
 	}
@@ -76,6 +114,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
+	return cfg
+}
+
+// Run starts the cluster and blocks until ctx is done or a component fails.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
 	if cfg.DataDir == "" {
 		return errors.New("no data dir")
 	}
@@ -91,37 +135,34 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 	// Bind every port first, so a port in use is reported before anything starts.
-	api, err := net.Listen("tcp", cfg.Addr)
+	ls, err := bind(cfg)
 	if err != nil {
-		return fmt.Errorf("listening for the API on %s: %w", cfg.Addr, err)
+		return err
 	}
-	workers, err := net.Listen("tcp", cfg.WorkersAddr)
-	if err != nil {
-		api.Close()
-		return fmt.Errorf("listening for workers on %s: %w", cfg.WorkersAddr, err)
-	}
-	ctrls, err := net.Listen("tcp", cfg.ControllersAddr)
-	if err != nil {
-		api.Close()
-		workers.Close()
-		return fmt.Errorf("listening for controllers on %s: %w", cfg.ControllersAddr, err)
+	var sec *security
+	if !cfg.Insecure {
+		if sec, err = setupSecurity(cfg.DataDir); err != nil {
+			ls.close()
+			return fmt.Errorf("setting up the cluster CA: %w", err)
+		}
+		defer func() {
+			if err := pki.RevokeToken(sec.caDir, sec.joinToken); err != nil && !cfg.Temporary {
+				log.Warn("revoking the riklet's join token", "error", err)
+			}
+		}()
 	}
 	st, err := bolt.Open(cfg.DataDir + "/data")
 	if err != nil {
-		api.Close()
-		workers.Close()
-		ctrls.Close()
+		ls.close()
 		return err
 	}
 	defer st.Close()
-	sec, err := apiSecurity(ctx, cfg, api, st)
+	apiSec, err := apiSecurity(ctx, cfg, ls.api, st)
 	if err != nil {
-		api.Close()
-		workers.Close()
-		ctrls.Close()
+		ls.close()
 		return err
 	}
-	rikctlNotes, err := writeRikctlConfigs(sec, cfg.DataDir, cfg.RikctlConfig)
+	rikctlNotes, err := writeRikctlConfigs(apiSec, cfg.DataDir, cfg.RikctlConfig)
 	if err != nil {
 		log.Warn("writing the rikctl config", "error", err)
 	}
@@ -148,52 +189,11 @@ func Run(ctx context.Context, cfg Config) error {
 			cancel() // one component down stops the others
 		}()
 	}
-	run("scheduler", func(ctx context.Context) error {
-		return scheduler.Run(ctx, scheduler.Config{
-			WorkersListener:     workers,
-			ControllersListener: ctrls,
-			NodeTimeout:         cfg.NodeTimeout,
-			RecoveryWindow:      cfg.NodeTimeout,
-			Logger:              log.With("component", "scheduler"),
-		})
-	})
-	run("controller", func(ctx context.Context) error {
-		return controller.Run(ctx, controller.Config{
-			Listener:       api,
-			Store:          st,
-			SchedulerAddr:  ctrls.Addr().String(),
-			Logger:         log.With("component", "controller"),
-			Admission:      cfg.Admission,
-			TLS:            sec.tls,
-			Insecure:       cfg.Insecure,
-			AdminTokenFile: filepath.Join(cfg.DataDir, "admin.token"),
-		})
-	})
-	run("riklet", func(ctx context.Context) error {
-		return riklet.Run(ctx, riklet.Config{
-			MasterAddr: workers.Addr().String(),
-			Hostname:   cfg.Hostname,
-			StateDir:   cfg.DataDir + "/riklet",
-			Runtimes:   cfg.Runtimes,
-			Logger:     log.With("component", "riklet"),
-			StopOnExit: cfg.Temporary,
-		})
-	})
-	dataNote := ""
-	if cfg.Temporary {
-		dataNote = " (temporary: on exit, instances stop and it is removed; --data-dir keeps them)"
-	}
-	fmt.Fprintf(cfg.Out, `rik dev is running.
-  API:        %s  (GET /api/v0/openapi.yaml)
-%s  data:       %s%s
-  node:       %s
-Try:
-  rikctl get nodes
-  rikctl create workload -f examples/pod-httpd.json
-  rikctl create instance --workload-id httpd
-  rikctl get instances -o wide
-Stop with Ctrl-C.
-`, sec.server, sec.welcome(rikctlNotes), cfg.DataDir, dataNote, cfg.Hostname)
+	schedCfg, ctrlCfg, rikletCfg := components(cfg, ls, st, sec, apiSec)
+	run("scheduler", func(ctx context.Context) error { return scheduler.Run(ctx, schedCfg) })
+	run("controller", func(ctx context.Context) error { return controller.Run(ctx, ctrlCfg) })
+	run("riklet", func(ctx context.Context) error { return riklet.Run(ctx, rikletCfg) })
+	welcome(cfg, apiSec, rikctlNotes, sec)
 	wg.Wait()
 	keepData = rikletErr != nil
 	if cfg.Temporary && !keepData && cfg.Uninstall != nil {
@@ -205,6 +205,95 @@ Stop with Ctrl-C.
 		}
 	}
 	return firstErr
+}
+
+// listeners are a dev cluster's ports.
+type listeners struct{ api, workers, ctrls net.Listener }
+
+func (l listeners) close() {
+	for _, c := range []net.Listener{l.api, l.workers, l.ctrls} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// bind listens on every port of cfg, or on none.
+func bind(cfg Config) (listeners, error) {
+	var ls listeners
+	var err error
+	for _, b := range []struct {
+		dst        *net.Listener
+		addr, what string
+	}{{&ls.api, cfg.Addr, "the API"}, {&ls.workers, cfg.WorkersAddr, "workers"}, {&ls.ctrls, cfg.ControllersAddr, "controllers"}} {
+		if *b.dst, err = net.Listen("tcp", b.addr); err != nil {
+			ls.close()
+			return listeners{}, fmt.Errorf("listening for %s on %s: %w", b.what, b.addr, err)
+		}
+	}
+	return ls, nil
+}
+
+// components configures the scheduler, the controller and the riklet.
+func components(cfg Config, ls listeners, st *bolt.Store, sec *security, apiSec api) (scheduler.Config, controller.Config, riklet.Config) {
+	log := cfg.Logger
+	schedCfg := scheduler.Config{
+		WorkersListener:     ls.workers,
+		ControllersListener: ls.ctrls,
+		NodeTimeout:         cfg.NodeTimeout,
+		RecoveryWindow:      cfg.NodeTimeout,
+		Logger:              log.With("component", "scheduler"),
+		Insecure:            sec == nil,
+	}
+	ctrlCfg := controller.Config{
+		Listener:       ls.api,
+		Store:          st,
+		SchedulerAddr:  ls.ctrls.Addr().String(),
+		Logger:         log.With("component", "controller"),
+		Admission:      cfg.Admission,
+		TLS:            apiSec.tls,
+		Insecure:       cfg.Insecure,
+		AdminTokenFile: filepath.Join(cfg.DataDir, "admin.token"),
+	}
+	rikletCfg := riklet.Config{
+		MasterAddr: ls.workers.Addr().String(),
+		Hostname:   cfg.Hostname,
+		StateDir:   cfg.DataDir + "/riklet",
+		Runtimes:   cfg.Runtimes,
+		Logger:     log.With("component", "riklet"),
+		StopOnExit: cfg.Temporary,
+		Insecure:   sec == nil,
+	}
+	if sec != nil {
+		schedCfg.CADir = sec.caDir
+		ctrlCfg.SchedulerTLS = sec.schedulerTLS
+		rikletCfg.JoinToken, rikletCfg.CACertHash = sec.joinToken, sec.hash
+	}
+	return schedCfg, ctrlCfg, rikletCfg
+}
+
+// welcome tells the user what runs where.
+func welcome(cfg Config, a api, rikctlNotes []string, sec *security) {
+	dataNote := ""
+	if cfg.Temporary {
+		dataNote = " (temporary: on exit, instances stop and it is removed; --data-dir keeps them)"
+	}
+	linkNote := "plaintext (--insecure)"
+	if sec != nil {
+		linkNote = "mutual TLS, CA in " + sec.caDir
+	}
+	fmt.Fprintf(cfg.Out, `rik dev is running.
+  API:        %s  (GET /api/v0/openapi.yaml)
+%s  data:       %s%s
+  node:       %s
+  scheduler:  %s
+Try:
+  rikctl get nodes
+  rikctl create workload -f examples/pod-httpd.json
+  rikctl create instance --workload-id httpd
+  rikctl get instances -o wide
+Stop with Ctrl-C.
+`, a.server, a.welcome(rikctlNotes), cfg.DataDir, dataNote, cfg.Hostname, linkNote)
 }
 
 // removeTemporary removes dir, unless something is still mounted under it

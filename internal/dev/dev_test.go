@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -51,13 +53,21 @@ func runDev(t *testing.T, dataDir string, temporary bool) error {
 // runDevConfig is runDev with more of the configuration.
 func runDevConfig(t *testing.T, cfg Config) error {
 	t.Helper()
-	return withDev(t, cfg, nil)
+	return withDev(t, cfg, nil, nil)
 }
 
-// withDev runs a dev cluster on free loopback ports until it serves, calls
-// fn (if set) with the API's URL, a client trusting its CA and the welcome
-// text, then stops it and returns Run's error.
-func withDev(t *testing.T, cfg Config, fn func(url string, client *http.Client, welcome string)) error {
+// runDevUntil runs a dev cluster until it serves and ready holds, then
+// stops it and returns Run's error.
+func runDevUntil(t *testing.T, cfg Config, ready func(url string, client *http.Client) bool) error {
+	t.Helper()
+	return withDev(t, cfg, ready, nil)
+}
+
+// withDev runs a dev cluster on free loopback ports until it serves and
+// ready (if set) holds, calls fn (if set) with the API's URL, a client
+// trusting its CA and carrying the admin token, and the welcome text, then
+// stops it and returns Run's error.
+func withDev(t *testing.T, cfg Config, ready func(url string, client *http.Client) bool, fn func(url string, client *http.Client, welcome string)) error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -90,7 +100,7 @@ func withDev(t *testing.T, cfg Config, fn func(url string, client *http.Client, 
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode == http.StatusOK && (ready == nil || ready(url, client))
 	}, func() string { return "dev cluster not serving: " + out.String() })
 	if fn != nil {
 		fn(url, client, out.String())
@@ -182,5 +192,75 @@ func TestTemporaryDataDirRemovedOnStartFailure(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("temporary data dir left after a failed start: %v", err)
+	}
+}
+
+// nodeReady reports whether the API lists node name Ready, asking with the
+// admin token of the cluster in dir, if any.
+func nodeReady(client *http.Client, dir, api, name string) bool {
+	req, err := http.NewRequest(http.MethodGet, api+"/api/v0/nodes.list", nil)
+	if err != nil {
+		return false
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "admin.token")); err == nil {
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var nodes []struct {
+		Name  string `json:"name"`
+		Value struct {
+			Status string `json:"status"`
+		} `json:"value"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&nodes) != nil {
+		return false
+	}
+	for _, n := range nodes {
+		if n.Name == name && n.Value.Status == "Ready" {
+			return true
+		}
+	}
+	return false
+}
+
+// By default the dev cluster has its own CA: the controller reaches the
+// scheduler over mutual TLS (it lists the node) and the riklet joined with
+// a token that is revoked on exit. A second run reuses the CA and the
+// node's certificate. --insecure makes no CA.
+func TestDevClusterUsesTLS(t *testing.T) {
+	dir := t.TempDir()
+	for run := 0; run < 2; run++ {
+		if err := runDevUntil(t, Config{DataDir: dir}, func(api string, c *http.Client) bool { return nodeReady(c, dir, api, "dev-node") }); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		ca, err := pki.Load(filepath.Join(dir, "pki"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "riklet", "pki", "node.crt"))
+		if err != nil {
+			t.Fatalf("run %d: the riklet has no node certificate: %v", run, err)
+		}
+		c, _ := pki.ParseCert(b)
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Cert)
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || c.Subject.CommonName != "dev-node" {
+			t.Fatalf("run %d: node certificate %q: %v", run, c.Subject.CommonName, err)
+		}
+		if ts, err := pki.ListTokens(filepath.Join(dir, "pki")); err != nil || len(ts) != 0 {
+			t.Fatalf("run %d: join tokens left after exit: %v %v", run, ts, err)
+		}
+	}
+
+	plain := t.TempDir()
+	if err := runDevUntil(t, Config{DataDir: plain, Insecure: true}, func(api string, c *http.Client) bool { return nodeReady(c, plain, api, "dev-node") }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(plain, "pki")); !os.IsNotExist(err) {
+		t.Fatalf("--insecure made a CA: %v", err)
 	}
 }

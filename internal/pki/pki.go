@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,23 @@ const (
 	CertLifetime = 365 * 24 * time.Hour // components' certificates
 	NodeLifetime = 30 * 24 * time.Hour  // node certificates, renewed by the riklet
 )
+
+// Backdate is how far before its issue a certificate is valid from, for
+// small clock skews between hosts.
+const Backdate = 5 * time.Minute
+
+// RenewAt is when a certificate should be renewed: once two thirds of its
+// lifetime (from its issue, not its backdated start) have passed.
+func RenewAt(c *x509.Certificate) time.Time {
+	issued := c.NotBefore.Add(Backdate)
+	if issued.After(c.NotAfter) {
+		issued = c.NotBefore
+	}
+	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3)
+}
+
+// DefaultDir is where the cluster CA lives unless told.
+const DefaultDir = "/etc/rik/pki"
 
 // File names in a CA directory.
 const (
@@ -151,7 +169,22 @@ func (ca *CA) Hash() string { return Hash(ca.Cert) }
 
 // Hash is the pin of a certificate's public key.
 func Hash(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hashSPKI(c.RawSubjectPublicKeyInfo)
+}
+
+// KeyHash is the pin of a public key, as Hash gives it for a certificate
+// of that key: it tells whether two certificates (or a request and a
+// certificate) share their key.
+func KeyHash(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("encoding public key: %w", err)
+	}
+	return hashSPKI(der), nil
+}
+
+func hashSPKI(der []byte) string {
+	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
@@ -176,6 +209,39 @@ type Template struct {
 	TTL      time.Duration
 }
 
+// AddNames adds the names a server certificate is for: IP addresses to
+// IPs, others to DNSNames, each once; blank ones are skipped.
+func (t *Template) AddNames(names ...string) {
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		switch ip := net.ParseIP(n); {
+		case n == "":
+		case ip != nil:
+			if !slices.ContainsFunc(t.IPs, ip.Equal) {
+				t.IPs = append(t.IPs, ip)
+			}
+		case !slices.Contains(t.DNSNames, n):
+			t.DNSNames = append(t.DNSNames, n)
+		}
+	}
+}
+
+// Names is a flag.Value collecting names for AddNames: comma-separated,
+// repeatable.
+type Names []string
+
+func (n *Names) String() string { return strings.Join(*n, ",") }
+
+// Set adds the comma-separated names of v.
+func (n *Names) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*n = append(*n, s)
+		}
+	}
+	return nil
+}
+
 func (t Template) x509() (*x509.Certificate, error) {
 	if t.Name == "" {
 		return nil, errors.New("certificate name: required")
@@ -187,7 +253,7 @@ func (t Template) x509() (*x509.Certificate, error) {
 	c := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: t.Name, Organization: []string{string(t.Role)}},
-		NotBefore:    now.Add(-5 * time.Minute), // small clock skews
+		NotBefore:    now.Add(-Backdate),
 		NotAfter:     now.Add(t.TTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		DNSNames:     t.DNSNames,
@@ -315,6 +381,11 @@ func ParseCert(data []byte) (*x509.Certificate, error) {
 	return c, nil
 }
 
+// EncodeCert encodes a certificate in PEM.
+func EncodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
 // NewCSR makes a certificate request for key, named name, in PEM.
 func NewCSR(key crypto.Signer, name string) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
@@ -366,12 +437,17 @@ func WritePair(dir, name string, p Pair) error {
 
 // ReadPair reads dir/name.crt and dir/name.key.
 func ReadPair(dir, name string) (Pair, error) {
+	return ReadPairFiles(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+}
+
+// ReadPairFiles reads a certificate and a key file.
+func ReadPairFiles(certFile, keyFile string) (Pair, error) {
 	var p Pair
 	var err error
-	if p.CertPEM, err = os.ReadFile(filepath.Join(dir, name+".crt")); err != nil {
+	if p.CertPEM, err = os.ReadFile(certFile); err != nil {
 		return p, err
 	}
-	if p.KeyPEM, err = os.ReadFile(filepath.Join(dir, name+".key")); err != nil {
+	if p.KeyPEM, err = os.ReadFile(keyFile); err != nil {
 		return p, err
 	}
 	return p, nil
@@ -389,4 +465,30 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	ea, ok := a.(equaler)
 	return ok && ea.Equal(b)
+}
+
+// CheckIssued checks a certificate issued for key (PEM): it verifies
+// against ca for client authentication, is for key, and names role and
+// name. A node checks what the scheduler gave it with this.
+func CheckIssued(certPEM []byte, key crypto.Signer, ca *x509.Certificate, role Role, name string) (*x509.Certificate, error) {
+	c, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("certificate does not verify against the CA: %w", err)
+	}
+	if !publicKeysEqual(c.PublicKey, key.Public()) {
+		return nil, errors.New("certificate is not for this key")
+	}
+	r, n, err := Identity(c)
+	if err != nil {
+		return nil, err
+	}
+	if r != role || n != name {
+		return nil, fmt.Errorf("certificate is for %s %q, want %s %q", r, n, role, name)
+	}
+	return c, nil
 }

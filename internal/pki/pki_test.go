@@ -236,3 +236,58 @@ func mustRead(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+func TestKeyHashMatchesCertificateHash(t *testing.T) {
+	ca, err := Init(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := NewKey()
+	certPEM, err := ca.Sign(key.Public(), Template{Role: RoleNode, Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ParseCert(certPEM)
+	kh, err := KeyHash(key.Public())
+	if err != nil || kh != Hash(c) {
+		t.Fatalf("KeyHash = %q, %v; certificate's Hash = %q", kh, err, Hash(c))
+	}
+	other, _ := NewKey()
+	if okh, _ := KeyHash(other.Public()); okh == kh {
+		t.Fatal("two keys share a hash")
+	}
+}
+
+func TestRenewAt(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := &x509.Certificate{NotBefore: issued.Add(-Backdate), NotAfter: issued.Add(30 * time.Hour)}
+	if got, want := RenewAt(c), issued.Add(20*time.Hour); !got.Equal(want) {
+		t.Fatalf("RenewAt = %v, want %v", got, want)
+	}
+	// Not backdated (another issuer): two thirds from its start.
+	c = &x509.Certificate{NotBefore: issued, NotAfter: issued.Add(3 * time.Minute)}
+	if got, want := RenewAt(c), issued.Add(2*time.Minute); !got.Equal(want) {
+		t.Fatalf("RenewAt = %v, want %v", got, want)
+	}
+}
+
+func TestCheckIssued(t *testing.T) {
+	ca, _ := Init(t.TempDir(), "")
+	other, _ := Init(t.TempDir(), "")
+	key, _ := NewKey()
+	good, _ := ca.Sign(key.Public(), Template{Role: RoleNode, Name: "a"})
+	if _, err := CheckIssued(good, key, ca.Cert, RoleNode, "a"); err != nil {
+		t.Fatalf("CheckIssued(good) = %v", err)
+	}
+	otherKey, _ := NewKey()
+	foreign, _ := other.Sign(key.Public(), Template{Role: RoleNode, Name: "a"})
+	forKey, _ := ca.Sign(otherKey.Public(), Template{Role: RoleNode, Name: "a"})
+	named, _ := ca.Sign(key.Public(), Template{Role: RoleNode, Name: "b"})
+	ctrl, _ := ca.Sign(key.Public(), Template{Role: RoleController, Name: "a"})
+	for name, in := range map[string][]byte{"another CA": foreign, "another key": forKey, "another name": named,
+		"another role": ctrl, "garbage": []byte("x")} {
+		if _, err := CheckIssued(in, key, ca.Cert, RoleNode, "a"); err == nil {
+			t.Errorf("CheckIssued(%s) accepted", name)
+		}
+	}
+}

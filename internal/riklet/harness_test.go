@@ -245,6 +245,7 @@ func testConfig(t testing.TB, sched *fakeScheduler, stateDir string) (Config, *r
 		Runtimes:          []RuntimeFactory{pods.New},
 		Labels:            map[string]string{"zone": "a"},
 		HeartbeatInterval: 50 * time.Millisecond,
+		Insecure:          true,
 		Logger:            slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		knobs: &knobs{
 			restartBase: 10 * time.Millisecond, restartMax: 40 * time.Millisecond,

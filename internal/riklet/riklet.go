@@ -6,6 +6,7 @@ package riklet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,10 +19,12 @@ import (
 
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/grpcutil"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -47,32 +50,48 @@ type Config struct {
 	// directory): no later riklet would adopt what it left running.
 	StopOnExit bool
 
+	// Unless Insecure, the riklet talks to the scheduler over TLS with a
+	// node certificate kept in PKIDir (default <StateDir>/pki: node.crt,
+	// node.key, ca.crt). Without one, it joins: it makes a key there
+	// (never sent anywhere), and asks the scheduler for a certificate with
+	// JoinToken, trusting the scheduler only if its CA's public key has
+	// the hash CACertHash ("sha256:<hex>", as `rik ca init` prints it).
+	// The certificate is renewed when two thirds of its lifetime passed.
+	PKIDir     string
+	JoinToken  string
+	CACertHash string
+	// Insecure talks plaintext, with no certificate (RIK's scheduler, or
+	// one started with --insecure).
+	Insecure bool
+
 	// knobs shortens delays in tests; nil means the defaults.
 	knobs *knobs
 }
 
 // knobs are the agent's delays and bounds.
 type knobs struct {
-	restartBase  time.Duration // first restart delay (1s)
-	restartMax   time.Duration // cap (60s)
-	restartReset time.Duration // running this long resets the backoff (10m)
-	connMin      time.Duration // reconnect backoff (0.2s)
-	connMax      time.Duration // (5s)
-	startTimeout time.Duration // (10m)
-	stopTimeout  time.Duration // (2m)
-	queueMax     int           // status queue bound (1024)
+	restartBase   time.Duration // first restart delay (1s)
+	restartMax    time.Duration // cap (60s)
+	restartReset  time.Duration // running this long resets the backoff (10m)
+	connMin       time.Duration // reconnect backoff (0.2s)
+	connMax       time.Duration // (5s)
+	startTimeout  time.Duration // (10m)
+	stopTimeout   time.Duration // (2m)
+	queueMax      int           // status queue bound (1024)
+	renewRetryMax time.Duration // longest wait between failed certificate renewals (1m)
 }
 
 func defaultKnobs() knobs {
 	return knobs{
-		restartBase:  time.Second,
-		restartMax:   60 * time.Second,
-		restartReset: 10 * time.Minute,
-		connMin:      200 * time.Millisecond,
-		connMax:      5 * time.Second,
-		startTimeout: 10 * time.Minute,
-		stopTimeout:  2 * time.Minute,
-		queueMax:     1024,
+		restartBase:   time.Second,
+		restartMax:    60 * time.Second,
+		restartReset:  10 * time.Minute,
+		connMin:       200 * time.Millisecond,
+		connMax:       5 * time.Second,
+		startTimeout:  10 * time.Minute,
+		stopTimeout:   2 * time.Minute,
+		queueMax:      1024,
+		renewRetryMax: time.Minute,
 	}
 }
 
@@ -128,6 +147,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.PKIDir == "" {
+		c.PKIDir = filepath.Join(c.StateDir, "pki")
+	}
+	if !c.Insecure && c.JoinToken != "" {
+		if c.CACertHash == "" {
+			return c, errors.New("a join token needs the CA's hash (--ca-cert-hash sha256:..., printed by `rik ca init`): it is how the node knows it joins the right cluster")
+		}
+		if err := pki.ValidHash(c.CACertHash); err != nil {
+			return c, fmt.Errorf("--ca-cert-hash: %w", err)
+		}
+	}
 	k := defaultKnobs()
 	if c.knobs != nil {
 		o := *c.knobs
@@ -135,7 +165,7 @@ func (c Config) withDefaults() (Config, error) {
 			{&k.restartBase, &o.restartBase}, {&k.restartMax, &o.restartMax},
 			{&k.restartReset, &o.restartReset}, {&k.connMin, &o.connMin},
 			{&k.connMax, &o.connMax}, {&k.startTimeout, &o.startTimeout},
-			{&k.stopTimeout, &o.stopTimeout},
+			{&k.stopTimeout, &o.stopTimeout}, {&k.renewRetryMax, &o.renewRetryMax},
 		} {
 			if *p.src > 0 {
 				*p.dst = *p.src
@@ -162,6 +192,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
+	var id *identity
+	if !cfg.Insecure {
+		if id, err = setupIdentity(cfg); err != nil {
+			return err
+		}
+	}
 	ledger, err := OpenLedger(filepath.Join(cfg.StateDir, "ledger.json"), log)
 	if err != nil {
 		return err
@@ -179,23 +215,60 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		a.closeRuntimes()
 	}()
 
-	for i, f := range cfg.Runtimes {
+	a.buildRuntimes(ctx)
+	a.recover(ctx)
+
+	if !cfg.Insecure && id == nil {
+		if id, err = a.join(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+
+	creds := insecure.NewCredentials()
+	if id != nil {
+		creds = credentials.NewTLS(id.clientTLS())
+	}
+	conn, err := grpc.NewClient(cfg.MasterAddr, grpc.WithTransportCredentials(creds), a.connectParams(),
+		grpc.WithKeepaliveParams(grpcutil.SchedulerKeepalive))
+	if err != nil {
+		return fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
+	}
+	defer conn.Close()
+	client := workerpb.NewWorkerClient(conn)
+	log.Info("riklet started", "hostname", cfg.Hostname, "scheduler", cfg.MasterAddr, "kinds", a.kinds,
+		"instances", a.ledgerLen(), "tls", id != nil)
+	if id != nil {
+		done := make(chan struct{})
+		defer func() { cancel(); <-done }()
+		go func() { defer close(done); a.renewLoop(ctx, client, id) }()
+	}
+	a.connectLoop(ctx, client)
+	return nil
+}
+
+// buildRuntimes builds the configured runtimes; one that fails is left
+// out (its kind is not advertised).
+func (a *agent) buildRuntimes(ctx context.Context) {
+	for i, f := range a.cfg.Runtimes {
 		if f == nil {
 			continue
 		}
 		rt, err := f(ctx, a.onRuntimeStatus)
 		if err != nil {
-			log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
+			a.log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
 			continue
 		}
 		if rt == nil {
-			log.Warn("runtime factory returned no runtime", "runtime", i)
+			a.log.Warn("runtime factory returned no runtime", "runtime", i)
 			continue
 		}
 		a.all = append(a.all, rt)
 		k := rt.Kind()
 		if _, dup := a.runtimes[k]; dup {
-			log.Warn("second runtime for a kind ignored", "kind", k)
+			a.log.Warn("second runtime for a kind ignored", "kind", k)
 			continue
 		}
 		a.runtimes[k] = rt
@@ -203,29 +276,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	slices.Sort(a.kinds)
 	if len(a.kinds) == 0 {
-		log.Warn("no runtime available: this node cannot run anything")
+		a.log.Warn("no runtime available: this node cannot run anything")
 	}
+}
 
-	a.recover(ctx)
-
-	conn, err := grpc.NewClient(cfg.MasterAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// gRPC's own reconnect backoff (up to 120s by default) would delay
-		// re-registering after a scheduler restart: keep it within ours.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: grpcbackoff.Config{
-				BaseDelay: a.k.connMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.k.connMax,
-			},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-		grpc.WithKeepaliveParams(grpcutil.SchedulerKeepalive))
-	if err != nil {
-		return fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
-	}
-	defer conn.Close()
-	log.Info("riklet started", "hostname", cfg.Hostname, "scheduler", cfg.MasterAddr, "kinds", a.kinds, "instances", a.ledgerLen())
-	a.connectLoop(ctx, workerpb.NewWorkerClient(conn))
-	return nil
+// connectParams keeps gRPC's own reconnect backoff (up to 120s by
+// default) within ours: it would delay re-registering after a scheduler
+// restart.
+func (a *agent) connectParams() grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: grpcbackoff.Config{
+			BaseDelay: a.k.connMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.k.connMax,
+		},
+		MinConnectTimeout: 5 * time.Second,
+	})
 }
 
 // kindOf normalises a kind read from the ledger.

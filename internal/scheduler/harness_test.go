@@ -23,10 +23,11 @@ const waitTimeout = 5 * time.Second
 
 // harness runs a real scheduler on 127.0.0.1 listeners with real clients.
 type harness struct {
-	t        testing.TB
-	worker   workerpb.WorkerClient
-	ctrl     controllerpb.ControllerClient
-	ctrlAddr net.Addr
+	t          testing.TB
+	worker     workerpb.WorkerClient
+	ctrl       controllerpb.ControllerClient
+	ctrlAddr   net.Addr
+	workerAddr net.Addr
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -52,6 +53,7 @@ func startSchedulerBuffer(t testing.TB, cfg Config, subBuffer int) *harness {
 		t.Fatal(err)
 	}
 	cfg.WorkersListener, cfg.ControllersListener = wl, cl
+	cfg.Insecure = cfg.CADir == ""
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
@@ -69,12 +71,18 @@ func startSchedulerBuffer(t testing.TB, cfg Config, subBuffer int) *harness {
 			t.Error("Run did not return after cancel")
 		}
 	})
-	return &harness{t: t, worker: workerpb.NewWorkerClient(dial(t, wl.Addr())), ctrl: controllerpb.NewControllerClient(dial(t, cl.Addr())), ctrlAddr: cl.Addr()}
+	h := &harness{t: t, ctrlAddr: cl.Addr(), workerAddr: wl.Addr()}
+	if cfg.Insecure {
+		h.worker = workerpb.NewWorkerClient(dial(t, wl.Addr()))
+		h.ctrl = controllerpb.NewControllerClient(dial(t, cl.Addr()))
+	}
+	return h
 }
 
+// dial dials addr in plaintext, unless opts give credentials.
 func dial(t testing.TB, addr net.Addr, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	cc, err := grpc.NewClient(addr.String(), opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 // logConn is one node's ServeLogs stream.
 type logConn struct {
 	node   string
+	key    string // key of the node's certificate ("" in plaintext)
 	out    *queue[*commonpb.LogRequest]
 	closed *closer // closed when the stream ends or is replaced
 }
@@ -36,14 +37,21 @@ const (
 )
 
 // attachLogs makes c the log stream of its node, replacing any previous one.
-// The node may not be registered yet: the streams are opened concurrently.
-func (s *state) attachLogs(c *logConn) {
+// The node may not be registered yet: the streams are opened concurrently;
+// once it is, only the holder of its registration's key may attach.
+func (s *state) attachLogs(c *logConn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if n := s.nodes[c.node]; n != nil {
+		if err := speaksFor(n, c.key); err != nil {
+			return err
+		}
+	}
 	if old := s.logConns[c.node]; old != nil {
 		old.closed.close()
 	}
 	s.logConns[c.node] = c
+	return nil
 }
 
 // detachLogs records the end of c.

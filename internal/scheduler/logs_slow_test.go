@@ -26,7 +26,9 @@ import (
 func TestDeliverLogOverflow(t *testing.T) {
 	s := newState(testLogger(t), placement.Spread, time.Minute, 0, time.Now)
 	c := &logConn{node: "n1", out: newQueue[*commonpb.LogRequest](), closed: newCloser()}
-	s.attachLogs(c)
+	if err := s.attachLogs(c); err != nil {
+		t.Fatal(err)
+	}
 	slow := &logRoute{id: "slow", conn: c, ch: make(chan *commonpb.LogChunk, logRouteBuffer), tooSlow: newCloser()}
 	fast := &logRoute{id: "fast", conn: c, ch: make(chan *commonpb.LogChunk, logRouteBuffer), tooSlow: newCloser()}
 	s.logRoutes[slow.id], s.logRoutes[fast.id] = slow, fast

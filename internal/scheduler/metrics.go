@@ -14,21 +14,28 @@ const (
 	resultNoFit  = "no_fit" // an attempt found no node
 )
 
-// metrics are the scheduler's Prometheus metrics, on their own registry.
-// The gauges are read from the state at scrape time.
+// Join results, the label of rik_scheduler_joins_total.
+const (
+	resultJoined  = "joined"  // a node got its certificate
+	resultRefused = "refused" // bad token, or its name is taken by a live node
+)
+
+// metrics are the scheduler's Prometheus metrics. The gauges are read
+// from the state at scrape time.
 type metrics struct {
-	reg        *prometheus.Registry
+	st         *state
 	placements *prometheus.CounterVec
 	nodesLost  prometheus.Counter
 	latency    prometheus.Histogram
 	// logReadersTooSlow counts GetLogs calls ended because their caller
 	// did not keep up with the node.
 	logReadersTooSlow prometheus.Counter
+	joins             *prometheus.CounterVec
 }
 
 func newMetrics(st *state) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		st: st,
 		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rik_scheduler_placements_total",
 			Help: "Placement attempts, by result (placed, no_fit).",
@@ -46,17 +53,27 @@ func newMetrics(st *state) *metrics {
 			Name: "rik_scheduler_log_readers_too_slow_total",
 			Help: "Log requests ended with ResourceExhausted because their caller did not keep up.",
 		}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rik_scheduler_joins_total",
+			Help: "Join calls of nodes asking for a certificate, by result (joined, refused).",
+		}, []string{"result"}),
 	}
 	for _, r := range []string{resultPlaced, resultNoFit} {
 		m.placements.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, stateCollector{st},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{resultJoined, resultRefused} {
+		m.joins.WithLabelValues(r)
+	}
 	return m
 }
 
+// handler serves the metrics on their own registry (made here: the Go and
+// process collectors cost more than a state that is never scraped).
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{m.st},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 var (

@@ -15,12 +15,12 @@ import (
 // node: it must reach it, or the node keeps it for ever.
 func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	c := st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	c, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{Kind: "pod"})
 	if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_CREATE {
 		t.Fatalf("orders = %v, want CREATE a", o)
 	}
-	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: "Completed"})
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: "Completed"})
 	if st.insts["a"] != nil {
 		t.Fatal("TERMINATED instance not forgotten")
 	}
@@ -34,7 +34,7 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 		t.Errorf("status = %v, want TERMINATED a", m)
 	}
 	// Its TERMINATED answer, from a node it is not assigned to, is dropped.
-	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
 	select {
 	case m := <-sub.ch:
 		t.Errorf("unexpected status %v", m)
@@ -54,24 +54,24 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 // ever. One still heard from, or that still has instances, stays.
 func TestLongLostNodeForgotten(t *testing.T) {
 	st, clk := newTestState(t, 15*time.Second, 0)
-	st.register(&commonpb.WorkerRegistration{Hostname: "gone"})
-	st.register(&commonpb.WorkerRegistration{Hostname: "alive"})
+	st.register(&commonpb.WorkerRegistration{Hostname: "gone"}, "")
+	st.register(&commonpb.WorkerRegistration{Hostname: "alive"}, "")
 	for range 3 {
 		clk.t = clk.t.Add(10 * time.Second)
-		st.heartbeat("alive", &commonpb.WorkerMetric{})
+		st.heartbeat("alive", "", &commonpb.WorkerMetric{})
 		st.check()
 	}
 	if st.nodes["gone"] == nil || st.nodes["gone"].ready {
 		t.Fatal("node gone: want it listed NotReady right after it was lost")
 	}
 	clk.t = clk.t.Add(forgetNodeAfter - 40*time.Second) // 10s short of it
-	st.heartbeat("alive", &commonpb.WorkerMetric{})
+	st.heartbeat("alive", "", &commonpb.WorkerMetric{})
 	st.check()
 	if st.nodes["gone"] == nil {
 		t.Fatal("node gone forgotten too early")
 	}
 	clk.t = clk.t.Add(time.Minute)
-	st.heartbeat("alive", &commonpb.WorkerMetric{})
+	st.heartbeat("alive", "", &commonpb.WorkerMetric{})
 	st.check()
 	if st.nodes["gone"] != nil {
 		t.Error("node lost more than a day ago still listed")
@@ -83,7 +83,7 @@ func TestLongLostNodeForgotten(t *testing.T) {
 		t.Errorf("%d nodes listed, want 1", got)
 	}
 	// It registers again as a new node.
-	st.register(&commonpb.WorkerRegistration{Hostname: "gone"})
+	st.register(&commonpb.WorkerRegistration{Hostname: "gone"}, "")
 	if n := st.nodes["gone"]; n == nil || !n.ready {
 		t.Error("forgotten node cannot register again")
 	}

@@ -6,6 +6,7 @@ package scheduler
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
@@ -52,6 +55,22 @@ type Config struct {
 	// MetricsListener is used instead of MetricsAddr when set (tests).
 	MetricsListener net.Listener
 	Logger          *slog.Logger
+
+	// CADir holds the cluster CA (ca.crt, ca.key: the scheduler signs node
+	// certificates) and the join tokens. Both ports serve TLS with a
+	// certificate the scheduler issues itself at start: controllers must
+	// present a controller certificate, nodes a node certificate (except
+	// to Join). Required unless Insecure.
+	CADir string
+	// TLSNames are more names (DNS names or IPs) the serving certificate
+	// is valid for, besides the host name, localhost and the listening
+	// addresses.
+	TLSNames []string
+	// NodeCertTTL is the lifetime of node certificates; default
+	// pki.NodeLifetime (riklets renew them at two thirds of it).
+	NodeCertTTL time.Duration
+	// Insecure serves plaintext and checks nobody (RIK's own clients).
+	Insecure bool
 }
 
 // defaultSubBuffer is how many statuses a controller subscriber may lag behind
@@ -75,47 +94,27 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	if cfg.RecoveryWindow <= 0 {
 		cfg.RecoveryWindow = cfg.NodeTimeout
 	}
-	closeGiven := func() {
-		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener} {
-			if l != nil {
-				l.Close()
-			}
-		}
-	}
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
 	if err != nil {
-		closeGiven()
+		closeAll(cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener)
 		return fmt.Errorf("scheduler config: %w", err)
 	}
-	wl, err := listen(cfg.WorkersListener, cfg.WorkersAddr, DefaultWorkersAddr)
+	wl, cl, ml, err := openListeners(cfg)
 	if err != nil {
-		closeGiven()
-		return fmt.Errorf("listening for workers: %w", err)
+		return err
 	}
-	cl, err := listen(cfg.ControllersListener, cfg.ControllersAddr, DefaultControllersAddr)
+	sec, err := loadSecurity(cfg, []net.Addr{wl.Addr(), cl.Addr()}, log)
 	if err != nil {
-		wl.Close()
-		closeGiven()
-		return fmt.Errorf("listening for controllers: %w", err)
-	}
-
-	var ml net.Listener
-	if cfg.MetricsListener != nil || cfg.MetricsAddr != "" {
-		if ml, err = listen(cfg.MetricsListener, cfg.MetricsAddr, ""); err != nil {
-			wl.Close()
-			cl.Close()
-			closeGiven()
-			return fmt.Errorf("listening for metrics: %w", err)
-		}
+		closeAll(wl, cl, ml)
+		return fmt.Errorf("scheduler config: %w", err)
 	}
 
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
-	opts := serverOptions(keepaliveParams, keepaliveEnforcement)
-	ws := grpc.NewServer(opts...)
-	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, stop: stop})
-	cs := grpc.NewServer(opts...)
+	ws := grpc.NewServer(portOptions(sec, pki.RoleNode, tls.VerifyClientCertIfGiven, maxWorkerMsg, maxWorkerStreams)...)
+	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
+	cs := grpc.NewServer(portOptions(sec, pki.RoleController, tls.RequireAndVerifyClientCert, maxControllerMsg, maxControllerCalls)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
 
 	var wg sync.WaitGroup
@@ -131,26 +130,12 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	defer cancel()
 	wg.Go(func() { monitor(mctx, st, cfg.NodeTimeout) })
 	if ml != nil {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", st.metrics.handler())
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		wg.Go(func() {
-			if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
-			}
-		})
-		wg.Go(func() {
-			<-mctx.Done()
-			sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
-			defer scancel()
-			if err := hs.Shutdown(sctx); err != nil {
-				hs.Close()
-			}
-		})
+		serveMetrics(mctx, &wg, ml, st.metrics, errc)
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
-		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow)
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow,
+		"tls", sec != nil)
 
 	var runErr error
 	select {
@@ -168,6 +153,59 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	return runErr
 }
 
+// closeAll closes the listeners that are set.
+func closeAll(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// openListeners opens (or takes) the workers', controllers' and metrics'
+// listeners (ml is nil without metrics). On error, every listener is closed,
+// the given ones included.
+func openListeners(cfg Config) (wl, cl, ml net.Listener, err error) {
+	defer func() {
+		if err != nil {
+			closeAll(wl, cl, ml, cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener)
+			wl, cl, ml = nil, nil, nil
+		}
+	}()
+	if wl, err = listen(cfg.WorkersListener, cfg.WorkersAddr, DefaultWorkersAddr); err != nil {
+		return wl, cl, ml, fmt.Errorf("listening for workers: %w", err)
+	}
+	if cl, err = listen(cfg.ControllersListener, cfg.ControllersAddr, DefaultControllersAddr); err != nil {
+		return wl, cl, ml, fmt.Errorf("listening for controllers: %w", err)
+	}
+	if cfg.MetricsListener != nil || cfg.MetricsAddr != "" {
+		if ml, err = listen(cfg.MetricsListener, cfg.MetricsAddr, ""); err != nil {
+			return wl, cl, ml, fmt.Errorf("listening for metrics: %w", err)
+		}
+	}
+	return wl, cl, ml, nil
+}
+
+// serveMetrics serves m on ml until ctx is done, in goroutines of wg.
+func serveMetrics(ctx context.Context, wg *sync.WaitGroup, ml net.Listener, m *metrics, errc chan<- error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
+		if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer scancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			hs.Close()
+		}
+	})
+}
+
 // Keepalive of both servers. Clients (riklets, controllers) ping every 10s
 // even without streams to detect a dead scheduler host within ~30s; the
 // enforcement policy must allow that, or the server would close their
@@ -179,6 +217,33 @@ var (
 
 func serverOptions(kp keepalive.ServerParameters, kep keepalive.EnforcementPolicy) []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.KeepaliveParams(kp), grpc.KeepaliveEnforcementPolicy(kep)}
+}
+
+// Message and stream bounds. A definition is at most 1 MiB (the
+// controller's body cap), so an order fits in 1 MiB plus its envelope; a
+// node's registration lists what it runs, and its log chunks are 32 KiB.
+const (
+	maxControllerMsg   = 2 << 20
+	maxWorkerMsg       = 4 << 20
+	maxSendMsg         = 4 << 20
+	maxWorkerStreams   = 32   // a riklet uses 3 streams and a renewal
+	maxControllerCalls = 1024 // orders, followed logs, the status stream
+	handshakeTimeout   = 10 * time.Second
+)
+
+// portOptions are the options of one port's server. Over TLS, callers
+// must hold a certificate of role (checked by interceptors); auth says
+// whether the TLS handshake requires one (controllers) or only verifies
+// one if given (workers: a joining node has none yet, and Join is the only
+// call it may make).
+func portOptions(sec *security, role pki.Role, auth tls.ClientAuthType, maxRecv int, maxStreams uint32) []grpc.ServerOption {
+	opts := append(serverOptions(keepaliveParams, keepaliveEnforcement),
+		grpc.MaxRecvMsgSize(maxRecv), grpc.MaxSendMsgSize(maxSendMsg),
+		grpc.MaxConcurrentStreams(maxStreams), grpc.ConnectionTimeout(handshakeTimeout))
+	if sec == nil {
+		return opts
+	}
+	return append(opts, append(authorize(role), grpc.Creds(credentials.NewTLS(sec.serverTLS(auth))))...)
 }
 
 func listen(l net.Listener, addr, def string) (net.Listener, error) {

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -32,6 +33,15 @@ const forgetNodeAfter = tombstoneTTL
 // identifier of the statuses the scheduler emits itself for unplaced instances.
 const selfIdentifier = "scheduler"
 
+// Errors of the node identity checks (TLS mode: a node is known by the key
+// of its certificate), mapped to gRPC codes by the service.
+var (
+	// errNameTaken: the name is registered, live, with another key.
+	errNameTaken = errors.New("registered by a live node with another certificate")
+	// errNotOwner: the name was last registered with another key.
+	errNotOwner = errors.New("registered with another certificate")
+)
+
 type phase int
 
 const (
@@ -50,6 +60,7 @@ type instance struct {
 	phase      phase
 	node       string    // phaseAssigned: the node it runs on
 	hint       string    // phaseParked: the node it waits for
+	lastNode   string    // the node its CREATE said it ran on: the only one that may adopt it
 	reason     string    // phasePending: why nothing fits
 	allocated  bool      // its request is counted in its node's allocation
 	destroying bool      // a DESTROY was asked for
@@ -70,6 +81,7 @@ type node struct {
 	lastSeen time.Time
 	ready    bool
 	conn     *workerConn // nil while its Register stream is closed
+	key      string      // key of the certificate of its last registration ("" in plaintext)
 
 	allocCPU, allocMem int64
 	ports              map[placement.Port]int
@@ -157,6 +169,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		if !inst.known {
 			inst.definition, inst.req, inst.known = ws.GetDefinition(), req, true
 			inst.name = ws.GetInstanceName()
+			inst.lastNode = ws.GetNode()
 			if inst.workloadID == "" {
 				inst.workloadID = ws.GetWorkloadId()
 			}
@@ -180,6 +193,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		known:      true,
 		seq:        s.seq,
 		createdAt:  s.now(),
+		lastNode:   ws.GetNode(),
 	}
 	s.insts[id] = inst
 	if hint := ws.GetNode(); hint != "" && s.nodes[hint] == nil && s.recovering && s.now().Before(s.recoveryUntil) {
@@ -273,9 +287,12 @@ func (s *state) listNodes() *controllerpb.NodeList {
 
 // ---- worker side ----
 
-// register records a node (re)registration and returns its new connection.
-// It reconciles what the node says it runs with what the scheduler knows.
-func (s *state) register(reg *commonpb.WorkerRegistration) *workerConn {
+// register records a node (re)registration by the holder of key and
+// returns its new connection. A live registration under the same name with
+// another key is not replaced (errNameTaken); one with the same key is (a
+// reconnect). It reconciles what the node says it runs with what the
+// scheduler knows.
+func (s *state) register(reg *commonpb.WorkerRegistration, key string) (*workerConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	name := reg.GetHostname()
@@ -284,9 +301,24 @@ func (s *state) register(reg *commonpb.WorkerRegistration) *workerConn {
 		n = &node{name: name, ports: map[placement.Port]int{}, insts: map[string]*instance{}}
 		s.nodes[name] = n
 	}
+	if n.conn != nil && n.key != key {
+		return nil, errNameTaken
+	}
 	if n.conn != nil {
 		n.conn.kicked.close()
 	}
+	if n.key != key {
+		// The name changes hands (a node that re-joined after the old one
+		// died): the old holder's log stream goes.
+		if n.key != "" {
+			s.log.Info("node registers with a new certificate", "node", name, "key", key)
+		}
+		if lc := s.logConns[name]; lc != nil && lc.key != key {
+			lc.closed.close()
+			delete(s.logConns, name)
+		}
+	}
+	n.key = key
 	c := &workerConn{out: newQueue[*workerpb.InstanceScheduling](), kicked: newCloser()}
 	n.conn = c
 	n.address, n.version = reg.GetAddress(), reg.GetVersion()
@@ -300,7 +332,27 @@ func (s *state) register(reg *commonpb.WorkerRegistration) *workerConn {
 	n.ready = true
 	s.reconcile(n, reg.GetInstances())
 	s.retryPending()
-	return c
+	return c, nil
+}
+
+// mayJoin tells whether the holder of key may get a certificate for name:
+// not while another key holds a live registration under it.
+func (s *state) mayJoin(name, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.nodes[name]; n != nil && n.conn != nil && n.key != key {
+		return errNameTaken
+	}
+	return nil
+}
+
+// speaksFor tells whether the holder of key speaks for node n (s.mu held):
+// it made n's last registration.
+func speaksFor(n *node, key string) error {
+	if n.key != key {
+		return errNotOwner
+	}
+	return nil
 }
 
 // reconcile compares what node n runs (listed) with what the scheduler has.
@@ -339,7 +391,12 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		case inst.phase == phaseAssigned:
 			s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
 			s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
-		default: // pending or parked: it runs here
+		case inst.lastNode != n.name:
+			// Pending, and its CREATE did not say it ran here: n may not
+			// claim it.
+			s.log.Info("node runs an instance it was not given: destroying it", "node", n.name, "instance", id)
+			s.order(n, &instance{id: id, workloadID: inst.workloadID}, commonpb.WorkloadRequestKind_DESTROY)
+		default: // pending or parked, last seen here: it runs here
 			delete(s.pending, id)
 			delete(s.parked, id)
 			s.assign(inst, n)
@@ -387,14 +444,17 @@ func (s *state) disconnect(name string, c *workerConn) {
 	}
 }
 
-// heartbeat records a WorkerMetric from a node.
-func (s *state) heartbeat(name string, m *commonpb.WorkerMetric) {
+// heartbeat records a WorkerMetric from a node, sent by the holder of key.
+func (s *state) heartbeat(name, key string, m *commonpb.WorkerMetric) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.nodes[name]
 	if n == nil {
 		s.log.Debug("heartbeat from an unregistered node", "node", name)
-		return
+		return nil
+	}
+	if err := speaksFor(n, key); err != nil {
+		return err
 	}
 	n.lastSeen = s.now()
 	more := false
@@ -414,10 +474,13 @@ func (s *state) heartbeat(name string, m *commonpb.WorkerMetric) {
 	if more && n.ready {
 		s.retryPending()
 	}
+	return nil
 }
 
-// instanceStatus records an InstanceMetric sent by node name.
-func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
+// instanceStatus records an InstanceMetric sent by node name, by the holder
+// of key. A node reports only the instances placed on it, or those pending
+// whose CREATE said they ran there (after a scheduler restart).
+func (s *state) instanceStatus(name, key string, m *commonpb.InstanceMetric) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := m.GetInstanceId()
@@ -428,9 +491,11 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 	switch {
 	case n == nil:
 		s.log.Debug("status from an unregistered node dropped", "node", name, "instance", id)
-		return
+		return nil
+	case speaksFor(n, key) != nil:
+		return errNotOwner
 	case inst != nil && inst.phase == phaseAssigned && inst.node == name:
-	case inst != nil && inst.phase != phaseAssigned && alive && n.ready:
+	case inst != nil && inst.phase != phaseAssigned && alive && n.ready && inst.lastNode == name:
 		delete(s.pending, id)
 		delete(s.parked, id)
 		s.assign(inst, n)
@@ -442,13 +507,14 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 		if alive && (dead || inst != nil) {
 			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
 		}
-		return
+		return nil
 	}
 	freed := s.account(inst, m.GetStatus())
 	s.record(inst, m)
 	if freed {
 		s.retryPending()
 	}
+	return nil
 }
 
 // account updates what inst holds on its node given its status: a FAILED

@@ -25,6 +25,7 @@ func FuzzStateOps(f *testing.F) {
 			op, a, b := ops[0]%10, ops[1], ops[2]
 			ops = ops[3:]
 			nodeName := fmt.Sprintf("n%d", a%3)
+			key := fmt.Sprintf("k%d", b%2) // two certificates may claim a name
 			id := fmt.Sprintf("i%d", b%4)
 			req := placement.Request{Kind: "pod", CPUMillis: int64(a%4) * 300, MemoryMiB: int64(b%3) * 200}
 			if b%5 == 0 {
@@ -36,8 +37,8 @@ func FuzzStateOps(f *testing.F) {
 				if b%2 == 0 {
 					listed = append(listed, &commonpb.InstanceMetric{InstanceId: fmt.Sprintf("i%d", a%4), Status: commonpb.ResourceStatus(b % 8)})
 				}
-				st.register(&commonpb.WorkerRegistration{Hostname: nodeName, Kinds: []string{"pod"},
-					Capacity: &commonpb.Resources{CpuMillis: 1000, MemoryMib: 1000}, Instances: listed})
+				_, _ = st.register(&commonpb.WorkerRegistration{Hostname: nodeName, Kinds: []string{"pod"},
+					Capacity: &commonpb.Resources{CpuMillis: 1000, MemoryMib: 1000}, Instances: listed}, key)
 			case 1:
 				hint := ""
 				if a%2 == 0 {
@@ -47,9 +48,9 @@ func FuzzStateOps(f *testing.F) {
 			case 2:
 				st.destroy(&controllerpb.WorkloadScheduling{InstanceId: id, Action: commonpb.WorkloadRequestKind_DESTROY})
 			case 3, 4:
-				st.instanceStatus(nodeName, &commonpb.InstanceMetric{InstanceId: id, Status: commonpb.ResourceStatus(a % 8)})
+				_ = st.instanceStatus(nodeName, key, &commonpb.InstanceMetric{InstanceId: id, Status: commonpb.ResourceStatus(a % 8)})
 			case 5:
-				st.heartbeat(nodeName, &commonpb.WorkerMetric{Capacity: &commonpb.Resources{CpuMillis: int64(b) * 10, MemoryMib: 1000}})
+				_ = st.heartbeat(nodeName, key, &commonpb.WorkerMetric{Capacity: &commonpb.Resources{CpuMillis: int64(b) * 10, MemoryMib: 1000}})
 			case 6:
 				clk.t = clk.t.Add(time.Duration(a) * 100 * time.Millisecond)
 				st.check()

@@ -57,12 +57,12 @@ func TestSlowSubscriberDropped(t *testing.T) {
 func TestNodeLostAfterTimeout(t *testing.T) {
 	st, clk := newTestState(t, 15*time.Second, 0)
 	sub := st.subscribe()
-	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{CPUMillis: 100, Kind: "pod"})
 	<-sub.ch // PENDING on n1
 
 	clk.t = clk.t.Add(14 * time.Second)
-	st.heartbeat("n1", &commonpb.WorkerMetric{})
+	st.heartbeat("n1", "", &commonpb.WorkerMetric{})
 	clk.t = clk.t.Add(14 * time.Second)
 	st.check()
 	if !st.nodes["n1"].ready {
@@ -82,7 +82,7 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 		t.Errorf("after loss: insts %v, tombstones %v, alloc %d", st.insts, st.tombstones, st.nodes["n1"].allocCPU)
 	}
 	// A heartbeat alone does not make it Ready: it must re-register.
-	st.heartbeat("n1", &commonpb.WorkerMetric{})
+	st.heartbeat("n1", "", &commonpb.WorkerMetric{})
 	if st.nodes["n1"].ready {
 		t.Error("heartbeat made a lost node Ready")
 	}
@@ -97,7 +97,7 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 func TestDestroyOnLostNodeTerminates(t *testing.T) {
 	st, clk := newTestState(t, time.Second, 0)
 	sub := st.subscribe()
-	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{Kind: "pod"})
 	<-sub.ch
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
@@ -110,7 +110,7 @@ func TestDestroyOnLostNodeTerminates(t *testing.T) {
 
 func TestFailedFreesAndRunningReallocates(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Capacity: &commonpb.Resources{CpuMillis: 1000}})
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Capacity: &commonpb.Resources{CpuMillis: 1000}}, "")
 	st.create(createOrder("a"), placement.Request{CPUMillis: 600, Kind: "pod", HostPorts: []placement.Port{{Number: 80, Protocol: "TCP"}}})
 	n := st.nodes["n1"]
 	for _, step := range []struct {
@@ -125,7 +125,7 @@ func TestFailedFreesAndRunningReallocates(t *testing.T) {
 		{commonpb.ResourceStatus_RUNNING, 600, 1},
 		{commonpb.ResourceStatus_TERMINATED, 0, 0},
 	} {
-		st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: step.status})
+		st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: step.status})
 		if n.allocCPU != step.cpu || len(n.ports) != step.ports {
 			t.Errorf("after %s: allocated %dm, %d ports; want %dm, %d", step.status, n.allocCPU, len(n.ports), step.cpu, step.ports)
 		}

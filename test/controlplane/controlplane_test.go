@@ -187,7 +187,7 @@ func (c *cluster) startScheduler() {
 	wl, cl := listen(c.t, c.workAddr), listen(c.t, c.schedAddr)
 	c.sched = start(c.t, "scheduler", func(ctx context.Context) error {
 		return scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl,
-			NodeTimeout: nodeTimeout, RecoveryWindow: nodeTimeout, Logger: c.log.With("component", "scheduler")})
+			NodeTimeout: nodeTimeout, RecoveryWindow: nodeTimeout, Logger: c.log.With("component", "scheduler"), Insecure: true})
 	})
 }
 
@@ -197,7 +197,7 @@ func (c *cluster) startNode(name string) {
 	c.nodes[name] = start(c.t, "riklet "+name, func(ctx context.Context) error {
 		return riklet.Run(ctx, riklet.Config{MasterAddr: c.workAddr, Hostname: name,
 			StateDir: filepath.Join(dir, "state"), Runtimes: []riklet.RuntimeFactory{fa.New},
-			HeartbeatInterval: 200 * time.Millisecond, Logger: c.log.With("component", "riklet", "node", name)})
+			HeartbeatInterval: 200 * time.Millisecond, Logger: c.log.With("component", "riklet", "node", name), Insecure: true})
 	})
 }
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,9 +17,11 @@ import (
 	"github.com/rik-org/rik/internal/testutil/netns"
 )
 
-// apiAccess is how the tests reach the controllers' REST API: HTTPS with a
-// certificate from a test CA, and the first controller's admin token.
+// apiAccess is how the tests reach the controllers' REST API: HTTPS with
+// the controllers' certificate from the cluster CA and the first
+// controller's admin token; plain HTTP without tokens when insecure.
 type apiAccess struct {
+	insecure          bool
 	certFile, keyFile string
 	caFile            string
 	pool              *x509.CertPool
@@ -28,48 +29,62 @@ type apiAccess struct {
 	rikctlConfig      string // RIKCONFIG of every rikctl run: the CA and the token
 }
 
-// newAPIAccess creates a CA in dir/api-pki and a controller certificate
-// for the ctl namespace's address (every controller shares it).
-func newAPIAccess(t testing.TB, dir string) apiAccess {
+// newAPIAccess reads the controllers' certificate pair and the CA from
+// certDir (`rik ca issue controller --out certDir`); certDir "" means an
+// insecure cluster.
+func newAPIAccess(t testing.TB, dir, certDir string) apiAccess {
 	t.Helper()
-	pkiDir := filepath.Join(dir, "api-pki")
-	ca, err := pki.Init(pkiDir, "e2e API CA")
+	a := apiAccess{insecure: certDir == "", rikctlConfig: filepath.Join(dir, "rikctl.yaml")}
+	if a.insecure {
+		return a
+	}
+	a.certFile, a.keyFile = filepath.Join(certDir, "controller.crt"), filepath.Join(certDir, "controller.key")
+	a.caFile = filepath.Join(certDir, pki.CACertFile)
+	caPEM, err := os.ReadFile(a.caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.Issue(pki.Template{Role: pki.RoleController, Name: "controller", IPs: []net.IP{net.ParseIP(ctlIP)}})
-	if err != nil {
+	if a.pool, err = pki.Pool(caPEM); err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.WritePair(pkiDir, "controller", pki.Pair{CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pki.Pool(ca.CertPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return apiAccess{
-		certFile: filepath.Join(pkiDir, "controller.crt"), keyFile: filepath.Join(pkiDir, "controller.key"),
-		caFile: filepath.Join(pkiDir, pki.CACertFile), pool: pool, rikctlConfig: filepath.Join(dir, "rikctl.yaml"),
-	}
+	return a
 }
 
-// controllerArgs are the controller's flags for HTTPS.
+// scheme is the controllers' URL scheme.
+func (a apiAccess) scheme() string {
+	if a.insecure {
+		return "http"
+	}
+	return "https"
+}
+
+// controllerArgs are the controller's flags: its certificate pair, which
+// also identifies it to the scheduler, and the CA; or --insecure.
 func (a apiAccess) controllerArgs() []string {
-	return []string{"--tls-cert", a.certFile, "--tls-key", a.keyFile}
+	if a.insecure {
+		return []string{"--insecure"}
+	}
+	return []string{"--tls-cert", a.certFile, "--tls-key", a.keyFile, "--ca-cert", a.caFile}
 }
 
 // useTokenOf reads the admin token a controller wrote and writes the
 // rikctl configuration with it and the CA (the server comes from
 // --server).
-func (a *apiAccess) useTokenOf(t testing.TB, file string) {
+func (a *apiAccess) useTokenOf(t testing.TB, file, server string) {
 	t.Helper()
+	if a.insecure {
+		cfg, _ := yaml.Marshal(rikctl.Config{Cluster: rikctl.Cluster{Name: "e2e", Server: server}})
+		if err := os.WriteFile(a.rikctlConfig, cfg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatalf("reading the admin token: %v", err)
 	}
 	a.token = strings.TrimSpace(string(b))
-	cfg, err := yaml.Marshal(rikctl.Config{Cluster: rikctl.Cluster{Name: "e2e", Server: controllerURL(apiPort), CertificateAuthority: a.caFile},
+	cfg, err := yaml.Marshal(rikctl.Config{Cluster: rikctl.Cluster{Name: "e2e", Server: server, CertificateAuthority: a.caFile},
 		User: rikctl.User{Token: a.token}})
 	if err != nil {
 		t.Fatal(err)

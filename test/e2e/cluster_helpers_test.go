@@ -230,6 +230,10 @@ type cluster struct {
 	server    string // controller URL used by rikctl; "" = the first
 	store     string // RIK_STORE of the controllers ("" = bolt)
 	api       apiAccess
+	insecure  bool   // every component in plaintext (--insecure)
+	pki       string // the cluster CA's directory (`rik ca init`), when not insecure
+	caHash    string // its hash, for riklet --ca-cert-hash
+	ctlCerts  string // the controllers' certificate (controller.crt, .key) and ca.crt
 	registry  string // host:port of the image registry (podCluster)
 	rootfsURL string // guest rootfs (functionCluster)
 }
@@ -238,13 +242,14 @@ type cluster struct {
 type clusterOptions struct {
 	nodeTimeout time.Duration // scheduler --node-timeout; 0 = default
 	etcd        bool          // store in an etcd server (the etcd binary) instead of bolt
+	insecure    bool          // --insecure on every component (default: mutual TLS with a CA of `rik ca init`)
 }
 
 // newCluster creates the namespaces and starts the scheduler and the
 // controller. Everything is torn down when the test ends.
 func newCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bins: binaries(t)}
+	c := &cluster{t: t, bins: binaries(t), insecure: opts.insecure}
 	dir, err := os.MkdirTemp("", "rik-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -271,10 +276,16 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 		"--ctrlip", net.JoinHostPort(ctlIP, strconv.Itoa(ctrlPort)),
 		"--log-level", "debug",
 	}
+	if c.insecure {
+		schedArgs = append(schedArgs, "--insecure")
+	} else {
+		c.initPKI()
+		schedArgs = append(schedArgs, "--ca-dir", c.pki)
+	}
 	if opts.nodeTimeout > 0 {
 		schedArgs = append(schedArgs, "--node-timeout", opts.nodeTimeout.String())
 	}
-	c.api = newAPIAccess(t, dir)
+	c.api = newAPIAccess(t, dir, c.ctlCerts)
 	c.scheduler = c.startProc("scheduler", c.ctl, c.bins.scheduler, nil, schedArgs...)
 	if opts.etcd {
 		testutil.RequireTool(t, "etcd")
@@ -305,18 +316,57 @@ func (c *cluster) addController(port int) *proc {
 		"LOG_LEVEL=info",
 	}, c.api.controllerArgs()...)
 	c.eventually(60*time.Second, "controller healthy", func() error {
-		_, err := c.get(c.client, controllerURL(port)+"/healthz")
+		_, err := c.get(c.client, c.controllerURL(port)+"/healthz")
 		return err
 	})
 	if c.api.token == "" {
-		c.api.useTokenOf(c.t, filepath.Join(data, "admin.token"))
+		c.api.useTokenOf(c.t, filepath.Join(data, "admin.token"), c.controllerURL(apiPort))
 	}
 	return p
 }
 
+// initPKI makes the cluster's CA with `rik ca init` and the controllers'
+// certificate with `rik ca issue controller`, as an operator would.
+func (c *cluster) initPKI() {
+	c.t.Helper()
+	c.pki = filepath.Join(c.dir, "pki")
+	c.ctlCerts = filepath.Join(c.dir, "controller-certs")
+	c.mustRik("ca", "init", "--dir", c.pki)
+	c.caHash = strings.TrimSpace(c.mustRik("ca", "hash", "--dir", c.pki))
+	c.mustRik("ca", "issue", "controller", "--dir", c.pki, "--san", ctlIP, "--out", c.ctlCerts)
+}
+
+// joinArgs are a new riklet's security flags: a fresh join token and the
+// CA's hash, or --insecure.
+func (c *cluster) joinArgs() []string {
+	c.t.Helper()
+	if c.insecure {
+		return []string{"--insecure"}
+	}
+	return []string{"--join-token", c.token("1h"), "--ca-cert-hash", c.caHash}
+}
+
+// token creates a join token valid for ttl with `rik token create`.
+func (c *cluster) token(ttl string) string {
+	c.t.Helper()
+	return strings.TrimSpace(c.mustRik("token", "create", "--ca-dir", c.pki, "--ttl", ttl))
+}
+
+// mustRik runs the rik binary on the host and returns its standard output.
+func (c *cluster) mustRik(args ...string) string {
+	c.t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(c.bins.rik, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		c.t.Fatalf("rik %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
 // controllerURL is the URL of the controller listening on port.
-func controllerURL(port int) string {
-	return "https://" + net.JoinHostPort(ctlIP, strconv.Itoa(port))
+func (c *cluster) controllerURL(port int) string {
+	return c.api.scheme() + "://" + net.JoinHostPort(ctlIP, strconv.Itoa(port))
 }
 
 // attach creates a namespace with eth0 (addr) on the bridge.
@@ -335,7 +385,7 @@ func (c *cluster) apiURL() string {
 	if c.server != "" {
 		return c.server
 	}
-	return controllerURL(apiPort)
+	return c.controllerURL(apiPort)
 }
 
 // startProc starts a process, killed when the test ends.
@@ -372,6 +422,7 @@ func (c *cluster) addNode(extraArgs ...string) *node {
 	// the other.
 	n.cgroupParent = "rik-e2e-" + strings.TrimPrefix(n.ns.Name, "rikt-")
 	args = append(args, "--cgroup-parent", n.cgroupParent)
+	args = append(args, c.joinArgs()...)
 	args = append(args, extraArgs...)
 	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
 	c.nodes = append(c.nodes, n)

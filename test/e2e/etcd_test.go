@@ -23,7 +23,7 @@ func TestControllersShareEtcd(t *testing.T) {
 	c.addController(portB)
 	n := c.addNode("--insecure-registry", c.registry)
 	c.waitNodesReady("pod", 60*time.Second, n.name)
-	urlA, urlB := controllerURL(apiPort), controllerURL(portB)
+	urlA, urlB := c.controllerURL(apiPort), c.controllerURL(portB)
 
 	// Written through A, read through B.
 	def := c.writeFile("pod.json", httpdPod("shared", c.registry+"/busybox:latest", "e2e-shared", "Always", 0))
@@ -42,7 +42,7 @@ func TestControllersShareEtcd(t *testing.T) {
 	c.eventually(30*time.Second, "one leader", func() error {
 		var leaders []int
 		for _, port := range []int{apiPort, portB} {
-			body, err := c.get(c.client, controllerURL(port)+"/healthz")
+			body, err := c.get(c.client, c.controllerURL(port)+"/healthz")
 			if err != nil {
 				return err
 			}
@@ -71,7 +71,7 @@ func TestControllersShareEtcd(t *testing.T) {
 		}
 	}
 	crashed := time.Now()
-	c.server = controllerURL(other)
+	c.server = c.controllerURL(other)
 	c.mustRikctl("create", "instance", "--workload-id", "shared", "--name", "shared-1")
 	c.waitStatus("shared-1", workload.StatusRunning, 90*time.Second)
 	t.Logf("instance RUNNING through the surviving controller %s after the leader crashed", time.Since(crashed).Round(100*time.Millisecond))

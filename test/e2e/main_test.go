@@ -8,6 +8,11 @@
 // namespace, rikctl and HTTP clients in a "client" namespace, each riklet
 // in its own node namespace (172.31.0.0/24 exists only there).
 //
+// Security: a cluster uses mutual TLS unless its options say insecure. The
+// harness runs `rik ca init`, `rik ca issue controller` for the
+// controllers, and `rik token create` for each riklet, which joins with
+// the token and the CA's hash.
+//
 // Environment:
 //   - RIK_BIN_DIR: directory of the binaries (set by `make test`); unset,
 //     they are built into a temporary directory on first use.
@@ -36,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // bins are the paths of the binaries under test.
 type bins struct {
-	controller, scheduler, riklet, rikctl, rikInit string
+	controller, scheduler, riklet, rikctl, rikInit, rik string
 }
 
 var (
@@ -64,8 +69,9 @@ func binaries(t testing.TB) bins {
 			riklet:     filepath.Join(dir, "riklet"),
 			rikctl:     filepath.Join(dir, "rikctl"),
 			rikInit:    filepath.Join(dir, "rik-init"),
+			rik:        filepath.Join(dir, "rik"),
 		}
-		for _, p := range []string{binSet.controller, binSet.scheduler, binSet.riklet, binSet.rikctl, binSet.rikInit} {
+		for _, p := range []string{binSet.controller, binSet.scheduler, binSet.riklet, binSet.rikctl, binSet.rikInit, binSet.rik} {
 			if _, err := os.Stat(p); err != nil {
 				binErr = fmt.Errorf("binary missing (RIK_BIN_DIR=%s; run make build): %w", dir, err)
 				return
@@ -101,7 +107,7 @@ func buildBinaries() (string, error) {
 		}
 		return nil
 	}
-	if err := build(true, "./cmd/controller", "./cmd/scheduler", "./cmd/riklet", "./cmd/rikctl"); err != nil {
+	if err := build(true, "./cmd/controller", "./cmd/scheduler", "./cmd/riklet", "./cmd/rikctl", "./cmd/rik"); err != nil {
 		os.RemoveAll(dir)
 		return "", err
 	}

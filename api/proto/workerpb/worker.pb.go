@@ -101,6 +101,166 @@ func (x *InstanceScheduling) GetInstanceName() string {
 	return ""
 }
 
+// rik: a node joining the cluster asks for its certificate with a bootstrap
+// token and a certificate request made with a key that never leaves it.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`                 // "<id>.<secret>", from `rik token create`
+	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`           // the node name the certificate is for
+	CsrPem        string                 `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"` // PKCS #10 certificate request, PEM
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_worker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
+// rik: a node's certificate and the cluster CA's, PEM.
+type NodeCertificate struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem   string                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	CaCertificatePem string                 `protobuf:"bytes,2,opt,name=ca_certificate_pem,json=caCertificatePem,proto3" json:"ca_certificate_pem,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *NodeCertificate) Reset() {
+	*x = NodeCertificate{}
+	mi := &file_worker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCertificate) ProtoMessage() {}
+
+func (x *NodeCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCertificate.ProtoReflect.Descriptor instead.
+func (*NodeCertificate) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeCertificate) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *NodeCertificate) GetCaCertificatePem() string {
+	if x != nil {
+		return x.CaCertificatePem
+	}
+	return ""
+}
+
+// rik: a node renewing its certificate, over a connection made with it.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem        string                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"` // made with the key of the current certificate
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_worker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RenewRequest) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -115,11 +275,22 @@ const file_worker_proto_rawDesc = "" +
 	"\x06action\x18\x03 \x01(\x0e2\x1b.common.WorkloadRequestKindR\x06action\x12\x1f\n" +
 	"\vworkload_id\x18\x04 \x01(\tR\n" +
 	"workloadId\x12#\n" +
-	"\rinstance_name\x18\x05 \x01(\tR\finstanceName2\xca\x01\n" +
+	"\rinstance_name\x18\x05 \x01(\tR\finstanceName\"X\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\tR\x06csrPem\"h\n" +
+	"\x0fNodeCertificate\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12,\n" +
+	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem2\xc3\x02\n" +
 	"\x06Worker\x12D\n" +
 	"\bRegister\x12\x1a.common.WorkerRegistration\x1a\x1a.worker.InstanceScheduling0\x01\x12C\n" +
 	"\x11SendStatusUpdates\x12\x14.common.WorkerStatus\x1a\x16.google.protobuf.Empty(\x01\x125\n" +
-	"\tServeLogs\x12\x10.common.LogChunk\x1a\x12.common.LogRequest(\x010\x01B+Z)github.com/rik-org/rik/api/proto/workerpbb\x06proto3"
+	"\tServeLogs\x12\x10.common.LogChunk\x1a\x12.common.LogRequest(\x010\x01\x124\n" +
+	"\x04Join\x12\x13.worker.JoinRequest\x1a\x17.worker.NodeCertificate\x12A\n" +
+	"\x10RenewCertificate\x12\x14.worker.RenewRequest\x1a\x17.worker.NodeCertificateB+Z)github.com/rik-org/rik/api/proto/workerpbb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -133,26 +304,33 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_worker_proto_goTypes = []any{
 	(*InstanceScheduling)(nil),          // 0: worker.InstanceScheduling
-	(commonpb.WorkloadRequestKind)(0),   // 1: common.WorkloadRequestKind
-	(*commonpb.WorkerRegistration)(nil), // 2: common.WorkerRegistration
-	(*commonpb.WorkerStatus)(nil),       // 3: common.WorkerStatus
-	(*commonpb.LogChunk)(nil),           // 4: common.LogChunk
-	(*emptypb.Empty)(nil),               // 5: google.protobuf.Empty
-	(*commonpb.LogRequest)(nil),         // 6: common.LogRequest
+	(*JoinRequest)(nil),                 // 1: worker.JoinRequest
+	(*NodeCertificate)(nil),             // 2: worker.NodeCertificate
+	(*RenewRequest)(nil),                // 3: worker.RenewRequest
+	(commonpb.WorkloadRequestKind)(0),   // 4: common.WorkloadRequestKind
+	(*commonpb.WorkerRegistration)(nil), // 5: common.WorkerRegistration
+	(*commonpb.WorkerStatus)(nil),       // 6: common.WorkerStatus
+	(*commonpb.LogChunk)(nil),           // 7: common.LogChunk
+	(*emptypb.Empty)(nil),               // 8: google.protobuf.Empty
+	(*commonpb.LogRequest)(nil),         // 9: common.LogRequest
 }
 var file_worker_proto_depIdxs = []int32{
-	1, // 0: worker.InstanceScheduling.action:type_name -> common.WorkloadRequestKind
-	2, // 1: worker.Worker.Register:input_type -> common.WorkerRegistration
-	3, // 2: worker.Worker.SendStatusUpdates:input_type -> common.WorkerStatus
-	4, // 3: worker.Worker.ServeLogs:input_type -> common.LogChunk
-	0, // 4: worker.Worker.Register:output_type -> worker.InstanceScheduling
-	5, // 5: worker.Worker.SendStatusUpdates:output_type -> google.protobuf.Empty
-	6, // 6: worker.Worker.ServeLogs:output_type -> common.LogRequest
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
+	4, // 0: worker.InstanceScheduling.action:type_name -> common.WorkloadRequestKind
+	5, // 1: worker.Worker.Register:input_type -> common.WorkerRegistration
+	6, // 2: worker.Worker.SendStatusUpdates:input_type -> common.WorkerStatus
+	7, // 3: worker.Worker.ServeLogs:input_type -> common.LogChunk
+	1, // 4: worker.Worker.Join:input_type -> worker.JoinRequest
+	3, // 5: worker.Worker.RenewCertificate:input_type -> worker.RenewRequest
+	0, // 6: worker.Worker.Register:output_type -> worker.InstanceScheduling
+	8, // 7: worker.Worker.SendStatusUpdates:output_type -> google.protobuf.Empty
+	9, // 8: worker.Worker.ServeLogs:output_type -> common.LogRequest
+	2, // 9: worker.Worker.Join:output_type -> worker.NodeCertificate
+	2, // 10: worker.Worker.RenewCertificate:output_type -> worker.NodeCertificate
+	6, // [6:11] is the sub-list for method output_type
+	1, // [1:6] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -169,7 +347,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,8 @@ const (
 	Worker_Register_FullMethodName          = "/worker.Worker/Register"
 	Worker_SendStatusUpdates_FullMethodName = "/worker.Worker/SendStatusUpdates"
 	Worker_ServeLogs_FullMethodName         = "/worker.Worker/ServeLogs"
+	Worker_Join_FullMethodName              = "/worker.Worker/Join"
+	Worker_RenewCertificate_FullMethodName  = "/worker.Worker/RenewCertificate"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -41,6 +43,11 @@ type WorkerClient interface {
 	// LogChunk whose request_id is its hostname); the scheduler sends log
 	// requests down it and the worker answers with chunks tagged by request id.
 	ServeLogs(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[commonpb.LogChunk, commonpb.LogRequest], error)
+	// rik: the only call accepted without a node certificate (when the
+	// scheduler serves TLS): a join token buys a certificate for hostname.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*NodeCertificate, error)
+	// rik: a node renews its certificate before it expires.
+	RenewCertificate(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*NodeCertificate, error)
 }
 
 type workerClient struct {
@@ -96,6 +103,26 @@ func (c *workerClient) ServeLogs(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_ServeLogsClient = grpc.BidiStreamingClient[commonpb.LogChunk, commonpb.LogRequest]
 
+func (c *workerClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*NodeCertificate, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeCertificate)
+	err := c.cc.Invoke(ctx, Worker_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerClient) RenewCertificate(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*NodeCertificate, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeCertificate)
+	err := c.cc.Invoke(ctx, Worker_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -111,6 +138,11 @@ type WorkerServer interface {
 	// LogChunk whose request_id is its hostname); the scheduler sends log
 	// requests down it and the worker answers with chunks tagged by request id.
 	ServeLogs(grpc.BidiStreamingServer[commonpb.LogChunk, commonpb.LogRequest]) error
+	// rik: the only call accepted without a node certificate (when the
+	// scheduler serves TLS): a join token buys a certificate for hostname.
+	Join(context.Context, *JoinRequest) (*NodeCertificate, error)
+	// rik: a node renews its certificate before it expires.
+	RenewCertificate(context.Context, *RenewRequest) (*NodeCertificate, error)
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -129,6 +161,12 @@ func (UnimplementedWorkerServer) SendStatusUpdates(grpc.ClientStreamingServer[co
 }
 func (UnimplementedWorkerServer) ServeLogs(grpc.BidiStreamingServer[commonpb.LogChunk, commonpb.LogRequest]) error {
 	return status.Error(codes.Unimplemented, "method ServeLogs not implemented")
+}
+func (UnimplementedWorkerServer) Join(context.Context, *JoinRequest) (*NodeCertificate, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedWorkerServer) RenewCertificate(context.Context, *RenewRequest) (*NodeCertificate, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -176,13 +214,58 @@ func _Worker_ServeLogs_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Worker_ServeLogsServer = grpc.BidiStreamingServer[commonpb.LogChunk, commonpb.LogRequest]
 
+func _Worker_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Worker_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Worker_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Worker_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServer).RenewCertificate(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Worker_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "worker.Worker",
 	HandlerType: (*WorkerServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Join",
+			Handler:    _Worker_Join_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _Worker_RenewCertificate_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Register",
