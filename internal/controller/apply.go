@@ -25,6 +25,7 @@ const (
 	outcomeWrite                     // store the new record
 	outcomeRemove                    // delete the record
 	outcomeReschedule                // store it, then send CREATE again without node
+	outcomeDestroy                   // keep the record; DESTROY the copy the node reports alive
 )
 
 // applyContext is what applyMetric needs to know besides the record.
@@ -46,6 +47,14 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	}
 	if status == workload.StatusFailed && m.GetReason() == ReasonNodeLost {
 		return applyNodeLost(inst, m, c)
+	}
+	if inst.Status == workload.StatusFailed && inst.Reason == ReasonNodeLost && !inst.DeleteRequested {
+		// Declared lost and not rescheduled (restartPolicy Never): its node
+		// came back with it. The failure stands; the copy is destroyed.
+		if status == workload.StatusRunning || status == workload.StatusCreating {
+			return outcomeDestroy
+		}
+		return outcomeKeep
 	}
 	before := cloneInstance(*inst)
 	if inst.DeleteRequested {
@@ -98,7 +107,17 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 // policy is Never.
 func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyContext) outcome {
 	if inst.DeleteRequested || !c.WorkloadExists {
-		return outcomeRemove
+		// It may still run on the lost node: listed DESTROYING until the
+		// node confirms it stopped it (DESTROY is re-sent by the resync).
+		msg := fmt.Sprintf("node %s lost: waiting for it to stop the instance", m.GetNode())
+		if inst.Status == workload.StatusDestroying && inst.Reason == ReasonNodeLost && inst.Message == msg {
+			return outcomeKeep
+		}
+		inst.Status = workload.StatusDestroying
+		inst.Reason = ReasonNodeLost
+		inst.Message = msg
+		inst.UpdatedAt = c.Now
+		return outcomeWrite
 	}
 	// Only the node the instance is on can lose it. An instance with no node
 	// is not placed (or already rescheduled: a duplicate delivery to several

@@ -63,7 +63,25 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
 		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonNodeLost, UpdatedAt: now}},
-		{"node lost of deleted removes", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeRemove, deleting},
+		// Issue 8 (2): removed only once its node confirms it stopped it.
+		{"node lost of deleted waits for its node", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeWrite,
+			func() workload.Instance {
+				d := deleting
+				d.Reason, d.Message, d.UpdatedAt = ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				return d
+			}()},
+		{"node lost of orphan waits for its node", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), orphan, outcomeWrite,
+			func() workload.Instance {
+				d := running
+				d.Status, d.Reason, d.Message, d.UpdatedAt = workload.StatusDestroying, ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				return d
+			}()},
+		{"lost with Never and back: destroyed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+			m(commonpb.ResourceStatus_RUNNING, nil), never, outcomeDestroy,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+		{"lost with Never, copy destroyed: still failed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+			m(commonpb.ResourceStatus_TERMINATED, func(x *commonpb.InstanceMetric) { x.Reason = "Destroyed" }), never, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
 		{"node lost twice is one reschedule", rescheduled, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep, rescheduled},
 		{"node lost after a pending status ignored", workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep,

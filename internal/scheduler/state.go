@@ -21,8 +21,14 @@ import (
 // node that missed its heartbeats.
 const ReasonNodeLost = "node lost"
 
+// ReasonDestroyed is the reason of the TERMINATED status of an instance
+// stopped on request.
+const ReasonDestroyed = "Destroyed"
+
 // tombstoneTTL is how long the scheduler remembers an instance it declared
-// lost or destroyed, to tell a node that comes back to destroy it.
+// lost or destroyed, to tell a node that comes back to destroy it. An
+// instance still waiting then for its node to confirm it is stopped is
+// declared gone with its node (lost for good).
 const tombstoneTTL = 24 * time.Hour
 
 // forgetNodeAfter is how long a lost node stays listed (NotReady); a node
@@ -92,9 +98,19 @@ type subscriber struct {
 	dropped *closer // closed when it fell behind and was dropped
 }
 
+// tombstone is an instance the scheduler no longer places, that may still
+// run on node.
 type tombstone struct {
-	node string // node it was lost on; "" when destroyed before being placed
+	node string // node it may still run on; "" when destroyed before being placed
 	at   time.Time
+	// gone: the controller asked for it to be destroyed. A copy on node is
+	// destroyed. Otherwise it was lost with its node: the controller
+	// decides (it reschedules it, or destroys it), so a node coming back
+	// with it gets it back.
+	gone bool
+	// waiting: the controller was told DESTROYING and waits for node to
+	// confirm that it stopped the instance (then TERMINATED).
+	waiting bool
 }
 
 // state is everything the scheduler knows, behind one mutex. Its methods
@@ -169,7 +185,10 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		}
 		return
 	}
-	delete(s.tombstones, id)
+	if t := s.tombstones[id]; t.gone {
+		s.log.Info("create of a destroyed instance ignored", "instance", id)
+		return
+	}
 	s.seq++
 	inst := &instance{
 		id:         id,
@@ -207,19 +226,43 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 		}
 		return
 	}
+	// Not placed (pending, parked) or not known (any more): a copy may
+	// still run on the node the controller names (an instance that ended
+	// on its own is forgotten here but kept by its node until destroyed),
+	// the node it waits for, or the node it was lost with.
+	target, old := ws.GetNode(), s.tombstones[id]
 	if inst == nil {
 		inst = &instance{id: id, workloadID: ws.GetWorkloadId()}
-		// Not known (any more): an instance that ended on its own (a
-		// completed pod) is forgotten here but kept by its node until
-		// destroyed. Tell the node the controller names.
-		if n := s.nodes[ws.GetNode()]; n != nil {
-			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-		}
 	} else {
+		if inst.phase == phaseParked {
+			target = inst.hint
+		}
 		s.forget(inst)
 	}
-	s.tombstones[id] = tombstone{at: s.now()}
-	s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", "", "destroyed before being placed")
+	if old.node != "" && old.node != target {
+		if target == "" {
+			target = old.node
+		} else if n := s.nodes[old.node]; n != nil {
+			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+		}
+	}
+	if target == "" {
+		s.tombstones[id] = tombstone{at: s.now(), gone: true}
+		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+		return
+	}
+	s.destroyOn(inst, target, "")
+}
+
+// destroyOn asks node target to destroy inst, which the scheduler no longer
+// places, and reports it DESTROYING until the node confirms.
+func (s *state) destroyOn(inst *instance, target, reason string) {
+	s.tombstones[inst.id] = tombstone{node: target, at: s.now(), gone: true, waiting: true}
+	if n := s.nodes[target]; n != nil {
+		s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+	}
+	s.emit(inst, commonpb.ResourceStatus_DESTROYING, target, reason,
+		fmt.Sprintf("waiting for %s to confirm it stopped the instance", target))
 }
 
 // subscribe adds a status subscriber; call unsubscribe when done.
@@ -317,11 +360,14 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		inst := s.insts[id]
 		switch {
 		case inst == nil:
-			if _, dead := s.tombstones[id]; dead {
-				s.log.Info("node runs a lost or destroyed instance: destroying it", "node", n.name, "instance", id)
+			if t := s.tombstones[id]; t.gone {
+				s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
 				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
 				continue
 			}
+			// Unknown, or lost with this node: it is back. The controller
+			// decides whether it still wants it (it destroys it otherwise).
+			delete(s.tombstones, id)
 			s.seq++
 			inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
 			s.insts[id] = inst
@@ -355,13 +401,19 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		switch {
 		case inst.destroying:
 			s.forget(inst)
-			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, "", "not running on its node any more")
+			s.tombstones[id] = tombstone{node: n.name, at: s.now(), gone: true}
+			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, ReasonDestroyed, "not running on its node any more")
 		case inst.known:
 			// Placed here but the node does not have it (order lost with the
 			// previous stream): ask again; the node handles duplicates.
 			s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
 		default:
 			s.lose(inst, n.name, "not running on its node any more")
+		}
+	}
+	for id, t := range s.tombstones {
+		if t.waiting && t.node == n.name && !seen[id] {
+			s.confirmDestroyed(id, t, "not running on its node any more")
 		}
 	}
 	for id, inst := range s.parked {
@@ -425,9 +477,16 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 	n := s.nodes[name]
 	inst := s.insts[id]
 	alive := m.GetStatus() == commonpb.ResourceStatus_RUNNING || m.GetStatus() == commonpb.ResourceStatus_CREATING
-	switch {
-	case n == nil:
+	if n == nil {
 		s.log.Debug("status from an unregistered node dropped", "node", name, "instance", id)
+		return
+	}
+	n.lastSeen = s.now() // any word from the node shows it alive
+	switch {
+	case inst == nil && m.GetStatus() == commonpb.ResourceStatus_TERMINATED:
+		if t := s.tombstones[id]; t.waiting && t.node == name {
+			s.confirmDestroyed(id, t, m.GetMessage())
+		}
 		return
 	case inst != nil && inst.phase == phaseAssigned && inst.node == name:
 	case inst != nil && inst.phase != phaseAssigned && alive && n.ready:
@@ -438,11 +497,16 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 	default:
 		s.log.Debug("status from a node the instance is not assigned to dropped",
 			"node", name, "instance", id, "status", m.GetStatus())
-		_, dead := s.tombstones[id]
-		if alive && (dead || inst != nil) {
+		// A copy the controller wants gone, or one of an instance placed
+		// elsewhere, is destroyed. One lost with this node waits for its
+		// re-registration (then the controller decides).
+		if alive && (s.tombstones[id].gone || inst != nil) {
 			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
 		}
 		return
+	}
+	if inst.destroying && m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+		s.tombstones[id] = tombstone{node: name, at: s.now(), gone: true}
 	}
 	freed := s.account(inst, m.GetStatus())
 	s.record(inst, m)
@@ -493,10 +557,25 @@ func (s *state) check() {
 		s.retryPending()
 	}
 	for id, t := range s.tombstones {
-		if now.Sub(t.at) > tombstoneTTL {
-			delete(s.tombstones, id)
+		if now.Sub(t.at) <= tombstoneTTL {
+			continue
 		}
+		if t.waiting {
+			// The explicit decision: the node is gone for good, and what
+			// it ran with it.
+			s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, t.node, ReasonNodeLost,
+				fmt.Sprintf("node %s not back after %s: presumed gone for good with the instance", t.node, tombstoneTTL))
+		}
+		delete(s.tombstones, id)
 	}
+}
+
+// confirmDestroyed reports TERMINATED an instance whose node confirmed it
+// stopped it; the tombstone stays, to destroy it if the node lists it again.
+func (s *state) confirmDestroyed(id string, t tombstone, msg string) {
+	t.waiting = false
+	s.tombstones[id] = t
+	s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, t.node, ReasonDestroyed, msg)
 }
 
 func (s *state) nodeLost(n *node, now time.Time) {
@@ -511,9 +590,10 @@ func (s *state) nodeLost(n *node, now time.Time) {
 	for _, id := range slices.Sorted(maps.Keys(n.insts)) {
 		inst := n.insts[id]
 		if inst.destroying {
+			// Not TERMINATED: it may still run there. The node confirms
+			// when it is back (or is declared gone for good).
 			s.forget(inst)
-			s.tombstones[id] = tombstone{node: n.name, at: now}
-			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, ReasonNodeLost, msg)
+			s.destroyOn(inst, n.name, ReasonNodeLost)
 			continue
 		}
 		s.lose(inst, n.name, msg)

@@ -94,17 +94,65 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 	}
 }
 
-func TestDestroyOnLostNodeTerminates(t *testing.T) {
-	st, clk := newTestState(t, time.Second, 0)
-	sub := st.subscribe()
-	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
-	st.create(createOrder("a"), placement.Request{Kind: "pod"})
-	<-sub.ch
-	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
-	clk.t = clk.t.Add(2 * time.Second)
-	st.check()
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
-		t.Errorf("instance being destroyed on a lost node reported %v, want TERMINATED", m)
+// Issue 8 (2): an instance being destroyed when its node is lost may still
+// run there. It is not TERMINATED until the node confirms (its new
+// registration does not list it, or it reports it stopped), or is declared
+// gone for good.
+func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
+	for _, back := range []string{"without it", "with it", "never"} {
+		t.Run(back, func(t *testing.T) {
+			st, clk := newTestState(t, time.Second, 0)
+			sub := st.subscribe()
+			st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+			st.create(createOrder("a"), placement.Request{Kind: "pod"})
+			<-sub.ch
+			st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
+			clk.t = clk.t.Add(2 * time.Second)
+			st.check()
+			m := (<-sub.ch).GetInstance()
+			if m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetReason() != ReasonNodeLost || m.GetNode() != "n1" {
+				t.Fatalf("instance being destroyed on a lost node reported %v, want DESTROYING %q", m, ReasonNodeLost)
+			}
+			// The controller's periodic DESTROY changes nothing.
+			st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
+			if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_DESTROYING {
+				t.Fatalf("after a second DESTROY: %v, want DESTROYING", m)
+			}
+			switch back {
+			case "without it":
+				st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+			case "with it":
+				c := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: []*commonpb.InstanceMetric{
+					{InstanceId: "a", Status: commonpb.ResourceStatus_RUNNING}}})
+				if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
+					t.Fatalf("orders to the node back = %v, want DESTROY a", o)
+				}
+				select {
+				case m := <-sub.ch:
+					t.Fatalf("status %v before the node stopped it", m)
+				default:
+				}
+				st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+			case "never":
+				clk.t = clk.t.Add(tombstoneTTL - time.Minute)
+				st.check()
+				select {
+				case m := <-sub.ch:
+					t.Fatalf("status %v before the node is lost for good", m)
+				default:
+				}
+				clk.t = clk.t.Add(2 * time.Minute)
+				st.check()
+			}
+			m = (<-sub.ch).GetInstance()
+			wantReason := ReasonDestroyed
+			if back == "never" {
+				wantReason = ReasonNodeLost
+			}
+			if m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != wantReason || m.GetNode() != "n1" {
+				t.Errorf("node back %s: %v, want TERMINATED %q on n1", back, m, wantReason)
+			}
+		})
 	}
 }
 
@@ -132,5 +180,58 @@ func TestFailedFreesAndRunningReallocates(t *testing.T) {
 	}
 	if len(st.insts) != 0 || len(n.insts) != 0 {
 		t.Error("TERMINATED instance not forgotten")
+	}
+}
+
+// Issue 8 (1): a node lost for a moment (a riklet restart slower than the
+// node timeout on a busy host) comes back with its instances before the
+// controller reschedules them. They are adopted back, not destroyed: the
+// controller still wants them. Its CREATE, when it comes, finds them
+// placed; nothing is destroyed nor placed twice.
+func TestLostInstanceAdoptedBackNotDestroyed(t *testing.T) {
+	st, clk := newTestState(t, time.Second, 0)
+	sub := st.subscribe()
+	running := []*commonpb.InstanceMetric{{InstanceId: "a", WorkloadId: "w", Status: commonpb.ResourceStatus_RUNNING}}
+	// Adopted after a scheduler restart, before the controller re-sent it.
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running})
+	<-sub.ch
+	clk.t = clk.t.Add(2 * time.Second)
+	st.check() // lost
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != ReasonNodeLost {
+		t.Fatalf("lost: %v", m)
+	}
+	c := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running})
+	if o := c.out.drain(); len(o) != 0 {
+		t.Fatalf("orders to the node back = %v, want none (it runs what the controller wants)", o)
+	}
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n1" {
+		t.Fatalf("adopted back: %v, want RUNNING on n1", m)
+	}
+	// The controller's rescheduling CREATE arrives late: already placed.
+	st.create(createOrder("a"), placement.Request{Kind: "pod"})
+	if o := c.out.drain(); len(o) != 0 {
+		t.Errorf("orders after the late CREATE = %v, want none", o)
+	}
+	if inst := st.insts["a"]; inst == nil || inst.node != "n1" || !inst.known {
+		t.Errorf("instance after the late CREATE: %+v", inst)
+	}
+	// The node restarts again (registers anew): still nothing destroyed.
+	c = st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running})
+	if o := c.out.drain(); len(o) != 0 {
+		t.Errorf("orders after a second registration = %v, want none", o)
+	}
+	// Once the controller destroyed it, a CREATE racing behind the DESTROY
+	// does not bring it back, and a node listing it again is told to
+	// destroy it.
+	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
+	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
+	c.out.drain()
+	st.create(createOrder("a"), placement.Request{Kind: "pod"})
+	if o := c.out.drain(); len(o) != 0 || st.insts["a"] != nil {
+		t.Errorf("CREATE after DESTROY placed it again: orders %v", o)
+	}
+	c = st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running})
+	if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
+		t.Errorf("orders to a node listing a destroyed instance = %v, want DESTROY", o)
 	}
 }
