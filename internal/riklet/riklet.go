@@ -183,7 +183,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if f == nil {
 			continue
 		}
-		rt, err := f(ctx, a.onRuntimeStatus)
+		rt, err := a.buildRuntime(ctx, f)
 		if err != nil {
 			log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
 			continue
@@ -206,6 +206,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		log.Warn("no runtime available: this node cannot run anything")
 	}
 
+	if ctx.Err() != nil {
+		// Stopped while starting: runtimes may have failed because of it;
+		// recovering without them would misjudge what the node runs.
+		return nil
+	}
 	a.recover(ctx)
 
 	conn, err := grpc.NewClient(cfg.MasterAddr,
@@ -226,6 +231,28 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	log.Info("riklet started", "hostname", cfg.Hostname, "scheduler", cfg.MasterAddr, "kinds", a.kinds, "instances", a.ledgerLen())
 	a.connectLoop(ctx, workerpb.NewWorkerClient(conn))
 	return nil
+}
+
+// runtimeAttempts bounds how many times a runtime that fails to start is
+// tried (a transient failure, e.g. iptables' lock held by another program,
+// must not leave the node without it).
+const runtimeAttempts = 3
+
+// buildRuntime builds a runtime with f, trying again after a backoff delay
+// when it fails, until runtimeAttempts or ctx is done.
+func (a *agent) buildRuntime(ctx context.Context, f RuntimeFactory) (runtime.Runtime, error) {
+	b := backoff{min: a.k.connMin, max: a.k.connMax}
+	for i := 1; ; i++ {
+		rt, err := f(ctx, a.onRuntimeStatus)
+		if err == nil || i == runtimeAttempts || ctx.Err() != nil {
+			return rt, err
+		}
+		d := b.next()
+		a.log.Warn("runtime failed to start, trying again", "error", err, "in", d.Round(time.Millisecond))
+		if !sleep(ctx.Done(), d) {
+			return nil, err
+		}
+	}
 }
 
 // kindOf normalises a kind read from the ledger.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -485,6 +486,15 @@ func TestStopWithCancelledContext(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("Stop with a cancelled context hangs")
+	}
+	// Issue 8 (3): the container still runs, so its network and address
+	// lease stay: another pod must not get its address.
+	owners, err := r.net.Owners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(owners, inst.ID) {
+		t.Errorf("network of %s released while its container may still run (owners %v)", inst.ID, owners)
 	}
 	if err := r.Stop(context.Background(), inst); err != nil {
 		t.Fatal(err)

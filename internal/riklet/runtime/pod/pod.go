@@ -38,6 +38,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -720,6 +721,11 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 	}
 	wg.Wait()
 	dir := r.podDir(id)
+	if len(errs) > 0 {
+		// A container may still run: its rootfs, cgroup and address (the
+		// lease) stay until it is stopped; the caller retries.
+		return fmt.Errorf("stopping pod %s: %w", id, errors.Join(errs...))
+	}
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
 			if e.IsDir() {
@@ -894,6 +900,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		}
 	}
 	var errs []error
+	var running []string // runc ids of orphan containers that could not be stopped
 	// Containers nobody owns.
 	for _, c := range list {
 		if keep[c.ID] {
@@ -902,6 +909,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		r.log.Info("removing orphan container", "container", c.ID)
 		if err := r.stopContainer(ctx, &container{RuncID: c.ID}); err != nil {
 			errs = append(errs, err)
+			running = append(running, c.ID)
 		}
 	}
 	// Pod directories, logs, cgroups, networks nobody owns.
@@ -925,6 +933,9 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	for id := range orphans {
 		if ownedIDs[id] || validID(id) != nil {
 			continue
+		}
+		if slices.ContainsFunc(running, func(rid string) bool { return strings.HasPrefix(rid, id+"-") }) {
+			continue // its container still runs: keep its address and network
 		}
 		r.log.Info("removing orphan pod resources", "id", id)
 		unlock := r.locks.Lock(id)
