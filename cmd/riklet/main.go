@@ -56,7 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.hostname, "hostname", "", "node name (default: the host name)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/riklet", "directory of the ledger and runtime state")
 	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
-	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
+	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval (at most: shortened to what the scheduler's node timeout needs)")
 	f.runtimes.RegisterFlags(fs)
 	fs.BoolVar(&f.uninstall, "uninstall", false, "remove rik's network from this node (iptables chains and jumps, TAPs, pod bridge) and exit; refused while the ledger lists instances; run it with the riklet stopped")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
@@ -34,6 +35,10 @@ type agent struct {
 	runs   map[string]*runState
 	genSeq int
 	queue  *statusQueue
+
+	// heartbeatEvery is the heartbeat interval in use (a time.Duration):
+	// the configured one, or shorter when the scheduler asks.
+	heartbeatEvery atomic.Int64
 
 	// serialMu guards pending, closed and adding to wg.
 	serialMu sync.Mutex

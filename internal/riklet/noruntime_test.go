@@ -3,11 +3,13 @@ package riklet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	rt "github.com/rik-org/rik/internal/riklet/runtime"
@@ -122,4 +124,23 @@ func fmtStatuses(m map[string]workload.Status) string {
 	}
 	slices.Sort(s)
 	return "[" + strings.Join(s, " ") + "]"
+}
+
+// Issue 8 (4): a riklet configured with a heartbeat as long as the
+// scheduler's node timeout is declared lost by any jitter. It uses the
+// interval the scheduler's registration header allows instead.
+func TestHeartbeatFromScheduler(t *testing.T) {
+	sched := startScheduler(t, "127.0.0.1:0")
+	sched.mu.Lock()
+	sched.heartbeatHeader = "20ms"
+	sched.mu.Unlock()
+	cfg, pods := testConfig(t, sched, t.TempDir())
+	cfg.HeartbeatInterval = time.Hour
+	startNode(t, cfg, pods)
+	waitReady(t, sched, 1)
+	// One heartbeat is sent when the status stream opens; more come only
+	// at the allowed interval (an hour otherwise).
+	eventually(t, func() bool { return sched.heartbeatCount() >= 3 }, func() string {
+		return fmt.Sprintf("%d heartbeats with a 20ms interval allowed", sched.heartbeatCount())
+	})
 }

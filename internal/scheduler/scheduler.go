@@ -29,6 +29,12 @@ const (
 	DefaultNodeTimeout     = 15 * time.Second
 )
 
+// heartbeatFor is the longest heartbeat interval the scheduler allows its
+// nodes: a third of the node timeout, so that a node is lost only after
+// missing several heartbeats, never for one late by a jitter (issue 8).
+// Riklets configured slower use it.
+func heartbeatFor(nodeTimeout time.Duration) time.Duration { return nodeTimeout / 3 }
+
 // stopTimeout bounds the graceful stop of the gRPC servers.
 const stopTimeout = 5 * time.Second
 
@@ -150,7 +156,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
-		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow)
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow)
 
 	var runErr error
 	select {

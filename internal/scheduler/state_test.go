@@ -1,11 +1,13 @@
 package scheduler
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
@@ -233,5 +235,35 @@ func TestLostInstanceAdoptedBackNotDestroyed(t *testing.T) {
 	c = st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running})
 	if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
 		t.Errorf("orders to a node listing a destroyed instance = %v, want DESTROY", o)
+	}
+}
+
+// Issue 8 (4): the registration header tells the node the heartbeat its
+// node timeout needs; any status from a node counts as a sign of life.
+func TestHeartbeatDerivedFromNodeTimeout(t *testing.T) {
+	h := startScheduler(t, Config{NodeTimeout: 6 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := h.worker.Register(ctx, &commonpb.WorkerRegistration{Hostname: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := stream.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Get(grpcutil.HeartbeatHeader); len(got) != 1 || got[0] != "2s" {
+		t.Errorf("heartbeat header = %v, want [2s]", got)
+	}
+
+	st, clk := newTestState(t, 5*time.Second, 0)
+	st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.create(createOrder("a"), placement.Request{Kind: "pod"})
+	clk.t = clk.t.Add(4 * time.Second)
+	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_RUNNING})
+	clk.t = clk.t.Add(4 * time.Second)
+	st.check()
+	if !st.nodes["n1"].ready {
+		t.Error("node lost 4s after a status, with a 5s node timeout")
 	}
 }
