@@ -36,16 +36,16 @@ type fakeScheduler struct {
 	orders  chan *workerpb.InstanceScheduling
 	logReqs chan *commonpb.LogRequest
 
-	mu         sync.Mutex
-	noHeader   bool // like a scheduler that sends no headers on Register
-	regs       []*commonpb.WorkerRegistration
+	mu       sync.Mutex
+	noHeader bool // like a scheduler that sends no headers on Register
+	regs     []*commonpb.WorkerRegistration
 	// heartbeatHeader, when set, is sent as the registration's heartbeat
 	// header (the longest interval allowed).
 	heartbeatHeader string
-	statuses   []*commonpb.InstanceMetric
-	heartbeats []*commonpb.WorkerMetric
-	logHellos  []string
-	chunks     []*commonpb.LogChunk
+	statuses        []*commonpb.InstanceMetric
+	heartbeats      []*commonpb.WorkerMetric
+	logHellos       []string
+	chunks          []*commonpb.LogChunk
 }
 
 // startScheduler serves on addr ("127.0.0.1:0" for a new port).
