@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/dev"
+	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
 	"github.com/rik-org/rik/internal/version"
 )
@@ -99,6 +100,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: this node offers no pods or functions (they need runc, netlink and iptables)")
 		rt.Pods, rt.KernelPath = false, ""
+	} else {
+		cfg.HostLockDir = riklet.DefaultHostLockDir // one riklet per host: it owns rik's chains and devices
 	}
 	rt.StateDir = cfg.DataDir + "/riklet"
 	rt.Logger = log.With("component", "riklet")

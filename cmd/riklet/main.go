@@ -103,6 +103,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if f.uninstall {
+		release, err := riklet.LockHost(riklet.DefaultHostLockDir) // not while a riklet runs here
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "riklet: not uninstalling:", err)
+			os.Exit(1)
+		}
+		defer release()
 		if err := uninstall(ctx, f.stateDir, f.runtimes, runtimes.Uninstall); err != nil {
 			fmt.Fprintln(os.Stderr, "riklet:", err)
 			os.Exit(1)
@@ -118,6 +124,7 @@ func main() {
 		Labels:            f.labels,
 		HeartbeatInterval: f.heartbeat,
 		Logger:            log,
+		HostLockDir:       riklet.DefaultHostLockDir,
 	})
 	if err != nil {
 		log.Error("riklet failed", "error", err)

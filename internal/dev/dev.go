@@ -42,6 +42,8 @@ type Config struct {
 	// the host (rik's iptables chains and jumps, the pod bridge). It is not
 	// called when some instance did not stop, nor when DataDir is kept.
 	Uninstall func(ctx context.Context) error
+	// HostLockDir: see riklet.Config (cmd/rik: riklet.DefaultHostLockDir).
+	HostLockDir string
 }
 
 // uninstallTimeout bounds the host clean-up on exit.
@@ -152,7 +154,8 @@ func Run(ctx context.Context, cfg Config) error {
 			StateDir:   cfg.DataDir + "/riklet",
 			Runtimes:   cfg.Runtimes,
 			Logger:     log.With("component", "riklet"),
-			StopOnExit: cfg.Temporary,
+			StopOnExit:  cfg.Temporary,
+			HostLockDir: cfg.HostLockDir,
 		})
 	})
 	dataNote := ""

@@ -46,6 +46,10 @@ type Config struct {
 	// node whose state does not outlive it (`rik dev` in a temporary
 	// directory): no later riklet would adopt what it left running.
 	StopOnExit bool
+	// HostLockDir, when set, is where the riklet takes the lock that makes
+	// it the only one in its network namespace (see LockHost); Run fails
+	// when another holds it. Real nodes use DefaultHostLockDir.
+	HostLockDir string
 
 	// knobs shortens delays in tests; nil means the defaults.
 	knobs *knobs
@@ -159,6 +163,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	log := cfg.Logger
+	if cfg.HostLockDir != "" {
+		release, err := LockHost(cfg.HostLockDir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
