@@ -149,11 +149,11 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	run("riklet", func(ctx context.Context) error {
 		return riklet.Run(ctx, riklet.Config{
-			MasterAddr: workers.Addr().String(),
-			Hostname:   cfg.Hostname,
-			StateDir:   cfg.DataDir + "/riklet",
-			Runtimes:   cfg.Runtimes,
-			Logger:     log.With("component", "riklet"),
+			MasterAddr:  workers.Addr().String(),
+			Hostname:    cfg.Hostname,
+			StateDir:    cfg.DataDir + "/riklet",
+			Runtimes:    cfg.Runtimes,
+			Logger:      log.With("component", "riklet"),
 			StopOnExit:  cfg.Temporary,
 			HostLockDir: cfg.HostLockDir,
 		})
