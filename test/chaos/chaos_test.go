@@ -258,4 +258,3 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
-
