@@ -14,6 +14,12 @@ import (
 // sending heartbeats.
 const ReasonNodeLost = "node lost"
 
+// ReasonUnknown is set on an instance that ended without a reason given.
+const ReasonUnknown = "Unknown"
+
+// ReasonDeleted is the reason of the TERMINATED event of a deleted instance.
+const ReasonDeleted = "Deleted"
+
 // MessageSchedulerDown is set on instances the scheduler did not take yet.
 const MessageSchedulerDown = "scheduler unreachable, will retry"
 
@@ -78,6 +84,9 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 		inst.Ports = portsFromProto(m.GetPorts())
 	}
 	inst.Reason = m.GetReason()
+	if inst.Reason == "" && status.Terminal() {
+		inst.Reason = ReasonUnknown // a node that says nothing (RIK's riklet)
+	}
 	inst.Message = m.GetMessage()
 	switch {
 	case m.GetHasExitCode():

@@ -461,7 +461,9 @@ func (r *Runtime) cleanup(ctx context.Context, v *vm) error {
 	}
 	var errs []error
 	if err := r.kill(ctx, state); err != nil {
-		errs = append(errs, err)
+		// The VM may still run: its TAP, address lease and files stay
+		// until it is stopped (the caller retries).
+		return err
 	}
 	if r.cfg.Network != nil {
 		if err := r.cfg.Network.Teardown(ctx, v.id); err != nil {
