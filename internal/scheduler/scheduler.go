@@ -27,6 +27,7 @@ const (
 	DefaultWorkersAddr     = "0.0.0.0:4995"
 	DefaultControllersAddr = "0.0.0.0:4996"
 	DefaultNodeTimeout     = 15 * time.Second
+	DefaultNodeGoneAfter   = 5 * time.Minute
 )
 
 // heartbeatFor is the longest heartbeat interval the scheduler allows its
@@ -34,6 +35,11 @@ const (
 // missing several heartbeats, never for one late by a jitter (issue 8).
 // Riklets configured slower use it.
 func heartbeatFor(nodeTimeout time.Duration) time.Duration { return nodeTimeout / 3 }
+
+// minRecoveryWindow is the shortest default recovery window: riklets
+// reconnect with a backoff of up to 5s (and may be restarting too); an
+// instance placed elsewhere meanwhile moves for nothing.
+const minRecoveryWindow = 10 * time.Second
 
 // stopTimeout bounds the graceful stop of the gRPC servers.
 const stopTimeout = 5 * time.Second
@@ -47,10 +53,15 @@ type Config struct {
 	ControllersListener net.Listener
 	// NodeTimeout: a node not heard from for this long is lost; default 15s.
 	NodeTimeout time.Duration
+	// NodeGoneAfter: a node not heard from for this long is gone for good:
+	// instances deleted while waiting for it to stop them are TERMINATED
+	// (reason "node lost"); default 5m, at least NodeTimeout.
+	NodeGoneAfter time.Duration
 	// Strategy: "spread" (default) or "binpack".
 	Strategy string
 	// RecoveryWindow: after start, CREATE orders hinting at a node not yet
-	// registered wait this long for it; default NodeTimeout.
+	// registered wait this long for it; default NodeTimeout, at least
+	// minRecoveryWindow.
 	RecoveryWindow time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics there
 	// (e.g. "127.0.0.1:9100"); "" (default): no metrics endpoint.
@@ -79,7 +90,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		cfg.NodeTimeout = DefaultNodeTimeout
 	}
 	if cfg.RecoveryWindow <= 0 {
-		cfg.RecoveryWindow = cfg.NodeTimeout
+		cfg.RecoveryWindow = max(cfg.NodeTimeout, minRecoveryWindow)
 	}
 	closeGiven := func() {
 		for _, l := range []net.Listener{cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener} {
@@ -115,7 +126,12 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		}
 	}
 
+	if cfg.NodeGoneAfter <= 0 {
+		cfg.NodeGoneAfter = DefaultNodeGoneAfter
+	}
+	cfg.NodeGoneAfter = max(cfg.NodeGoneAfter, cfg.NodeTimeout)
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
+	st.goneAfter = cfg.NodeGoneAfter
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
 	opts := serverOptions(keepaliveParams, keepaliveEnforcement)

@@ -121,6 +121,7 @@ type state struct {
 	log           *slog.Logger
 	strategy      placement.Strategy
 	nodeTimeout   time.Duration
+	goneAfter     time.Duration // a node not heard from for this long is gone for good
 	recoveryUntil time.Time
 	recovering    bool // parked instances may exist
 	subBuffer     int
@@ -143,6 +144,7 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		log:           log,
 		strategy:      strategy,
 		nodeTimeout:   nodeTimeout,
+		goneAfter:     DefaultNodeGoneAfter,
 		recoveryUntil: now().Add(recovery),
 		recovering:    recovery > 0,
 		subBuffer:     defaultSubBuffer,
@@ -224,6 +226,14 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 		if n := s.nodes[inst.node]; n != nil {
 			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
 		}
+		if t := s.tombstones[id]; t.node != "" && t.node != inst.node && !t.gone {
+			// A copy may still run where it was lost or moved from: it is
+			// destroyed too, and TERMINATED waits for both nodes.
+			s.tombstones[id] = tombstone{node: t.node, at: s.now(), gone: true, waiting: true}
+			if n := s.nodes[t.node]; n != nil {
+				s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+			}
+		}
 		return
 	}
 	// Not placed (pending, parked) or not known (any more): a copy may
@@ -257,7 +267,11 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 // destroyOn asks node target to destroy inst, which the scheduler no longer
 // places, and reports it DESTROYING until the node confirms.
 func (s *state) destroyOn(inst *instance, target, reason string) {
-	s.tombstones[inst.id] = tombstone{node: target, at: s.now(), gone: true, waiting: true}
+	at := s.now()
+	if t := s.tombstones[inst.id]; t.waiting && t.node == target {
+		at = t.at // asked again: still waiting since then
+	}
+	s.tombstones[inst.id] = tombstone{node: target, at: at, gone: true, waiting: true}
 	if n := s.nodes[target]; n != nil {
 		s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
 	}
@@ -385,6 +399,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		case inst.phase == phaseAssigned:
 			s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
 			s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
+			s.staleCopy(id, n.name)
 		default: // pending or parked: it runs here
 			delete(s.pending, id)
 			delete(s.parked, id)
@@ -401,8 +416,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		switch {
 		case inst.destroying:
 			s.forget(inst)
-			s.tombstones[id] = tombstone{node: n.name, at: s.now(), gone: true}
-			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, ReasonDestroyed, "not running on its node any more")
+			s.destroyed(inst, n.name, nil)
 		case inst.known:
 			// Placed here but the node does not have it (order lost with the
 			// previous stream): ask again; the node handles duplicates.
@@ -412,8 +426,8 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		}
 	}
 	for id, t := range s.tombstones {
-		if t.waiting && t.node == n.name && !seen[id] {
-			s.confirmDestroyed(id, t, "not running on its node any more")
+		if t.node == n.name && !seen[id] {
+			s.copyGone(id, n.name, "not running on its node any more")
 		}
 	}
 	for id, inst := range s.parked {
@@ -482,13 +496,18 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 		return
 	}
 	n.lastSeen = s.now() // any word from the node shows it alive
+	assigned := inst != nil && inst.phase == phaseAssigned && inst.node == name
 	switch {
-	case inst == nil && m.GetStatus() == commonpb.ResourceStatus_TERMINATED:
-		if t := s.tombstones[id]; t.waiting && t.node == name {
-			s.confirmDestroyed(id, t, m.GetMessage())
-		}
+	case m.GetStatus() == commonpb.ResourceStatus_TERMINATED && !assigned:
+		s.copyGone(id, name, m.GetMessage())
 		return
-	case inst != nil && inst.phase == phaseAssigned && inst.node == name:
+	case assigned && !inst.destroying && (m.GetStatus() == commonpb.ResourceStatus_DESTROYING ||
+		(m.GetStatus() == commonpb.ResourceStatus_TERMINATED && m.GetReason() == ReasonDestroyed)):
+		// The end of a copy destroyed here before the instance was placed
+		// here again: not the instance's (its CREATE follows).
+		s.log.Debug("status of a destroyed copy dropped", "node", name, "instance", id, "status", m.GetStatus())
+		return
+	case assigned:
 	case inst != nil && inst.phase != phaseAssigned && alive && n.ready:
 		delete(s.pending, id)
 		delete(s.parked, id)
@@ -506,7 +525,12 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 		return
 	}
 	if inst.destroying && m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
-		s.tombstones[id] = tombstone{node: name, at: s.now(), gone: true}
+		freed := s.account(inst, m.GetStatus())
+		s.destroyed(inst, name, m)
+		if freed {
+			s.retryPending()
+		}
+		return
 	}
 	freed := s.account(inst, m.GetStatus())
 	s.record(inst, m)
@@ -551,31 +575,97 @@ func (s *state) check() {
 		s.recovering = false
 		for id, inst := range s.parked {
 			delete(s.parked, id)
+			s.staleCopy(id, inst.hint) // may come back with it
 			inst.phase, inst.hint = phasePending, ""
 			s.pending[id] = inst
 		}
 		s.retryPending()
 	}
 	for id, t := range s.tombstones {
-		if now.Sub(t.at) <= tombstoneTTL {
-			continue
-		}
-		if t.waiting {
+		if t.waiting && s.goneForGood(t, now) {
 			// The explicit decision: the node is gone for good, and what
-			// it ran with it.
+			// it ran with it. If it ever comes back, the tombstone has it
+			// destroy the instance.
+			t.waiting = false
+			s.tombstones[id] = t
 			s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, t.node, ReasonNodeLost,
-				fmt.Sprintf("node %s not back after %s: presumed gone for good with the instance", t.node, tombstoneTTL))
+				fmt.Sprintf("node %s lost for good (not back for %s): the instance is presumed gone with it", t.node, s.goneAfter))
 		}
-		delete(s.tombstones, id)
+		if now.Sub(t.at) > tombstoneTTL {
+			delete(s.tombstones, id)
+		}
 	}
 }
 
-// confirmDestroyed reports TERMINATED an instance whose node confirmed it
-// stopped it; the tombstone stays, to destroy it if the node lists it again.
-func (s *state) confirmDestroyed(id string, t tombstone, msg string) {
+// goneForGood reports whether the node of t, which an instance waits for,
+// has been away for goneAfter (unknown nodes: since the wait began).
+func (s *state) goneForGood(t tombstone, now time.Time) bool {
+	since := t.at
+	if n := s.nodes[t.node]; n != nil {
+		if n.ready {
+			return false
+		}
+		since = maxTime(since, n.lastSeen)
+	}
+	return now.Sub(since) > s.goneAfter
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// destroyed handles the confirmation by node that it stopped inst, which
+// was being destroyed there (m: its TERMINATED, nil when its registration
+// no longer lists it). It is TERMINATED, unless a copy may still run on
+// another node: then DESTROYING until that node confirms too.
+func (s *state) destroyed(inst *instance, node string, m *commonpb.InstanceMetric) {
+	if t := s.tombstones[inst.id]; t.waiting && t.node != node {
+		s.emit(inst, commonpb.ResourceStatus_DESTROYING, t.node, ReasonDestroyed,
+			fmt.Sprintf("stopped on %s; waiting for %s to confirm it stopped its copy", node, t.node))
+		return
+	}
+	s.tombstones[inst.id] = tombstone{node: node, at: s.now(), gone: true}
+	if m == nil {
+		s.emit(inst, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, "not running on its node any more")
+		return
+	}
+	s.record(inst, m)
+}
+
+// copyGone records that node has no copy of instance id (any more). A
+// copy the controller waited for ends the instance (TERMINATED), unless
+// the instance is still placed (its node's confirmation ends it). The
+// tombstone of a destroyed instance stays, to destroy it if node lists
+// it again.
+func (s *state) copyGone(id, node, msg string) {
+	t, ok := s.tombstones[id]
+	if !ok || t.node != node {
+		return
+	}
+	if !t.gone {
+		delete(s.tombstones, id) // a lost or stale copy: not there
+		return
+	}
+	if !t.waiting {
+		return
+	}
 	t.waiting = false
 	s.tombstones[id] = t
-	s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, t.node, ReasonDestroyed, msg)
+	if s.insts[id] == nil {
+		s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, msg)
+	}
+}
+
+// staleCopy notes that a copy of id may run on node, where it is being
+// destroyed because the instance is placed elsewhere: if the instance is
+// destroyed meanwhile, TERMINATED waits for node too.
+func (s *state) staleCopy(id, node string) {
+	if t, ok := s.tombstones[id]; !ok || (!t.gone && t.node != node) {
+		s.tombstones[id] = tombstone{node: node, at: s.now()}
+	}
 }
 
 func (s *state) nodeLost(n *node, now time.Time) {

@@ -136,7 +136,7 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 				}
 				st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
 			case "never":
-				clk.t = clk.t.Add(tombstoneTTL - time.Minute)
+				clk.t = clk.t.Add(st.goneAfter - 10*time.Second)
 				st.check()
 				select {
 				case m := <-sub.ch:
@@ -265,5 +265,74 @@ func TestHeartbeatDerivedFromNodeTimeout(t *testing.T) {
 	st.check()
 	if !st.nodes["n1"].ready {
 		t.Error("node lost 4s after a status, with a 5s node timeout")
+	}
+}
+
+// Found by the chaos suite: a copy destroyed on a node because the instance
+// was placed elsewhere, then the instance placed back on that node. The
+// DESTROYING and TERMINATED of the old copy's destroy are not the
+// instance's: it was never asked to go, it must not end.
+func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
+	st, _ := newTestState(t, time.Second, 0)
+	sub := st.subscribe()
+	c1 := st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	st.create(createOrder("a"), placement.Request{Kind: "pod"})
+	<-sub.ch
+	// n1 also lists a stale copy elsewhere... here it is the same node:
+	// the node destroys an old copy, then runs the new CREATE.
+	c1.out.drain()
+	for _, m := range []*commonpb.InstanceMetric{
+		{InstanceId: "a", Status: commonpb.ResourceStatus_DESTROYING},
+		{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed},
+		{InstanceId: "a", Status: commonpb.ResourceStatus_CREATING},
+	} {
+		st.instanceStatus("n1", m)
+	}
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_CREATING {
+		t.Errorf("forwarded %v, want only CREATING", m)
+	}
+	if st.insts["a"] == nil {
+		t.Error("instance forgotten after its old copy's TERMINATED")
+	}
+}
+
+// Found by the chaos suite: after a scheduler restart an instance waited for
+// its node, which did not come back in the recovery window: it was placed
+// elsewhere while its first node may still run it. Deleted then, it is
+// TERMINATED only once both nodes confirm.
+func TestDestroyWaitsForEveryCopy(t *testing.T) {
+	st, clk := newTestState(t, time.Second, time.Second)
+	sub := st.subscribe()
+	ws := createOrder("a")
+	ws.Node = "n1" // the controller's hint after the scheduler restarted
+	st.create(ws, placement.Request{Kind: "pod"})
+	c2 := st.register(&commonpb.WorkerRegistration{Hostname: "n2"})
+	clk.t = clk.t.Add(2 * time.Second)
+	st.heartbeat("n2", &commonpb.WorkerMetric{})
+	st.check() // window over: placed on n2
+	if inst := st.insts["a"]; inst == nil || inst.node != "n2" {
+		t.Fatalf("instance %+v, want placed on n2", inst)
+	}
+	c2.out.drain()
+	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n2"})
+	st.instanceStatus("n2", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	var last *commonpb.InstanceMetric
+	for len(sub.ch) > 0 {
+		last = (<-sub.ch).GetInstance()
+		if last.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+			t.Fatalf("TERMINATED %v while n1 may still run a copy", last)
+		}
+	}
+	// n1 comes back with its copy: destroyed, then TERMINATED.
+	c1 := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: []*commonpb.InstanceMetric{{InstanceId: "a", Status: commonpb.ResourceStatus_RUNNING}}})
+	if o := c1.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
+		t.Fatalf("orders to n1 = %v, want DESTROY", o)
+	}
+	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	for len(sub.ch) > 0 {
+		last = (<-sub.ch).GetInstance()
+	}
+	if last.GetStatus() != commonpb.ResourceStatus_TERMINATED || last.GetNode() != "n1" {
+		t.Errorf("last status %v, want TERMINATED confirmed by n1", last)
 	}
 }
