@@ -372,6 +372,16 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		m = proto.Clone(m).(*commonpb.InstanceMetric)
 		m.Node = n.name
 		inst := s.insts[id]
+		if m.GetStatus() == commonpb.ResourceStatus_DESTROYING && (inst == nil || inst.node != n.name) {
+			// A copy the node is destroying (ordered before a scheduler
+			// restart): never adopted, and waited for if the instance is
+			// destroyed meanwhile.
+			s.staleCopy(id, n.name)
+			if t := s.tombstones[id]; t.gone {
+				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+			}
+			continue
+		}
 		switch {
 		case inst == nil:
 			if t := s.tombstones[id]; t.gone {

@@ -336,3 +336,27 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 		t.Errorf("last status %v, want TERMINATED confirmed by n1", last)
 	}
 }
+
+// Found by the chaos suite: after a scheduler restart, a node registering
+// first with a copy it is destroying (the instance had moved) got it
+// adopted, and the live copy elsewhere destroyed; each restart flipped them.
+func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
+	st, _ := newTestState(t, time.Second, time.Minute)
+	sub := st.subscribe()
+	c1 := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: []*commonpb.InstanceMetric{
+		{InstanceId: "a", Status: commonpb.ResourceStatus_DESTROYING}}})
+	if st.insts["a"] != nil {
+		t.Fatal("a copy being destroyed was adopted")
+	}
+	c2 := st.register(&commonpb.WorkerRegistration{Hostname: "n2", Instances: []*commonpb.InstanceMetric{
+		{InstanceId: "a", Status: commonpb.ResourceStatus_RUNNING}}})
+	if inst := st.insts["a"]; inst == nil || inst.node != "n2" {
+		t.Fatalf("live copy not adopted on n2: %+v", inst)
+	}
+	if o := append(c1.out.drain(), c2.out.drain()...); len(o) != 0 {
+		t.Errorf("orders %v, want none", o)
+	}
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n2" {
+		t.Errorf("status %v, want RUNNING on n2", m)
+	}
+}
