@@ -98,21 +98,6 @@ type subscriber struct {
 	dropped *closer // closed when it fell behind and was dropped
 }
 
-// tombstone is an instance the scheduler no longer places, that may still
-// run on node.
-type tombstone struct {
-	node string // node it may still run on; "" when destroyed before being placed
-	at   time.Time
-	// gone: the controller asked for it to be destroyed. A copy on node is
-	// destroyed. Otherwise it was lost with its node: the controller
-	// decides (it reschedules it, or destroys it), so a node coming back
-	// with it gets it back.
-	gone bool
-	// waiting: the controller was told DESTROYING and waits for node to
-	// confirm that it stopped the instance (then TERMINATED).
-	waiting bool
-}
-
 // state is everything the scheduler knows, behind one mutex. Its methods
 // never block: orders go to per-connection queues and statuses to bounded
 // subscriber channels.
@@ -133,7 +118,7 @@ type state struct {
 	insts      map[string]*instance
 	pending    map[string]*instance
 	parked     map[string]*instance
-	tombstones map[string]tombstone
+	tombstones map[string]*tombstone
 	subs       map[*subscriber]struct{}
 	logConns   map[string]*logConn // by node name; may come before the registration
 	logRoutes  map[string]*logRoute
@@ -153,7 +138,7 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		insts:         map[string]*instance{},
 		pending:       map[string]*instance{},
 		parked:        map[string]*instance{},
-		tombstones:    map[string]tombstone{},
+		tombstones:    map[string]*tombstone{},
 		subs:          map[*subscriber]struct{}{},
 		logConns:      map[string]*logConn{},
 		logRoutes:     map[string]*logRoute{},
@@ -187,7 +172,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		}
 		return
 	}
-	if t := s.tombstones[id]; t.gone {
+	if t := s.tombstones[id]; t != nil && t.gone {
 		s.log.Info("create of a destroyed instance ignored", "instance", id)
 		return
 	}
@@ -226,57 +211,29 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 		if n := s.nodes[inst.node]; n != nil {
 			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
 		}
-		if t := s.tombstones[id]; t.node != "" && t.node != inst.node && !t.gone {
-			// A copy may still run where it was lost or moved from: it is
-			// destroyed too, and TERMINATED waits for both nodes.
-			s.tombstones[id] = tombstone{node: t.node, at: s.now(), gone: true, waiting: true}
-			if n := s.nodes[t.node]; n != nil {
-				s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-			}
-		}
+		// Copies where it was lost or moved from are destroyed too, and
+		// TERMINATED waits for every node.
+		s.destroyCopies(inst, "", "")
 		return
 	}
-	// Not placed (pending, parked) or not known (any more): a copy may
+	// Not placed (pending, parked) or not known (any more): copies may
 	// still run on the node the controller names (an instance that ended
 	// on its own is forgotten here but kept by its node until destroyed),
-	// the node it waits for, or the node it was lost with.
-	target, old := ws.GetNode(), s.tombstones[id]
+	// the node it waits for, or nodes it was lost with or moved from.
+	hint := ws.GetNode()
 	if inst == nil {
 		inst = &instance{id: id, workloadID: ws.GetWorkloadId()}
 	} else {
 		if inst.phase == phaseParked {
-			target = inst.hint
+			hint = inst.hint
 		}
 		s.forget(inst)
 	}
-	if old.node != "" && old.node != target {
-		if target == "" {
-			target = old.node
-		} else if n := s.nodes[old.node]; n != nil {
-			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-		}
-	}
-	if target == "" {
-		s.tombstones[id] = tombstone{at: s.now(), gone: true}
+	t := s.destroyCopies(inst, hint, "")
+	if len(t.nodes) == 0 {
+		t.confirmed = true
 		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
-		return
 	}
-	s.destroyOn(inst, target, "")
-}
-
-// destroyOn asks node target to destroy inst, which the scheduler no longer
-// places, and reports it DESTROYING until the node confirms.
-func (s *state) destroyOn(inst *instance, target, reason string) {
-	at := s.now()
-	if t := s.tombstones[inst.id]; t.waiting && t.node == target {
-		at = t.at // asked again: still waiting since then
-	}
-	s.tombstones[inst.id] = tombstone{node: target, at: at, gone: true, waiting: true}
-	if n := s.nodes[target]; n != nil {
-		s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-	}
-	s.emit(inst, commonpb.ResourceStatus_DESTROYING, target, reason,
-		fmt.Sprintf("waiting for %s to confirm it stopped the instance", target))
 }
 
 // subscribe adds a status subscriber; call unsubscribe when done.
@@ -376,22 +333,21 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 			// A copy the node is destroying (ordered before a scheduler
 			// restart): never adopted, and waited for if the instance is
 			// destroyed meanwhile.
-			s.staleCopy(id, n.name)
-			if t := s.tombstones[id]; t.gone {
+			if s.staleCopy(id, n.name).gone {
 				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
 			}
 			continue
 		}
 		switch {
 		case inst == nil:
-			if t := s.tombstones[id]; t.gone {
+			if t := s.tombstones[id]; t != nil && t.gone {
 				s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
 				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
 				continue
 			}
 			// Unknown, or lost with this node: it is back. The controller
 			// decides whether it still wants it (it destroys it otherwise).
-			delete(s.tombstones, id)
+			s.dropCopy(id, n.name)
 			s.seq++
 			inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
 			s.insts[id] = inst
@@ -413,6 +369,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		default: // pending or parked: it runs here
 			delete(s.pending, id)
 			delete(s.parked, id)
+			s.dropCopy(id, n.name)
 			s.assign(inst, n)
 			s.account(inst, m.GetStatus())
 			s.log.Info("adopted instance", "node", n.name, "instance", id)
@@ -436,7 +393,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		}
 	}
 	for id, t := range s.tombstones {
-		if t.node == n.name && !seen[id] {
+		if _, ok := t.nodes[n.name]; ok && !seen[id] {
 			s.copyGone(id, n.name, "not running on its node any more")
 		}
 	}
@@ -521,6 +478,7 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 	case inst != nil && inst.phase != phaseAssigned && alive && n.ready:
 		delete(s.pending, id)
 		delete(s.parked, id)
+		s.dropCopy(id, name)
 		s.assign(inst, n)
 		s.log.Info("adopted instance", "node", name, "instance", id)
 	default:
@@ -529,8 +487,9 @@ func (s *state) instanceStatus(name string, m *commonpb.InstanceMetric) {
 		// A copy the controller wants gone, or one of an instance placed
 		// elsewhere, is destroyed. One lost with this node waits for its
 		// re-registration (then the controller decides).
-		if alive && (s.tombstones[id].gone || inst != nil) {
+		if t := s.tombstones[id]; alive && ((t != nil && t.gone) || inst != nil) {
 			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+			s.staleCopy(id, name)
 		}
 		return
 	}
@@ -591,91 +550,7 @@ func (s *state) check() {
 		}
 		s.retryPending()
 	}
-	for id, t := range s.tombstones {
-		if t.waiting && s.goneForGood(t, now) {
-			// The explicit decision: the node is gone for good, and what
-			// it ran with it. If it ever comes back, the tombstone has it
-			// destroy the instance.
-			t.waiting = false
-			s.tombstones[id] = t
-			s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, t.node, ReasonNodeLost,
-				fmt.Sprintf("node %s lost for good (not back for %s): the instance is presumed gone with it", t.node, s.goneAfter))
-		}
-		if now.Sub(t.at) > tombstoneTTL {
-			delete(s.tombstones, id)
-		}
-	}
-}
-
-// goneForGood reports whether the node of t, which an instance waits for,
-// has been away for goneAfter (unknown nodes: since the wait began).
-func (s *state) goneForGood(t tombstone, now time.Time) bool {
-	since := t.at
-	if n := s.nodes[t.node]; n != nil {
-		if n.ready {
-			return false
-		}
-		since = maxTime(since, n.lastSeen)
-	}
-	return now.Sub(since) > s.goneAfter
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// destroyed handles the confirmation by node that it stopped inst, which
-// was being destroyed there (m: its TERMINATED, nil when its registration
-// no longer lists it). It is TERMINATED, unless a copy may still run on
-// another node: then DESTROYING until that node confirms too.
-func (s *state) destroyed(inst *instance, node string, m *commonpb.InstanceMetric) {
-	if t := s.tombstones[inst.id]; t.waiting && t.node != node {
-		s.emit(inst, commonpb.ResourceStatus_DESTROYING, t.node, ReasonDestroyed,
-			fmt.Sprintf("stopped on %s; waiting for %s to confirm it stopped its copy", node, t.node))
-		return
-	}
-	s.tombstones[inst.id] = tombstone{node: node, at: s.now(), gone: true}
-	if m == nil {
-		s.emit(inst, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, "not running on its node any more")
-		return
-	}
-	s.record(inst, m)
-}
-
-// copyGone records that node has no copy of instance id (any more). A
-// copy the controller waited for ends the instance (TERMINATED), unless
-// the instance is still placed (its node's confirmation ends it). The
-// tombstone of a destroyed instance stays, to destroy it if node lists
-// it again.
-func (s *state) copyGone(id, node, msg string) {
-	t, ok := s.tombstones[id]
-	if !ok || t.node != node {
-		return
-	}
-	if !t.gone {
-		delete(s.tombstones, id) // a lost or stale copy: not there
-		return
-	}
-	if !t.waiting {
-		return
-	}
-	t.waiting = false
-	s.tombstones[id] = t
-	if s.insts[id] == nil {
-		s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, msg)
-	}
-}
-
-// staleCopy notes that a copy of id may run on node, where it is being
-// destroyed because the instance is placed elsewhere: if the instance is
-// destroyed meanwhile, TERMINATED waits for node too.
-func (s *state) staleCopy(id, node string) {
-	if t, ok := s.tombstones[id]; !ok || (!t.gone && t.node != node) {
-		s.tombstones[id] = tombstone{node: node, at: s.now()}
-	}
+	s.checkCopies(now)
 }
 
 func (s *state) nodeLost(n *node, now time.Time) {
@@ -693,7 +568,7 @@ func (s *state) nodeLost(n *node, now time.Time) {
 			// Not TERMINATED: it may still run there. The node confirms
 			// when it is back (or is declared gone for good).
 			s.forget(inst)
-			s.destroyOn(inst, n.name, ReasonNodeLost)
+			s.destroyCopies(inst, n.name, ReasonNodeLost)
 			continue
 		}
 		s.lose(inst, n.name, msg)
@@ -705,7 +580,7 @@ func (s *state) nodeLost(n *node, now time.Time) {
 // lose forgets inst, tombstones it and reports it FAILED "node lost".
 func (s *state) lose(inst *instance, nodeName, msg string) {
 	s.forget(inst)
-	s.tombstones[inst.id] = tombstone{node: nodeName, at: s.now()}
+	s.staleCopy(inst.id, nodeName)
 	s.emit(inst, commonpb.ResourceStatus_FAILED, nodeName, ReasonNodeLost, msg)
 }
 

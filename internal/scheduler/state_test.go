@@ -80,7 +80,7 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 		m.GetMessage() != "no heartbeat from n1 for 16s" {
 		t.Errorf("lost status = %v", m)
 	}
-	if len(st.insts) != 0 || st.tombstones["a"].node != "n1" || st.nodes["n1"].allocCPU != 0 {
+	if _, ok := st.tombstones["a"].nodes["n1"]; len(st.insts) != 0 || !ok || st.nodes["n1"].allocCPU != 0 {
 		t.Errorf("after loss: insts %v, tombstones %v, alloc %d", st.insts, st.tombstones, st.nodes["n1"].allocCPU)
 	}
 	// A heartbeat alone does not make it Ready: it must re-register.
