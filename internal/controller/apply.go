@@ -75,7 +75,7 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 		inst.Status = status
 	}
 	if m.GetNode() != "" {
-		inst.Node = m.GetNode()
+		moveTo(inst, m.GetNode())
 	}
 	if m.GetIp() != "" {
 		inst.IP = m.GetIp()
@@ -147,13 +147,35 @@ func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyC
 	inst.Status = workload.StatusPending
 	inst.Reason = ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
-	inst.Node = ""
+	moveTo(inst, "")
 	inst.IP = ""
 	inst.Ports = nil
 	inst.ExitCode = nil
 	inst.Restarts++
 	inst.UpdatedAt = c.Now
 	return outcomeReschedule
+}
+
+// maxFormerNodes bounds the nodes remembered as possibly running a copy.
+const maxFormerNodes = 8
+
+// moveTo sets the node of inst, remembering the one it leaves among its
+// former nodes: a copy may still run there (issue 8).
+func moveTo(inst *workload.Instance, node string) {
+	if inst.Node == node {
+		return
+	}
+	former := slices.DeleteFunc(slices.Clone(inst.FormerNodes), func(n string) bool { return n == node || n == inst.Node })
+	if inst.Node != "" {
+		former = append(former, inst.Node)
+	}
+	if len(former) > maxFormerNodes {
+		former = former[len(former)-maxFormerNodes:]
+	}
+	if len(former) == 0 {
+		former = nil
+	}
+	inst.FormerNodes, inst.Node = former, node
 }
 
 func statusFromProto(s commonpb.ResourceStatus) workload.Status {
@@ -184,6 +206,7 @@ func portsFromProto(ps []*commonpb.PortMapping) []workload.PortMapping {
 
 func cloneInstance(i workload.Instance) workload.Instance {
 	i.Ports = slices.Clone(i.Ports)
+	i.FormerNodes = slices.Clone(i.FormerNodes)
 	i.Timings = maps.Clone(i.Timings)
 	if i.ExitCode != nil {
 		c := *i.ExitCode
@@ -194,7 +217,7 @@ func cloneInstance(i workload.Instance) workload.Instance {
 
 func sameInstance(a, b workload.Instance) bool {
 	sameExit := (a.ExitCode == nil) == (b.ExitCode == nil) && (a.ExitCode == nil || *a.ExitCode == *b.ExitCode)
-	return a.Status == b.Status && a.Node == b.Node && a.IP == b.IP &&
+	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
 		a.DeleteRequested == b.DeleteRequested

@@ -175,6 +175,7 @@ func order(action commonpb.WorkloadRequestKind, wl workloadRecord, inst workload
 		InstanceId:   inst.ID,
 		InstanceName: inst.Name,
 		Node:         node,
+		FormerNodes:  inst.FormerNodes,
 	}
 }
 

@@ -60,7 +60,7 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonUnknown, UpdatedAt: now}},
 		{"running while deleting stays destroying", deleting, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, deleting},
 		{"node lost reschedules", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonNodeLost, UpdatedAt: now}},
 		// Issue 8 (2): removed only once its node confirms it stopped it.
@@ -88,10 +88,17 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1}},
 		{"node lost of a scheduled instance reschedules", workload.Instance{ID: "i", Status: workload.StatusPending, Node: "n1", Message: "scheduled on n1"},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"node lost twice with Never is one failure", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeKeep,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+		// Issue 8: the node it leaves may still run a copy: remembered,
+		// for a DESTROY to wait for it too.
+		{"moved: former node remembered", running, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Node = "n2" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, IP: "10.0.0.2", Ports: running.Ports, UpdatedAt: now}},
+		{"moved back: not a former node any more", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1", "n3"}},
+			m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
 		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
 	}
 	for _, tt := range tests {

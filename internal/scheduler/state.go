@@ -206,6 +206,11 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 	defer s.mu.Unlock()
 	id := ws.GetInstanceId()
 	inst := s.insts[id]
+	for _, node := range ws.GetFormerNodes() {
+		if inst == nil || inst.phase != phaseAssigned || inst.node != node {
+			s.staleCopy(id, node) // the controller saw it there before
+		}
+	}
 	if inst != nil && inst.phase == phaseAssigned {
 		inst.destroying = true
 		if n := s.nodes[inst.node]; n != nil {

@@ -360,3 +360,34 @@ func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 		t.Errorf("status %v, want RUNNING on n2", m)
 	}
 }
+
+// Found by the chaos suite: a scheduler restarted forgets the copies left on
+// nodes an instance moved from; the controller remembers them (former
+// nodes) and its DESTROY waits for each.
+func TestDestroyWaitsForFormerNodes(t *testing.T) {
+	st, _ := newTestState(t, time.Second, 0)
+	sub := st.subscribe()
+	c1 := st.register(&commonpb.WorkerRegistration{Hostname: "n1"})
+	c2 := st.register(&commonpb.WorkerRegistration{Hostname: "n2"})
+	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY,
+		Node: "n2", FormerNodes: []string{"n1"}})
+	for _, c := range []*workerConn{c1, c2} {
+		if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
+			t.Fatalf("orders = %v, want DESTROY on each node", o)
+		}
+	}
+	st.instanceStatus("n2", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	for len(sub.ch) > 0 {
+		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+			t.Fatalf("TERMINATED %v before n1 confirmed", m)
+		}
+	}
+	st.instanceStatus("n1", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	var last *commonpb.InstanceMetric
+	for len(sub.ch) > 0 {
+		last = (<-sub.ch).GetInstance()
+	}
+	if last.GetStatus() != commonpb.ResourceStatus_TERMINATED {
+		t.Errorf("last status %v, want TERMINATED once both confirmed", last)
+	}
+}

@@ -119,6 +119,9 @@ type Instance struct {
 	Kind         Kind             `json:"kind"`
 	Status       Status           `json:"status"`
 	Node         string           `json:"node,omitempty"`
+	// FormerNodes are nodes it ran on before (it moved, or was rescheduled
+	// after a node loss): a copy may still run there until each confirms.
+	FormerNodes []string `json:"formerNodes,omitempty"`
 	IP           string           `json:"ip,omitempty"`
 	Ports        []PortMapping    `json:"ports,omitempty"`
 	Reason       string           `json:"reason,omitempty"`

@@ -1,11 +1,13 @@
 package chaos
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,10 +57,7 @@ func TestChaos(t *testing.T) {
 			r := NewRun(t, c, seed)
 			defer r.Finish()
 			r.Play(Schedule(seed, dur, len(c.Nodes), c.RootfsURL != ""))
-			r.Heal()
-			r.Settle(3 * time.Minute)
-			r.DeleteAll(3 * time.Minute)
-			r.Uninstall()
+			end(r)
 		})
 	}
 }
@@ -68,16 +67,8 @@ func TestChaos(t *testing.T) {
 // component restarted 1-3 s later. Before the fix, wanted instances (host
 // ports among them) ended TERMINATED and were never replaced.
 func TestDenseKills(t *testing.T) {
-	c := NewCluster(t, binaries(t), clusterOptions(t, false))
-	r := NewRun(t, c, 0)
+	r := scenario(t, clusterOptions(t, false), 9, 3)
 	defer r.Finish()
-	for range 9 {
-		r.Create(workloadWeb)
-	}
-	for range 3 {
-		r.Create(workloadHostPort)
-	}
-	r.Settle(2 * time.Minute)
 	const span = 45 * time.Second
 	var plan []Action
 	for i, f := range []struct {
@@ -94,12 +85,9 @@ func TestDenseKills(t *testing.T) {
 		}
 		plan = append(plan, Action{At: at, Kind: kind, Target: workloadWeb, Pick: uint64(at)})
 	}
-	r.start = time.Now()
-	r.Play(sortActions(plan))
-	r.Heal()
-	r.Settle(3 * time.Minute)
-	r.DeleteAll(3 * time.Minute)
-	r.Uninstall()
+	slices.SortStableFunc(plan, func(a, b Action) int { return cmp.Compare(a.At, b.At) })
+	r.Play(plan)
+	end(r)
 }
 
 // TestSigtermMidDelete is issue 8's second case: a riklet stopped with
@@ -108,14 +96,8 @@ func TestDenseKills(t *testing.T) {
 // kept running with its address free for reuse, unlisted, and --uninstall
 // refused.
 func TestSigtermMidDelete(t *testing.T) {
-	c := NewCluster(t, binaries(t), clusterOptions(t, false))
-	r := NewRun(t, c, 0)
+	r := scenario(t, clusterOptions(t, false), 6, 0)
 	defer r.Finish()
-	for range 6 {
-		r.Create(workloadWeb)
-	}
-	r.Settle(2 * time.Minute)
-	r.start = time.Now()
 	r.Play([]Action{
 		{At: 0, Kind: FaultTerm, Target: "riklet-node1", Dur: 20 * time.Millisecond},
 		{At: 0, Kind: FaultTerm, Target: "riklet-node2", Dur: 200 * time.Millisecond},
@@ -123,10 +105,7 @@ func TestSigtermMidDelete(t *testing.T) {
 		{At: 4 * time.Second, Kind: opDelete, Pick: 1},
 		{At: 4 * time.Second, Kind: FaultLoopAll, Dur: 100 * time.Millisecond},
 	})
-	r.Heal()
-	r.Settle(3 * time.Minute)
-	r.DeleteAll(3 * time.Minute)
-	r.Uninstall()
+	end(r)
 }
 
 // TestHeartbeatEqualsTimeout is issue 8's third case: riklets configured
@@ -136,24 +115,18 @@ func TestSigtermMidDelete(t *testing.T) {
 func TestHeartbeatEqualsTimeout(t *testing.T) {
 	opts := clusterOptions(t, false)
 	opts.NodeTimeout, opts.Heartbeat = 3*time.Second, 3*time.Second
-	c := NewCluster(t, binaries(t), opts)
-	r := NewRun(t, c, 0)
+	r := scenario(t, opts, 6, 0)
 	defer r.Finish()
-	for range 6 {
-		r.Create(workloadWeb)
-	}
-	r.Settle(2 * time.Minute)
 	r.NodesStayReady = true
 	const span = 15 * time.Second
 	plan := []Action{{At: 0, Kind: FaultCPU, Dur: span}}
 	for at := time.Second; at < span; at += 2 * time.Second {
 		plan = append(plan, Action{At: at, Kind: opCreate, Target: workloadWeb})
 	}
-	r.start = time.Now()
 	r.Play(plan)
 	r.NodesStayReady = false
 	r.Settle(2 * time.Minute)
-	items, err := c.Instances()
+	items, err := r.C.Instances()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,16 +142,28 @@ func TestHeartbeatEqualsTimeout(t *testing.T) {
 	r.Uninstall()
 }
 
-func sortActions(a []Action) []Action {
-	out := append([]Action(nil), a...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j].At < out[i].At {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
+// scenario starts a cluster with web pods and host-port pods RUNNING.
+func scenario(t *testing.T, opts Options, web, hostPorts int) *Run {
+	c := NewCluster(t, binaries(t), opts)
+	r := NewRun(t, c, 0)
+	for range web {
+		r.Create(workloadWeb)
 	}
-	return out
+	for range hostPorts {
+		r.Create(workloadHostPort)
+	}
+	r.Settle(2 * time.Minute)
+	r.start = time.Now() // the plan's offsets count from here
+	return r
+}
+
+// end heals the cluster, checks it settles and matches the API, deletes
+// everything and uninstalls every node.
+func end(r *Run) {
+	r.Heal()
+	r.Settle(3 * time.Minute)
+	r.DeleteAll(3 * time.Minute)
+	r.Uninstall()
 }
 
 // clusterOptions: functions where a guest kernel is available (and wanted).

@@ -313,12 +313,10 @@ func (r *Run) do(a Action) {
 		r.Delete(a.Pick)
 	case FaultKill, FaultTerm, FaultLoop:
 		p := r.proc(a.Target)
-		if p == nil || !r.claim(r.procBusy, a.Target) {
+		if p == nil || !r.begin(r.procBusy, a.Target, a) {
 			return
 		}
 		defer r.release(r.procBusy, a.Target)
-		r.cnt.fault(a.Kind)
-		r.tl.Add("fault: %s", a)
 		switch a.Kind {
 		case FaultKill:
 			p.Stop(syscall.SIGKILL)
@@ -340,12 +338,10 @@ func (r *Run) do(a Action) {
 		r.restartAll(a.Dur)
 	case FaultPartition:
 		n := r.node(a.Target)
-		if n == nil || !r.claim(r.nodeBusy, a.Target) {
+		if n == nil || !r.begin(r.nodeBusy, a.Target, a) {
 			return
 		}
 		defer r.release(r.nodeBusy, a.Target)
-		r.cnt.fault(a.Kind)
-		r.tl.Add("fault: %s", a)
 		if err := r.C.SetLinkUp(n, false); err != nil {
 			r.Fail(fmt.Sprintf("cutting %s off: %v", n.Name, err))
 			return
@@ -356,12 +352,10 @@ func (r *Run) do(a Action) {
 		}
 		r.tl.Add("%s back on the network", n.Name)
 	case FaultDiskFull:
-		if !r.claim(r.nodeBusy, "store") {
+		if !r.begin(r.nodeBusy, "store", a) {
 			return
 		}
 		defer r.release(r.nodeBusy, "store")
-		r.cnt.fault(a.Kind)
-		r.tl.Add("fault: %s", a)
 		free, err := r.C.FillStore()
 		if err != nil {
 			r.Fail(fmt.Sprintf("filling the store: %v", err))
@@ -422,6 +416,17 @@ func (r *Run) restart(p *Proc) {
 		r.Fail(fmt.Sprintf("restarting %s: %v", p.Name, err))
 	}
 	r.tl.Add("%s started", p.Name)
+}
+
+// begin claims k for fault a (one fault at a time per component or node),
+// counts and logs it; false: k is busy, the fault is skipped.
+func (r *Run) begin(m map[string]bool, k string, a Action) bool {
+	if !r.claim(m, k) {
+		return false
+	}
+	r.cnt.fault(a.Kind)
+	r.tl.Add("fault: %s", a)
+	return true
 }
 
 func (r *Run) claim(m map[string]bool, k string) bool {
@@ -562,7 +567,7 @@ func (r *Run) Report() string {
 		}
 	}
 	r.mu.Unlock()
-	fmt.Fprintf(&b, "instances created %d, deleted during the run %d\n", created, deleted)
+	fmt.Fprintf(&b, "instances created %d, deleted %d (during the run and at the end)\n", created, deleted)
 	return b.String()
 }
 
