@@ -501,3 +501,31 @@ func TestStopWithCancelledContext(t *testing.T) {
 	}
 	e.assertGone(t, r, inst.ID)
 }
+
+// Found by the chaos suite: a `runc run` killed under CPU starvation left
+// runc's directory of the container without a state; every later start
+// failed ("container with given ID already exists") and the pod never ran
+// again. Stop removes such a leftover.
+func TestStopRemovesUnloadableContainer(t *testing.T) {
+	e := setup(t)
+	r := e.runtime(t)
+	ctx := context.Background()
+	inst := instance("broken", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
+	dir := filepath.Join(r.cfg.RuncRoot, runcID(inst.ID, "c"))
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("runc's directory of the broken container is still there: %v", err)
+	}
+	if _, err := r.Start(ctx, inst); err != nil {
+		t.Fatalf("start after a broken runc run: %v", err)
+	}
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, r, inst.ID)
+}

@@ -757,6 +757,27 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 	return nil
 }
 
+// removeUnloadable removes the state runc keeps of a container it cannot
+// load: a `runc run` killed (start timeout, CPU starvation) before it
+// recorded the container leaves a directory under its root that makes
+// every later `runc run` of the id fail ("container with given ID already
+// exists"). Its processes, if any, are in the pod's cgroup, removed next.
+func (r *Runtime) removeUnloadable(ctx context.Context, c *container) error {
+	dir := filepath.Join(r.cfg.RuncRoot, c.RuncID)
+	if _, err := os.Stat(dir); err != nil {
+		return nil // no such container
+	}
+	_ = r.runc.Delete(ctx, c.RuncID, &runc.DeleteOpts{Force: true})
+	if _, err := r.runc.State(ctx, c.RuncID); err == nil || ctx.Err() != nil {
+		return fmt.Errorf("container %s: runc could not load it, then could: try again", c.RuncID)
+	}
+	r.log.Warn("removing the state of a container runc cannot load", "container", c.RuncID)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing broken container %s: %w", c.RuncID, err)
+	}
+	return nil
+}
+
 // stopContainer sends SIGTERM, waits StopGrace, sends SIGKILL, then deletes
 // the container from runc.
 func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
@@ -772,7 +793,7 @@ func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
 				return fmt.Errorf("stopping container %s: %w", c.RuncID, ctx.Err())
 			}
 		}
-		return nil // no such container
+		return r.removeUnloadable(ctx, c) // no such container, or a broken one
 	}
 	if st.Status == "running" || st.Status == "paused" || st.Status == "created" {
 		if err := r.runc.Kill(ctx, c.RuncID, int(unix.SIGTERM), nil); err != nil {
