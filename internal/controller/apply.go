@@ -74,8 +74,10 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	} else {
 		inst.Status = status
 	}
-	if m.GetNode() != "" {
+	if m.GetNode() != "" && m.GetNode() != inst.Node {
+		// Its address and ports were the old node's.
 		moveTo(inst, m.GetNode())
+		inst.IP, inst.Ports = "", nil
 	}
 	if m.GetIp() != "" {
 		inst.IP = m.GetIp()

@@ -95,7 +95,7 @@ func TestApplyMetric(t *testing.T) {
 		// Issue 8: the node it leaves may still run a copy: remembered,
 		// for a DESTROY to wait for it too.
 		{"moved: former node remembered", running, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Node = "n2" }), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, IP: "10.0.0.2", Ports: running.Ports, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, UpdatedAt: now}},
 		{"moved back: not a former node any more", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1", "n3"}},
 			m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
