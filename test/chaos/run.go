@@ -557,17 +557,20 @@ func (r *Run) Report() string {
 		fmt.Fprintf(&b, "  %-100s checks %6d  violations %d\n", k, c.checks[k], c.violations[k])
 	}
 	r.mu.Lock()
-	created, deleted := 0, 0
+	created, deleted, fns := 0, 0, 0
 	for _, tr := range r.tracked {
 		if tr.seen {
 			created++
+			if tr.workload == workloadFn {
+				fns++
+			}
 		}
 		if tr.deleted {
 			deleted++
 		}
 	}
 	r.mu.Unlock()
-	fmt.Fprintf(&b, "instances created %d, deleted %d (during the run and at the end)\n", created, deleted)
+	fmt.Fprintf(&b, "instances created %d (%d Functions), deleted %d (during the run and at the end)\n", created, fns, deleted)
 	return b.String()
 }
 
