@@ -81,6 +81,8 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	}
 	if m.GetIp() != "" {
 		inst.IP = m.GetIp()
+	} else if status == workload.StatusPending || status == workload.StatusCreating {
+		inst.IP = "" // (re)starting: its old address may go to another instance
 	}
 	if len(m.GetPorts()) > 0 {
 		inst.Ports = portsFromProto(m.GetPorts())

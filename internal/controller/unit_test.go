@@ -99,6 +99,10 @@ func TestApplyMetric(t *testing.T) {
 		{"moved back: not a former node any more", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1", "n3"}},
 			m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
+		// Found by the chaos suite: a restarting pod's address was still
+		// shown while the node gave it to another pod.
+		{"restarting forgets its address", running, m(commonpb.ResourceStatus_CREATING, func(x *commonpb.InstanceMetric) { x.Reason = "BackOff" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, Reason: "BackOff", UpdatedAt: now}},
 		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
 	}
 	for _, tt := range tests {
