@@ -922,17 +922,25 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	}
 	var errs []error
 	var running []string // runc ids of orphan containers that could not be stopped
-	// Containers nobody owns.
+	// Containers nobody owns, stopped concurrently: each may take its
+	// stop grace, and the node registers only once recovered.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, c := range list {
 		if keep[c.ID] {
 			continue
 		}
 		r.log.Info("removing orphan container", "container", c.ID)
-		if err := r.stopContainer(ctx, &container{RuncID: c.ID}); err != nil {
-			errs = append(errs, err)
-			running = append(running, c.ID)
-		}
+		wg.Go(func() {
+			if err := r.stopContainer(ctx, &container{RuncID: c.ID}); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				running = append(running, c.ID)
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	// Pod directories, logs, cgroups, networks nobody owns.
 	orphans := map[string]bool{}
 	for _, sub := range []string{"pods", "logs"} {
