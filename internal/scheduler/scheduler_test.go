@@ -330,7 +330,9 @@ func TestRegisterReplacesStream(t *testing.T) {
 }
 
 func TestDestroy(t *testing.T) {
-	h := startScheduler(t, Config{})
+	// Past its recovery window (within it, an instance it does not know
+	// placed may run on a node yet to re-register: it waits for them).
+	h := startScheduler(t, Config{RecoveryWindow: time.Millisecond})
 	c := h.subscribe()
 	n1 := h.register("n1", 1000, 4096)
 	h.create("i1", pod(1000, 100, 0))

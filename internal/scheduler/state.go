@@ -235,7 +235,13 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 		s.forget(inst)
 	}
 	t := s.destroyCopies(inst, hint, "")
-	if len(t.nodes) == 0 {
+	switch {
+	case len(t.nodes) > 0:
+	case s.recovering && s.now().Before(s.recoveryUntil):
+		// Just restarted: a node not registered yet may run it (placed
+		// by the previous scheduler, which died before saying so).
+		s.emit(inst, commonpb.ResourceStatus_DESTROYING, "", "", "waiting for the nodes to re-register after a scheduler restart")
+	default:
 		t.confirmed = true
 		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
 	}
@@ -348,6 +354,9 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 			if t := s.tombstones[id]; t != nil && t.gone {
 				s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
 				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+				if !t.confirmed {
+					s.staleCopy(id, n.name) // its confirmation ends the instance
+				}
 				continue
 			}
 			// Unknown, or lost with this node: it is back. The controller
@@ -552,6 +561,12 @@ func (s *state) check() {
 			s.staleCopy(id, inst.hint) // may come back with it
 			inst.phase, inst.hint = phasePending, ""
 			s.pending[id] = inst
+		}
+		for id, t := range s.tombstones {
+			if t.gone && !t.confirmed && len(t.nodes) == 0 && s.insts[id] == nil {
+				t.confirmed = true // no node came back with it
+				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+			}
 		}
 		s.retryPending()
 	}

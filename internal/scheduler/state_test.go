@@ -391,3 +391,35 @@ func TestDestroyWaitsForFormerNodes(t *testing.T) {
 		t.Errorf("last status %v, want TERMINATED once both confirmed", last)
 	}
 }
+
+// Found by the chaos suite: a scheduler placed an instance and died before
+// the controller heard where; deleted right after the restart, it was
+// TERMINATED "destroyed before being placed" while its node, not yet
+// re-registered, ran it. Within the recovery window the scheduler waits.
+func TestDestroyAfterRestartWaitsForTheNodes(t *testing.T) {
+	st, clk := newTestState(t, time.Second, 5*time.Second)
+	sub := st.subscribe()
+	st.create(createOrder("a"), placement.Request{Kind: "pod"}) // re-sent, no node known
+	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
+	for len(sub.ch) > 0 {
+		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+			t.Fatalf("TERMINATED %v during the recovery window", m)
+		}
+	}
+	c := st.register(&commonpb.WorkerRegistration{Hostname: "n3", Instances: []*commonpb.InstanceMetric{{InstanceId: "a", Status: commonpb.ResourceStatus_RUNNING}}})
+	if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
+		t.Fatalf("orders = %v, want DESTROY", o)
+	}
+	clk.t = clk.t.Add(10 * time.Second)
+	st.heartbeat("n3", &commonpb.WorkerMetric{})
+	st.check()
+	for len(sub.ch) > 0 {
+		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+			t.Fatalf("TERMINATED %v before n3 stopped it", m)
+		}
+	}
+	st.instanceStatus("n3", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
+		t.Errorf("%v, want TERMINATED once n3 stopped it", m)
+	}
+}
