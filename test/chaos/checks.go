@@ -140,14 +140,19 @@ func (r *Run) checkStopped(tr *tracked, states map[string]NodeState) {
 	r.mu.Unlock()
 }
 
-// checkAddresses: no two live instances, nor two leases of a node, share
-// an address.
+// checkAddresses: no two running instances, nor two leases of a node,
+// share an address. A record the API has not updated yet (a pod moved or
+// restarted whose new status is on its way) keeps its old address for a
+// moment: only pods whose container runs on their node are compared.
 func (r *Run) checkAddresses(items []Item, states map[string]NodeState) {
 	r.cnt.check(InvUniqueAddr, 1)
 	ips := map[string]string{}
 	for _, it := range items {
 		v := it.Value
-		if v.IP == "" || terminal(v.Status) || v.Status == workload.StatusPending {
+		if v.IP == "" || v.Status != workload.StatusRunning {
+			continue
+		}
+		if s, ok := states[v.Node]; ok && v.Kind != workload.KindFunction && !s.Containers[it.ID] {
 			continue
 		}
 		if other, dup := ips[v.IP]; dup {
