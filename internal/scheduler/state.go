@@ -337,58 +337,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 			continue
 		}
 		seen[id] = true
-		m = proto.Clone(m).(*commonpb.InstanceMetric)
-		m.Node = n.name
-		inst := s.insts[id]
-		if m.GetStatus() == commonpb.ResourceStatus_DESTROYING && (inst == nil || inst.node != n.name) {
-			// A copy the node is destroying (ordered before a scheduler
-			// restart): never adopted, and waited for if the instance is
-			// destroyed meanwhile.
-			if s.staleCopy(id, n.name).gone {
-				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
-			}
-			continue
-		}
-		switch {
-		case inst == nil:
-			if t := s.tombstones[id]; t != nil && t.gone {
-				s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
-				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
-				if !t.confirmed {
-					s.staleCopy(id, n.name) // its confirmation ends the instance
-				}
-				continue
-			}
-			// Unknown, or lost with this node: it is back. The controller
-			// decides whether it still wants it (it destroys it otherwise).
-			s.dropCopy(id, n.name)
-			s.seq++
-			inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
-			s.insts[id] = inst
-			s.assign(inst, n)
-			s.log.Info("adopted instance", "node", n.name, "instance", id)
-			s.record(inst, m)
-		case inst.phase == phaseAssigned && inst.node == n.name:
-			if inst.destroying {
-				s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-			}
-			s.account(inst, m.GetStatus())
-			if inst.last.GetStatus() != m.GetStatus() {
-				s.record(inst, m)
-			}
-		case inst.phase == phaseAssigned:
-			s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
-			s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
-			s.staleCopy(id, n.name)
-		default: // pending or parked: it runs here
-			delete(s.pending, id)
-			delete(s.parked, id)
-			s.dropCopy(id, n.name)
-			s.assign(inst, n)
-			s.account(inst, m.GetStatus())
-			s.log.Info("adopted instance", "node", n.name, "instance", id)
-			s.record(inst, m)
-		}
+		s.reconcileOne(n, proto.Clone(m).(*commonpb.InstanceMetric))
 	}
 	for id, inst := range n.insts {
 		if seen[id] {
@@ -419,6 +368,62 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		s.assign(inst, n)
 		s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
 		s.emit(inst, commonpb.ResourceStatus_PENDING, n.name, "", "scheduled on "+n.name)
+	}
+}
+
+// reconcileOne handles one instance node n lists in its registration.
+func (s *state) reconcileOne(n *node, m *commonpb.InstanceMetric) {
+	id := m.GetInstanceId()
+	m.Node = n.name
+	inst := s.insts[id]
+	if m.GetStatus() == commonpb.ResourceStatus_DESTROYING && (inst == nil || inst.node != n.name) {
+		// A copy the node is destroying (ordered before a scheduler
+		// restart): never adopted, and waited for if the instance is
+		// destroyed meanwhile.
+		if s.staleCopy(id, n.name).gone {
+			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		return
+	}
+	switch {
+	case inst == nil:
+		if t := s.tombstones[id]; t != nil && t.gone {
+			s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
+			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+			if !t.confirmed {
+				s.staleCopy(id, n.name) // its confirmation ends the instance
+			}
+			return
+		}
+		// Unknown, or lost with this node: it is back. The controller
+		// decides whether it still wants it (it destroys it otherwise).
+		s.dropCopy(id, n.name)
+		s.seq++
+		inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
+		s.insts[id] = inst
+		s.assign(inst, n)
+		s.log.Info("adopted instance", "node", n.name, "instance", id)
+		s.record(inst, m)
+	case inst.phase == phaseAssigned && inst.node == n.name:
+		if inst.destroying {
+			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		s.account(inst, m.GetStatus())
+		if inst.last.GetStatus() != m.GetStatus() {
+			s.record(inst, m)
+		}
+	case inst.phase == phaseAssigned:
+		s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
+		s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
+		s.staleCopy(id, n.name)
+	default: // pending or parked: it runs here
+		delete(s.pending, id)
+		delete(s.parked, id)
+		s.dropCopy(id, n.name)
+		s.assign(inst, n)
+		s.account(inst, m.GetStatus())
+		s.log.Info("adopted instance", "node", n.name, "instance", id)
+		s.record(inst, m)
 	}
 }
 

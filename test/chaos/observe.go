@@ -325,9 +325,25 @@ func Observe(n *Node) (NodeState, error) {
 	for _, e := range ents {
 		s.Netns[e.Name()] = true
 	}
+	if err := observeNetwork(n, &s); err != nil {
+		return s, err
+	}
+	for _, root := range cgroupRoots(n.CgroupParent) {
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			if e.IsDir() {
+				s.Cgroups[e.Name()] = true
+			}
+		}
+	}
+	return s, observeLedger(n, &s)
+}
+
+// observeNetwork reads the node's links and nat rules.
+func observeNetwork(n *Node, s *NodeState) error {
 	out, err := n.NS.Exec(context.Background(), "ip", "-o", "link", "show")
 	if err != nil {
-		return s, err
+		return err
 	}
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
@@ -346,7 +362,7 @@ func Observe(n *Node) (NodeState, error) {
 	}
 	rules, err := n.NS.Exec(context.Background(), "iptables", "-w", "-t", "nat", "-S")
 	if err != nil {
-		return s, err
+		return err
 	}
 	for _, r := range strings.Split(rules, "\n") {
 		if strings.Contains(r, "RIKLET") {
@@ -360,14 +376,11 @@ func Observe(n *Node) (NodeState, error) {
 			}
 		}
 	}
-	for _, root := range cgroupRoots(n.CgroupParent) {
-		ents, _ := os.ReadDir(root)
-		for _, e := range ents {
-			if e.IsDir() {
-				s.Cgroups[e.Name()] = true
-			}
-		}
-	}
+	return nil
+}
+
+// observeLedger reads the riklet's ledger.
+func observeLedger(n *Node, s *NodeState) error {
 	var l struct {
 		Instances []struct {
 			InstanceID string `json:"instanceId"`
@@ -378,13 +391,13 @@ func Observe(n *Node) (NodeState, error) {
 	}
 	if b, err := os.ReadFile(filepath.Join(n.StateDir, "ledger.json")); err == nil {
 		if err := json.Unmarshal(b, &l); err != nil {
-			return s, fmt.Errorf("ledger: %w", err)
+			return fmt.Errorf("ledger: %w", err)
 		}
 	}
 	for _, e := range l.Instances {
 		s.Ledger[e.InstanceID] = e.Last.Status
 	}
-	return s, nil
+	return nil
 }
 
 type runcContainer struct {

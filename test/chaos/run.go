@@ -312,28 +312,7 @@ func (r *Run) do(a Action) {
 	case opDelete:
 		r.Delete(a.Pick)
 	case FaultKill, FaultTerm, FaultLoop:
-		p := r.proc(a.Target)
-		if p == nil || !r.begin(r.procBusy, a.Target, a) {
-			return
-		}
-		defer r.release(r.procBusy, a.Target)
-		switch a.Kind {
-		case FaultKill:
-			p.Stop(syscall.SIGKILL)
-			time.Sleep(a.Dur)
-		case FaultTerm:
-			r.DeleteOn(strings.TrimPrefix(a.Target, "riklet-"), a.Pick) // an operation in flight...
-			time.Sleep(a.Dur)
-			p.Stop(syscall.SIGTERM) // ...when the riklet is told to stop
-		case FaultLoop:
-			for range 3 {
-				p.Stop(syscall.SIGKILL)
-				_ = p.Start()
-				time.Sleep(a.Dur)
-			}
-			p.Stop(syscall.SIGTERM)
-		}
-		r.restart(p)
+		r.procFault(a)
 	case FaultLoopAll:
 		r.restartAll(a.Dur)
 	case FaultPartition:
@@ -369,6 +348,32 @@ func (r *Run) do(a Action) {
 		r.tl.Add("fault: %s", a)
 		Hog(2, a.Dur)
 	}
+}
+
+// procFault kills, stops or restart-loops one component, then restarts it.
+func (r *Run) procFault(a Action) {
+	p := r.proc(a.Target)
+	if p == nil || !r.begin(r.procBusy, a.Target, a) {
+		return
+	}
+	defer r.release(r.procBusy, a.Target)
+	switch a.Kind {
+	case FaultKill:
+		p.Stop(syscall.SIGKILL)
+		time.Sleep(a.Dur)
+	case FaultTerm:
+		r.DeleteOn(strings.TrimPrefix(a.Target, "riklet-"), a.Pick) // an operation in flight...
+		time.Sleep(a.Dur)
+		p.Stop(syscall.SIGTERM) // ...when the riklet is told to stop
+	case FaultLoop:
+		for range 3 {
+			p.Stop(syscall.SIGKILL)
+			_ = p.Start()
+			time.Sleep(a.Dur)
+		}
+		p.Stop(syscall.SIGTERM)
+	}
+	r.restart(p)
 }
 
 // restartAll stops every component and starts them again twice within d,
