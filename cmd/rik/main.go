@@ -17,6 +17,7 @@ import (
 	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/dev"
 	"github.com/rik-org/rik/internal/rikctl"
+	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
 	"github.com/rik-org/rik/internal/version"
 )
@@ -110,6 +111,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: this node offers no pods or functions (they need runc, netlink and iptables)")
 		rt.Pods, rt.KernelPath = false, ""
+	} else {
+		cfg.HostLockDir = riklet.DefaultHostLockDir // one riklet per host: it owns rik's chains and devices
 	}
 	rt.ProtectAddrs(cfg.Addr, cfg.WorkersAddr, cfg.ControllersAddr) // pods may not reach them
 	rt.StateDir = cfg.DataDir + "/riklet"

@@ -61,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (flags, error) {
 	fs.StringVar(&f.hostname, "hostname", "", "node name (default: the host name)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/riklet", "directory of the ledger and runtime state")
 	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
-	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval")
+	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval (at most: shortened to what the scheduler's node timeout needs)")
 	f.runtimes.RegisterFlags(fs)
 	fs.StringVar(&f.pkiDir, "pki-dir", "", "node certificate, key and cluster CA certificate (default <state-dir>/pki)")
 	fs.StringVar(&f.joinToken, "join-token", os.Getenv("RIK_JOIN_TOKEN"), "bootstrap token to join the cluster when the node has no certificate (`rik token create`; default $RIK_JOIN_TOKEN)")
@@ -113,6 +113,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if f.uninstall {
+		release, err := riklet.LockHost(riklet.DefaultHostLockDir) // not while a riklet runs here
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "riklet: not uninstalling:", err)
+			os.Exit(1)
+		}
+		defer release()
 		if err := uninstall(ctx, f.stateDir, f.runtimes, runtimes.Uninstall); err != nil {
 			fmt.Fprintln(os.Stderr, "riklet:", err)
 			os.Exit(1)
@@ -132,6 +138,7 @@ func main() {
 		JoinToken:         f.joinToken,
 		CACertHash:        f.caCertHash,
 		Insecure:          f.insecure,
+		HostLockDir:       riklet.DefaultHostLockDir,
 	})
 	if err != nil {
 		log.Error("riklet failed", "error", err)

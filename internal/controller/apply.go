@@ -14,6 +14,12 @@ import (
 // sending heartbeats.
 const ReasonNodeLost = "node lost"
 
+// ReasonUnknown is set on an instance that ended without a reason given.
+const ReasonUnknown = "Unknown"
+
+// ReasonDeleted is the reason of the TERMINATED event of a deleted instance.
+const ReasonDeleted = "Deleted"
+
 // MessageSchedulerDown is set on instances the scheduler did not take yet.
 const MessageSchedulerDown = "scheduler unreachable, will retry"
 
@@ -25,6 +31,7 @@ const (
 	outcomeWrite                     // store the new record
 	outcomeRemove                    // delete the record
 	outcomeReschedule                // store it, then send CREATE again without node
+	outcomeDestroy                   // keep the record; DESTROY the copy the node reports alive
 )
 
 // applyContext is what applyMetric needs to know besides the record.
@@ -47,6 +54,14 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	if status == workload.StatusFailed && m.GetReason() == ReasonNodeLost {
 		return applyNodeLost(inst, m, c)
 	}
+	if inst.Status == workload.StatusFailed && inst.Reason == ReasonNodeLost && !inst.DeleteRequested {
+		// Declared lost and not rescheduled (restartPolicy Never): its node
+		// came back with it. The failure stands; the copy is destroyed.
+		if status == workload.StatusRunning || status == workload.StatusCreating {
+			return outcomeDestroy
+		}
+		return outcomeKeep
+	}
 	before := cloneInstance(*inst)
 	if inst.DeleteRequested {
 		// Until TERMINATED arrives the user sees the instance going away;
@@ -59,16 +74,23 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	} else {
 		inst.Status = status
 	}
-	if m.GetNode() != "" {
-		inst.Node = m.GetNode()
+	if m.GetNode() != "" && m.GetNode() != inst.Node {
+		// Its address and ports were the old node's.
+		moveTo(inst, m.GetNode())
+		inst.IP, inst.Ports = "", nil
 	}
 	if m.GetIp() != "" {
 		inst.IP = m.GetIp()
+	} else if status == workload.StatusPending || status == workload.StatusCreating {
+		inst.IP = "" // (re)starting: its old address may go to another instance
 	}
 	if len(m.GetPorts()) > 0 {
 		inst.Ports = portsFromProto(m.GetPorts())
 	}
 	inst.Reason = m.GetReason()
+	if inst.Reason == "" && status.Terminal() {
+		inst.Reason = ReasonUnknown // a node that says nothing (RIK's riklet)
+	}
 	inst.Message = m.GetMessage()
 	switch {
 	case m.GetHasExitCode():
@@ -98,7 +120,17 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 // policy is Never.
 func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyContext) outcome {
 	if inst.DeleteRequested || !c.WorkloadExists {
-		return outcomeRemove
+		// It may still run on the lost node: listed DESTROYING until the
+		// node confirms it stopped it (DESTROY is re-sent by the resync).
+		msg := fmt.Sprintf("node %s lost: waiting for it to stop the instance", m.GetNode())
+		if inst.Status == workload.StatusDestroying && inst.Reason == ReasonNodeLost && inst.Message == msg {
+			return outcomeKeep
+		}
+		inst.Status = workload.StatusDestroying
+		inst.Reason = ReasonNodeLost
+		inst.Message = msg
+		inst.UpdatedAt = c.Now
+		return outcomeWrite
 	}
 	// Only the node the instance is on can lose it. An instance with no node
 	// is not placed (or already rescheduled: a duplicate delivery to several
@@ -119,13 +151,35 @@ func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyC
 	inst.Status = workload.StatusPending
 	inst.Reason = ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
-	inst.Node = ""
+	moveTo(inst, "")
 	inst.IP = ""
 	inst.Ports = nil
 	inst.ExitCode = nil
 	inst.Restarts++
 	inst.UpdatedAt = c.Now
 	return outcomeReschedule
+}
+
+// maxFormerNodes bounds the nodes remembered as possibly running a copy.
+const maxFormerNodes = 8
+
+// moveTo sets the node of inst, remembering the one it leaves among its
+// former nodes: a copy may still run there (issue 8).
+func moveTo(inst *workload.Instance, node string) {
+	if inst.Node == node {
+		return
+	}
+	former := slices.DeleteFunc(slices.Clone(inst.FormerNodes), func(n string) bool { return n == node || n == inst.Node })
+	if inst.Node != "" {
+		former = append(former, inst.Node)
+	}
+	if len(former) > maxFormerNodes {
+		former = former[len(former)-maxFormerNodes:]
+	}
+	if len(former) == 0 {
+		former = nil
+	}
+	inst.FormerNodes, inst.Node = former, node
 }
 
 func statusFromProto(s commonpb.ResourceStatus) workload.Status {
@@ -156,6 +210,7 @@ func portsFromProto(ps []*commonpb.PortMapping) []workload.PortMapping {
 
 func cloneInstance(i workload.Instance) workload.Instance {
 	i.Ports = slices.Clone(i.Ports)
+	i.FormerNodes = slices.Clone(i.FormerNodes)
 	i.Timings = maps.Clone(i.Timings)
 	if i.ExitCode != nil {
 		c := *i.ExitCode
@@ -166,7 +221,7 @@ func cloneInstance(i workload.Instance) workload.Instance {
 
 func sameInstance(a, b workload.Instance) bool {
 	sameExit := (a.ExitCode == nil) == (b.ExitCode == nil) && (a.ExitCode == nil || *a.ExitCode == *b.ExitCode)
-	return a.Status == b.Status && a.Node == b.Node && a.IP == b.IP &&
+	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
 		a.DeleteRequested == b.DeleteRequested

@@ -131,8 +131,7 @@ func publishChanges(s *Server, old, cur map[string]instanceRecord) {
 	}
 	for key, rec := range old {
 		if _, ok := cur[key]; !ok {
-			rec.Value.Status = workload.StatusTerminated
-			s.publishInstance(rec)
+			publishRemoved(s, rec)
 		}
 	}
 }
@@ -157,9 +156,17 @@ func (s *Server) applyEvent(cache map[string]instanceRecord, ev store.Event) {
 		}
 		delete(cache, ev.KV.Key)
 		s.metrics.instanceGone(old.Value.Status)
-		old.Value.Status = workload.StatusTerminated
-		s.publishInstance(old)
+		publishRemoved(s, old)
 	}
+}
+
+// publishRemoved publishes the TERMINATED event of a removed record.
+func publishRemoved(s *Server, rec instanceRecord) {
+	if !rec.Value.Status.Terminal() {
+		rec.Value.Reason, rec.Value.Message = ReasonDeleted, ""
+	}
+	rec.Value.Status = workload.StatusTerminated
+	s.publishInstance(rec)
 }
 
 func (s *Server) publishInstance(rec instanceRecord) {

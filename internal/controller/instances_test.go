@@ -231,6 +231,13 @@ func TestRescheduleOnNodeLost(t *testing.T) {
 	if gotN.Reason != ReasonNodeLost || gotN.Restarts != 0 {
 		t.Errorf("Never policy: %+v", gotN)
 	}
+	// A deleted instance lost with its node is not gone until its node
+	// says it stopped it (issue 8).
+	gotD := e.waitInstance(d.ID, "destroying, node lost", func(i workload.Instance) bool { return i.Reason == ReasonNodeLost })
+	if gotD.Status != workload.StatusDestroying {
+		t.Errorf("deleted instance of a lost node: %+v, want DESTROYING", gotD)
+	}
+	e.sched.push(&commonpb.InstanceMetric{InstanceId: d.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1", Reason: "Destroyed"})
 	e.waitGone(d.ID)
 
 	// the new node takes it

@@ -180,6 +180,7 @@ func order(action commonpb.WorkloadRequestKind, wl workloadRecord, inst workload
 		InstanceId:   inst.ID,
 		InstanceName: inst.Name,
 		Node:         node,
+		FormerNodes:  inst.FormerNodes,
 	}
 }
 
@@ -357,7 +358,7 @@ func (s *Server) ingest(ctx context.Context, m *commonpb.InstanceMetric) {
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (change, error) {
 		out = applyMetric(i, m, ac)
 		switch out {
-		case outcomeKeep:
+		case outcomeKeep, outcomeDestroy:
 			return keep, nil
 		case outcomeRemove:
 			return remove, nil
@@ -373,6 +374,12 @@ func (s *Server) ingest(ctx context.Context, m *commonpb.InstanceMetric) {
 	}
 	if out != outcomeKeep {
 		log.Debug("instance status stored", "outcome", int(out))
+	}
+	if out == outcomeDestroy {
+		log.Info("destroying the copy of a lost instance its node still runs", "instance", final.Name, "node", m.GetNode())
+		if err := s.link.schedule(ctx, order(commonpb.WorkloadRequestKind_DESTROY, wl, final.Value, m.GetNode())); err != nil {
+			log.Warn("destroying the copy of a lost instance", "err", err) // the node reports it again
+		}
 	}
 	if out == outcomeReschedule {
 		log.Info("rescheduling instance after node loss", "instance", final.Name, "restarts", final.Value.Restarts)

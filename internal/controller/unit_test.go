@@ -56,24 +56,53 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}},
 		{"terminated of deleted removes", deleting, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeRemove, deleting},
 		{"terminated of orphan removes", running, m(commonpb.ResourceStatus_TERMINATED, nil), orphan, outcomeRemove, running},
-		{"terminated of live is kept", running, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, UpdatedAt: now}},
+		{"terminated of live is kept, with a reason", running, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonUnknown, UpdatedAt: now}},
 		{"running while deleting stays destroying", deleting, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, deleting},
 		{"node lost reschedules", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonNodeLost, UpdatedAt: now}},
-		{"node lost of deleted removes", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeRemove, deleting},
+		// Issue 8 (2): removed only once its node confirms it stopped it.
+		{"node lost of deleted waits for its node", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeWrite,
+			func() workload.Instance {
+				d := deleting
+				d.Reason, d.Message, d.UpdatedAt = ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				return d
+			}()},
+		{"node lost of orphan waits for its node", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), orphan, outcomeWrite,
+			func() workload.Instance {
+				d := running
+				d.Status, d.Reason, d.Message, d.UpdatedAt = workload.StatusDestroying, ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				return d
+			}()},
+		{"lost with Never and back: destroyed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+			m(commonpb.ResourceStatus_RUNNING, nil), never, outcomeDestroy,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+		{"lost with Never, copy destroyed: still failed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+			m(commonpb.ResourceStatus_TERMINATED, func(x *commonpb.InstanceMetric) { x.Reason = "Destroyed" }), never, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
 		{"node lost twice is one reschedule", rescheduled, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep, rescheduled},
 		{"node lost after a pending status ignored", workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep,
 			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1}},
 		{"node lost of a scheduled instance reschedules", workload.Instance{ID: "i", Status: workload.StatusPending, Node: "n1", Message: "scheduled on n1"},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", Restarts: 1, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"node lost twice with Never is one failure", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
 			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeKeep,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+		// Issue 8: the node it leaves may still run a copy: remembered,
+		// for a DESTROY to wait for it too.
+		{"moved: former node remembered", running, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Node = "n2" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, UpdatedAt: now}},
+		{"moved back: not a former node any more", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1", "n3"}},
+			m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
+		// Found by the chaos suite: a restarting pod's address was still
+		// shown while the node gave it to another pod.
+		{"restarting forgets its address", running, m(commonpb.ResourceStatus_CREATING, func(x *commonpb.InstanceMetric) { x.Reason = "BackOff" }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, Reason: "BackOff", UpdatedAt: now}},
 		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
 	}
 	for _, tt := range tests {

@@ -55,6 +55,8 @@ type Config struct {
 	// point at this cluster unless it exists and rik dev did not write it
 	// ("": only DataDir/rikctl.yaml is written).
 	RikctlConfig string
+	// HostLockDir: see riklet.Config (cmd/rik: riklet.DefaultHostLockDir).
+	HostLockDir string
 }
 
 // security is what the components of a dev cluster get from its CA.
@@ -256,13 +258,14 @@ func components(cfg Config, ls listeners, st *bolt.Store, sec *security, apiSec 
 		AdminTokenFile: filepath.Join(cfg.DataDir, "admin.token"),
 	}
 	rikletCfg := riklet.Config{
-		MasterAddr: ls.workers.Addr().String(),
-		Hostname:   cfg.Hostname,
-		StateDir:   cfg.DataDir + "/riklet",
-		Runtimes:   cfg.Runtimes,
-		Logger:     log.With("component", "riklet"),
-		StopOnExit: cfg.Temporary,
-		Insecure:   sec == nil,
+		MasterAddr:  ls.workers.Addr().String(),
+		Hostname:    cfg.Hostname,
+		StateDir:    cfg.DataDir + "/riklet",
+		Runtimes:    cfg.Runtimes,
+		Logger:      log.With("component", "riklet"),
+		StopOnExit:  cfg.Temporary,
+		Insecure:    sec == nil,
+		HostLockDir: cfg.HostLockDir,
 	}
 	if sec != nil {
 		schedCfg.CADir = sec.caDir

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rik-org/rik/api/proto/commonpb"
@@ -34,6 +35,10 @@ type agent struct {
 	runs   map[string]*runState
 	genSeq int
 	queue  *statusQueue
+
+	// heartbeatEvery is the heartbeat interval in use (a time.Duration):
+	// the configured one, or shorter when the scheduler asks.
+	heartbeatEvery atomic.Int64
 
 	// serialMu guards pending, closed and adding to wg.
 	serialMu sync.Mutex
@@ -269,13 +274,9 @@ func (a *agent) dispatch(o *workerpb.InstanceScheduling) {
 		if id == "" {
 			return
 		}
-		st, reason := commonpb.ResourceStatus_FAILED, "InvalidInstanceID"
+		st, reason, msg := commonpb.ResourceStatus_FAILED, "InvalidInstanceID", err.Error()
 		if o.GetAction() == commonpb.WorkloadRequestKind_DESTROY {
-			st, reason = commonpb.ResourceStatus_TERMINATED, "" // such an instance cannot run here
-		}
-		msg := ""
-		if reason != "" {
-			msg = err.Error()
+			st, reason, msg = commonpb.ResourceStatus_TERMINATED, ReasonDestroyed, "such an instance cannot run here"
 		}
 		a.sendUnowned(&commonpb.InstanceMetric{Status: st, InstanceId: id, WorkloadId: o.GetWorkloadId(), Reason: reason, Message: msg})
 		return
@@ -476,6 +477,7 @@ func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 		delete(a.runs, id) // the mark dispatch left
 		a.queue.push(&commonpb.InstanceMetric{
 			Status: commonpb.ResourceStatus_TERMINATED, InstanceId: id, WorkloadId: o.GetWorkloadId(),
+			Reason: ReasonDestroyed, Message: "not on this node",
 		})
 		a.mu.Unlock()
 		return
@@ -489,31 +491,37 @@ func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 // instance (its logs) until told the instance is gone for good.
 type forgetter interface{ Forget(id string) error }
 
+// ReasonDestroyed is the reason of the TERMINATED status of an instance
+// the node stopped on request.
+const ReasonDestroyed = "Destroyed"
+
 // finishDestroy stops a DESTROYING instance, removes it from the ledger and
-// reports it TERMINATED. If stopping fails it stays DESTROYING and stopping
-// is retried with backoff.
+// reports it TERMINATED. If stopping fails, or there is no runtime to stop
+// it (it may still run), it stays DESTROYING and stopping is retried with
+// backoff.
 func (a *agent) finishDestroy(e Entry) {
 	log := a.log.With("instance", e.InstanceID, "name", e.Name)
-	if rt := a.runtimes[kindOf(e.Kind)]; rt != nil {
+	rt := a.runtimes[kindOf(e.Kind)]
+	err := errors.New(noRuntimeMessage(kindOf(e.Kind)) + " to stop it")
+	if rt != nil {
 		inst, _ := a.instance(e) // a definition that no longer parses still has an id to stop
-		if err := a.stop(rt, inst); err != nil {
-			if a.ctx.Err() != nil {
-				return
-			}
-			log.Error("destroying instance", "error", err)
-			a.update(e.InstanceID, func(e *Entry) { e.Last.Message = err.Error() })
-			a.retryDestroy(e.InstanceID)
+		err = a.stop(rt, inst)
+	}
+	if err != nil {
+		if a.ctx.Err() != nil {
 			return
 		}
-		// Stop keeps what a restart needs (logs); a destroyed instance
-		// needs nothing more.
-		if f, ok := rt.(forgetter); ok {
-			if err := f.Forget(e.InstanceID); err != nil {
-				log.Warn("forgetting destroyed instance", "error", err)
-			}
+		log.Error("destroying instance", "error", err)
+		a.update(e.InstanceID, func(e *Entry) { e.Last.Message = err.Error() })
+		a.retryDestroy(e.InstanceID)
+		return
+	}
+	// Stop keeps what a restart needs (logs); a destroyed instance needs
+	// nothing more.
+	if f, ok := rt.(forgetter); ok {
+		if err := f.Forget(e.InstanceID); err != nil {
+			log.Warn("forgetting destroyed instance", "error", err)
 		}
-	} else {
-		log.Warn("no runtime to stop instance, forgetting it", "kind", e.Kind)
 	}
 	a.mu.Lock()
 	cur, ok := a.ledger.Get(e.InstanceID)
@@ -525,7 +533,7 @@ func (a *agent) finishDestroy(e Entry) {
 	delete(a.runs, e.InstanceID)
 	a.queue.push(&commonpb.InstanceMetric{
 		Status: commonpb.ResourceStatus_TERMINATED, InstanceId: cur.InstanceID,
-		WorkloadId: cur.WorkloadID, Restarts: int32(cur.Restarts),
+		WorkloadId: cur.WorkloadID, Restarts: int32(cur.Restarts), Reason: ReasonDestroyed,
 	})
 	a.mu.Unlock()
 	a.syncLedger()
@@ -724,17 +732,18 @@ func (a *agent) stopAll() error {
 	)
 	for _, e := range a.ledger.List() {
 		wg.Go(func() {
+			err := errors.New(noRuntimeMessage(kindOf(e.Kind)))
 			if rt := a.runtimes[kindOf(e.Kind)]; rt != nil {
 				inst, _ := a.instance(e)
 				ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx), a.k.stopTimeout)
-				err := rt.Stop(ctx, inst)
+				err = rt.Stop(ctx, inst)
 				cancel()
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, fmt.Errorf("stopping %s: %w", e.Name, err))
-					mu.Unlock()
-					return
-				}
+			}
+			if err != nil { // kept: it may still run
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("stopping %s: %w", e.Name, err))
+				mu.Unlock()
+				return
 			}
 			a.ledger.Remove(e.InstanceID)
 		})
@@ -786,10 +795,7 @@ func (a *agent) recover(ctx context.Context) {
 	for _, e := range entries {
 		k := kindOf(e.Kind)
 		if a.runtimes[k] == nil {
-			if !e.Last.Status.Terminal() {
-				a.log.Warn("owned instance of a kind without runtime", "instance", e.InstanceID, "kind", e.Kind)
-				a.setStatus(e.InstanceID, LastStatus{Status: workload.StatusFailed, Reason: "NoRuntime", Message: noRuntimeMessage(k)})
-			}
+			a.unsettled(e)
 			continue
 		}
 		byKind[k] = append(byKind[k], e)
@@ -822,6 +828,25 @@ func (a *agent) recover(ctx context.Context) {
 		for _, e := range es {
 			a.settle(e, byID)
 		}
+	}
+}
+
+// unsettled handles an owned instance of a kind this node has no runtime
+// for (now: it failed to start, or is no longer configured). What it runs
+// may still run: the entry is neither failed nor dropped. A destroy is
+// retried until a runtime can stop it; otherwise its last status stays,
+// saying why it cannot be checked.
+func (a *agent) unsettled(e Entry) {
+	k := kindOf(e.Kind)
+	a.log.Warn("owned instance of a kind without runtime: left as it is", "instance", e.InstanceID, "kind", e.Kind, "status", e.Last.Status)
+	if e.Last.Status == workload.StatusDestroying {
+		a.serial(e.InstanceID, func() { a.finishDestroy(e) })
+		return
+	}
+	if !e.Last.Status.Terminal() {
+		a.update(e.InstanceID, func(e *Entry) {
+			e.Last.Message = noRuntimeMessage(k) + " now: its state cannot be checked"
+		})
 	}
 }
 

@@ -101,7 +101,7 @@ func TestCreateThenDestroy(t *testing.T) {
 	sched.destroy("i1")
 	sched.waitStatus(t, "i1", is(commonpb.ResourceStatus_TERMINATED))
 	got = statusNames(sched.statusesOf("i1"))
-	if !slices.Equal(got[3:], []string{"DESTROYING", "TERMINATED"}) {
+	if !slices.Equal(got[3:], []string{"DESTROYING", "TERMINATED(Destroyed)"}) {
 		t.Errorf("statuses = %v", got)
 	}
 	if n.fake(t).Stops() != 1 || len(n.fake(t).Running()) != 0 {
@@ -515,7 +515,7 @@ func TestConcurrentOrders(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		id := fmt.Sprintf("x%d", i)
 		sched.waitStatus(t, id, is(commonpb.ResourceStatus_TERMINATED))
-		if got := statusNames(sched.statusesOf(id)); !slices.Equal(got, []string{"CREATING", "DESTROYING", "TERMINATED"}) {
+		if got := statusNames(sched.statusesOf(id)); !slices.Equal(got, []string{"CREATING", "DESTROYING", "TERMINATED(Destroyed)"}) {
 			t.Errorf("%s: statuses %v", id, got)
 		}
 	}
@@ -540,7 +540,7 @@ func TestDestroyCancelsStart(t *testing.T) {
 	sched.waitStatus(t, "k1", is(commonpb.ResourceStatus_CREATING))
 	sched.destroy("k1")
 	sched.waitStatus(t, "k1", is(commonpb.ResourceStatus_TERMINATED))
-	if got := statusNames(sched.statusesOf("k1")); !slices.Equal(got, []string{"CREATING", "DESTROYING", "TERMINATED"}) {
+	if got := statusNames(sched.statusesOf("k1")); !slices.Equal(got, []string{"CREATING", "DESTROYING", "TERMINATED(Destroyed)"}) {
 		t.Errorf("statuses = %v", got)
 	}
 	waitLedger(t, n.cfg.StateDir, func(l ledgerFile) bool { return len(l.Instances) == 0 })

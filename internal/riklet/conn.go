@@ -65,9 +65,11 @@ func (a *agent) session(ctx context.Context, client workerpb.WorkerClient) error
 	}
 	// The scheduler sends the headers once it recorded the node; statuses
 	// sent before would be dropped.
-	if err := grpcutil.WaitHeader(sctx, stream, a.k.connMax); err != nil {
+	md, err := grpcutil.WaitHeaderMD(sctx, stream, a.k.connMax)
+	if err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
+	a.setHeartbeat(md.Get(grpcutil.HeartbeatHeader))
 	a.log.Info("registered with scheduler", "kinds", reg.Kinds, "instances", len(reg.Instances))
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -126,6 +128,36 @@ func (a *agent) heartbeat() *commonpb.WorkerStatus {
 	}
 }
 
+// setHeartbeat applies the longest heartbeat interval the scheduler allows
+// (its registration header; none: the configured one stands).
+func (a *agent) setHeartbeat(allowed []string) {
+	every := a.cfg.HeartbeatInterval
+	if len(allowed) > 0 {
+		d, err := time.ParseDuration(allowed[0])
+		switch {
+		case err != nil || d <= 0:
+			a.log.Warn("scheduler sent an invalid heartbeat interval: ignored", "value", allowed[0])
+		case d < every:
+			if time.Duration(a.heartbeatEvery.Load()) == d {
+				every = d
+				break // said so already
+			}
+			a.log.Warn("heartbeat interval too long for the scheduler's node timeout: using the scheduler's",
+				"configured", every, "used", d)
+			every = d
+		}
+	}
+	a.heartbeatEvery.Store(int64(every))
+}
+
+// heartbeatInterval is how often heartbeats are sent.
+func (a *agent) heartbeatInterval() time.Duration {
+	if d := time.Duration(a.heartbeatEvery.Load()); d > 0 {
+		return d
+	}
+	return a.cfg.HeartbeatInterval
+}
+
 // statusLoop keeps a status stream open until ctx is done.
 func (a *agent) statusLoop(ctx context.Context, client workerpb.WorkerClient) {
 	a.retryLoop(ctx, "status stream broken, reopening",
@@ -152,7 +184,7 @@ func (a *agent) sendStatuses(ctx context.Context, client workerpb.WorkerClient) 
 	if err := st.Send(a.heartbeat()); err != nil {
 		return fail(err)
 	}
-	tick := time.NewTicker(a.cfg.HeartbeatInterval)
+	tick := time.NewTicker(a.heartbeatInterval())
 	defer tick.Stop()
 	for {
 		for {

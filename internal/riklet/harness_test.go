@@ -18,6 +18,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
 	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
@@ -35,13 +36,16 @@ type fakeScheduler struct {
 	orders  chan *workerpb.InstanceScheduling
 	logReqs chan *commonpb.LogRequest
 
-	mu         sync.Mutex
-	noHeader   bool // like a scheduler that sends no headers on Register
-	regs       []*commonpb.WorkerRegistration
-	statuses   []*commonpb.InstanceMetric
-	heartbeats []*commonpb.WorkerMetric
-	logHellos  []string
-	chunks     []*commonpb.LogChunk
+	mu       sync.Mutex
+	noHeader bool // like a scheduler that sends no headers on Register
+	regs     []*commonpb.WorkerRegistration
+	// heartbeatHeader, when set, is sent as the registration's heartbeat
+	// header (the longest interval allowed).
+	heartbeatHeader string
+	statuses        []*commonpb.InstanceMetric
+	heartbeats      []*commonpb.WorkerMetric
+	logHellos       []string
+	chunks          []*commonpb.LogChunk
 }
 
 // startScheduler serves on addr ("127.0.0.1:0" for a new port).
@@ -74,10 +78,13 @@ func startScheduler(t testing.TB, addr string) *fakeScheduler {
 func (s *fakeScheduler) Register(reg *commonpb.WorkerRegistration, stream grpc.ServerStreamingServer[workerpb.InstanceScheduling]) error {
 	s.mu.Lock()
 	s.regs = append(s.regs, reg)
-	noHeader := s.noHeader
+	noHeader, md := s.noHeader, metadata.MD{}
+	if s.heartbeatHeader != "" {
+		md = metadata.Pairs(grpcutil.HeartbeatHeader, s.heartbeatHeader)
+	}
 	s.mu.Unlock()
 	if !noHeader {
-		if err := stream.SendHeader(metadata.MD{}); err != nil { // as rik's scheduler: "registered"
+		if err := stream.SendHeader(md); err != nil { // as rik's scheduler: "registered"
 			return err
 		}
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	// node whose state does not outlive it (`rik dev` in a temporary
 	// directory): no later riklet would adopt what it left running.
 	StopOnExit bool
+	// HostLockDir, when set, is where the riklet takes the lock that makes
+	// it the only one in its network namespace (see LockHost); Run fails
+	// when another holds it. Real nodes use DefaultHostLockDir.
+	HostLockDir string
 
 	// Unless Insecure, the riklet talks to the scheduler over TLS with a
 	// node certificate kept in PKIDir (default <StateDir>/pki: node.crt,
@@ -189,6 +193,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	log := cfg.Logger
+	if cfg.HostLockDir != "" {
+		release, err := LockHost(cfg.HostLockDir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating state dir: %w", err)
 	}
@@ -216,6 +227,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}()
 
 	a.buildRuntimes(ctx)
+	if ctx.Err() != nil {
+		// Stopped while starting: runtimes may have failed because of it;
+		// recovering without them would misjudge what the node runs.
+		return nil
+	}
 	a.recover(ctx)
 
 	if !cfg.Insecure && id == nil {
@@ -256,7 +272,7 @@ func (a *agent) buildRuntimes(ctx context.Context) {
 		if f == nil {
 			continue
 		}
-		rt, err := f(ctx, a.onRuntimeStatus)
+		rt, err := a.buildRuntime(ctx, f)
 		if err != nil {
 			a.log.Warn("runtime unavailable, its kind is not advertised", "runtime", i, "error", err)
 			continue
@@ -290,6 +306,28 @@ func (a *agent) connectParams() grpc.DialOption {
 		},
 		MinConnectTimeout: 5 * time.Second,
 	})
+}
+
+// runtimeAttempts bounds how many times a runtime that fails to start is
+// tried (a transient failure, e.g. iptables' lock held by another program,
+// must not leave the node without it).
+const runtimeAttempts = 3
+
+// buildRuntime builds a runtime with f, trying again after a backoff delay
+// when it fails, until runtimeAttempts or ctx is done.
+func (a *agent) buildRuntime(ctx context.Context, f RuntimeFactory) (runtime.Runtime, error) {
+	b := backoff{min: a.k.connMin, max: a.k.connMax}
+	for i := 1; ; i++ {
+		rt, err := f(ctx, a.onRuntimeStatus)
+		if err == nil || i == runtimeAttempts || ctx.Err() != nil {
+			return rt, err
+		}
+		d := b.next()
+		a.log.Warn("runtime failed to start, trying again", "error", err, "in", d.Round(time.Millisecond))
+		if !sleep(ctx.Done(), d) {
+			return nil, err
+		}
+	}
 }
 
 // kindOf normalises a kind read from the ledger.

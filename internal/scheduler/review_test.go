@@ -30,10 +30,16 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	if len(o) != 1 || o[0].GetInstanceId() != "a" || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
 		t.Errorf("orders to n1 = %v, want DESTROY a", o)
 	}
-	if m := (<-sub.ch).GetInstance(); m.GetInstanceId() != "a" || m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
-		t.Errorf("status = %v, want TERMINATED a", m)
+	// DESTROYING until the node confirms: its pod keeps its address and
+	// network until then.
+	if m := (<-sub.ch).GetInstance(); m.GetInstanceId() != "a" || m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetNode() != "n1" {
+		t.Errorf("status = %v, want DESTROYING a on n1", m)
 	}
-	// Its TERMINATED answer, from a node it is not assigned to, is dropped.
+	// Its TERMINATED answer is the confirmation, forwarded once.
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != ReasonDestroyed {
+		t.Errorf("status = %v, want TERMINATED %s", m, ReasonDestroyed)
+	}
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
 	select {
 	case m := <-sub.ch:

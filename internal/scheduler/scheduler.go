@@ -30,7 +30,19 @@ const (
 	DefaultWorkersAddr     = "0.0.0.0:4995"
 	DefaultControllersAddr = "0.0.0.0:4996"
 	DefaultNodeTimeout     = 15 * time.Second
+	DefaultNodeGoneAfter   = 5 * time.Minute
 )
+
+// heartbeatFor is the longest heartbeat interval the scheduler allows its
+// nodes: a third of the node timeout, so that a node is lost only after
+// missing several heartbeats, never for one late by a jitter (issue 8).
+// Riklets configured slower use it.
+func heartbeatFor(nodeTimeout time.Duration) time.Duration { return nodeTimeout / 3 }
+
+// minRecoveryWindow is the shortest default recovery window: riklets
+// reconnect with a backoff of up to 5s (and may be restarting too); an
+// instance placed elsewhere meanwhile moves for nothing.
+const minRecoveryWindow = 10 * time.Second
 
 // stopTimeout bounds the graceful stop of the gRPC servers.
 const stopTimeout = 5 * time.Second
@@ -44,10 +56,15 @@ type Config struct {
 	ControllersListener net.Listener
 	// NodeTimeout: a node not heard from for this long is lost; default 15s.
 	NodeTimeout time.Duration
+	// NodeGoneAfter: a node not heard from for this long is gone for good:
+	// instances deleted while waiting for it to stop them are TERMINATED
+	// (reason "node lost"); default 5m, at least NodeTimeout.
+	NodeGoneAfter time.Duration
 	// Strategy: "spread" (default) or "binpack".
 	Strategy string
 	// RecoveryWindow: after start, CREATE orders hinting at a node not yet
-	// registered wait this long for it; default NodeTimeout.
+	// registered wait this long for it; default NodeTimeout, at least
+	// minRecoveryWindow.
 	RecoveryWindow time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics there
 	// (e.g. "127.0.0.1:9100"); "" (default): no metrics endpoint.
@@ -92,7 +109,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		cfg.NodeTimeout = DefaultNodeTimeout
 	}
 	if cfg.RecoveryWindow <= 0 {
-		cfg.RecoveryWindow = cfg.NodeTimeout
+		cfg.RecoveryWindow = max(cfg.NodeTimeout, minRecoveryWindow)
 	}
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
 	if err != nil {
@@ -109,7 +126,12 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		return fmt.Errorf("scheduler config: %w", err)
 	}
 
+	if cfg.NodeGoneAfter <= 0 {
+		cfg.NodeGoneAfter = DefaultNodeGoneAfter
+	}
+	cfg.NodeGoneAfter = max(cfg.NodeGoneAfter, cfg.NodeTimeout)
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
+	st.goneAfter = cfg.NodeGoneAfter
 	st.subBuffer = subBuffer
 	stop := make(chan struct{})
 	ws := grpc.NewServer(portOptions(sec, pki.RoleNode, tls.VerifyClientCertIfGiven, maxWorkerMsg, maxWorkerStreams)...)
@@ -134,7 +156,7 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
-		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "recovery_window", cfg.RecoveryWindow,
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow,
 		"tls", sec != nil)
 
 	var runErr error

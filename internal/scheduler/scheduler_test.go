@@ -167,40 +167,25 @@ func TestNodeTimeoutAndReregistration(t *testing.T) {
 		t.Errorf("reason = %q", m.GetReason())
 	}
 
-	// It comes back still running i1: i1 was tombstoned, so it is destroyed,
-	// and the pending i2 goes there.
+	// It comes back still running i1: lost with its node, i1 is not
+	// destroyed but adopted back (issue 8: only the controller decides an
+	// instance is unwanted), and the pending i2 goes there.
 	n1b := h.register("n1", 4000, 4096, &commonpb.InstanceMetric{InstanceId: "i1", Status: running})
-	orders := map[string]commonpb.WorkloadRequestKind{}
-	for range 2 {
-		select {
-		case o := <-n1b.orders:
-			orders[o.GetInstanceId()] = o.GetAction()
-		case <-time.After(waitTimeout):
-			t.Fatalf("orders after re-registration = %v, want DESTROY i1 and CREATE i2", orders)
-		}
-	}
-	if orders["i1"] != destroy || orders["i2"] != create {
-		t.Errorf("orders after re-registration = %v, want DESTROY i1 and CREATE i2", orders)
-	}
+	n1b.expectOrder("i2", create)
+	n1b.expectNoOrder(100 * time.Millisecond)
 	if h.node("n1").GetStatus() != "Ready" {
 		t.Error("re-registered node not Ready")
 	}
-	// Its statuses about i1 are not forwarded any more.
-	n1b.report("i1", terminated)
-	n1b.report("i2", running)
-	for {
-		m := c.next()
-		if m.GetInstanceId() == "i1" {
-			t.Errorf("status %v of a tombstoned instance forwarded", m)
-		}
-		if m.GetInstanceId() == "i2" && m.GetStatus() == running {
-			break
-		}
+	if m := c.expect("i1", running); m.GetNode() != "n1" {
+		t.Errorf("adopted i1 reported on %q, want n1", m.GetNode())
 	}
 
-	// The controller reschedules i1: the tombstone is cleared, it is placed anew.
-	h.create("i1", pod(100, 100, 0))
-	n1b.expectOrder("i1", create)
+	// The controller does not want it any more (restartPolicy Never): it
+	// is destroyed on its node, and TERMINATED once the node says so.
+	h.destroy("i1")
+	n1b.expectOrder("i1", destroy)
+	n1b.report("i1", terminated)
+	c.expect("i1", terminated)
 }
 
 func TestRescheduleAfterNodeLost(t *testing.T) {
@@ -345,7 +330,9 @@ func TestRegisterReplacesStream(t *testing.T) {
 }
 
 func TestDestroy(t *testing.T) {
-	h := startScheduler(t, Config{})
+	// Past its recovery window (within it, an instance it does not know
+	// placed may run on a node yet to re-register: it waits for them).
+	h := startScheduler(t, Config{RecoveryWindow: time.Millisecond})
 	c := h.subscribe()
 	n1 := h.register("n1", 1000, 4096)
 	h.create("i1", pod(1000, 100, 0))

@@ -22,8 +22,14 @@ import (
 // node that missed its heartbeats.
 const ReasonNodeLost = "node lost"
 
+// ReasonDestroyed is the reason of the TERMINATED status of an instance
+// stopped on request.
+const ReasonDestroyed = "Destroyed"
+
 // tombstoneTTL is how long the scheduler remembers an instance it declared
-// lost or destroyed, to tell a node that comes back to destroy it.
+// lost or destroyed, to tell a node that comes back to destroy it. An
+// instance still waiting then for its node to confirm it is stopped is
+// declared gone with its node (lost for good).
 const tombstoneTTL = 24 * time.Hour
 
 // forgetNodeAfter is how long a lost node stays listed (NotReady); a node
@@ -60,7 +66,7 @@ type instance struct {
 	phase      phase
 	node       string    // phaseAssigned: the node it runs on
 	hint       string    // phaseParked: the node it waits for
-	lastNode   string    // the node its CREATE said it ran on: the only one that may adopt it
+	adopters   []string  // the nodes its CREATE said it ran or may still run on: the only ones that may adopt it
 	reason     string    // phasePending: why nothing fits
 	allocated  bool      // its request is counted in its node's allocation
 	destroying bool      // a DESTROY was asked for
@@ -104,11 +110,6 @@ type subscriber struct {
 	dropped *closer // closed when it fell behind and was dropped
 }
 
-type tombstone struct {
-	node string // node it was lost on; "" when destroyed before being placed
-	at   time.Time
-}
-
 // state is everything the scheduler knows, behind one mutex. Its methods
 // never block: orders go to per-connection queues and statuses to bounded
 // subscriber channels.
@@ -117,6 +118,7 @@ type state struct {
 	log           *slog.Logger
 	strategy      placement.Strategy
 	nodeTimeout   time.Duration
+	goneAfter     time.Duration // a node not heard from for this long is gone for good
 	recoveryUntil time.Time
 	recovering    bool // parked instances may exist
 	subBuffer     int
@@ -128,7 +130,7 @@ type state struct {
 	insts      map[string]*instance
 	pending    map[string]*instance
 	parked     map[string]*instance
-	tombstones map[string]tombstone
+	tombstones map[string]*tombstone
 	subs       map[*subscriber]struct{}
 	logConns   map[string]*logConn // by node name; may come before the registration
 	logRoutes  map[string]*logRoute
@@ -139,6 +141,7 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		log:           log,
 		strategy:      strategy,
 		nodeTimeout:   nodeTimeout,
+		goneAfter:     DefaultNodeGoneAfter,
 		recoveryUntil: now().Add(recovery),
 		recovering:    recovery > 0,
 		subBuffer:     defaultSubBuffer,
@@ -147,7 +150,7 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		insts:         map[string]*instance{},
 		pending:       map[string]*instance{},
 		parked:        map[string]*instance{},
-		tombstones:    map[string]tombstone{},
+		tombstones:    map[string]*tombstone{},
 		subs:          map[*subscriber]struct{}{},
 		logConns:      map[string]*logConn{},
 		logRoutes:     map[string]*logRoute{},
@@ -169,7 +172,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		if !inst.known {
 			inst.definition, inst.req, inst.known = ws.GetDefinition(), req, true
 			inst.name = ws.GetInstanceName()
-			inst.lastNode = ws.GetNode()
+			inst.adopters = adopters(ws)
 			if inst.workloadID == "" {
 				inst.workloadID = ws.GetWorkloadId()
 			}
@@ -182,7 +185,10 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		}
 		return
 	}
-	delete(s.tombstones, id)
+	if t := s.tombstones[id]; t != nil && t.gone {
+		s.log.Info("create of a destroyed instance ignored", "instance", id)
+		return
+	}
 	s.seq++
 	inst := &instance{
 		id:         id,
@@ -193,7 +199,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 		known:      true,
 		seq:        s.seq,
 		createdAt:  s.now(),
-		lastNode:   ws.GetNode(),
+		adopters:   adopters(ws),
 	}
 	s.insts[id] = inst
 	if hint := ws.GetNode(); hint != "" && s.nodes[hint] == nil && s.recovering && s.now().Before(s.recoveryUntil) {
@@ -214,26 +220,45 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 	defer s.mu.Unlock()
 	id := ws.GetInstanceId()
 	inst := s.insts[id]
+	for _, node := range ws.GetFormerNodes() {
+		if inst == nil || inst.phase != phaseAssigned || inst.node != node {
+			s.staleCopy(id, node) // the controller saw it there before
+		}
+	}
 	if inst != nil && inst.phase == phaseAssigned {
 		inst.destroying = true
 		if n := s.nodes[inst.node]; n != nil {
 			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
 		}
+		// Copies where it was lost or moved from are destroyed too, and
+		// TERMINATED waits for every node.
+		s.destroyCopies(inst, "", "")
 		return
 	}
+	// Not placed (pending, parked) or not known (any more): copies may
+	// still run on the node the controller names (an instance that ended
+	// on its own is forgotten here but kept by its node until destroyed),
+	// the node it waits for, or nodes it was lost with or moved from.
+	hint := ws.GetNode()
 	if inst == nil {
 		inst = &instance{id: id, workloadID: ws.GetWorkloadId()}
-		// Not known (any more): an instance that ended on its own (a
-		// completed pod) is forgotten here but kept by its node until
-		// destroyed. Tell the node the controller names.
-		if n := s.nodes[ws.GetNode()]; n != nil {
-			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-		}
 	} else {
+		if inst.phase == phaseParked {
+			hint = inst.hint
+		}
 		s.forget(inst)
 	}
-	s.tombstones[id] = tombstone{at: s.now()}
-	s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", "", "destroyed before being placed")
+	t := s.destroyCopies(inst, hint, "")
+	switch {
+	case len(t.nodes) > 0:
+	case s.recovering && s.now().Before(s.recoveryUntil):
+		// Just restarted: a node not registered yet may run it (placed
+		// by the previous scheduler, which died before saying so).
+		s.emit(inst, commonpb.ResourceStatus_DESTROYING, "", "", "waiting for the nodes to re-register after a scheduler restart")
+	default:
+		t.confirmed = true
+		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+	}
 }
 
 // subscribe adds a status subscriber; call unsubscribe when done.
@@ -346,6 +371,24 @@ func (s *state) mayJoin(name, key string) error {
 	return nil
 }
 
+// adopters are the nodes an order says the instance ran on (its hint) or
+// may still run a copy on (its former nodes).
+func adopters(ws *controllerpb.WorkloadScheduling) []string {
+	out := slices.Clone(ws.GetFormerNodes())
+	if n := ws.GetNode(); n != "" {
+		out = append(out, n)
+	}
+	return out
+}
+
+// mayAdopt reports whether node may take over the unplaced instance inst
+// by reporting it: only a node its CREATE named as its node or one of its
+// former nodes. Any other node could claim an instance to read its
+// definition.
+func (s *state) mayAdopt(inst *instance, node string) bool {
+	return slices.Contains(inst.adopters, node)
+}
+
 // speaksFor tells whether the holder of key speaks for node n (s.mu held):
 // it made n's last registration.
 func speaksFor(n *node, key string) error {
@@ -364,46 +407,7 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 			continue
 		}
 		seen[id] = true
-		m = proto.Clone(m).(*commonpb.InstanceMetric)
-		m.Node = n.name
-		inst := s.insts[id]
-		switch {
-		case inst == nil:
-			if _, dead := s.tombstones[id]; dead {
-				s.log.Info("node runs a lost or destroyed instance: destroying it", "node", n.name, "instance", id)
-				s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
-				continue
-			}
-			s.seq++
-			inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
-			s.insts[id] = inst
-			s.assign(inst, n)
-			s.log.Info("adopted instance", "node", n.name, "instance", id)
-			s.record(inst, m)
-		case inst.phase == phaseAssigned && inst.node == n.name:
-			if inst.destroying {
-				s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
-			}
-			s.account(inst, m.GetStatus())
-			if inst.last.GetStatus() != m.GetStatus() {
-				s.record(inst, m)
-			}
-		case inst.phase == phaseAssigned:
-			s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
-			s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
-		case inst.lastNode != n.name:
-			// Pending, and its CREATE did not say it ran here: n may not
-			// claim it.
-			s.log.Info("node runs an instance it was not given: destroying it", "node", n.name, "instance", id)
-			s.order(n, &instance{id: id, workloadID: inst.workloadID}, commonpb.WorkloadRequestKind_DESTROY)
-		default: // pending or parked, last seen here: it runs here
-			delete(s.pending, id)
-			delete(s.parked, id)
-			s.assign(inst, n)
-			s.account(inst, m.GetStatus())
-			s.log.Info("adopted instance", "node", n.name, "instance", id)
-			s.record(inst, m)
-		}
+		s.reconcileOne(n, proto.Clone(m).(*commonpb.InstanceMetric))
 	}
 	for id, inst := range n.insts {
 		if seen[id] {
@@ -412,13 +416,18 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		switch {
 		case inst.destroying:
 			s.forget(inst)
-			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, "", "not running on its node any more")
+			s.destroyed(inst, n.name, nil)
 		case inst.known:
 			// Placed here but the node does not have it (order lost with the
 			// previous stream): ask again; the node handles duplicates.
 			s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
 		default:
 			s.lose(inst, n.name, "not running on its node any more")
+		}
+	}
+	for id, t := range s.tombstones {
+		if _, ok := t.nodes[n.name]; ok && !seen[id] {
+			s.copyGone(id, n.name, "not running on its node any more")
 		}
 	}
 	for id, inst := range s.parked {
@@ -429,6 +438,68 @@ func (s *state) reconcile(n *node, listed []*commonpb.InstanceMetric) {
 		s.assign(inst, n)
 		s.order(n, inst, commonpb.WorkloadRequestKind_CREATE)
 		s.emit(inst, commonpb.ResourceStatus_PENDING, n.name, "", "scheduled on "+n.name)
+	}
+}
+
+// reconcileOne handles one instance node n lists in its registration.
+func (s *state) reconcileOne(n *node, m *commonpb.InstanceMetric) {
+	id := m.GetInstanceId()
+	m.Node = n.name
+	inst := s.insts[id]
+	if m.GetStatus() == commonpb.ResourceStatus_DESTROYING && (inst == nil || inst.node != n.name) {
+		// A copy the node is destroying (ordered before a scheduler
+		// restart): never adopted, and waited for if the instance is
+		// destroyed meanwhile.
+		if s.staleCopy(id, n.name).gone {
+			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		return
+	}
+	switch {
+	case inst == nil:
+		if t := s.tombstones[id]; t != nil && t.gone {
+			s.log.Info("node runs a destroyed instance: destroying it", "node", n.name, "instance", id)
+			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+			if !t.confirmed {
+				s.staleCopy(id, n.name) // its confirmation ends the instance
+			}
+			return
+		}
+		// Unknown, or lost with this node: it is back. The controller
+		// decides whether it still wants it (it destroys it otherwise).
+		s.dropCopy(id, n.name)
+		s.seq++
+		inst = &instance{id: id, workloadID: m.GetWorkloadId(), seq: s.seq}
+		s.insts[id] = inst
+		s.assign(inst, n)
+		s.log.Info("adopted instance", "node", n.name, "instance", id)
+		s.record(inst, m)
+	case inst.phase == phaseAssigned && inst.node == n.name:
+		if inst.destroying {
+			s.order(n, inst, commonpb.WorkloadRequestKind_DESTROY)
+		}
+		s.account(inst, m.GetStatus())
+		if inst.last.GetStatus() != m.GetStatus() {
+			s.record(inst, m)
+		}
+	case inst.phase == phaseAssigned:
+		s.log.Info("node runs an instance placed elsewhere: destroying it", "node", n.name, "instance", id, "assigned", inst.node)
+		s.order(n, &instance{id: id, workloadID: inst.workloadID, definition: inst.definition}, commonpb.WorkloadRequestKind_DESTROY)
+		s.staleCopy(id, n.name)
+	case !s.mayAdopt(inst, n.name):
+		// Pending, and neither its CREATE nor the scheduler says it ran
+		// here: n may not claim it (and so read its definition).
+		s.log.Info("node runs an instance it was not given: destroying it", "node", n.name, "instance", id)
+		s.order(n, &instance{id: id, workloadID: inst.workloadID}, commonpb.WorkloadRequestKind_DESTROY)
+		s.staleCopy(id, n.name)
+	default: // pending or parked, known to have run here: it runs here
+		delete(s.pending, id)
+		delete(s.parked, id)
+		s.dropCopy(id, n.name)
+		s.assign(inst, n)
+		s.account(inst, m.GetStatus())
+		s.log.Info("adopted instance", "node", n.name, "instance", id)
+		s.record(inst, m)
 	}
 }
 
@@ -488,24 +559,49 @@ func (s *state) instanceStatus(name, key string, m *commonpb.InstanceMetric) err
 	n := s.nodes[name]
 	inst := s.insts[id]
 	alive := m.GetStatus() == commonpb.ResourceStatus_RUNNING || m.GetStatus() == commonpb.ResourceStatus_CREATING
-	switch {
-	case n == nil:
+	if n == nil {
 		s.log.Debug("status from an unregistered node dropped", "node", name, "instance", id)
 		return nil
-	case speaksFor(n, key) != nil:
-		return errNotOwner
-	case inst != nil && inst.phase == phaseAssigned && inst.node == name:
-	case inst != nil && inst.phase != phaseAssigned && alive && n.ready && inst.lastNode == name:
+	}
+	if err := speaksFor(n, key); err != nil {
+		return err
+	}
+	n.lastSeen = s.now() // any word from the node shows it alive
+	assigned := inst != nil && inst.phase == phaseAssigned && inst.node == name
+	switch {
+	case m.GetStatus() == commonpb.ResourceStatus_TERMINATED && !assigned:
+		s.copyGone(id, name, m.GetMessage())
+		return nil
+	case assigned && !inst.destroying && (m.GetStatus() == commonpb.ResourceStatus_DESTROYING ||
+		(m.GetStatus() == commonpb.ResourceStatus_TERMINATED && m.GetReason() == ReasonDestroyed)):
+		// The end of a copy destroyed here before the instance was placed
+		// here again: not the instance's (its CREATE follows).
+		s.log.Debug("status of a destroyed copy dropped", "node", name, "instance", id, "status", m.GetStatus())
+		return nil
+	case assigned:
+	case inst != nil && inst.phase != phaseAssigned && alive && n.ready && s.mayAdopt(inst, name):
 		delete(s.pending, id)
 		delete(s.parked, id)
+		s.dropCopy(id, name)
 		s.assign(inst, n)
 		s.log.Info("adopted instance", "node", name, "instance", id)
 	default:
 		s.log.Debug("status from a node the instance is not assigned to dropped",
 			"node", name, "instance", id, "status", m.GetStatus())
-		_, dead := s.tombstones[id]
-		if alive && (dead || inst != nil) {
+		// A copy the controller wants gone, or one of an instance placed
+		// elsewhere, is destroyed. One lost with this node waits for its
+		// re-registration (then the controller decides).
+		if t := s.tombstones[id]; alive && ((t != nil && t.gone) || inst != nil) {
 			s.order(n, &instance{id: id, workloadID: m.GetWorkloadId()}, commonpb.WorkloadRequestKind_DESTROY)
+			s.staleCopy(id, name)
+		}
+		return nil
+	}
+	if inst.destroying && m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+		freed := s.account(inst, m.GetStatus())
+		s.destroyed(inst, name, m)
+		if freed {
+			s.retryPending()
 		}
 		return nil
 	}
@@ -553,16 +649,19 @@ func (s *state) check() {
 		s.recovering = false
 		for id, inst := range s.parked {
 			delete(s.parked, id)
+			s.staleCopy(id, inst.hint) // may come back with it
 			inst.phase, inst.hint = phasePending, ""
 			s.pending[id] = inst
 		}
+		for id, t := range s.tombstones {
+			if t.gone && !t.confirmed && len(t.nodes) == 0 && s.insts[id] == nil {
+				t.confirmed = true // no node came back with it
+				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+			}
+		}
 		s.retryPending()
 	}
-	for id, t := range s.tombstones {
-		if now.Sub(t.at) > tombstoneTTL {
-			delete(s.tombstones, id)
-		}
-	}
+	s.checkCopies(now)
 }
 
 func (s *state) nodeLost(n *node, now time.Time) {
@@ -577,9 +676,10 @@ func (s *state) nodeLost(n *node, now time.Time) {
 	for _, id := range slices.Sorted(maps.Keys(n.insts)) {
 		inst := n.insts[id]
 		if inst.destroying {
+			// Not TERMINATED: it may still run there. The node confirms
+			// when it is back (or is declared gone for good).
 			s.forget(inst)
-			s.tombstones[id] = tombstone{node: n.name, at: now}
-			s.emit(inst, commonpb.ResourceStatus_TERMINATED, n.name, ReasonNodeLost, msg)
+			s.destroyCopies(inst, n.name, ReasonNodeLost)
 			continue
 		}
 		s.lose(inst, n.name, msg)
@@ -591,7 +691,7 @@ func (s *state) nodeLost(n *node, now time.Time) {
 // lose forgets inst, tombstones it and reports it FAILED "node lost".
 func (s *state) lose(inst *instance, nodeName, msg string) {
 	s.forget(inst)
-	s.tombstones[inst.id] = tombstone{node: nodeName, at: s.now()}
+	s.staleCopy(inst.id, nodeName)
 	s.emit(inst, commonpb.ResourceStatus_FAILED, nodeName, ReasonNodeLost, msg)
 }
 

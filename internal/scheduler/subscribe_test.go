@@ -38,8 +38,8 @@ func TestSubscribeReplaysLastStatuses(t *testing.T) {
 	if m := c2.next(); m.GetInstanceId() != "placed" {
 		t.Errorf("replay after adopted ended = %v, want only placed", m)
 	}
-	n1.report("placed", commonpb.ResourceStatus_DESTROYING)
-	if m := c2.next(); m.GetStatus() != commonpb.ResourceStatus_DESTROYING {
-		t.Errorf("after the replay: %v, want the live DESTROYING", m)
+	n1.report("placed", commonpb.ResourceStatus_FAILED)
+	if m := c2.next(); m.GetStatus() != commonpb.ResourceStatus_FAILED {
+		t.Errorf("after the replay: %v, want the live FAILED", m)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/pki"
 )
 
@@ -86,8 +87,9 @@ func (w *workerAPI) Register(reg *commonpb.WorkerRegistration, stream grpc.Serve
 		return grpcError(fmt.Errorf("%s: %w", name, err))
 	}
 	defer w.st.disconnect(name, c)
-	// Headers tell the node its registration was recorded.
-	if err := stream.SendHeader(metadata.MD{}); err != nil {
+	// Headers tell the node its registration was recorded, and how often
+	// it must send heartbeats.
+	if err := stream.SendHeader(metadata.Pairs(grpcutil.HeartbeatHeader, heartbeatFor(w.st.nodeTimeout).String())); err != nil {
 		return fmt.Errorf("accepting registration of %s: %w", name, err)
 	}
 	ctx := stream.Context()

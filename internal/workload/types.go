@@ -114,22 +114,25 @@ type PortMapping struct {
 
 // Instance is the value of an instance record: one running copy of a workload.
 type Instance struct {
-	ID           string           `json:"id"`
-	Name         string           `json:"name"`
-	WorkloadID   string           `json:"workload_id"`
-	WorkloadName string           `json:"workload_name,omitempty"`
-	Kind         Kind             `json:"kind"`
-	Status       Status           `json:"status"`
-	Node         string           `json:"node,omitempty"`
-	IP           string           `json:"ip,omitempty"`
-	Ports        []PortMapping    `json:"ports,omitempty"`
-	Reason       string           `json:"reason,omitempty"`
-	Message      string           `json:"message,omitempty"`
-	ExitCode     *int             `json:"exitCode,omitempty"`
-	Restarts     int              `json:"restarts"`
-	Timings      map[string]int64 `json:"timings_ms,omitempty"`
-	CreatedAt    time.Time        `json:"createdAt"`
-	UpdatedAt    time.Time        `json:"updatedAt"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	WorkloadID   string `json:"workload_id"`
+	WorkloadName string `json:"workload_name,omitempty"`
+	Kind         Kind   `json:"kind"`
+	Status       Status `json:"status"`
+	Node         string `json:"node,omitempty"`
+	// FormerNodes are nodes it ran on before (it moved, or was rescheduled
+	// after a node loss): a copy may still run there until each confirms.
+	FormerNodes []string         `json:"formerNodes,omitempty"`
+	IP          string           `json:"ip,omitempty"`
+	Ports       []PortMapping    `json:"ports,omitempty"`
+	Reason      string           `json:"reason,omitempty"`
+	Message     string           `json:"message,omitempty"`
+	ExitCode    *int             `json:"exitCode,omitempty"`
+	Restarts    int              `json:"restarts"`
+	Timings     map[string]int64 `json:"timings_ms,omitempty"`
+	CreatedAt   time.Time        `json:"createdAt"`
+	UpdatedAt   time.Time        `json:"updatedAt"`
 	// DeleteRequested is set when a user deleted the instance; the record
 	// goes away once the node reports it TERMINATED.
 	DeleteRequested bool `json:"deleteRequested,omitempty"`

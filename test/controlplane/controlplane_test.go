@@ -187,7 +187,7 @@ func (c *cluster) startScheduler() {
 	wl, cl := listen(c.t, c.workAddr), listen(c.t, c.schedAddr)
 	c.sched = start(c.t, "scheduler", func(ctx context.Context) error {
 		return scheduler.Run(ctx, scheduler.Config{WorkersListener: wl, ControllersListener: cl,
-			NodeTimeout: nodeTimeout, RecoveryWindow: nodeTimeout, Logger: c.log.With("component", "scheduler"), Insecure: true})
+			NodeTimeout: nodeTimeout, RecoveryWindow: nodeTimeout, NodeGoneAfter: 2 * nodeTimeout, Logger: c.log.With("component", "scheduler"), Insecure: true})
 	})
 }
 

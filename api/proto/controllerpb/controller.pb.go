@@ -30,9 +30,12 @@ type WorkloadScheduling struct {
 	Definition string                       `protobuf:"bytes,2,opt,name=definition,proto3" json:"definition,omitempty"`
 	Action     commonpb.WorkloadRequestKind `protobuf:"varint,3,opt,name=action,proto3,enum=common.WorkloadRequestKind" json:"action,omitempty"`
 	// rik extensions
-	InstanceId    string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	InstanceName  string `protobuf:"bytes,5,opt,name=instance_name,json=instanceName,proto3" json:"instance_name,omitempty"`
-	Node          string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"` // node the controller last saw it on, a hint after restarts
+	InstanceId   string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceName string `protobuf:"bytes,5,opt,name=instance_name,json=instanceName,proto3" json:"instance_name,omitempty"`
+	Node         string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"` // node the controller last saw it on, a hint after restarts
+	// nodes it ran on before (moved, rescheduled): a copy may still run
+	// there, so a DESTROY waits for each of them too
+	FormerNodes   []string `protobuf:"bytes,7,rep,name=former_nodes,json=formerNodes,proto3" json:"former_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -107,6 +110,13 @@ func (x *WorkloadScheduling) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *WorkloadScheduling) GetFormerNodes() []string {
+	if x != nil {
+		return x.FormerNodes
+	}
+	return nil
 }
 
 type NodeList struct {
@@ -282,7 +292,7 @@ var File_controller_proto protoreflect.FileDescriptor
 const file_controller_proto_rawDesc = "" +
 	"\n" +
 	"\x10controller.proto\x12\n" +
-	"controller\x1a\fcommon.proto\x1a\x1bgoogle/protobuf/empty.proto\"\xe4\x01\n" +
+	"controller\x1a\fcommon.proto\x1a\x1bgoogle/protobuf/empty.proto\"\x87\x02\n" +
 	"\x12WorkloadScheduling\x12\x1f\n" +
 	"\vworkload_id\x18\x01 \x01(\tR\n" +
 	"workloadId\x12\x1e\n" +
@@ -293,7 +303,8 @@ const file_controller_proto_rawDesc = "" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
 	"instanceId\x12#\n" +
 	"\rinstance_name\x18\x05 \x01(\tR\finstanceName\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"2\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x12!\n" +
+	"\fformer_nodes\x18\a \x03(\tR\vformerNodes\"2\n" +
 	"\bNodeList\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.controller.NodeR\x05nodes\"\xc5\x03\n" +
 	"\x04Node\x12\x12\n" +

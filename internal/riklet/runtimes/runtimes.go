@@ -33,7 +33,7 @@ type Config struct {
 	RuncBinary         string // default "runc"
 	PodCIDR            string // default 10.63.0.0/16
 	Bridge             string // default rik0
-	CgroupParent       string // cgroup under which pods live, default rik/pods; unique per riklet sharing a host
+	CgroupParent       string // cgroup under which pods live, default rik/pods; unique per riklet sharing a machine (each in its own network namespace)
 	InsecureRegistries list   // host:port reached over plain HTTP
 
 	VMM           string // auto|qemu|firecracker
@@ -73,7 +73,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RuncBinary, "runc", "runc", "runc binary")
 	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods")
 	fs.StringVar(&c.Bridge, "bridge", sdn.DefaultPodBridge, "bridge the pods are attached to")
-	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (give each riklet sharing a host its own)")
+	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (riklets in separate network namespaces of one machine each need their own)")
 	fs.Var(&c.InsecureRegistries, "insecure-registry", "registry host:port reached over plain HTTP (repeatable)")
 	fs.StringVar(&c.VMM, "vmm", "auto", "microVM monitor for functions: auto, qemu or firecracker")
 	fs.StringVar(&c.KernelPath, "kernel-path", "", "guest kernel for functions (bzImage or vmlinux); empty: no functions on this node")

@@ -494,7 +494,9 @@ func (r *Runtime) cleanup(ctx context.Context, v *vm) error {
 	}
 	var errs []error
 	if err := r.kill(ctx, state); err != nil {
-		errs = append(errs, err)
+		// The VM may still run: its TAP, address lease and files stay
+		// until it is stopped (the caller retries).
+		return err
 	}
 	if err := r.removeCgroup(v.id); err != nil {
 		errs = append(errs, err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -486,7 +487,44 @@ func TestStopWithCancelledContext(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("Stop with a cancelled context hangs")
 	}
+	// Issue 8 (3): the container still runs, so its network and address
+	// lease stay: another pod must not get its address.
+	owners, err := r.net.Owners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(owners, inst.ID) {
+		t.Errorf("network of %s released while its container may still run (owners %v)", inst.ID, owners)
+	}
 	if err := r.Stop(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, r, inst.ID)
+}
+
+// Found by the chaos suite: a `runc run` killed under CPU starvation left
+// runc's directory of the container without a state; every later start
+// failed ("container with given ID already exists") and the pod never ran
+// again. Stop removes such a leftover.
+func TestStopRemovesUnloadableContainer(t *testing.T) {
+	e := setup(t)
+	r := e.runtime(t)
+	ctx := context.Background()
+	inst := instance("broken", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
+	dir := filepath.Join(r.cfg.RuncRoot, runcID(inst.ID, "c"))
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("runc's directory of the broken container is still there: %v", err)
+	}
+	if _, err := r.Start(ctx, inst); err != nil {
+		t.Fatalf("start after a broken runc run: %v", err)
+	}
+	if err := r.Stop(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
 	e.assertGone(t, r, inst.ID)

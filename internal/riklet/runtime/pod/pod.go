@@ -38,6 +38,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -742,6 +743,11 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 	}
 	wg.Wait()
 	dir := r.podDir(id)
+	if len(errs) > 0 {
+		// A container may still run: its rootfs, cgroup and address (the
+		// lease) stay until it is stopped; the caller retries.
+		return fmt.Errorf("stopping pod %s: %w", id, errors.Join(errs...))
+	}
 	if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
 			if e.IsDir() {
@@ -773,6 +779,27 @@ func (r *Runtime) cleanup(ctx context.Context, id string, spec []workload.Contai
 	return nil
 }
 
+// removeUnloadable removes the state runc keeps of a container it cannot
+// load: a `runc run` killed (start timeout, CPU starvation) before it
+// recorded the container leaves a directory under its root that makes
+// every later `runc run` of the id fail ("container with given ID already
+// exists"). Its processes, if any, are in the pod's cgroup, removed next.
+func (r *Runtime) removeUnloadable(ctx context.Context, c *container) error {
+	dir := filepath.Join(r.cfg.RuncRoot, c.RuncID)
+	if _, err := os.Stat(dir); err != nil {
+		return nil // no such container
+	}
+	_ = r.runc.Delete(ctx, c.RuncID, &runc.DeleteOpts{Force: true})
+	if _, err := r.runc.State(ctx, c.RuncID); err == nil || ctx.Err() != nil {
+		return fmt.Errorf("container %s: runc could not load it, then could: try again", c.RuncID)
+	}
+	r.log.Warn("removing the state of a container runc cannot load", "container", c.RuncID)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing broken container %s: %w", c.RuncID, err)
+	}
+	return nil
+}
+
 // stopContainer sends SIGTERM, waits StopGrace, sends SIGKILL, then deletes
 // the container from runc.
 func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
@@ -788,7 +815,7 @@ func (r *Runtime) stopContainer(ctx context.Context, c *container) error {
 				return fmt.Errorf("stopping container %s: %w", c.RuncID, ctx.Err())
 			}
 		}
-		return nil // no such container
+		return r.removeUnloadable(ctx, c) // no such container, or a broken one
 	}
 	if st.Status == "running" || st.Status == "paused" || st.Status == "created" {
 		if err := r.runc.Kill(ctx, c.RuncID, int(unix.SIGTERM), nil); err != nil {
@@ -916,16 +943,26 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		}
 	}
 	var errs []error
-	// Containers nobody owns.
+	var running []string // runc ids of orphan containers that could not be stopped
+	// Containers nobody owns, stopped concurrently: each may take its
+	// stop grace, and the node registers only once recovered.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, c := range list {
 		if keep[c.ID] {
 			continue
 		}
 		r.log.Info("removing orphan container", "container", c.ID)
-		if err := r.stopContainer(ctx, &container{RuncID: c.ID}); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Go(func() {
+			if err := r.stopContainer(ctx, &container{RuncID: c.ID}); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				running = append(running, c.ID)
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	// Pod directories, logs, cgroups, networks nobody owns.
 	orphans := map[string]bool{}
 	for _, sub := range []string{"pods", "logs"} {
@@ -947,6 +984,9 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	for id := range orphans {
 		if ownedIDs[id] || validID(id) != nil {
 			continue
+		}
+		if slices.ContainsFunc(running, func(rid string) bool { return strings.HasPrefix(rid, id+"-") }) {
+			continue // its container still runs: keep its address and network
 		}
 		r.log.Info("removing orphan pod resources", "id", id)
 		unlock := r.locks.Lock(id)
