@@ -6,19 +6,17 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// ReasonNodeLost is the reason the scheduler gives when a node stopped
+// api.ReasonNodeLost is the reason the scheduler gives when a node stopped
 // sending heartbeats.
-const ReasonNodeLost = "node lost"
 
-// ReasonUnknown is set on an instance that ended without a reason given.
-const ReasonUnknown = "Unknown"
+// api.ReasonUnknown is set on an instance that ended without a reason given.
 
-// ReasonDeleted is the reason of the TERMINATED event of a deleted instance.
-const ReasonDeleted = "Deleted"
+// api.ReasonDeleted is the reason of the TERMINATED event of a deleted instance.
 
 // MessageSchedulerDown is set on instances the scheduler did not take yet.
 const MessageSchedulerDown = "scheduler unreachable, will retry"
@@ -51,10 +49,10 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	if status == workload.StatusTerminated && (inst.DeleteRequested || !c.WorkloadExists) {
 		return outcomeRemove
 	}
-	if status == workload.StatusFailed && m.GetReason() == ReasonNodeLost {
+	if status == workload.StatusFailed && m.GetReason() == api.ReasonNodeLost {
 		return applyNodeLost(inst, m, c)
 	}
-	if inst.Status == workload.StatusFailed && inst.Reason == ReasonNodeLost && !inst.DeleteRequested {
+	if inst.Status == workload.StatusFailed && inst.Reason == api.ReasonNodeLost && !inst.DeleteRequested {
 		// Declared lost and not rescheduled (restartPolicy Never): its node
 		// came back with it. The failure stands; the copy is destroyed.
 		if status == workload.StatusRunning || status == workload.StatusCreating {
@@ -89,7 +87,7 @@ func applyMetric(inst *workload.Instance, m *commonpb.InstanceMetric, c applyCon
 	}
 	inst.Reason = m.GetReason()
 	if inst.Reason == "" && status.Terminal() {
-		inst.Reason = ReasonUnknown // a node that says nothing (RIK's riklet)
+		inst.Reason = api.ReasonUnknown // a node that says nothing (RIK's riklet)
 	}
 	inst.Message = m.GetMessage()
 	switch {
@@ -123,11 +121,11 @@ func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyC
 		// It may still run on the lost node: listed DESTROYING until the
 		// node confirms it stopped it (DESTROY is re-sent by the resync).
 		msg := fmt.Sprintf("node %s lost: waiting for it to stop the instance", m.GetNode())
-		if inst.Status == workload.StatusDestroying && inst.Reason == ReasonNodeLost && inst.Message == msg {
+		if inst.Status == workload.StatusDestroying && inst.Reason == api.ReasonNodeLost && inst.Message == msg {
 			return outcomeKeep
 		}
 		inst.Status = workload.StatusDestroying
-		inst.Reason = ReasonNodeLost
+		inst.Reason = api.ReasonNodeLost
 		inst.Message = msg
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
@@ -139,17 +137,17 @@ func applyNodeLost(inst *workload.Instance, m *commonpb.InstanceMetric, c applyC
 		return outcomeKeep
 	}
 	if c.Policy == workload.RestartNever {
-		if inst.Status == workload.StatusFailed && inst.Reason == ReasonNodeLost {
+		if inst.Status == workload.StatusFailed && inst.Reason == api.ReasonNodeLost {
 			return outcomeKeep
 		}
 		inst.Status = workload.StatusFailed
-		inst.Reason = ReasonNodeLost
+		inst.Reason = api.ReasonNodeLost
 		inst.Message = m.GetMessage()
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
 	inst.Status = workload.StatusPending
-	inst.Reason = ReasonNodeLost
+	inst.Reason = api.ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
 	moveTo(inst, "")
 	inst.IP = ""

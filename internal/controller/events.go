@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -163,7 +164,7 @@ func (s *Server) applyEvent(cache map[string]instanceRecord, ev store.Event) {
 // publishRemoved publishes the TERMINATED event of a removed record.
 func publishRemoved(s *Server, rec instanceRecord) {
 	if !rec.Value.Status.Terminal() {
-		rec.Value.Reason, rec.Value.Message = ReasonDeleted, ""
+		rec.Value.Reason, rec.Value.Message = api.ReasonDeleted, ""
 	}
 	rec.Value.Status = workload.StatusTerminated
 	s.publishInstance(rec)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/workload"
@@ -178,14 +179,14 @@ func TestStatusIngestion(t *testing.T) {
 		t.Errorf("running: %+v", got)
 	}
 	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_FAILED, Node: "n1",
-		HasExitCode: true, ExitCode: 137, Reason: "OOMKilled", Restarts: 2})
+		HasExitCode: true, ExitCode: 137, Reason: api.ReasonOOMKilled, Restarts: 2})
 	got = e.waitInstance(in.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if got.ExitCode == nil || *got.ExitCode != 137 || got.Reason != "OOMKilled" || got.Restarts != 2 {
+	if got.ExitCode == nil || *got.ExitCode != 137 || got.Reason != api.ReasonOOMKilled || got.Restarts != 2 {
 		t.Errorf("failed: %+v", got)
 	}
 	// an exit code of 0 is kept as a value, not dropped
 	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1",
-		HasExitCode: true, ExitCode: 0, Reason: "Completed"})
+		HasExitCode: true, ExitCode: 0, Reason: api.ReasonCompleted})
 	got = e.waitInstance(in.ID, "terminated", func(i workload.Instance) bool { return i.Status == workload.StatusTerminated })
 	if got.ExitCode == nil || *got.ExitCode != 0 {
 		t.Errorf("terminated exit code %v", got.ExitCode)
@@ -212,7 +213,7 @@ func TestRescheduleOnNodeLost(t *testing.T) {
 	e.waitOrders(d.ID, 2)
 
 	lost := func(id string) *commonpb.InstanceMetric {
-		return &commonpb.InstanceMetric{InstanceId: id, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: ReasonNodeLost}
+		return &commonpb.InstanceMetric{InstanceId: id, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: api.ReasonNodeLost}
 	}
 	e.sched.push(lost(a.ID))
 	e.sched.push(lost(a.ID)) // duplicate delivery must not reschedule twice
@@ -220,7 +221,7 @@ func TestRescheduleOnNodeLost(t *testing.T) {
 	e.sched.push(lost(d.ID))
 
 	got := e.waitInstance(a.ID, "rescheduled", func(i workload.Instance) bool { return i.Status == workload.StatusPending })
-	if got.Restarts != 1 || got.Node != "" || got.IP != "" || got.Reason != ReasonNodeLost {
+	if got.Restarts != 1 || got.Node != "" || got.IP != "" || got.Reason != api.ReasonNodeLost {
 		t.Errorf("rescheduled: %+v", got)
 	}
 	orders := e.waitOrders(a.ID, 2)
@@ -228,16 +229,16 @@ func TestRescheduleOnNodeLost(t *testing.T) {
 		t.Errorf("reschedule order %v", o)
 	}
 	gotN := e.waitInstance(n.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if gotN.Reason != ReasonNodeLost || gotN.Restarts != 0 {
+	if gotN.Reason != api.ReasonNodeLost || gotN.Restarts != 0 {
 		t.Errorf("Never policy: %+v", gotN)
 	}
 	// A deleted instance lost with its node is not gone until its node
 	// says it stopped it (issue 8).
-	gotD := e.waitInstance(d.ID, "destroying, node lost", func(i workload.Instance) bool { return i.Reason == ReasonNodeLost })
+	gotD := e.waitInstance(d.ID, "destroying, node lost", func(i workload.Instance) bool { return i.Reason == api.ReasonNodeLost })
 	if gotD.Status != workload.StatusDestroying {
 		t.Errorf("deleted instance of a lost node: %+v, want DESTROYING", gotD)
 	}
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: d.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1", Reason: "Destroyed"})
+	e.sched.push(&commonpb.InstanceMetric{InstanceId: d.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1", Reason: api.ReasonDestroyed})
 	e.waitGone(d.ID)
 
 	// the new node takes it
@@ -354,7 +355,7 @@ func TestSchedulerRejection(t *testing.T) {
 	e.sched.mu.Unlock()
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
 	got := e.waitInstance(in.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if got.Reason != ReasonRejected || !strings.Contains(got.Message, "unsupported") {
+	if got.Reason != api.ReasonRejected || !strings.Contains(got.Message, "unsupported") {
 		t.Errorf("rejected instance %+v", got)
 	}
 	// a duplicate the scheduler already has is not an error

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/grpcutil"
@@ -184,8 +185,7 @@ func order(action commonpb.WorkloadRequestKind, wl workloadRecord, inst workload
 	}
 }
 
-// ReasonRejected is set on an instance the scheduler refused to take.
-const ReasonRejected = "SchedulingRejected"
+// api.ReasonRejected is set on an instance the scheduler refused to take.
 
 // sendCreate sends CREATE; if the scheduler cannot be reached the instance
 // stays PENDING with a message and is sent again on reconnect. An order the
@@ -221,14 +221,14 @@ func (s *Server) sendCreate(ctx context.Context, wl workloadRecord, inst workloa
 	return rec.Value, err
 }
 
-// failInstance marks a live instance FAILED with ReasonRejected.
+// failInstance marks a live instance FAILED with api.ReasonRejected.
 func (s *Server) failInstance(ctx context.Context, inst workload.Instance, msg string) workload.Instance {
 	rec, _, err := s.repo.updateInstance(ctx, inst.ID, func(i *workload.Instance) (change, error) {
 		if i.DeleteRequested || i.Status.Terminal() {
 			return keep, nil
 		}
 		i.Status = workload.StatusFailed
-		i.Reason = ReasonRejected
+		i.Reason = api.ReasonRejected
 		i.Message = msg
 		i.UpdatedAt = s.now()
 		return write, nil

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/pki"
@@ -91,7 +92,7 @@ func TestOrderTooLargeFailsInstance(t *testing.T) {
 	e.sched.mu.Unlock()
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
 	got := e.waitInstance(in.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if got.Reason != ReasonRejected || !strings.Contains(got.Message, "larger than max") {
+	if got.Reason != api.ReasonRejected || !strings.Contains(got.Message, "larger than max") {
 		t.Errorf("instance %+v", got)
 	}
 }

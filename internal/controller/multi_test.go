@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/store/bolt"
@@ -95,7 +96,7 @@ func testTwoControllers(t *testing.T, stA, stB store.Store) {
 	if createsBefore < 1 {
 		t.Fatalf("no CREATE sent for %s", in.ID)
 	}
-	a.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: ReasonNodeLost})
+	a.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: api.ReasonNodeLost})
 	a.waitInstance(in.ID, "rescheduled", func(i workload.Instance) bool { return i.Status == workload.StatusPending })
 	a.barrier(wl.ID) // both controllers handled the node loss
 	b.barrier(wl.ID)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/store"
@@ -204,7 +205,7 @@ func TestDeleteTerminatedInstanceDestroysItOnItsNode(t *testing.T) {
 	ins := e.createInstances(map[string]any{"workload_id": wl.ID, "replicas": 2})
 	for _, in := range ins {
 		e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1",
-			HasExitCode: true, Reason: "Completed"})
+			HasExitCode: true, Reason: api.ReasonCompleted})
 		e.waitInstance(in.ID, "terminated", func(i workload.Instance) bool { return i.Status == workload.StatusTerminated })
 	}
 

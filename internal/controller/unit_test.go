@@ -27,7 +27,7 @@ func TestApplyMetric(t *testing.T) {
 	deleting := running
 	deleting.DeleteRequested = true
 	deleting.Status = workload.StatusDestroying
-	rescheduled := workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Restarts: 1}
+	rescheduled := workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Restarts: 1}
 	alive := applyContext{WorkloadExists: true, Policy: workload.RestartAlways, Now: now}
 	never := applyContext{WorkloadExists: true, Policy: workload.RestartNever, Now: now}
 	orphan := applyContext{WorkloadExists: false, Policy: workload.RestartAlways, Now: now}
@@ -50,48 +50,48 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Message: "pulling", UpdatedAt: now}},
 		{"same status again", running, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, running},
 		{"unknown status ignored", running, m(commonpb.ResourceStatus_UNKNOWN, nil), alive, outcomeKeep, running},
-		{"exit code kept on failure", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.HasExitCode = true; x.ExitCode = 1; x.Reason = "Error" }), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: "Error", ExitCode: intp(1), UpdatedAt: now}},
+		{"exit code kept on failure", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.HasExitCode = true; x.ExitCode = 1; x.Reason = api.ReasonError }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: api.ReasonError, ExitCode: intp(1), UpdatedAt: now}},
 		{"restarts never go down", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Restarts = 1 }), alive, outcomeKeep,
 			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}},
 		{"terminated of deleted removes", deleting, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeRemove, deleting},
 		{"terminated of orphan removes", running, m(commonpb.ResourceStatus_TERMINATED, nil), orphan, outcomeRemove, running},
 		{"terminated of live is kept, with a reason", running, m(commonpb.ResourceStatus_TERMINATED, nil), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonUnknown, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusTerminated, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: api.ReasonUnknown, UpdatedAt: now}},
 		{"running while deleting stays destroying", deleting, m(commonpb.ResourceStatus_RUNNING, nil), alive, outcomeKeep, deleting},
-		{"node lost reschedules", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
-		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: ReasonNodeLost, UpdatedAt: now}},
+		{"node lost reschedules", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
+		{"node lost with Never fails", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), never, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: api.ReasonNodeLost, UpdatedAt: now}},
 		// Issue 8 (2): removed only once its node confirms it stopped it.
-		{"node lost of deleted waits for its node", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeWrite,
+		{"node lost of deleted waits for its node", deleting, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), alive, outcomeWrite,
 			func() workload.Instance {
 				d := deleting
-				d.Reason, d.Message, d.UpdatedAt = ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				d.Reason, d.Message, d.UpdatedAt = api.ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
 				return d
 			}()},
-		{"node lost of orphan waits for its node", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), orphan, outcomeWrite,
+		{"node lost of orphan waits for its node", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), orphan, outcomeWrite,
 			func() workload.Instance {
 				d := running
-				d.Status, d.Reason, d.Message, d.UpdatedAt = workload.StatusDestroying, ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
+				d.Status, d.Reason, d.Message, d.UpdatedAt = workload.StatusDestroying, api.ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
 				return d
 			}()},
-		{"lost with Never and back: destroyed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
+		{"lost with Never and back: destroyed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost},
 			m(commonpb.ResourceStatus_RUNNING, nil), never, outcomeDestroy,
-			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
-		{"lost with Never, copy destroyed: still failed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
-			m(commonpb.ResourceStatus_TERMINATED, func(x *commonpb.InstanceMetric) { x.Reason = "Destroyed" }), never, outcomeKeep,
-			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
-		{"node lost twice is one reschedule", rescheduled, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep, rescheduled},
-		{"node lost after a pending status ignored", workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1},
-			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeKeep,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: "no node fits", Restarts: 1}},
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost}},
+		{"lost with Never, copy destroyed: still failed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost},
+			m(commonpb.ResourceStatus_TERMINATED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonDestroyed }), never, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost}},
+		{"node lost twice is one reschedule", rescheduled, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), alive, outcomeKeep, rescheduled},
+		{"node lost after a pending status ignored", workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNoNodeFits, Restarts: 1},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), alive, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNoNodeFits, Restarts: 1}},
 		{"node lost of a scheduled instance reschedules", workload.Instance{ID: "i", Status: workload.StatusPending, Node: "n1", Message: "scheduled on n1"},
-			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), alive, outcomeReschedule,
-			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
-		{"node lost twice with Never is one failure", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost},
-			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost }), never, outcomeKeep,
-			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: ReasonNodeLost}},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
+		{"node lost twice with Never is one failure", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost},
+			m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost }), never, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost}},
 		// Issue 8: the node it leaves may still run a copy: remembered,
 		// for a DESTROY to wait for it too.
 		{"moved: former node remembered", running, m(commonpb.ResourceStatus_RUNNING, func(x *commonpb.InstanceMetric) { x.Node = "n2" }), alive, outcomeWrite,
@@ -101,9 +101,9 @@ func TestApplyMetric(t *testing.T) {
 			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
 		// Found by the chaos suite: a restarting pod's address was still
 		// shown while the node gave it to another pod.
-		{"restarting forgets its address", running, m(commonpb.ResourceStatus_CREATING, func(x *commonpb.InstanceMetric) { x.Reason = "BackOff" }), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, Reason: "BackOff", UpdatedAt: now}},
-		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
+		{"restarting forgets its address", running, m(commonpb.ResourceStatus_CREATING, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonBackOff }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, Reason: api.ReasonBackOff, UpdatedAt: now}},
+		{"node lost from an old node ignored", running, m(commonpb.ResourceStatus_FAILED, func(x *commonpb.InstanceMetric) { x.Reason = api.ReasonNodeLost; x.Node = "n0" }), alive, outcomeKeep, running},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 	"sigs.k8s.io/yaml"
 )
@@ -190,7 +191,7 @@ func fixtureInstances() []InstanceItem {
 		}},
 		{ID: "1c9e-uuid", Name: "fn-abcde", Value: workload.Instance{
 			ID: "1c9e-uuid", Name: "fn-abcde", WorkloadID: "w-2", Kind: workload.KindFunction,
-			Status: workload.StatusFailed, Reason: "node lost", Message: "no heartbeat\tfor 15s", ExitCode: &exit,
+			Status: workload.StatusFailed, Reason: api.ReasonNodeLost, Message: "no heartbeat\tfor 15s", ExitCode: &exit,
 			CreatedAt: testNow.Add(-45 * time.Second),
 		}},
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -274,9 +275,9 @@ func (a *agent) dispatch(o *workerpb.InstanceScheduling) {
 		if id == "" {
 			return
 		}
-		st, reason, msg := commonpb.ResourceStatus_FAILED, "InvalidInstanceID", err.Error()
+		st, reason, msg := commonpb.ResourceStatus_FAILED, api.ReasonInvalidInstanceID, err.Error()
 		if o.GetAction() == commonpb.WorkloadRequestKind_DESTROY {
-			st, reason, msg = commonpb.ResourceStatus_TERMINATED, ReasonDestroyed, "such an instance cannot run here"
+			st, reason, msg = commonpb.ResourceStatus_TERMINATED, api.ReasonDestroyed, "such an instance cannot run here"
 		}
 		a.sendUnowned(&commonpb.InstanceMetric{Status: st, InstanceId: id, WorkloadId: o.GetWorkloadId(), Reason: reason, Message: msg})
 		return
@@ -347,12 +348,12 @@ func (a *agent) create(o *workerpb.InstanceScheduling) {
 	def := []byte(o.GetDefinition())
 	w, err := workload.Parse(def)
 	if err != nil {
-		failed("InvalidDefinition", err.Error())
+		failed(api.ReasonInvalidDefinition, err.Error())
 		return
 	}
 	rt := a.runtimes[w.Kind]
 	if rt == nil {
-		failed("NoRuntime", noRuntimeMessage(w.Kind))
+		failed(api.ReasonNoRuntime, noRuntimeMessage(w.Kind))
 		return
 	}
 	name := o.GetInstanceName()
@@ -360,7 +361,7 @@ func (a *agent) create(o *workerpb.InstanceScheduling) {
 		name = id
 	}
 	if err := workload.ValidName(name); err != nil {
-		failed("InvalidDefinition", fmt.Sprintf("instance_name %q: must be a DNS label", name))
+		failed(api.ReasonInvalidDefinition, fmt.Sprintf("instance_name %q: must be a DNS label", name))
 		return
 	}
 	e := Entry{
@@ -380,7 +381,7 @@ func (a *agent) create(o *workerpb.InstanceScheduling) {
 		a.ledger.Remove(id)
 		delete(a.runs, id)
 		a.mu.Unlock()
-		failed("LedgerError", err.Error())
+		failed(api.ReasonLedgerError, err.Error())
 		return
 	}
 	log.Info("creating instance", "kind", w.Kind)
@@ -477,7 +478,7 @@ func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 		delete(a.runs, id) // the mark dispatch left
 		a.queue.push(&commonpb.InstanceMetric{
 			Status: commonpb.ResourceStatus_TERMINATED, InstanceId: id, WorkloadId: o.GetWorkloadId(),
-			Reason: ReasonDestroyed, Message: "not on this node",
+			Reason: api.ReasonDestroyed, Message: "not on this node",
 		})
 		a.mu.Unlock()
 		return
@@ -491,9 +492,8 @@ func (a *agent) destroy(o *workerpb.InstanceScheduling) {
 // instance (its logs) until told the instance is gone for good.
 type forgetter interface{ Forget(id string) error }
 
-// ReasonDestroyed is the reason of the TERMINATED status of an instance
+// api.ReasonDestroyed is the reason of the TERMINATED status of an instance
 // the node stopped on request.
-const ReasonDestroyed = "Destroyed"
 
 // finishDestroy stops a DESTROYING instance, removes it from the ledger and
 // reports it TERMINATED. If stopping fails, or there is no runtime to stop
@@ -533,7 +533,7 @@ func (a *agent) finishDestroy(e Entry) {
 	delete(a.runs, e.InstanceID)
 	a.queue.push(&commonpb.InstanceMetric{
 		Status: commonpb.ResourceStatus_TERMINATED, InstanceId: cur.InstanceID,
-		WorkloadId: cur.WorkloadID, Restarts: int32(cur.Restarts), Reason: ReasonDestroyed,
+		WorkloadId: cur.WorkloadID, Restarts: int32(cur.Restarts), Reason: api.ReasonDestroyed,
 	})
 	a.mu.Unlock()
 	a.syncLedger()
@@ -627,12 +627,12 @@ func (a *agent) applyExit(e Entry, st runtime.Status) {
 	inst, err := a.instance(e)
 	if err != nil {
 		log.Error("instance exited and cannot be restarted", "error", err)
-		a.setStatus(e.InstanceID, LastStatus{Status: workload.StatusFailed, Reason: "InvalidDefinition", Message: err.Error(), ExitCode: st.ExitCode})
+		a.setStatus(e.InstanceID, LastStatus{Status: workload.StatusFailed, Reason: api.ReasonInvalidDefinition, Message: err.Error(), ExitCode: st.ExitCode})
 		return
 	}
 	out := decideExit(inst.Workload.RestartPolicy, code)
 	if st.Phase == runtime.PhaseFailed && st.ExitCode == nil && !out.Restart {
-		out = exitOutcome{Status: workload.StatusFailed, Reason: "Error"}
+		out = exitOutcome{Status: workload.StatusFailed, Reason: api.ReasonError}
 	}
 	if !out.Restart {
 		reason := out.Reason
@@ -677,7 +677,7 @@ func (a *agent) scheduleRestart(id, why string, code *int) {
 
 	e, ok := a.update(id, func(e *Entry) {
 		e.Restarts++
-		e.Last = LastStatus{Status: workload.StatusCreating, Reason: "BackOff",
+		e.Last = LastStatus{Status: workload.StatusCreating, Reason: api.ReasonBackOff,
 			Message: fmt.Sprintf("%s, restarting in %s", why, delay), ExitCode: code}
 	})
 	if !ok {
@@ -708,7 +708,7 @@ func (a *agent) restart(id string, gen int) {
 		if err == nil {
 			err = errors.New(noRuntimeMessage(e.Kind))
 		}
-		a.setStatus(id, LastStatus{Status: workload.StatusFailed, Reason: "RestartFailed", Message: err.Error()})
+		a.setStatus(id, LastStatus{Status: workload.StatusFailed, Reason: api.ReasonRestartFailed, Message: err.Error()})
 		return
 	}
 	if err := a.stop(rt, inst); err != nil {
@@ -861,7 +861,7 @@ func (a *agent) settle(e Entry, byID map[string]runtime.Status) {
 	}
 	st, ok := byID[e.InstanceID]
 	if !ok {
-		st = runtime.Status{InstanceID: e.InstanceID, Phase: runtime.PhaseFailed, Reason: "Lost", Message: "not found after riklet restart"}
+		st = runtime.Status{InstanceID: e.InstanceID, Phase: runtime.PhaseFailed, Reason: api.ReasonLost, Message: "not found after riklet restart"}
 	}
 	if st.Phase == runtime.PhaseRunning {
 		a.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
 	rt "github.com/rik-org/rik/internal/riklet/runtime"
@@ -128,11 +129,11 @@ func TestCreateRejected(t *testing.T) {
 	sched.create("bad", `{"kind":"Pod"`)
 
 	m := sched.waitStatus(t, "f1", is(commonpb.ResourceStatus_FAILED))
-	if m.GetReason() != "NoRuntime" || m.GetMessage() != `this node has no runtime for kind "function"` {
+	if m.GetReason() != api.ReasonNoRuntime || m.GetMessage() != `this node has no runtime for kind "function"` {
 		t.Errorf("status = %v", m)
 	}
 	m = sched.waitStatus(t, "bad", is(commonpb.ResourceStatus_FAILED))
-	if m.GetReason() != "InvalidDefinition" || m.GetMessage() == "" {
+	if m.GetReason() != api.ReasonInvalidDefinition || m.GetMessage() == "" {
 		t.Errorf("status = %v", m)
 	}
 	if n.fake(t).Starts() != 0 || len(readLedger(t, n.cfg.StateDir).Instances) != 0 {
@@ -143,7 +144,7 @@ func TestCreateRejected(t *testing.T) {
 type reasonErr struct{}
 
 func (reasonErr) Error() string  { return "pulling alpine:3: 404" }
-func (reasonErr) Reason() string { return "ImagePullFailed" }
+func (reasonErr) Reason() string { return api.ReasonImagePullFailed }
 
 func TestStartFailure(t *testing.T) {
 	sched, n := setup(t)
@@ -152,7 +153,7 @@ func TestStartFailure(t *testing.T) {
 		err        error
 	}{
 		{"s1", "StartFailed", errors.New("boom")},
-		{"s2", "ImagePullFailed", fmt.Errorf("creating: %w", reasonErr{})},
+		{"s2", api.ReasonImagePullFailed, fmt.Errorf("creating: %w", reasonErr{})},
 	} {
 		stops := n.fake(t).Stops()
 		n.fake(t).FailNext(tc.err)
@@ -228,7 +229,7 @@ func TestExitPolicies(t *testing.T) {
 				}
 				return
 			}
-			back := sched.waitStatus(t, id, func(m *commonpb.InstanceMetric) bool { return m.GetReason() == "BackOff" })
+			back := sched.waitStatus(t, id, func(m *commonpb.InstanceMetric) bool { return m.GetReason() == api.ReasonBackOff })
 			if back.GetStatus() != commonpb.ResourceStatus_CREATING || back.GetRestarts() != 1 || back.GetExitCode() != int32(tc.code) {
 				t.Errorf("backoff status = %v", back)
 			}
@@ -269,7 +270,7 @@ func TestDestroyDuringRestartBackoff(t *testing.T) {
 	if err := n.fake(t).Exit("d1", 1); err != nil {
 		t.Fatal(err)
 	}
-	sched.waitStatus(t, "d1", func(m *commonpb.InstanceMetric) bool { return m.GetReason() == "BackOff" })
+	sched.waitStatus(t, "d1", func(m *commonpb.InstanceMetric) bool { return m.GetReason() == api.ReasonBackOff })
 	sched.destroy("d1")
 	sched.waitStatus(t, "d1", is(commonpb.ResourceStatus_TERMINATED))
 	time.Sleep(1200 * time.Millisecond) // past the restart delay
@@ -319,7 +320,7 @@ func TestStatusesQueuedWhileDisconnected(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	sched2 := startScheduler(t, addr)
 	m := sched2.waitStatus(t, "q1", is(commonpb.ResourceStatus_TERMINATED))
-	if m.GetReason() != "Completed" {
+	if m.GetReason() != api.ReasonCompleted {
 		t.Errorf("status = %v", m)
 	}
 }
@@ -370,10 +371,10 @@ func TestRikletRestartAdopts(t *testing.T) {
 	if got["a1"].GetStatus() != commonpb.ResourceStatus_RUNNING || got["a1"].GetIp() == "" {
 		t.Errorf("a1 = %v", got["a1"])
 	}
-	if got["a2"].GetStatus() != commonpb.ResourceStatus_TERMINATED || got["a2"].GetReason() != "Completed" {
+	if got["a2"].GetStatus() != commonpb.ResourceStatus_TERMINATED || got["a2"].GetReason() != api.ReasonCompleted {
 		t.Errorf("a2 = %v", got["a2"])
 	}
-	if got["a3"].GetStatus() != commonpb.ResourceStatus_FAILED || got["a3"].GetReason() != "Lost" {
+	if got["a3"].GetStatus() != commonpb.ResourceStatus_FAILED || got["a3"].GetReason() != api.ReasonLost {
 		t.Errorf("a3 = %v", got["a3"])
 	}
 	if len(got) != 4 {
@@ -579,7 +580,7 @@ func TestRestartBackoffGrowsAndResets(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := sched.waitStatus(t, "b1", func(m *commonpb.InstanceMetric) bool {
-			return m.GetReason() == "BackOff" && m.GetRestarts() == restarts
+			return m.GetReason() == api.ReasonBackOff && m.GetRestarts() == restarts
 		})
 		sched.waitStatus(t, "b1", func(m *commonpb.InstanceMetric) bool {
 			return m.GetStatus() == commonpb.ResourceStatus_RUNNING && m.GetRestarts() == restarts
@@ -622,14 +623,14 @@ func TestInvalidOrdersRejected(t *testing.T) {
 	sched, n := setup(t)
 	sched.create("../../etc", podDef("web", "Always"))
 	m := sched.waitStatus(t, "../../etc", is(commonpb.ResourceStatus_FAILED))
-	if m.GetReason() != "InvalidInstanceID" {
+	if m.GetReason() != api.ReasonInvalidInstanceID {
 		t.Errorf("status = %v", m)
 	}
 	sched.destroy("a/b")
 	sched.waitStatus(t, "a/b", is(commonpb.ResourceStatus_TERMINATED))
 	sched.orders <- &workerpb.InstanceScheduling{InstanceId: "n1", Definition: podDef("web", "Always"), InstanceName: "Not A Label"}
 	m = sched.waitStatus(t, "n1", is(commonpb.ResourceStatus_FAILED))
-	if m.GetReason() != "InvalidDefinition" || !strings.Contains(m.GetMessage(), "instance_name") {
+	if m.GetReason() != api.ReasonInvalidDefinition || !strings.Contains(m.GetMessage(), "instance_name") {
 		t.Errorf("status = %v", m)
 	}
 	if n.fake(t).Starts() != 0 || n.fake(t).Stops() != 0 {

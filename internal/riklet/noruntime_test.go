@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	rt "github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
@@ -86,8 +87,8 @@ func TestRuntimeFailingToStartKeepsLedger(t *testing.T) {
 	n4 := startNode(t, cfg4, pods4)
 	for _, id := range []string{"r1", "d1"} {
 		m := sched.waitStatus(t, id, is(commonpb.ResourceStatus_TERMINATED))
-		if m.GetReason() != ReasonDestroyed {
-			t.Errorf("%s TERMINATED with reason %q, want %q", id, m.GetReason(), ReasonDestroyed)
+		if m.GetReason() != api.ReasonDestroyed {
+			t.Errorf("%s TERMINATED with reason %q, want %q", id, m.GetReason(), api.ReasonDestroyed)
 		}
 	}
 	if r := n4.fake(t).Running(); len(r) != 0 {

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -24,9 +25,9 @@ func decideExit(policy workload.RestartPolicy, code int) exitOutcome {
 		return exitOutcome{Restart: true}
 	}
 	if code == 0 {
-		return exitOutcome{Status: workload.StatusTerminated, Reason: "Completed"}
+		return exitOutcome{Status: workload.StatusTerminated, Reason: api.ReasonCompleted}
 	}
-	return exitOutcome{Status: workload.StatusFailed, Reason: "Error"}
+	return exitOutcome{Status: workload.StatusFailed, Reason: api.ReasonError}
 }
 
 // restartBackoff is the delay before a restart: base, 2*base, 4*base ...

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -157,11 +158,11 @@ func TestDecideExit(t *testing.T) {
 		{workload.RestartAlways, 0, exitOutcome{Restart: true}},
 		{workload.RestartAlways, 1, exitOutcome{Restart: true}},
 		{"", 0, exitOutcome{Restart: true}},
-		{workload.RestartOnFailure, 0, exitOutcome{Status: workload.StatusTerminated, Reason: "Completed"}},
+		{workload.RestartOnFailure, 0, exitOutcome{Status: workload.StatusTerminated, Reason: api.ReasonCompleted}},
 		{workload.RestartOnFailure, 137, exitOutcome{Restart: true}},
-		{workload.RestartNever, 0, exitOutcome{Status: workload.StatusTerminated, Reason: "Completed"}},
-		{workload.RestartNever, 2, exitOutcome{Status: workload.StatusFailed, Reason: "Error"}},
-		{workload.RestartNever, -1, exitOutcome{Status: workload.StatusFailed, Reason: "Error"}},
+		{workload.RestartNever, 0, exitOutcome{Status: workload.StatusTerminated, Reason: api.ReasonCompleted}},
+		{workload.RestartNever, 2, exitOutcome{Status: workload.StatusFailed, Reason: api.ReasonError}},
+		{workload.RestartNever, -1, exitOutcome{Status: workload.StatusFailed, Reason: api.ReasonError}},
 	} {
 		if got := decideExit(tc.policy, tc.code); got != tc.want {
 			t.Errorf("decideExit(%q, %d) = %+v, want %+v", tc.policy, tc.code, got, tc.want)
@@ -266,7 +267,7 @@ func TestLedger(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	e1 := Entry{InstanceID: "id1", Name: "web-abcde", WorkloadID: "w", Kind: workload.KindPod,
 		Definition: []byte(`{"kind":"Pod"}`), CreatedAt: t0.Add(time.Second), Restarts: 2,
-		Last: LastStatus{Status: workload.StatusFailed, Reason: "Error", ExitCode: &code,
+		Last: LastStatus{Status: workload.StatusFailed, Reason: api.ReasonError, ExitCode: &code,
 			Ports: []workload.PortMapping{{Port: 80, TargetPort: 8080, Protocol: "TCP"}}}}
 	e2 := Entry{InstanceID: "id2", Name: "old", Kind: workload.KindFunction, Definition: []byte(`{}`), CreatedAt: t0}
 	for _, e := range []Entry{e1, e2} {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 )
 
@@ -103,7 +104,7 @@ func (s *state) destroyed(inst *instance, node string, m *commonpb.InstanceMetri
 	}
 	t.confirmed = true
 	if m == nil {
-		s.emit(inst, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, "not running on its node any more")
+		s.emit(inst, commonpb.ResourceStatus_TERMINATED, node, api.ReasonDestroyed, "not running on its node any more")
 		return
 	}
 	s.record(inst, m)
@@ -131,7 +132,7 @@ func (s *state) copyGone(id, node, msg string) {
 	}
 	if len(t.nodes) == 0 && !t.confirmed && s.insts[id] == nil {
 		t.confirmed = true
-		s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, node, ReasonDestroyed, msg)
+		s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, node, api.ReasonDestroyed, msg)
 	}
 }
 
@@ -152,7 +153,7 @@ func (s *state) checkCopies(now time.Time) {
 				// If such a node ever comes back, the tombstone has it
 				// destroy the instance.
 				t.confirmed = true
-				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, lost[0], ReasonNodeLost,
+				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, lost[0], api.ReasonNodeLost,
 					fmt.Sprintf("%s lost for good (not back for %s): the instance is presumed gone with it", strings.Join(lost, ", "), s.goneAfter))
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/scheduler/placement"
@@ -20,7 +21,7 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_CREATE {
 		t.Fatalf("orders = %v, want CREATE a", o)
 	}
-	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: "Completed"})
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonCompleted})
 	if st.insts["a"] != nil {
 		t.Fatal("TERMINATED instance not forgotten")
 	}
@@ -37,8 +38,8 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	}
 	// Its TERMINATED answer is the confirmation, forwarded once.
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != ReasonDestroyed {
-		t.Errorf("status = %v, want TERMINATED %s", m, ReasonDestroyed)
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != api.ReasonDestroyed {
+		t.Errorf("status = %v, want TERMINATED %s", m, api.ReasonDestroyed)
 	}
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
 	select {

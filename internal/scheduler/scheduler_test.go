@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 )
@@ -147,8 +148,8 @@ func TestNodeTimeoutAndReregistration(t *testing.T) {
 
 	// No heartbeats: lost.
 	m := c.expect("i1", failed)
-	if m.GetReason() != ReasonNodeLost || m.GetNode() != "n1" {
-		t.Errorf("lost status = %v, want reason %q on n1", m, ReasonNodeLost)
+	if m.GetReason() != api.ReasonNodeLost || m.GetNode() != "n1" {
+		t.Errorf("lost status = %v, want reason %q on n1", m, api.ReasonNodeLost)
 	}
 	if n := h.node("n1"); n.GetStatus() != "NotReady" || n.GetInstances() != 0 || n.GetAllocated().GetCpuMillis() != 0 {
 		t.Errorf("lost node = %v, want NotReady without instances", n)

@@ -12,19 +12,18 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
-// ReasonNodeLost is the reason of the FAILED status of the instances of a
+// api.ReasonNodeLost is the reason of the FAILED status of the instances of a
 // node that missed its heartbeats.
-const ReasonNodeLost = "node lost"
 
-// ReasonDestroyed is the reason of the TERMINATED status of an instance
+// api.ReasonDestroyed is the reason of the TERMINATED status of an instance
 // stopped on request.
-const ReasonDestroyed = "Destroyed"
 
 // tombstoneTTL is how long the scheduler remembers an instance it declared
 // lost or destroyed, to tell a node that comes back to destroy it. An
@@ -257,7 +256,7 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 		s.emit(inst, commonpb.ResourceStatus_DESTROYING, "", "", "waiting for the nodes to re-register after a scheduler restart")
 	default:
 		t.confirmed = true
-		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+		s.emit(inst, commonpb.ResourceStatus_TERMINATED, "", api.ReasonDestroyed, "destroyed before being placed")
 	}
 }
 
@@ -573,7 +572,7 @@ func (s *state) instanceStatus(name, key string, m *commonpb.InstanceMetric) err
 		s.copyGone(id, name, m.GetMessage())
 		return nil
 	case assigned && !inst.destroying && (m.GetStatus() == commonpb.ResourceStatus_DESTROYING ||
-		(m.GetStatus() == commonpb.ResourceStatus_TERMINATED && m.GetReason() == ReasonDestroyed)):
+		(m.GetStatus() == commonpb.ResourceStatus_TERMINATED && m.GetReason() == api.ReasonDestroyed)):
 		// The end of a copy destroyed here before the instance was placed
 		// here again: not the instance's (its CREATE follows).
 		s.log.Debug("status of a destroyed copy dropped", "node", name, "instance", id, "status", m.GetStatus())
@@ -656,7 +655,7 @@ func (s *state) check() {
 		for id, t := range s.tombstones {
 			if t.gone && !t.confirmed && len(t.nodes) == 0 && s.insts[id] == nil {
 				t.confirmed = true // no node came back with it
-				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, "", ReasonDestroyed, "destroyed before being placed")
+				s.emit(&instance{id: id}, commonpb.ResourceStatus_TERMINATED, "", api.ReasonDestroyed, "destroyed before being placed")
 			}
 		}
 		s.retryPending()
@@ -679,7 +678,7 @@ func (s *state) nodeLost(n *node, now time.Time) {
 			// Not TERMINATED: it may still run there. The node confirms
 			// when it is back (or is declared gone for good).
 			s.forget(inst)
-			s.destroyCopies(inst, n.name, ReasonNodeLost)
+			s.destroyCopies(inst, n.name, api.ReasonNodeLost)
 			continue
 		}
 		s.lose(inst, n.name, msg)
@@ -692,7 +691,7 @@ func (s *state) nodeLost(n *node, now time.Time) {
 func (s *state) lose(inst *instance, nodeName, msg string) {
 	s.forget(inst)
 	s.staleCopy(inst.id, nodeName)
-	s.emit(inst, commonpb.ResourceStatus_FAILED, nodeName, ReasonNodeLost, msg)
+	s.emit(inst, commonpb.ResourceStatus_FAILED, nodeName, api.ReasonNodeLost, msg)
 }
 
 // retryPending tries to place every pending instance, oldest first.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/internal/grpcutil"
@@ -76,7 +77,7 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 		t.Fatal("node still ready 16s after its last heartbeat")
 	}
 	m := (<-sub.ch).GetInstance()
-	if m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != ReasonNodeLost || m.GetNode() != "n1" ||
+	if m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != api.ReasonNodeLost || m.GetNode() != "n1" ||
 		m.GetMessage() != "no heartbeat from n1 for 16s" {
 		t.Errorf("lost status = %v", m)
 	}
@@ -112,8 +113,8 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 			clk.t = clk.t.Add(2 * time.Second)
 			st.check()
 			m := (<-sub.ch).GetInstance()
-			if m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetReason() != ReasonNodeLost || m.GetNode() != "n1" {
-				t.Fatalf("instance being destroyed on a lost node reported %v, want DESTROYING %q", m, ReasonNodeLost)
+			if m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetReason() != api.ReasonNodeLost || m.GetNode() != "n1" {
+				t.Fatalf("instance being destroyed on a lost node reported %v, want DESTROYING %q", m, api.ReasonNodeLost)
 			}
 			// The controller's periodic DESTROY changes nothing.
 			st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
@@ -134,7 +135,7 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 					t.Fatalf("status %v before the node stopped it", m)
 				default:
 				}
-				st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+				st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 			case "never":
 				clk.t = clk.t.Add(st.goneAfter - 10*time.Second)
 				st.check()
@@ -147,9 +148,9 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 				st.check()
 			}
 			m = (<-sub.ch).GetInstance()
-			wantReason := ReasonDestroyed
+			wantReason := api.ReasonDestroyed
 			if back == "never" {
-				wantReason = ReasonNodeLost
+				wantReason = api.ReasonNodeLost
 			}
 			if m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != wantReason || m.GetNode() != "n1" {
 				t.Errorf("node back %s: %v, want TERMINATED %q on n1", back, m, wantReason)
@@ -199,7 +200,7 @@ func TestLostInstanceAdoptedBackNotDestroyed(t *testing.T) {
 	<-sub.ch
 	clk.t = clk.t.Add(2 * time.Second)
 	st.check() // lost
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != ReasonNodeLost {
+	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != api.ReasonNodeLost {
 		t.Fatalf("lost: %v", m)
 	}
 	c, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running}, "")
@@ -283,7 +284,7 @@ func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 	c1.out.drain()
 	for _, m := range []*commonpb.InstanceMetric{
 		{InstanceId: "a", Status: commonpb.ResourceStatus_DESTROYING},
-		{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed},
+		{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed},
 		{InstanceId: "a", Status: commonpb.ResourceStatus_CREATING},
 	} {
 		st.instanceStatus("n1", "", m)
@@ -315,7 +316,7 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 	}
 	c2.out.drain()
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n2"})
-	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	var last *commonpb.InstanceMetric
 	for len(sub.ch) > 0 {
 		last = (<-sub.ch).GetInstance()
@@ -328,7 +329,7 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 	if o := c1.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
 		t.Fatalf("orders to n1 = %v, want DESTROY", o)
 	}
-	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	for len(sub.ch) > 0 {
 		last = (<-sub.ch).GetInstance()
 	}
@@ -376,13 +377,13 @@ func TestDestroyWaitsForFormerNodes(t *testing.T) {
 			t.Fatalf("orders = %v, want DESTROY on each node", o)
 		}
 	}
-	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	for len(sub.ch) > 0 {
 		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
 			t.Fatalf("TERMINATED %v before n1 confirmed", m)
 		}
 	}
-	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	var last *commonpb.InstanceMetric
 	for len(sub.ch) > 0 {
 		last = (<-sub.ch).GetInstance()
@@ -418,7 +419,7 @@ func TestDestroyAfterRestartWaitsForTheNodes(t *testing.T) {
 			t.Fatalf("TERMINATED %v before n3 stopped it", m)
 		}
 	}
-	st.instanceStatus("n3", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: ReasonDestroyed})
+	st.instanceStatus("n3", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
 		t.Errorf("%v, want TERMINATED once n3 stopped it", m)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/rikctl"
@@ -289,7 +290,7 @@ func TestControlPlane(t *testing.T) {
 	lostBy := time.Now().Add(nodeTimeout + 5*time.Second)
 	c.eventually(time.Until(lostBy), "instance on node-b FAILED node lost", func() error {
 		in := c.instances(wl.ID)[onB]
-		if in.Status != workload.StatusFailed || in.Reason != "node lost" {
+		if in.Status != workload.StatusFailed || in.Reason != api.ReasonNodeLost {
 			return fmt.Errorf("%s is %s (%s)", onB, in.Status, in.Reason)
 		}
 		return nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -85,8 +86,8 @@ func TestControlPlane(t *testing.T) {
 	killed := time.Now()
 	c.waitStatus(lost.Name, workload.StatusFailed, nodeTimeout+20*time.Second)
 	t.Logf("instance %s FAILED %s after the riklet was killed (node timeout %s)", lost.Name, time.Since(killed).Round(100*time.Millisecond), nodeTimeout)
-	if it, _, _ := c.instance(lost.Name); it.Value.Reason != "node lost" {
-		t.Errorf("lost instance reason %q, want %q", it.Value.Reason, "node lost")
+	if it, _, _ := c.instance(lost.Name); it.Value.Reason != api.ReasonNodeLost {
+		t.Errorf("lost instance reason %q, want %q", it.Value.Reason, api.ReasonNodeLost)
 	}
 	c.eventually(10*time.Second, lostNode.name+" NotReady", func() error {
 		items, err := c.nodesList()

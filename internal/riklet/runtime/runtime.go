@@ -40,7 +40,7 @@ type Status struct {
 	IP         string
 	Ports      []workload.PortMapping
 	ExitCode   *int
-	Reason     string           // short cause: "ImagePullFailed", "Error", "Completed", "OOMKilled"...
+	Reason     string           // short cause, one of the api.Reason constants
 	Message    string           // detail or progress ("pulling alpine: 3/5 layers")
 	Timings    map[string]int64 // phase -> milliseconds since start was asked
 }

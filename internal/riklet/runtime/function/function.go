@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/riklet/initramfs"
 	"github.com/rik-org/rik/internal/riklet/logfile"
@@ -203,7 +204,7 @@ func (r *Runtime) forget(v *vm) {
 // Start implements runtime.Runtime.
 func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Status, error) {
 	if err := validateFunction(workloadInstance{ID: inst.ID, Function: inst.Workload.Spec.Function}); err != nil {
-		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: "InvalidSpec", Message: err.Error()}, err
+		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonInvalidSpec, Message: err.Error()}, err
 	}
 	v := r.entry(inst.ID)
 	sctx, cancel := context.WithCancel(ctx)
@@ -224,7 +225,7 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 		r.mu.Lock()
 		v.startCancel = nil
 		r.mu.Unlock()
-		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: "CleanupFailed", Message: err.Error()}, err
+		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonCleanupFailed, Message: err.Error()}, err
 	}
 	v.stopping.Store(false)
 	st, err := r.start(sctx, v, inst)
@@ -256,15 +257,15 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	progress("fetching rootfs " + fn.Execution.Rootfs)
 	img, err := r.store.Fetch(ctx, fn.Execution.Rootfs, fn.Execution.SHA256, progress)
 	if err != nil {
-		return failed("RootfsFailed", fmt.Errorf("fetching rootfs for %s: %w", inst.ID, err))
+		return failed(api.ReasonRootfsFailed, fmt.Errorf("fetching rootfs for %s: %w", inst.ID, err))
 	}
 	mark(TimingFetched)
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
-		return failed("Error", fmt.Errorf("creating %s: %w", v.dir, err))
+		return failed(api.ReasonError, fmt.Errorf("creating %s: %w", v.dir, err))
 	}
 	disk := filepath.Join(v.dir, "rootfs.ext4")
 	if err := rootfs.Clone(ctx, img, disk); err != nil {
-		return failed("RootfsFailed", err)
+		return failed(api.ReasonRootfsFailed, err)
 	}
 
 	var nc NetConfig
@@ -272,7 +273,7 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 		progress("setting up network")
 		nc, err = r.cfg.Network.Setup(ctx, inst.ID, exposedPorts(fn.Exposure))
 		if err != nil {
-			return failed("NetworkFailed", fmt.Errorf("setting up network of %s: %w", inst.ID, err))
+			return failed(api.ReasonNetworkFailed, fmt.Errorf("setting up network of %s: %w", inst.ID, err))
 		}
 	}
 	if nc.MAC == nil {
@@ -282,7 +283,7 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 
 	uid, cgroup, err := r.sandbox(v, fn.Execution)
 	if err != nil {
-		return failed("VMMFailed", fmt.Errorf("starting vm %s: %w", inst.ID, err))
+		return failed(api.ReasonVMMFailed, fmt.Errorf("starting vm %s: %w", inst.ID, err))
 	}
 	vc := vmm.Config{
 		ID: inst.ID, Dir: v.dir, Kernel: r.kernel, Initrd: r.initrd,
@@ -295,27 +296,27 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	state := vmState{ID: inst.ID, Name: inst.Name, VMM: vc, Net: nc, Timings: timings}
 	r.setState(v, state)
 	if err := writeState(v.dir, state); err != nil {
-		return failed("Error", err)
+		return failed(api.ReasonError, err)
 	}
 	progress("starting " + r.driver.Name())
 	proc, err := r.driver.Start(ctx, vc)
 	if err != nil {
-		return failed("VMMFailed", fmt.Errorf("starting vm %s: %w", inst.ID, err))
+		return failed(api.ReasonVMMFailed, fmt.Errorf("starting vm %s: %w", inst.ID, err))
 	}
 	mark(TimingVMMStarted)
 	state.Process = proc
 	r.setState(v, state)
 	if err := writeState(v.dir, state); err != nil {
-		return failed("Error", err)
+		return failed(api.ReasonError, err)
 	}
 	progress("booting")
 	if err := waitGuest(ctx, vc.ConsoleLog, proc, r.cfg.BootTimeout); err != nil {
-		return failed("BootFailed", fmt.Errorf("booting vm %s: %w", inst.ID, err))
+		return failed(api.ReasonBootFailed, fmt.Errorf("booting vm %s: %w", inst.ID, err))
 	}
 	mark(TimingGuestRunning)
 	state.Timings = timings
 	if err := writeState(v.dir, state); err != nil {
-		return failed("Error", err)
+		return failed(api.ReasonError, err)
 	}
 	st := runningStatus(state)
 	r.mu.Lock()
@@ -407,7 +408,7 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 				}
 				st := exitStatus(v.id, console)
 				if st.Phase == runtime.PhaseFailed && r.cgroups.OOMKilled(r.cgroupPath(v.id)) {
-					st.Reason = "OOMKilled"
+					st.Reason = api.ReasonOOMKilled
 					st.Message = "the vmm used more than its memory limit: " + st.Message
 				}
 				r.mu.Lock()
@@ -428,14 +429,14 @@ func exitStatus(id, console string) runtime.Status {
 	cur, _ := os.ReadFile(console)
 	b = append(b, cur...)
 	if code, ok := guestExitCode(b); ok {
-		reason := "Completed"
+		reason := api.ReasonCompleted
 		if code != 0 {
-			reason = "Error"
+			reason = api.ReasonError
 		}
 		return runtime.Status{InstanceID: id, Phase: runtime.PhaseExited, ExitCode: &code, Reason: reason,
 			Message: fmt.Sprintf("guest exited with code %d", code)}
 	}
-	return runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: "VMCrashed",
+	return runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonVMCrashed,
 		Message: "vm exited without a guest exit code: " + strings.TrimSpace(string(logfile.TailLines(b, 3)))}
 }
 
@@ -595,7 +596,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			if err := r.kill(ctx, s); err != nil {
 				errs = append(errs, err)
 			}
-			st := runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: "StartInterrupted",
+			st := runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
 				Message: "the riklet stopped while this vm was starting"}
 			r.mu.Lock()
 			v.state, v.status = s, st
@@ -628,7 +629,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	for _, o := range owned {
 		st, ok := found[o.ID]
 		if !ok {
-			st = runtime.Status{InstanceID: o.ID, Phase: runtime.PhaseFailed, Reason: "Lost", Message: "no vm found on this node"}
+			st = runtime.Status{InstanceID: o.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonLost, Message: "no vm found on this node"}
 		}
 		out = append(out, st)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -253,7 +254,7 @@ func TestExitReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.waitFor(t, in.ID, runtime.PhaseExited)
-	if st.ExitCode == nil || *st.ExitCode != 7 || st.Reason != "Error" {
+	if st.ExitCode == nil || *st.ExitCode != 7 || st.Reason != api.ReasonError {
 		t.Errorf("exit = %+v, want code 7", st)
 	}
 	// Logs survive the exit; Start again restarts from scratch.
@@ -272,7 +273,7 @@ func TestExitReported(t *testing.T) {
 	if _, err := e.rt.Start(ctx, crash); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.waitFor(t, crash.ID, runtime.PhaseFailed); st.Reason != "VMCrashed" || !strings.Contains(st.Message, "kernel panic") {
+	if st := e.waitFor(t, crash.ID, runtime.PhaseFailed); st.Reason != api.ReasonVMCrashed || !strings.Contains(st.Message, "kernel panic") {
 		t.Errorf("crash = %+v", st)
 	}
 }
@@ -285,11 +286,11 @@ func TestStartRollsBack(t *testing.T) {
 		rootfs     string
 		reason     string
 	}{
-		{name: "network", setup: func(e *fakeEnv) { e.net.failSetup = true }, reason: "NetworkFailed"},
-		{name: "vmm", setup: func(e *fakeEnv) { e.driver.failStart = true }, reason: "VMMFailed"},
-		{name: "boot", entrypoint: "/noboot", reason: "BootFailed"},
-		{name: "rootfs", rootfs: "file:///nonexistent.ext4", reason: "RootfsFailed"},
-		{name: "invalid", rootfs: "-", reason: "InvalidSpec"},
+		{name: "network", setup: func(e *fakeEnv) { e.net.failSetup = true }, reason: api.ReasonNetworkFailed},
+		{name: "vmm", setup: func(e *fakeEnv) { e.driver.failStart = true }, reason: api.ReasonVMMFailed},
+		{name: "boot", entrypoint: "/noboot", reason: api.ReasonBootFailed},
+		{name: "rootfs", rootfs: "file:///nonexistent.ext4", reason: api.ReasonRootfsFailed},
+		{name: "invalid", rootfs: "-", reason: api.ReasonInvalidSpec},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,7 +348,7 @@ func TestRecover(t *testing.T) {
 	if s := got[dead.ID]; s.Phase != runtime.PhaseExited || s.ExitCode == nil || *s.ExitCode != 7 {
 		t.Errorf("dead = %+v, want EXITED 7", s)
 	}
-	if s := got[lost.ID]; s.Phase != runtime.PhaseFailed || s.Reason != "Lost" {
+	if s := got[lost.ID]; s.Phase != runtime.PhaseFailed || s.Reason != api.ReasonLost {
 		t.Errorf("lost = %+v, want FAILED Lost", s)
 	}
 	if !vmm.Alive(sKeep.Process) || vmm.Alive(sDrop.Process) {
@@ -380,7 +381,7 @@ func TestRecover(t *testing.T) {
 	}
 	// The adopted VM is watched: its exit is reported.
 	vmm.Signal(sKeep.Process, 9)
-	if st := e.waitFor(t, keep.ID, runtime.PhaseFailed); st.Reason != "VMCrashed" {
+	if st := e.waitFor(t, keep.ID, runtime.PhaseFailed); st.Reason != api.ReasonVMCrashed {
 		t.Errorf("adopted vm exit = %+v", st)
 	}
 	for _, in := range []runtime.Instance{keep, dead} {
@@ -526,7 +527,7 @@ func TestRecoverInterruptedStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sts) != 1 || sts[0].Phase != runtime.PhaseFailed || sts[0].Reason != "StartInterrupted" {
+	if len(sts) != 1 || sts[0].Phase != runtime.PhaseFailed || sts[0].Reason != api.ReasonStartInterrupted {
 		t.Fatalf("Recover = %+v, want FAILED StartInterrupted", sts)
 	}
 	if vmm.Alive(s.Process) {
@@ -598,7 +599,7 @@ func TestStartFailsWhenInitGivesUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := e.rt.Start(ctx, in)
-	if err == nil || st.Reason != "BootFailed" || !strings.Contains(err.Error(), "no such device") {
+	if err == nil || st.Reason != api.ReasonBootFailed || !strings.Contains(err.Error(), "no such device") {
 		t.Fatalf("Start = %+v, %v; want BootFailed with the console's cause", st, err)
 	}
 	if ctx.Err() != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -242,7 +243,7 @@ func TestSandboxNoFreeUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := e.rt.Start(ctx, e.inst("two", ""))
-	if err == nil || st.Phase != runtime.PhaseFailed || st.Reason != "VMMFailed" || !strings.Contains(st.Message, "no free VM uid") {
+	if err == nil || st.Phase != runtime.PhaseFailed || st.Reason != api.ReasonVMMFailed || !strings.Contains(st.Message, "no free VM uid") {
 		t.Fatalf("Start beyond the uid range = %+v, %v", st, err)
 	}
 	if e.net.has("two") || slices.Contains(e.cg.paths(), "rik/functions/two") {
@@ -266,7 +267,7 @@ func TestOOMKilledReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := e.waitFor(t, in.ID, runtime.PhaseFailed)
-	if st.Reason != "OOMKilled" || !strings.Contains(st.Message, "memory limit") {
+	if st.Reason != api.ReasonOOMKilled || !strings.Contains(st.Message, "memory limit") {
 		t.Errorf("exit = %+v, want OOMKilled", st)
 	}
 	e.rt.Stop(ctx, in)

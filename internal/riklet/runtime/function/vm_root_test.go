@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -267,7 +268,7 @@ func TestVMLifecycle(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if exited.ExitCode == nil || *exited.ExitCode != 3 || exited.Reason != "Error" {
+	if exited.ExitCode == nil || *exited.ExitCode != 3 || exited.Reason != api.ReasonError {
 		t.Errorf("c exited with %+v, want code 3, reason Error", exited)
 	}
 	if err := r2.Stop(ctx, c); err != nil {

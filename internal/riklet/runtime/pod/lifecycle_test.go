@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -284,7 +285,7 @@ func TestRecoverAdoptsAndCleans(t *testing.T) {
 	if err := r2.runc.Kill(ctx, runcID(web.ID, "web"), 9, nil); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.rep.waitExit(t, web.ID); st.ExitCode != nil || st.Reason != "Unknown" {
+	if st := e.rep.waitExit(t, web.ID); st.ExitCode != nil || st.Reason != api.ReasonUnknown {
 		t.Errorf("adopted exit = %+v", st)
 	}
 	for _, inst := range []runtime.Instance{web, gone} {

@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/atomicfile"
 	"github.com/rik-org/rik/internal/keylock"
 	"io"
@@ -314,10 +315,10 @@ func (p *pod) status() runtime.Status {
 // container. It returns once all run; on error it removes all it made.
 func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Status, error) {
 	if err := validate(inst); err != nil {
-		return failed(inst.ID, "InvalidSpec", err), err
+		return failed(inst.ID, api.ReasonInvalidSpec, err), err
 	}
 	if err := r.checkPrivilege(inst); err != nil {
-		return failed(inst.ID, "PrivilegedNotAllowed", err), err
+		return failed(inst.ID, api.ReasonPrivilegedRefused, err), err
 	}
 	unlock := r.locks.Lock(inst.ID)
 	defer unlock()
@@ -339,7 +340,7 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 	// A pod that exited (or half-made leftovers) is cleaned first.
 	if _, err := os.Stat(r.podDir(inst.ID)); err == nil {
 		if err := r.cleanup(ctx, inst.ID, inst.Workload.Spec.Containers); err != nil {
-			return failed(inst.ID, "CleanupFailed", err), err
+			return failed(inst.ID, api.ReasonCleanupFailed, err), err
 		}
 	}
 
@@ -348,9 +349,9 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 	for i, c := range inst.Workload.Spec.Containers {
 		img, err := r.images.Pull(ctx, c.Image, progress)
 		if err != nil {
-			reason := "ImagePullFailed"
+			reason := api.ReasonImagePullFailed
 			if errors.Is(err, image.ErrBadReference) {
-				reason = "InvalidImageName"
+				reason = api.ReasonInvalidImageName
 			}
 			err = fmt.Errorf("spec.containers[%d].image: %w", i, err)
 			return failed(inst.ID, reason, err), err
@@ -367,7 +368,7 @@ func (r *Runtime) Start(ctx context.Context, inst runtime.Instance) (runtime.Sta
 		if cerr := r.cleanup(context.WithoutCancel(ctx), inst.ID, inst.Workload.Spec.Containers); cerr != nil {
 			r.log.Error("rolling back pod", "id", inst.ID, "err", cerr)
 		}
-		return failed(inst.ID, "StartFailed", err), err
+		return failed(inst.ID, api.ReasonStartFailed, err), err
 	}
 	mark("running")
 	st := p.status()
@@ -645,15 +646,15 @@ func (r *Runtime) containerExited(p *pod, ctr *container, code *int) {
 	st := runtime.Status{InstanceID: p.ID, Phase: runtime.PhaseExited, IP: p.IP, ExitCode: code}
 	switch {
 	case code == nil:
-		st.Reason = "Unknown"
+		st.Reason = api.ReasonUnknown
 		st.Message = fmt.Sprintf("container %s exited while the riklet was not watching", ctr.Name)
 	case *code == 0:
-		st.Reason = "Completed"
+		st.Reason = api.ReasonCompleted
 		st.Message = fmt.Sprintf("container %s exited with code 0", ctr.Name)
 	default:
-		st.Reason = "Error"
+		st.Reason = api.ReasonError
 		if cgroups.OOMKilled(r.cfg.CgroupDir + "/" + p.ID + "/" + ctr.Name) {
-			st.Reason = "OOMKilled"
+			st.Reason = api.ReasonOOMKilled
 		}
 		st.Message = fmt.Sprintf("container %s exited with code %d", ctr.Name, *code)
 	}
@@ -1007,7 +1008,7 @@ func (r *Runtime) adopt(ctx context.Context, inst runtime.Instance, byRuncID map
 	defer unlock()
 	p, err := r.load(inst.ID)
 	if err != nil {
-		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: "NotFound", Message: "pod not found on node"}
+		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonNotFound, Message: "pod not found on node"}
 	}
 	var gone []string
 	for _, c := range p.Containers {
@@ -1022,7 +1023,7 @@ func (r *Runtime) adopt(ctx context.Context, inst runtime.Instance, byRuncID map
 		if len(gone) > 0 {
 			msg = fmt.Sprintf("container %s exited while the riklet was down", strings.Join(gone, ", "))
 		}
-		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseExited, IP: p.IP, Reason: "Unknown", Message: msg}
+		return runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseExited, IP: p.IP, Reason: api.ReasonUnknown, Message: msg}
 	}
 	p.ready = make(chan struct{})
 	close(p.ready)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
@@ -122,7 +123,7 @@ func TestRootPrivilegedRefusedUnlessAllowed(t *testing.T) {
 	} {
 		inst := instance("priv", workload.Container{Name: "ok", Image: e.ref, Command: []string{"sleep", "3600"}}, tt.c)
 		st, err := r.Start(ctx, inst)
-		if !errors.Is(err, ErrPrivilegeNotAllowed) || st.Phase != runtime.PhaseFailed || st.Reason != "PrivilegedNotAllowed" ||
+		if !errors.Is(err, ErrPrivilegeNotAllowed) || st.Phase != runtime.PhaseFailed || st.Reason != api.ReasonPrivilegedRefused ||
 			!strings.Contains(st.Message, tt.field) || !strings.Contains(st.Message, "--allow-privileged") {
 			t.Errorf("Start(%s) = %+v, %v; want FAILED PrivilegedNotAllowed naming %s", tt.c.Name, st, err, tt.field)
 		}

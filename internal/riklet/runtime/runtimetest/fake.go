@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -231,7 +232,7 @@ func (f *Fake) Recover(_ context.Context, owned []runtime.Instance) ([]runtime.S
 		keep[inst.ID] = true
 		fi := f.st.Instances[inst.ID]
 		if fi == nil {
-			out = append(out, runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: "Lost", Message: "not known to the fake runtime"})
+			out = append(out, runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonLost, Message: "not known to the fake runtime"})
 			continue
 		}
 		out = append(out, f.status(inst.ID, fi))
