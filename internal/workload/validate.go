@@ -395,3 +395,27 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// MaxInstanceIDLen bounds instance ids (UUIDs, 36 characters, on the wire).
+const MaxInstanceIDLen = 64
+
+// ValidInstanceID checks an instance id as every component accepts it:
+// 1 to MaxInstanceIDLen letters, digits, '-' and '_', not starting with
+// '-' or '_'. Nodes name files, devices, cgroups and rules after it. The
+// error is a *ValidationError on field "instance_id".
+func ValidInstanceID(id string) error {
+	if id == "" {
+		return invalid("instance_id", "required")
+	}
+	if len(id) > MaxInstanceIDLen {
+		return invalid("instance_id", fmt.Sprintf("at most %d characters", MaxInstanceIDLen))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_'))
+		if !ok {
+			return invalid("instance_id", fmt.Sprintf("invalid character at %d (want letters, digits, '-', '_')", i))
+		}
+	}
+	return nil
+}

@@ -382,3 +382,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestValidInstanceID(t *testing.T) {
+	for _, ok := range []string{"a", "0f8fad5b-d9cb-469f-a165-70867728950e", "A_b-9", strings.Repeat("x", MaxInstanceIDLen)} {
+		if err := ValidInstanceID(ok); err != nil {
+			t.Errorf("ValidInstanceID(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-a", "_a", "a/b", "..", "a.b", "a b", "é", strings.Repeat("x", MaxInstanceIDLen+1)} {
+		err := ValidInstanceID(bad)
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), "instance_id: ") {
+			t.Errorf("ValidInstanceID(%q) = %v, want an instance_id error", bad, err)
+		}
+	}
+}
