@@ -450,6 +450,8 @@ func TestInvalidRequests(t *testing.T) {
 		"bad json":       h.schedule("i1", "{", create, ""),
 		"invalid pod":    h.schedule("i1", `{"apiVersion":"v1","kind":"Pod","name":"web","spec":{"containers":[{"name":"c"}]}}`, create, ""),
 		"no instance id": h.schedule("", pod(0, 0, 0), create, ""),
+		"path id":        h.schedule("../x", pod(0, 0, 0), create, ""),
+		"long id":        h.schedule(strings.Repeat("a", 65), pod(0, 0, 0), create, ""),
 		"bad action":     h.schedule("i1", pod(0, 0, 0), commonpb.WorkloadRequestKind(7), ""),
 	} {
 		if status.Code(err) != codes.InvalidArgument {

@@ -14,6 +14,7 @@
 package function
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -356,6 +357,10 @@ func (r *Runtime) setState(v *vm, s vmState) {
 func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		// Liveness first: a guest that started then ended before the
+		// check has written its marker by then, and counts as started (its
+		// end is the watcher's to report).
+		alive := vmm.Alive(p)
 		b, _ := os.ReadFile(console)
 		if strings.Contains(string(b), markerStarted) {
 			return nil
@@ -365,7 +370,7 @@ func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.
 			// itself (a Firecracker guest cannot power off).
 			return fmt.Errorf("guest init failed: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
-		if !vmm.Alive(p) {
+		if !alive {
 			return fmt.Errorf("vm exited during boot: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
 		if time.Now().After(deadline) {
@@ -399,7 +404,7 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 		for {
 			select {
 			case <-tick.C:
-				if err := rotate(console, r.cfg.ConsoleMaxBytes); err != nil {
+				if err := logfile.Rotate(console, r.cfg.ConsoleMaxBytes); err != nil {
 					r.log.Warn("rotating console log", "instance", v.id, "err", err)
 				}
 			case err := <-exited:
@@ -425,9 +430,9 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 // exitStatus reads the guest's exit code from its console (and the rotated
 // part: the watcher may have rotated the exit line away just before).
 func exitStatus(id, console string) runtime.Status {
-	b, _ := os.ReadFile(console + ".1")
-	cur, _ := os.ReadFile(console)
-	b = append(b, cur...)
+	var buf bytes.Buffer
+	_, _ = logfile.Tail(console, 0, &buf)
+	b := buf.Bytes()
 	if code, ok := guestExitCode(b); ok {
 		reason := api.ReasonCompleted
 		if code != 0 {
@@ -440,26 +445,9 @@ func exitStatus(id, console string) runtime.Status {
 		Message: "vm exited without a guest exit code: " + strings.TrimSpace(string(logfile.TailLines(b, 3)))}
 }
 
-// rotate copies console.log to console.log.1 and truncates it when it is
-// larger than max (the VMM appends, so truncating is safe).
-func rotate(path string, max int64) error {
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() <= max {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path+".1", b, 0o600); err != nil {
-		return err
-	}
-	return os.Truncate(path, 0)
-}
-
 // Stop implements runtime.Runtime.
 func (r *Runtime) Stop(ctx context.Context, inst runtime.Instance) error {
-	if !validID.MatchString(inst.ID) {
+	if workload.ValidInstanceID(inst.ID) != nil {
 		return nil // cannot name anything of ours
 	}
 	v := r.entry(inst.ID)
@@ -566,7 +554,7 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	for _, e := range entries {
 		id := e.Name()
 		v := &vm{id: id, dir: filepath.Join(r.dir, id)}
-		if !e.IsDir() || !validID.MatchString(id) || !want[id] {
+		if !e.IsDir() || workload.ValidInstanceID(id) != nil || !want[id] {
 			r.log.Info("removing unowned function", "instance", id)
 			v.stopping.Store(true)
 			if err := r.cleanup(ctx, v); err != nil {
@@ -680,52 +668,29 @@ func (r *Runtime) removeStrays(ctx context.Context) []error {
 
 // Logs implements runtime.Runtime: the guest's console.
 func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.LogOptions, w io.Writer) error {
-	if !validID.MatchString(inst.ID) {
+	if workload.ValidInstanceID(inst.ID) != nil {
 		return runtime.ErrNotFound
 	}
 	path := filepath.Join(r.dir, inst.ID, "console.log")
-	old, _ := os.ReadFile(path + ".1")
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return runtime.ErrNotFound
-		}
-		return fmt.Errorf("reading console of %s: %w", inst.ID, err)
+	off, err := logfile.Tail(path, opts.Tail, w)
+	if errors.Is(err, os.ErrNotExist) {
+		return runtime.ErrNotFound
 	}
-	if _, err := w.Write(logfile.TailLines(append(old, cur...), opts.Tail)); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("reading console of %s: %w", inst.ID, err)
 	}
 	if !opts.Follow {
 		return nil
 	}
-	off := int64(len(cur))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-		n, err := logfile.CopyFrom(path, off, w)
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil // stopped and removed
-			}
-			return err
-		}
-		off = n
-		r.mu.Lock()
-		v := r.vms[inst.ID]
-		// A VM being started has not ended either: keep following it.
-		running := v != nil && (v.startCancel != nil || v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process))
-		r.mu.Unlock()
-		if !running {
-			_, err := logfile.CopyFrom(path, off, w)
-			if os.IsNotExist(err) {
-				err = nil
-			}
-			return err
-		}
-	}
+	return logfile.Follow(ctx, path, off, w, func() bool { return r.running(inst.ID) })
+}
+
+// running reports whether VM id runs, or is being started.
+func (r *Runtime) running(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := r.vms[id]
+	return v != nil && (v.startCancel != nil || v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process))
 }
 
 func writeState(dir string, s vmState) error {
@@ -777,7 +742,7 @@ func strayVMs(dir string) map[int]string {
 			continue
 		}
 		id, _, _ := strings.Cut(cmdline[i+len(prefix):], "/")
-		if validID.MatchString(id) && vmm.SessionLeader(pid) {
+		if workload.ValidInstanceID(id) == nil && vmm.SessionLeader(pid) {
 			out[pid] = id
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -429,31 +430,12 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-func TestRotate(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "console.log")
-	os.WriteFile(p, []byte(strings.Repeat("x", 100)), 0o600)
-	if err := rotate(p, 200); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(p); fi.Size() != 100 {
-		t.Errorf("rotated under the cap")
-	}
-	if err := rotate(p, 50); err != nil {
-		t.Fatal(err)
-	}
-	old, _ := os.ReadFile(p + ".1")
-	cur, _ := os.ReadFile(p)
-	if len(old) != 100 || len(cur) != 0 {
-		t.Errorf("after rotate: .1 has %d bytes, current %d", len(old), len(cur))
-	}
-}
-
 // TestExitStatusAfterRotate: the exit line rotated into console.log.1 just
 // before the watcher read it is still the guest's exit, not a crash.
 func TestExitStatusAfterRotate(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "console.log")
 	os.WriteFile(p, []byte("guest output\nrik-init: exit 4\n"), 0o600)
-	if err := rotate(p, 1); err != nil {
+	if err := logfile.Rotate(p, 1); err != nil {
 		t.Fatal(err)
 	}
 	st := exitStatus("inst-rot", p)
