@@ -34,6 +34,7 @@ import (
 
 	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/atomicfile"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/initramfs"
 	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
@@ -156,7 +157,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		return nil, err
 	}
 	cfg.Logger.Info("function runtime ready", "vmm", driver.Name(), "kernel", kernel, "pvh", pvh, "modules", mods)
-	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store, hostCgroups{}), nil
+	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store, cgroups.Host{}), nil
 }
 
 func newRuntime(ctx context.Context, cfg Config, report runtime.Reporter, driver vmm.Driver, kernel, initrd string, store *rootfs.Store, cg cgroupHost) *Runtime {
