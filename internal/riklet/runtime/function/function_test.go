@@ -279,6 +279,45 @@ func TestExitReported(t *testing.T) {
 	}
 }
 
+// TestWaitGuest: a guest that starts its entrypoint and ends between two
+// looks of waitGuest has started (its end is the watcher's to report), not
+// failed to boot. This made TestExitReported flaky under load ("vm exited
+// during boot") when the console was read before the liveness check.
+func TestWaitGuest(t *testing.T) {
+	tests := []struct {
+		name    string
+		console string // written by the "guest" as it ends, at the first liveness check
+		alive   bool   // whether it still runs then
+		want    string // "" = started
+	}{
+		{name: "started then ended", console: markerStarted + "/bin/job (pid 1)\nrik-init: exit 7\n"},
+		{name: "started, running", console: markerStarted + "/sbin/init (pid 1)\n", alive: true},
+		{name: "init failed", console: "rik-init: mounting root: no such device\n" + markerExit + "255\n", alive: true, want: "guest init failed: rik-init: mounting root"},
+		{name: "ended before init", console: "kernel panic\n", want: "vm exited during boot: kernel panic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			console := filepath.Join(t.TempDir(), "console.log")
+			looked := false
+			alive := func() bool {
+				if !looked { // the guest runs to this point between our looks
+					looked = true
+					if err := os.WriteFile(console, []byte(tt.console), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return tt.alive
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := waitGuest(ctx, console, alive, time.Minute)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("waitGuest = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestStartRollsBack(t *testing.T) {
 	tests := []struct {
 		name       string
