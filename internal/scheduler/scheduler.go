@@ -181,9 +181,10 @@ func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml
 	return g.Wait()
 }
 
-// serveGRPC serves srv on l until it is stopped.
+// serveGRPC serves srv on l until it is stopped (maybe before it started
+// serving: the scheduler stopped at once).
 func serveGRPC(srv *grpc.Server, l net.Listener, what string) error {
-	if err := srv.Serve(l); err != nil {
+	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serving %s on %s: %w", what, l.Addr(), err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -616,5 +617,28 @@ func TestStuckSubscriberDropped(t *testing.T) {
 	}
 	if got >= n {
 		t.Errorf("stuck subscriber got all %d statuses, want it dropped", got)
+	}
+}
+
+// A server the scheduler stopped before it started serving (stopped at
+// once, as rik dev does when another component fails at start) is not a
+// failure; a listener that fails is.
+func TestServeGRPCStopped(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	srv.Stop()
+	if err := serveGRPC(srv, l, "workers"); err != nil {
+		t.Errorf("serving a stopped server: %v", err)
+	}
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	if err := serveGRPC(grpc.NewServer(), l2, "workers"); err == nil {
+		t.Error("serving on a closed listener succeeded")
 	}
 }
