@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -30,12 +29,11 @@ type entry struct {
 // state is the desired network state of the node: instance id -> entry.
 type state map[string]entry
 
-// idPattern bounds ids to what is safe in a rule comment and a file.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
+// checkID refuses an id that cannot name a rule comment, a device or a
+// file: the one rule for instance ids (workload.ValidInstanceID).
 func checkID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("instance id %q: want 1-128 of [A-Za-z0-9._-]: %w", id, ErrInvalid)
+	if err := workload.ValidInstanceID(id); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrInvalid)
 	}
 	return nil
 }
