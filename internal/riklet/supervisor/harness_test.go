@@ -14,6 +14,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
+	"github.com/rik-org/rik/internal/riklet/schedlink/schedlinktest"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -155,7 +156,7 @@ func (n *node) statusesOf(id string) []*commonpb.InstanceMetric {
 }
 
 // names lists the statuses of id as "STATUS(Reason)".
-func (n *node) names(id string) []string { return statusNames(n.statusesOf(id)) }
+func (n *node) names(id string) []string { return schedlinktest.Names(n.statusesOf(id)) }
 
 // last is the last status queued for id.
 func (n *node) last(id string) *commonpb.InstanceMetric {
@@ -165,18 +166,6 @@ func (n *node) last(id string) *commonpb.InstanceMetric {
 		n.t.Fatalf("no status for %s", id)
 	}
 	return s[len(s)-1]
-}
-
-func statusNames(ms []*commonpb.InstanceMetric) []string {
-	var out []string
-	for _, m := range ms {
-		s := m.GetStatus().String()
-		if m.GetReason() != "" {
-			s += "(" + m.GetReason() + ")"
-		}
-		out = append(out, s)
-	}
-	return out
 }
 
 // onDisk is the ledger as a restarted riklet would read it: status per

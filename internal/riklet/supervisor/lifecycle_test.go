@@ -16,6 +16,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
+	"github.com/rik-org/rik/internal/riklet/schedlink/schedlinktest"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -107,7 +108,7 @@ func TestInvalidOrdersRejected(t *testing.T) {
 	}
 	n.collect()
 	if len(n.sent) != 3 {
-		t.Errorf("statuses %v, want one per named order", statusNames(n.sent))
+		t.Errorf("statuses %v, want one per named order", schedlinktest.Names(n.sent))
 	}
 	if n.fake.Starts() != 0 || n.fake.Stops() != 0 || n.led.Len() != 0 {
 		t.Errorf("invalid orders reached the runtime or the ledger")

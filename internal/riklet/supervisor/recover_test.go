@@ -10,6 +10,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
+	"github.com/rik-org/rik/internal/riklet/schedlink/schedlinktest"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -47,7 +48,7 @@ func TestRecoverAdopts(t *testing.T) {
 	snap := n2.led.Snapshot()
 	got := map[string]string{}
 	for i, m := range snap {
-		got[m.GetInstanceId()] = statusNames(snap[i : i+1])[0]
+		got[m.GetInstanceId()] = schedlinktest.Names(snap[i : i+1])[0]
 	}
 	want := map[string]string{"a1": "RUNNING", "a2": "TERMINATED(Completed)", "a3": "FAILED(Lost)",
 		"a4": "CREATING(BackOff)", "a5": "TERMINATED(Completed)"}
