@@ -1,4 +1,7 @@
-package riklet
+// Package hostinfo reads the node's capacity and usage (CPU, memory, the
+// state directory's disk, load) from /proc, and its address, for the
+// registration and the heartbeats.
+package hostinfo
 
 import (
 	"bufio"
@@ -133,9 +136,9 @@ func diskMiB(path string) (total, used int64, err error) {
 	return int64(st.Blocks * bs / mib), int64((st.Blocks - st.Bfree) * bs / mib), nil
 }
 
-// hostAddress is the first non-loopback IPv4 address of an interface that is
+// Address is the first non-loopback IPv4 address of an interface that is
 // up, else 127.0.0.1.
-func hostAddress() string {
+func Address() string {
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		return "127.0.0.1"
@@ -159,24 +162,30 @@ func hostAddress() string {
 	return "127.0.0.1"
 }
 
-// hostSampler reads the node's capacity and usage. It keeps the previous
+// Sampler reads the node's capacity and usage. It keeps the previous
 // /proc/stat sample to compute CPU usage as a delta.
-type hostSampler struct {
+type Sampler struct {
 	procDir  string // "/proc"
-	stateDir string
+	stateDir string // its filesystem is the node's disk
 
 	mu      sync.Mutex
 	prevCPU cpuTimes
 }
 
-// hostSample is one reading of the node.
-type hostSample struct {
+// New returns a sampler reading procDir ("/proc") and the filesystem of
+// stateDir.
+func New(procDir, stateDir string) *Sampler {
+	return &Sampler{procDir: procDir, stateDir: stateDir}
+}
+
+// Sample is one reading of the node.
+type Sample struct {
 	Capacity *commonpb.Resources
 	Usage    *commonpb.Resources
 	Load1    float64
 }
 
-func (h *hostSampler) readProc(name string) (string, error) {
+func (h *Sampler) readProc(name string) (string, error) {
 	b, err := os.ReadFile(h.procDir + "/" + name)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", name, err)
@@ -184,11 +193,11 @@ func (h *hostSampler) readProc(name string) (string, error) {
 	return string(b), nil
 }
 
-// sample reads capacity and usage; a part it cannot read stays zero and is
+// Sample reads capacity and usage; a part it cannot read stays zero and is
 // returned as an error alongside the rest.
-func (h *hostSampler) sample() (hostSample, error) {
+func (h *Sampler) Sample() (Sample, error) {
 	ncpu := runtime.NumCPU()
-	s := hostSample{
+	s := Sample{
 		Capacity: &commonpb.Resources{CpuMillis: int64(ncpu) * 1000},
 		Usage:    &commonpb.Resources{},
 	}
@@ -230,9 +239,9 @@ func (h *hostSampler) sample() (hostSample, error) {
 	return s, nil
 }
 
-// rikMetrics is the JSON `metrics` string of a WorkerMetric, in the shape
+// RIKMetrics is the JSON `metrics` string of a WorkerMetric, in the shape
 // of RIK's node_metrics crate (cpu free in percent, sizes in bytes).
-func rikMetrics(s hostSample) string {
+func RIKMetrics(s Sample) string {
 	type cpu struct {
 		Total int     `json:"total"`
 		Free  float64 `json:"free"`

@@ -1,4 +1,4 @@
-package riklet
+package schedlink
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/workerpb"
 	"github.com/rik-org/rik/internal/pki"
+	"github.com/rik-org/rik/internal/riklet/backoff"
 )
 
 // Files of a node's PKI directory.
@@ -30,9 +31,9 @@ const (
 	caCertFile = "ca.crt"
 )
 
-// identity is the node's certificate and key, and the cluster CA. The
+// Identity is the node's certificate and key, and the cluster CA. The
 // certificate is swapped when renewed; connections made before keep theirs.
-type identity struct {
+type Identity struct {
 	dir   string
 	name  string
 	key   crypto.Signer
@@ -47,7 +48,7 @@ var errNoIdentity = errors.New("no node certificate")
 // loadIdentity reads the node certificate of dir, for node name. A
 // missing one is errNoIdentity; an expired one is returned with an error
 // wrapping errExpired.
-func loadIdentity(dir, name string, now time.Time) (*identity, error) {
+func loadIdentity(dir, name string, now time.Time) (*Identity, error) {
 	pair, err := pki.ReadPair(dir, nodeName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errNoIdentity
@@ -67,7 +68,7 @@ func loadIdentity(dir, name string, now time.Time) (*identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, nodeName+".key"), err)
 	}
-	id := &identity{dir: dir, name: name, key: key, ca: ca, caPEM: caPEM}
+	id := &Identity{dir: dir, name: name, key: key, ca: ca, caPEM: caPEM}
 	if c, err := pki.ParseCert(pair.CertPEM); err == nil && !now.Before(c.NotAfter) {
 		return nil, fmt.Errorf("%w on %s", errExpired, c.NotAfter.Format(time.RFC3339))
 	}
@@ -82,7 +83,7 @@ var errExpired = errors.New("node certificate expired")
 
 // use checks certPEM (issued by the CA, for the key and the node's name)
 // and makes it the current certificate.
-func (id *identity) use(certPEM []byte) error {
+func (id *Identity) use(certPEM []byte) error {
 	leaf, err := pki.CheckIssued(certPEM, id.key, id.ca, pki.RoleNode, id.name)
 	if err != nil {
 		return err
@@ -92,10 +93,10 @@ func (id *identity) use(certPEM []byte) error {
 }
 
 // leaf is the current certificate.
-func (id *identity) leaf() *x509.Certificate { return id.cur.Load().Leaf }
+func (id *Identity) leaf() *x509.Certificate { return id.cur.Load().Leaf }
 
 // save writes the key (0600), the current certificate and the CA's.
-func (id *identity) save() error {
+func (id *Identity) save() error {
 	keyPEM, err := pki.EncodeKey(id.key)
 	if err != nil {
 		return err
@@ -113,7 +114,7 @@ func (id *identity) save() error {
 // clientTLS dials the scheduler as this node: the scheduler's certificate
 // must come from the cluster CA, and the current node certificate is
 // presented (the one of the time of each handshake).
-func (id *identity) clientTLS() *tls.Config {
+func (id *Identity) clientTLS() *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(id.ca)
 	return &tls.Config{
@@ -129,9 +130,13 @@ func (id *identity) clientTLS() *tls.Config {
 const joinHint = "create a join token where the cluster CA is (`rik token create --ttl 24h`) and start the riklet with " +
 	"--join-token <token> --ca-cert-hash <sha256:... printed by `rik ca init`>; or --insecure if the scheduler runs with --insecure"
 
-// setupIdentity finds the node's certificate in cfg.PKIDir, or says why
-// the node must join (nil identity, nil error) or cannot start.
-func setupIdentity(cfg Config) (*identity, error) {
+// LoadIdentity finds the node's certificate in cfg.PKIDir, or says why
+// the node must join (nil identity, nil error: Run joins) or cannot start.
+// An Insecure node has none.
+func LoadIdentity(cfg Config) (*Identity, error) {
+	if cfg.Insecure {
+		return nil, nil
+	}
 	id, err := loadIdentity(cfg.PKIDir, cfg.Hostname, time.Now())
 	switch {
 	case err == nil:
@@ -151,8 +156,8 @@ func setupIdentity(cfg Config) (*identity, error) {
 // trusting it only if its CA has the pinned hash, and saves it. It retries
 // while the scheduler is unreachable or a live node holds the name; a
 // refused token or a CA that does not match the pin end it.
-func (a *agent) join(ctx context.Context) (*identity, error) {
-	cfg := a.cfg
+func (l *Link) join(ctx context.Context) (*Identity, error) {
+	cfg := l.cfg
 	key, err := pki.NewKey()
 	if err != nil {
 		return nil, err
@@ -170,16 +175,16 @@ func (a *agent) join(ctx context.Context) (*identity, error) {
 	tlsCfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
 		return pin.record(verify(raw, chains))
 	}
-	conn, err := grpc.NewClient(cfg.MasterAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), a.connectParams())
+	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), l.connectParams())
 	if err != nil {
-		return nil, fmt.Errorf("dialing scheduler %s: %w", cfg.MasterAddr, err)
+		return nil, fmt.Errorf("dialing scheduler %s: %w", cfg.Addr, err)
 	}
 	defer conn.Close()
 	client := workerpb.NewWorkerClient(conn)
 	req := &workerpb.JoinRequest{Token: cfg.JoinToken, Hostname: cfg.Hostname, CsrPem: string(csr)}
 	var got *workerpb.NodeCertificate
 	var final error
-	a.retryLoop(ctx, "joining the cluster, retrying", func(ctx context.Context) error {
+	l.retryLoop(ctx, "joining the cluster, retrying", func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, joinTimeout)
 		defer cancel()
 		got, err = client.Join(cctx, req)
@@ -203,7 +208,7 @@ func (a *agent) join(ctx context.Context) (*identity, error) {
 	if final != nil {
 		return nil, final
 	}
-	return a.adopt(key, got)
+	return l.adopt(key, got)
 }
 
 // joinTimeout bounds one Join call.
@@ -211,23 +216,23 @@ const joinTimeout = 10 * time.Second
 
 // adopt checks what Join returned against the pinned CA and the key, and
 // saves it.
-func (a *agent) adopt(key crypto.Signer, got *workerpb.NodeCertificate) (*identity, error) {
+func (l *Link) adopt(key crypto.Signer, got *workerpb.NodeCertificate) (*Identity, error) {
 	caPEM := []byte(got.GetCaCertificatePem())
 	ca, err := pki.ParseCert(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("joining: CA certificate: %w", err)
 	}
-	if pki.Hash(ca) != a.cfg.CACertHash {
+	if pki.Hash(ca) != l.cfg.CACertHash {
 		return nil, errors.New("joining: the scheduler returned a CA certificate that does not match --ca-cert-hash")
 	}
-	id := &identity{dir: a.cfg.PKIDir, name: a.cfg.Hostname, key: key, ca: ca, caPEM: caPEM}
+	id := &Identity{dir: l.cfg.PKIDir, name: l.cfg.Hostname, key: key, ca: ca, caPEM: caPEM}
 	if err := id.use([]byte(got.GetCertificatePem())); err != nil {
 		return nil, fmt.Errorf("joining: node certificate: %w", err)
 	}
 	if err := id.save(); err != nil {
 		return nil, err
 	}
-	a.log.Info("joined the cluster", "node", id.name, "expires", id.leaf().NotAfter, "pki_dir", id.dir)
+	l.log.Info("joined the cluster", "node", id.name, "expires", id.leaf().NotAfter, "pki_dir", id.dir)
 	return id, nil
 }
 
@@ -254,34 +259,35 @@ func (p *pinCheck) err() error {
 // renewLoop renews the node certificate once two thirds of its lifetime
 // passed, over the node's authenticated connection, until ctx is done. A
 // failed renewal is retried; the certificate in use stays until replaced.
-func (a *agent) renewLoop(ctx context.Context, client workerpb.WorkerClient, id *identity) {
-	b := backoff{min: a.k.connMin, max: a.k.renewRetryMax}
+func (l *Link) renewLoop(ctx context.Context, client workerpb.WorkerClient) {
+	id := l.id
+	b := backoff.Jittered{Min: l.cfg.ConnMin, Max: l.cfg.RenewRetryMax}
 	for {
-		if !sleep(ctx.Done(), time.Until(pki.RenewAt(id.leaf()))) {
+		if !backoff.Sleep(ctx, time.Until(pki.RenewAt(id.leaf()))) {
 			return
 		}
-		err := a.renew(ctx, client, id)
+		err := l.renew(ctx, client, id)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil {
-			b.reset()
+			b.Reset()
 			continue
 		}
-		d := b.next()
+		d := b.Next()
 		level := slog.LevelWarn
 		if time.Until(id.leaf().NotAfter) < d {
 			level = slog.LevelError
 		}
-		a.log.Log(ctx, level, "renewing the node certificate, retrying", "error", err, "in", d.Round(time.Millisecond), "expires", id.leaf().NotAfter)
-		if !sleep(ctx.Done(), d) {
+		l.log.Log(ctx, level, "renewing the node certificate, retrying", "error", err, "in", d.Round(time.Millisecond), "expires", id.leaf().NotAfter)
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}
 }
 
 // renew gets a new certificate for the node's key and makes it current.
-func (a *agent) renew(ctx context.Context, client workerpb.WorkerClient, id *identity) error {
+func (l *Link) renew(ctx context.Context, client workerpb.WorkerClient, id *Identity) error {
 	csr, err := pki.NewCSR(id.key, id.name)
 	if err != nil {
 		return err
@@ -301,6 +307,6 @@ func (a *agent) renew(ctx context.Context, client workerpb.WorkerClient, id *ide
 	if err := id.save(); err != nil {
 		return err
 	}
-	a.log.Info("node certificate renewed", "expires", id.leaf().NotAfter)
+	l.log.Info("node certificate renewed", "expires", id.leaf().NotAfter)
 	return nil
 }

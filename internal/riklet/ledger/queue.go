@@ -1,4 +1,4 @@
-package riklet
+package ledger
 
 import (
 	"sync"
@@ -6,20 +6,20 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 )
 
-// statusQueue holds the instance statuses waiting to be sent, in order. It is
+// queue holds the instance statuses waiting to be sent, in order. It is
 // bounded: when full, older non-terminal statuses of an instance that has a
 // later one queued are dropped (the latest status per instance wins); a
 // terminal status is never dropped, so the queue may grow past its bound
 // with terminal statuses and one status per instance.
-type statusQueue struct {
+type queue struct {
 	mu    sync.Mutex
 	items []*commonpb.InstanceMetric
 	max   int
 	ready chan struct{} // signalled (non-blocking) on push
 }
 
-func newStatusQueue(max int) *statusQueue {
-	return &statusQueue{max: max, ready: make(chan struct{}, 1)}
+func newQueue(max int) *queue {
+	return &queue{max: max, ready: make(chan struct{}, 1)}
 }
 
 func terminalStatus(s commonpb.ResourceStatus) bool {
@@ -27,7 +27,7 @@ func terminalStatus(s commonpb.ResourceStatus) bool {
 }
 
 // push appends m.
-func (q *statusQueue) push(m *commonpb.InstanceMetric) {
+func (q *queue) push(m *commonpb.InstanceMetric) {
 	q.mu.Lock()
 	if len(q.items) >= q.max {
 		q.items = compact(q.items, m.GetInstanceId())
@@ -37,7 +37,7 @@ func (q *statusQueue) push(m *commonpb.InstanceMetric) {
 	q.signal()
 }
 
-func (q *statusQueue) signal() {
+func (q *queue) signal() {
 	select {
 	case q.ready <- struct{}{}:
 	default:
@@ -68,7 +68,7 @@ func compact(items []*commonpb.InstanceMetric, newID string) []*commonpb.Instanc
 }
 
 // peek returns the first status, if any.
-func (q *statusQueue) peek() (*commonpb.InstanceMetric, bool) {
+func (q *queue) peek() (*commonpb.InstanceMetric, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
@@ -79,7 +79,7 @@ func (q *statusQueue) peek() (*commonpb.InstanceMetric, bool) {
 
 // pop removes the first status if it is m (it may have been replaced by a
 // reset meanwhile).
-func (q *statusQueue) pop(m *commonpb.InstanceMetric) {
+func (q *queue) pop(m *commonpb.InstanceMetric) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) > 0 && q.items[0] == m {
@@ -92,7 +92,7 @@ func (q *statusQueue) pop(m *commonpb.InstanceMetric) {
 // goes first; queued statuses of other instances (for instance the final
 // status of a removed instance) are kept after it, in order. The caller
 // holds whatever lock makes latest current.
-func (q *statusQueue) reset(latest []*commonpb.InstanceMetric) {
+func (q *queue) reset(latest []*commonpb.InstanceMetric) {
 	q.mu.Lock()
 	known := make(map[string]bool, len(latest))
 	for _, m := range latest {
@@ -109,7 +109,7 @@ func (q *statusQueue) reset(latest []*commonpb.InstanceMetric) {
 	q.signal()
 }
 
-func (q *statusQueue) len() int {
+func (q *queue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.items)
