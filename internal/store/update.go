@@ -9,7 +9,7 @@ import (
 )
 
 // MaxUpdateAttempts bounds the compare-and-set attempts of Update.
-const MaxUpdateAttempts = 16
+const MaxUpdateAttempts = 64
 
 // Change is what an Update function decides for its key.
 type Change int
