@@ -185,7 +185,7 @@ func nodeTable(w io.Writer, format string, now time.Time, items []NodeItem) erro
 		row := []string{firstNonEmpty(it.Name, v.Name), v.Status, strings.Join(v.Kinds, ","),
 			fmt.Sprintf("%dm/%dm", v.Allocated.CPU, v.Capacity.CPU),
 			fmt.Sprintf("%dMi/%dMi", v.Allocated.Memory, v.Capacity.Memory),
-			strconv.Itoa(v.Instances), seen}
+			strconv.Itoa(int(v.Instances)), seen}
 		if format == FormatWide {
 			labels := make([]string, 0, len(v.Labels))
 			for k, l := range v.Labels {
