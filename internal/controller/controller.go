@@ -41,7 +41,7 @@ type Config struct {
 	Listener      net.Listener // optional; used instead of Addr (tests)
 	Store         store.Store  // required
 	SchedulerAddr string       // "localhost:4996"; "http://host:port" accepted
-	MaxBodyBytes  int64        // request body cap, 1 MiB by default
+	MaxBodyBytes  int64        // request body cap, httpapi.DefaultMaxBodyBytes
 	Logger        *slog.Logger // nil: logs are discarded
 	Admission     *Admission   // nil: DefaultAdmission()
 
@@ -58,32 +58,24 @@ type Config struct {
 	AdminTokenFile string
 
 	// Limits on what one client can hold; 0 takes the default.
-	ReadHeaderTimeout time.Duration // DefaultReadHeaderTimeout
-	ReadTimeout       time.Duration // one request's headers and body, DefaultReadTimeout
-	IdleTimeout       time.Duration // DefaultIdleTimeout
-	WriteTimeout      time.Duration // one answer, or each write of a stream, DefaultWriteTimeout
-	MaxHeaderBytes    int           // DefaultMaxHeaderBytes
-	MaxConnsPerIP     int           // DefaultMaxConnsPerIP; < 0: no cap
+	Limits
 
 	// SchedulerTLS dials the scheduler over TLS, presenting the
 	// controller's certificate; nil: plaintext.
 	SchedulerTLS *tls.Config
 }
 
-// Defaults.
+// Defaults (the HTTP server's limits are httpapi's).
 const (
-	DefaultAddr              = ":5000"
-	DefaultSchedulerAddr     = "localhost:4996"
-	DefaultMaxBodyBytes      = httpapi.DefaultMaxBodyBytes
-	DefaultReadHeaderTimeout = httpapi.DefaultReadHeaderTimeout
-	DefaultReadTimeout       = httpapi.DefaultReadTimeout
-	DefaultIdleTimeout       = httpapi.DefaultIdleTimeout
-	DefaultWriteTimeout      = httpapi.DefaultWriteTimeout
-	DefaultMaxHeaderBytes    = httpapi.DefaultMaxHeaderBytes
-	DefaultMaxConnsPerIP     = httpapi.DefaultMaxConnsPerIP
-	DefaultMaxInstances      = service.DefaultMaxInstances
-	DefaultMaxPending        = service.DefaultMaxPending
+	DefaultAddr          = ":5000"
+	DefaultSchedulerAddr = "localhost:4996"
+	DefaultReadTimeout   = httpapi.DefaultReadTimeout
+	DefaultMaxConnsPerIP = httpapi.DefaultMaxConnsPerIP
+	DefaultMaxInstances  = service.DefaultMaxInstances
 )
+
+// Limits are what one client can hold of the HTTP server.
+type Limits = httpapi.Limits
 
 // Admission is what the controller admits besides a valid definition: the
 // workload policy and the instance quotas.
@@ -154,8 +146,7 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})
 	s.api = httpapi.New(httpapi.Config{Service: s.svc, Logger: cfg.Logger, Metrics: reg,
 		Insecure: cfg.Insecure, MaxBodyBytes: cfg.MaxBodyBytes, TLS: cfg.TLS, KeepaliveEvery: t.keepaliveEvery,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout,
-		WriteTimeout: cfg.WriteTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, MaxConnsPerIP: cfg.MaxConnsPerIP})
+		Limits: cfg.Limits})
 	return s, nil
 }
 

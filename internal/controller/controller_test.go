@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store/bolt"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -127,7 +128,7 @@ func TestAdmissionFor(t *testing.T) {
 	if got := fmt.Sprint(a.Policy.ReservedPorts); got != want {
 		t.Errorf("reserved ports = %s, want %s", got, want)
 	}
-	if d := DefaultAdmission(); d.MaxInstances != DefaultMaxInstances || d.MaxPending != DefaultMaxPending || d.Policy.DefaultCPU != 100 {
+	if d := DefaultAdmission(); d.MaxInstances != DefaultMaxInstances || d.MaxPending != service.DefaultMaxPending || d.Policy.DefaultCPU != 100 {
 		t.Errorf("DefaultAdmission() = %+v", d)
 	}
 }

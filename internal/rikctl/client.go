@@ -21,12 +21,11 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// The REST API's items (package api has the wire types).
-type (
-	WorkloadItem = api.Item[workload.Workload]
-	InstanceItem = api.Item[workload.Instance]
-	NodeItem     = api.Item[api.Node]
-)
+// WorkloadItem is a workload as the API shows it.
+type WorkloadItem = api.Item[workload.Workload]
+
+// InstanceItem is an instance as the API shows it.
+type InstanceItem = api.Item[workload.Instance]
 
 // LogOptions select the logs of an instance.
 type LogOptions struct {
@@ -137,8 +136,8 @@ func (c *Client) DeleteInstance(ctx context.Context, id string) error {
 }
 
 // ListNodes lists the nodes the scheduler knows.
-func (c *Client) ListNodes(ctx context.Context) ([]NodeItem, error) {
-	var out []NodeItem
+func (c *Client) ListNodes(ctx context.Context) ([]api.Item[api.Node], error) {
+	var out []api.Item[api.Node]
 	return out, c.do(ctx, http.MethodGet, "nodes.list", nil, &out)
 }
 

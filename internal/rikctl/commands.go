@@ -383,8 +383,8 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 				return err
 			}
 			return showOneOrList(a.env.Stdout, *format, "node", args, items,
-				func(it NodeItem) (string, string) { return it.ID, it.Name },
-				func(items []NodeItem) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
+				func(it api.Item[api.Node]) (string, string) { return it.ID, it.Name },
+				func(items []api.Item[api.Node]) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
 		},
 	}
 }

@@ -22,7 +22,7 @@ type fakeAPI struct {
 	mu        sync.Mutex
 	workloads []WorkloadItem
 	instances []InstanceItem
-	nodes     []NodeItem
+	nodes     []api.Item[api.Node]
 	logs      string
 	events    []InstanceItem // sent on GET events
 	// holdEvents keeps the event stream open until the client goes away.

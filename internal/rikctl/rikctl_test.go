@@ -332,7 +332,7 @@ func TestGetWorkloads(t *testing.T) {
 
 func TestGetNodes(t *testing.T) {
 	f, srv := newFakeAPI(t)
-	f.nodes = []NodeItem{
+	f.nodes = []api.Item[api.Node]{
 		{ID: "node-2", Name: "node-2", Value: api.Node{Name: "node-2", Status: "NotReady", Kinds: []string{"pod"},
 			Capacity: api.Resources{CPU: 2000, Memory: 2048}, LastHeartbeat: testNow.Add(-5 * time.Minute).Format(time.RFC3339)}},
 		{ID: "node-1", Name: "node-1", Value: api.Node{Name: "node-1", Status: "Ready", Kinds: []string{"pod", "function"},
@@ -359,7 +359,7 @@ func TestGetNodes(t *testing.T) {
 	}
 	r = runAt(t, srv, "get", "nodes", "-o", "json")
 	wantOK(t, r)
-	var got []NodeItem
+	var got []api.Item[api.Node]
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 2 || got[0].Value.Capacity.Memory != 7821 {
 		t.Errorf("get nodes -o json: %v\n%s", err, r.stdout)
 	}
@@ -370,7 +370,7 @@ func TestGetNodes(t *testing.T) {
 // status Unknown and stale: shown as such, and kept in JSON.
 func TestGetNodesStale(t *testing.T) {
 	f, srv := newFakeAPI(t)
-	f.nodes = []NodeItem{{ID: "node-1", Name: "node-1", Value: api.Node{Name: "node-1", Status: "Unknown", Stale: true,
+	f.nodes = []api.Item[api.Node]{{ID: "node-1", Name: "node-1", Value: api.Node{Name: "node-1", Status: "Unknown", Stale: true,
 		Kinds: []string{"pod"}, Capacity: api.Resources{CPU: 4000, Memory: 7821}, Allocated: api.Allocation{CPU: 100, Memory: 64},
 		Instances: 1, LastHeartbeat: testNow.Add(-2 * time.Minute).Format(time.RFC3339)}}}
 	r := runAt(t, srv, "get", "nodes")

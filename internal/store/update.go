@@ -70,12 +70,10 @@ func Update(ctx context.Context, s Store, key string, fn func(cur KV, exists boo
 // can lose every attempt to one that keeps writing. False if ctx is done.
 func pause(ctx context.Context, attempt int) bool {
 	ceiling := min(50*time.Microsecond<<min(attempt, 10), 10*time.Millisecond)
-	t := time.NewTimer(rand.N(ceiling) + time.Microsecond)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-time.After(rand.N(ceiling) + time.Microsecond):
 		return true
 	}
 }

@@ -37,6 +37,36 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// call decodes the request body into a Req, calls do with it and answers
+// code with what it returns (or its error); ok reports success.
+func call[Req, Resp any](a *API, w http.ResponseWriter, r *http.Request, code int, do func(context.Context, Req) (Resp, error)) (resp Resp, ok bool) {
+	var req Req
+	_, err := a.readBody(w, r, &req)
+	if err == nil {
+		resp, err = do(r.Context(), req)
+	}
+	a.reply(w, r, code, resp, err)
+	return resp, err == nil
+}
+
+// reply answers v as JSON with code, or err if not nil.
+func (a *API) reply(w http.ResponseWriter, r *http.Request, code int, v any, err error) {
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, code, v)
+}
+
+// done answers 204, or err if not nil.
+func (a *API) done(w http.ResponseWriter, r *http.Request, err error) {
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {

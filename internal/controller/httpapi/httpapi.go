@@ -33,15 +33,23 @@ type Config struct {
 	// stream; DefaultKeepaliveEvery.
 	KeepaliveEvery time.Duration
 
-	// The HTTP server and what one client can hold of it; 0 takes the
-	// default.
-	TLS               *tls.Config // nil: plain HTTP
-	ReadHeaderTimeout time.Duration
-	ReadTimeout       time.Duration // one request's headers and body
-	IdleTimeout       time.Duration
-	WriteTimeout      time.Duration // one answer, or each write of a stream
-	MaxHeaderBytes    int
-	MaxConnsPerIP     int // < 0: no cap
+	TLS *tls.Config // nil: plain HTTP
+	Limits
+}
+
+// Limits are what one client can hold of the HTTP server; 0 takes the
+// default.
+type Limits struct {
+	ReadHeaderTimeout time.Duration // DefaultReadHeaderTimeout
+	// ReadTimeout bounds one request's headers and body;
+	// DefaultReadTimeout.
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration // DefaultIdleTimeout
+	// WriteTimeout bounds one answer, or each write of a stream;
+	// DefaultWriteTimeout.
+	WriteTimeout   time.Duration
+	MaxHeaderBytes int // DefaultMaxHeaderBytes
+	MaxConnsPerIP  int // DefaultMaxConnsPerIP; < 0: no cap
 }
 
 // Defaults.

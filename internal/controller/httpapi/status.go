@@ -10,11 +10,7 @@ import (
 
 func (a *API) nodesList(w http.ResponseWriter, r *http.Request) {
 	nodes, err := a.svc.Nodes(r.Context())
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nodes)
+	a.reply(w, r, http.StatusOK, nodes, err)
 }
 
 func schedulerState(connected bool) string {

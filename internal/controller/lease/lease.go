@@ -95,12 +95,10 @@ func (l *Lease) Run(ctx context.Context) {
 		if l.step(ctx) {
 			wg.Go(func() { l.cfg.Gained(ctx) })
 		}
-		t := time.NewTimer(l.cfg.Renew)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-time.After(l.cfg.Renew):
 		}
 	}
 }

@@ -144,12 +144,10 @@ func (l *Link) Run(ctx context.Context, h Handler) {
 			level = slog.LevelDebug // still down; said so already
 		}
 		l.log.Log(ctx, level, "scheduler status stream ended, retrying", "scheduler", l.cfg.Target, "err", err, "in", wait)
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		wait = min(wait*2, backoffMax)
 	}

@@ -90,13 +90,12 @@ func nodeNeedsWrite(stored *api.Node, cur api.Node, refresh time.Duration) bool 
 // nodesLoop syncs the nodes every nodesEvery, and when kicked (after each
 // subscribe), while this controller holds the lease.
 func (s *Service) nodesLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.NodesEvery)
-	defer t.Stop()
+	tick := time.Tick(s.cfg.NodesEvery)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		case <-s.nodesKick:
 		}
 		s.nodesTick(ctx)
@@ -191,7 +190,7 @@ func (s *Service) syncNodes(ctx context.Context) (int, error) {
 // storedNodes returns the stored nodes as served while the scheduler is
 // unreachable: status Unknown, stale.
 func (s *Service) storedNodes(ctx context.Context) ([]NodeRecord, error) {
-	recs, _, err := listAll[api.Node](ctx, s.st, nodePrefix)
+	recs, _, err := listAll[api.Node](ctx, s.st, nodePrefix, nil)
 	if err != nil {
 		return nil, err
 	}

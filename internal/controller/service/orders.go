@@ -57,38 +57,41 @@ func (s *Service) sendCreate(ctx context.Context, wl WorkloadRecord, inst worklo
 		return s.failInstance(ctx, inst, err.Error()), nil
 	}
 	s.log.Warn("scheduler unreachable", "instance", inst.Name, "err", err)
-	rec, _, uerr := s.repo.updateInstance(ctx, inst.ID, func(i *workload.Instance) (store.Change, error) {
+	return s.mark(ctx, inst, "marking instance unscheduled", func(i *workload.Instance) bool {
 		if i.Status != workload.StatusPending || i.Node != "" || i.DeleteRequested || i.Message == MessageSchedulerDown {
-			return store.Keep, nil
+			return false
 		}
 		i.Message = MessageSchedulerDown
-		i.UpdatedAt = s.now()
-		return store.Write, nil
-	})
-	if uerr != nil {
-		if !errors.Is(uerr, errdefs.ErrNotFound) {
-			s.log.Error("marking instance unscheduled", "instance", inst.Name, "err", uerr)
-		}
-		return inst, err
-	}
-	return rec.Value, err
+		return true
+	}), err
 }
 
 // failInstance marks a live instance FAILED with api.ReasonRejected.
 func (s *Service) failInstance(ctx context.Context, inst workload.Instance, msg string) workload.Instance {
-	rec, _, err := s.repo.updateInstance(ctx, inst.ID, func(i *workload.Instance) (store.Change, error) {
+	return s.mark(ctx, inst, "failing rejected instance", func(i *workload.Instance) bool {
 		if i.DeleteRequested || i.Status.Terminal() {
+			return false
+		}
+		i.Status, i.Reason, i.Message = workload.StatusFailed, api.ReasonRejected, msg
+		return true
+	})
+}
+
+// mark applies change to the stored inst (when it returns true, the record
+// is written, its UpdatedAt set) and returns the instance as stored
+// afterwards; inst as it was if that failed (logged as doing, unless the
+// instance is gone).
+func (s *Service) mark(ctx context.Context, inst workload.Instance, doing string, change func(*workload.Instance) bool) workload.Instance {
+	rec, _, err := s.repo.updateInstance(ctx, inst.ID, func(i *workload.Instance) (store.Change, error) {
+		if !change(i) {
 			return store.Keep, nil
 		}
-		i.Status = workload.StatusFailed
-		i.Reason = api.ReasonRejected
-		i.Message = msg
 		i.UpdatedAt = s.now()
 		return store.Write, nil
 	})
 	if err != nil {
 		if !errors.Is(err, errdefs.ErrNotFound) {
-			s.log.Error("failing rejected instance", "instance", inst.Name, "err", err)
+			s.log.Error(doing, "instance", inst.Name, "err", err)
 		}
 		return inst
 	}

@@ -56,15 +56,57 @@ var kinds = []workload.Kind{workload.KindPod, workload.KindFunction}
 // the store. Missing records are errdefs.ErrNotFound, bare: callers say
 // what was missing.
 type repo struct {
-	st store.Store
-
-	mu     sync.Mutex
-	byID   map[string]string // instance id -> key
-	wlByID map[string]string // workload id -> key
+	st        store.Store
+	instances index
+	workloads index
 }
 
-func newRepo(st store.Store) *repo {
-	return &repo{st: st, byID: map[string]string{}, wlByID: map[string]string{}}
+func newRepo(st store.Store) *repo { return &repo{st: st} }
+
+// index maps the ids of records to their keys.
+type index struct {
+	mu   sync.Mutex
+	keys map[string]string
+}
+
+func (x *index) get(id string) (string, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key, ok := x.keys[id]
+	return key, ok
+}
+
+func (x *index) set(id, key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.keys == nil {
+		x.keys = map[string]string{}
+	}
+	x.keys[id] = key
+}
+
+func (x *index) drop(id string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.keys, id)
+}
+
+func (x *index) len() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.keys)
+}
+
+// rebuild replaces the index with the records of a full listing, dropping
+// those deleted since (also by other controllers).
+func rebuild[T any](x *index, recs []api.Item[T], kvs []store.KV) {
+	m := make(map[string]string, len(recs))
+	for i, rec := range recs {
+		m[rec.ID] = kvs[i].Key
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.keys = m
 }
 
 func decode[T any](kv store.KV) (api.Item[T], error) {
@@ -95,8 +137,9 @@ func getByName[T any](ctx context.Context, st store.Store, keyOf func(workload.K
 	return api.Item[T]{}, store.KV{}, errdefs.ErrNotFound
 }
 
-// listAll returns every record under prefix with its KV.
-func listAll[T any](ctx context.Context, st store.Store, prefix string) ([]api.Item[T], []store.KV, error) {
+// listAll returns every record under prefix with its KV, and rebuilds x
+// from them.
+func listAll[T any](ctx context.Context, st store.Store, prefix string, x *index) ([]api.Item[T], []store.KV, error) {
 	kvs, err := st.List(ctx, prefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing %s: %w", prefix, err)
@@ -111,66 +154,48 @@ func listAll[T any](ctx context.Context, st store.Store, prefix string) ([]api.I
 		recs = append(recs, r)
 		keep = append(keep, kv)
 	}
+	if x != nil {
+		rebuild(x, recs, keep)
+	}
 	return recs, keep, nil
 }
 
-// index maps the id of every record to its key.
-func index[T any](recs []api.Item[T], kvs []store.KV) map[string]string {
-	m := make(map[string]string, len(recs))
-	for i, rec := range recs {
-		m[rec.ID] = kvs[i].Key
-	}
-	return m
-}
-
-// listWorkloads lists every workload record and rebuilds the id index,
-// dropping workloads deleted since (also by other controllers).
+// listWorkloads lists every workload record and rebuilds the id index.
 func (r *repo) listWorkloads(ctx context.Context) ([]WorkloadRecord, []store.KV, error) {
-	recs, kvs, err := listAll[workload.Workload](ctx, r.st, workloadPrefix)
-	if err != nil {
-		return nil, nil, err
-	}
-	idx := index(recs, kvs)
-	r.mu.Lock()
-	r.wlByID = idx
-	r.mu.Unlock()
-	return recs, kvs, nil
+	return listAll[workload.Workload](ctx, r.st, workloadPrefix, &r.workloads)
 }
 
 // listInstances lists every instance record and rebuilds the id index.
 func (r *repo) listInstances(ctx context.Context) ([]InstanceRecord, []store.KV, error) {
-	recs, kvs, err := listAll[workload.Instance](ctx, r.st, instancePrefix)
-	if err != nil {
-		return nil, nil, err
-	}
-	idx := index(recs, kvs)
-	r.mu.Lock()
-	r.byID = idx
-	r.mu.Unlock()
-	return recs, kvs, nil
+	return listAll[workload.Instance](ctx, r.st, instancePrefix, &r.instances)
 }
 
-// byIndex reads the record of id at the key its index holds; ok is false
-// when the index does not know id or the key holds another record.
-func byIndex[T any](ctx context.Context, r *repo, idx map[string]string, id string) (rec api.Item[T], kv store.KV, ok bool, err error) {
-	r.mu.Lock()
-	key, known := idx[id]
-	r.mu.Unlock()
-	if !known {
-		return rec, kv, false, nil
+// find resolves a record by id: at the key x holds for it, else through a
+// full listing under prefix.
+func find[T any](ctx context.Context, st store.Store, prefix string, x *index, id string) (api.Item[T], store.KV, error) {
+	if key, ok := x.get(id); ok {
+		kv, err := st.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			x.drop(id)
+		case err != nil:
+			return api.Item[T]{}, kv, fmt.Errorf("reading %s: %w", key, err)
+		default:
+			if rec, err := decode[T](kv); err == nil && rec.ID == id {
+				return rec, kv, nil
+			}
+		}
 	}
-	kv, err = r.st.Get(ctx, key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		r.mu.Lock()
-		delete(idx, id)
-		r.mu.Unlock()
-		return rec, kv, false, nil
-	case err != nil:
-		return rec, kv, false, fmt.Errorf("reading %s: %w", key, err)
+	recs, kvs, err := listAll[T](ctx, st, prefix, x)
+	if err != nil {
+		return api.Item[T]{}, store.KV{}, err
 	}
-	rec, err = decode[T](kv)
-	return rec, kv, err == nil && rec.ID == id, nil
+	for i, rec := range recs {
+		if rec.ID == id {
+			return rec, kvs[i], nil
+		}
+	}
+	return api.Item[T]{}, store.KV{}, errdefs.ErrNotFound
 }
 
 // findWorkload resolves a workload by name or id.
@@ -179,19 +204,7 @@ func (r *repo) findWorkload(ctx context.Context, ref string) (WorkloadRecord, st
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		return rec, kv, err
 	}
-	if rec, kv, ok, err := byIndex[workload.Workload](ctx, r, r.wlByID, ref); ok || err != nil {
-		return rec, kv, err
-	}
-	recs, kvs, err := r.listWorkloads(ctx)
-	if err != nil {
-		return WorkloadRecord{}, store.KV{}, err
-	}
-	for i, rec := range recs {
-		if rec.ID == ref {
-			return rec, kvs[i], nil
-		}
-	}
-	return WorkloadRecord{}, store.KV{}, errdefs.ErrNotFound
+	return find[workload.Workload](ctx, r.st, workloadPrefix, &r.workloads, ref)
 }
 
 // findInstance resolves an instance by name or id.
@@ -203,82 +216,50 @@ func (r *repo) findInstance(ctx context.Context, ref string) (InstanceRecord, st
 	return r.findInstanceByID(ctx, ref)
 }
 
-// findInstanceByID resolves an instance by its id, using the index first.
+// findInstanceByID resolves an instance by its id.
 func (r *repo) findInstanceByID(ctx context.Context, id string) (InstanceRecord, store.KV, error) {
-	if rec, kv, ok, err := byIndex[workload.Instance](ctx, r, r.byID, id); ok || err != nil {
-		return rec, kv, err
-	}
-	recs, kvs, err := r.listInstances(ctx)
-	if err != nil {
-		return InstanceRecord{}, store.KV{}, err
-	}
-	for i, rec := range recs {
-		if rec.ID == id {
-			return rec, kvs[i], nil
-		}
-	}
-	return InstanceRecord{}, store.KV{}, errdefs.ErrNotFound
-}
-
-// forgetWorkload drops a deleted workload from the index.
-func (r *repo) forgetWorkload(id string) {
-	r.mu.Lock()
-	delete(r.wlByID, id)
-	r.mu.Unlock()
+	return find[workload.Instance](ctx, r.st, instancePrefix, &r.instances, id)
 }
 
 // createWorkload stores a new workload record; ErrAlreadyExists if the
 // name is taken under any kind.
 func (r *repo) createWorkload(ctx context.Context, rec WorkloadRecord) error {
-	key, err := create(ctx, r.st, "workload", workloadKey, rec.Value.Kind, rec)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.wlByID[rec.ID] = key
-	r.mu.Unlock()
-	return nil
+	return create(ctx, r.st, "workload", workloadKey, &r.workloads, rec.Value.Kind, rec)
 }
 
 // createInstance stores a new instance record; ErrAlreadyExists if the
 // name is taken under any kind.
 func (r *repo) createInstance(ctx context.Context, rec InstanceRecord) error {
-	key, err := create(ctx, r.st, "instance", instanceKey, rec.Value.Kind, rec)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.byID[rec.ID] = key
-	r.mu.Unlock()
-	return nil
+	return create(ctx, r.st, "instance", instanceKey, &r.instances, rec.Value.Kind, rec)
 }
 
 // create stores rec, a new record (what: workload or instance) of kind,
-// under keyOf, and returns its key; ErrAlreadyExists if its name exists
+// under keyOf, and indexes it in x; ErrAlreadyExists if its name exists
 // under any kind.
-func create[T any](ctx context.Context, st store.Store, what string, keyOf func(workload.Kind, string) string, kind workload.Kind, rec api.Item[T]) (string, error) {
+func create[T any](ctx context.Context, st store.Store, what string, keyOf func(workload.Kind, string) string, x *index, kind workload.Kind, rec api.Item[T]) error {
 	taken := errdefs.Errorf(errdefs.ErrAlreadyExists, "%s %q: name already taken", what, rec.Name)
 	for _, k := range kinds {
 		_, err := st.Get(ctx, keyOf(k, rec.Name))
 		if err == nil {
-			return "", taken
+			return taken
 		}
 		if !errors.Is(err, store.ErrNotFound) {
-			return "", fmt.Errorf("reading %s: %w", keyOf(k, rec.Name), err)
+			return fmt.Errorf("reading %s: %w", keyOf(k, rec.Name), err)
 		}
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {
-		return "", fmt.Errorf("encoding %s %s: %w", what, rec.Name, err)
+		return fmt.Errorf("encoding %s %s: %w", what, rec.Name, err)
 	}
 	key := keyOf(kind, rec.Name)
 	if _, err := st.Put(ctx, key, data, 0); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return "", taken
+			return taken
 		}
-		return "", fmt.Errorf("writing %s: %w", key, err)
+		return fmt.Errorf("writing %s: %w", key, err)
 	}
-	return key, nil
+	x.set(rec.ID, key)
+	return nil
 }
 
 // updateInstance applies fn to the instance with id in a compare-and-set
@@ -310,9 +291,7 @@ func (r *repo) updateInstance(ctx context.Context, id string, fn func(*workload.
 		return data, store.Write, nil
 	})
 	if errors.Is(err, errdefs.ErrNotFound) || c == store.Remove {
-		r.mu.Lock()
-		delete(r.byID, id)
-		r.mu.Unlock()
+		r.instances.drop(id)
 	}
 	if err != nil {
 		return rec, store.Keep, fmt.Errorf("updating instance %s: %w", id, err)

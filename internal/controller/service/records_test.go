@@ -69,9 +69,7 @@ func TestRepoIndexesForgetDeletedRecords(t *testing.T) {
 		}
 	}
 	r := f.s.repo
-	r.mu.Lock()
-	n := len(r.wlByID)
-	r.mu.Unlock()
+	n := r.workloads.len()
 	if n != 0 {
 		t.Errorf("workload index holds %d deleted workloads", n)
 	}
@@ -86,9 +84,7 @@ func TestRepoIndexesForgetDeletedRecords(t *testing.T) {
 	if _, err := f.s.ListInstances(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.mu.Lock()
-	n = len(r.byID)
-	r.mu.Unlock()
+	n = r.instances.len()
 	if n != 0 {
 		t.Errorf("instance index holds %d deleted instances after a full listing", n)
 	}

@@ -174,12 +174,9 @@ func (s *Service) Subscribed(ctx context.Context) error {
 
 // sleep waits d or until ctx is done; false if ctx is done.
 func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
+	case <-time.After(d):
 	}
+	return ctx.Err() == nil
 }

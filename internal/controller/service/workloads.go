@@ -101,7 +101,7 @@ func (s *Service) DeleteWorkload(ctx context.Context, ref string) error {
 	if err := s.st.Delete(ctx, kv.Key, kv.Revision); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("deleting workload %s: %w", wl.Name, err)
 	}
-	s.repo.forgetWorkload(wl.ID)
+	s.repo.workloads.drop(wl.ID)
 	s.log.Info("workload deleted", "workload", wl.Name, "instances", len(insts))
 	for _, inst := range toDestroy {
 		_ = s.sendDestroy(ctx, wl, inst) // retried by the resync
