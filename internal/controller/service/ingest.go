@@ -94,7 +94,7 @@ const (
 	outcomeDestroy                   // keep the record; DESTROY the copy the node reports alive
 )
 
-// applyContext is what applyMetric needs to know besides the record.
+// applyContext is what applyStatus needs to know besides the record.
 type applyContext struct {
 	WorkloadExists bool
 	Policy         workload.RestartPolicy
