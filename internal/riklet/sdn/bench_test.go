@@ -97,6 +97,22 @@ func benchmarkProgram(b *testing.B, ipt *execIptables) {
 	}
 }
 
+// BenchmarkSaveState is the state file write every change makes before
+// programming it (JSON, written, synced and renamed).
+func BenchmarkSaveState(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		st := benchState(n)
+		path := b.TempDir() + "/state.json"
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if err := saveState(path, st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // benchBackends are the real firewall backends of this machine: nftables
 // when the kernel takes rik's table, iptables in each installed flavour.
 func benchBackends(b *testing.B) map[string]firewall {

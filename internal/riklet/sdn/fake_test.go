@@ -350,7 +350,7 @@ type fakeNft struct {
 
 type fakeNftTable struct {
 	cfg   ruleConfig
-	elems map[string]dnat // by dnat.key()
+	elems map[hostPort]dnat // by dnat.key()
 }
 
 func (f *fakeNft) Replace(ctx context.Context, t nftTable) error {
@@ -360,7 +360,7 @@ func (f *fakeNft) Replace(ctx context.Context, t nftTable) error {
 	if f.fail != nil {
 		return f.fail
 	}
-	next := &fakeNftTable{cfg: t.Cfg, elems: map[string]dnat{}}
+	next := &fakeNftTable{cfg: t.Cfg, elems: map[hostPort]dnat{}}
 	for _, d := range t.Mappings {
 		if _, dup := next.elems[d.key()]; dup {
 			return fmt.Errorf("adding %s twice: %w", d.key(), syscall.EEXIST)

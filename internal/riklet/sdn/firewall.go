@@ -57,19 +57,38 @@ type dnat struct {
 	Port workload.PortMapping // normalised: Protocol "TCP" or "UDP", TargetPort set
 }
 
-// key is what one mapping owns on the node: a protocol and a host port.
-func (d dnat) key() string { return portKey(d.Port) }
+// hostPort is what one mapping owns on the node: a protocol and a port.
+type hostPort struct {
+	Protocol string
+	Port     int
+}
+
+func (d dnat) key() hostPort { return hostPort{d.Port.Protocol, d.Port.Port} }
+
+func (h hostPort) String() string { return fmt.Sprintf("%s/%d", strings.ToLower(h.Protocol), h.Port) }
 
 // dnats returns the mappings of s, sorted by protocol, port and id.
 func dnats(s state) []dnat {
 	var out []dnat
 	for id, e := range s {
-		for _, p := range e.Ports {
-			out = append(out, dnat{ID: id, IP: e.IP, Port: p})
-		}
+		out = append(out, e.dnats(id)...)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
+	sortDNAT(out)
+	return out
+}
+
+// dnats returns the mappings of entry e of instance id.
+func (e entry) dnats(id string) []dnat {
+	out := make([]dnat, len(e.Ports))
+	for i, p := range e.Ports {
+		out[i] = dnat{ID: id, IP: e.IP, Port: p}
+	}
+	return out
+}
+
+func sortDNAT(ds []dnat) {
+	sort.Slice(ds, func(i, j int) bool {
+		a, b := ds[i], ds[j]
 		if a.Port.Protocol != b.Port.Protocol {
 			return a.Port.Protocol < b.Port.Protocol
 		}
@@ -78,18 +97,36 @@ func dnats(s state) []dnat {
 		}
 		return a.ID < b.ID
 	})
-	return out
+}
+
+// changedDNAT returns the mappings of the instances whose entry differs
+// between prev and next, as they are in each: what a change touches,
+// however many instances are untouched.
+func changedDNAT(prev, next state) (before, after []dnat) {
+	for id, p := range prev {
+		if n, ok := next[id]; !ok || !p.equal(n) {
+			before = append(before, p.dnats(id)...)
+		}
+	}
+	for id, n := range next {
+		if p, ok := prev[id]; !ok || !p.equal(n) {
+			after = append(after, n.dnats(id)...)
+		}
+	}
+	sortDNAT(before)
+	sortDNAT(after)
+	return before, after
 }
 
 // diffDNAT returns the mappings to delete and to add to go from prev to
 // next: a mapping whose owner, address or target port changed is deleted
 // and added again. The lists keep the order of prev and next.
 func diffDNAT(prev, next []dnat) (del, add []dnat) {
-	before := make(map[string]dnat, len(prev))
+	before := make(map[hostPort]dnat, len(prev))
 	for _, d := range prev {
 		before[d.key()] = d
 	}
-	after := make(map[string]dnat, len(next))
+	after := make(map[hostPort]dnat, len(next))
 	for _, d := range next {
 		after[d.key()] = d
 	}

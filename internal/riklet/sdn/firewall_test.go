@@ -202,3 +202,25 @@ func TestSwitchBackends(t *testing.T) {
 		t.Errorf("Remove left (-before +after):\n%s", diff)
 	}
 }
+
+// A change touches the instances whose entry changed, whatever the size
+// of the rest: one mapping out of 1,000 is one element to add.
+func TestChangedDNATIsTheChangeOnly(t *testing.T) {
+	prev := benchState(1000)
+	next := prev.clone()
+	next["new"] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.9"),
+		Ports: []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}}}
+	before, after := changedDNAT(prev, next)
+	if len(before) != 0 || len(after) != 1 || after[0].ID != "new" {
+		t.Errorf("changedDNAT = %v, %v; want only new's mapping added", before, after)
+	}
+	// One instance changing one of its two ports: one delete, one add.
+	prev = state{"p": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.2"), Ports: []workload.PortMapping{
+		{Port: 7000, TargetPort: 80, Protocol: "TCP"}, {Port: 7001, TargetPort: 81, Protocol: "TCP"}}}}
+	next = state{"p": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.2"), Ports: []workload.PortMapping{
+		{Port: 7000, TargetPort: 80, Protocol: "TCP"}, {Port: 7002, TargetPort: 81, Protocol: "TCP"}}}}
+	del, add := diffDNAT(changedDNAT(prev, next))
+	if len(del) != 1 || del[0].Port.Port != 7001 || len(add) != 1 || add[0].Port.Port != 7002 {
+		t.Errorf("diff = -%v +%v; want -7001 +7002", del, add)
+	}
+}

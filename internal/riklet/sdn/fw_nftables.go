@@ -52,10 +52,10 @@ func (f *nftFirewall) logDrift(ctx context.Context, want []dnat) {
 	}
 	del, add := diffDNAT(have, want)
 	for _, d := range del {
-		f.log.Info("removing a port mapping nobody owns", "mapping", d.key(), "owner", d.ID, "to", d.IP)
+		f.log.Info("removing a port mapping nobody owns", "mapping", d.key().String(), "owner", d.ID, "to", d.IP)
 	}
 	for _, d := range add {
-		f.log.Info("restoring a port mapping", "mapping", d.key(), "owner", d.ID, "to", d.IP)
+		f.log.Info("restoring a port mapping", "mapping", d.key().String(), "owner", d.ID, "to", d.IP)
 	}
 }
 
@@ -109,7 +109,7 @@ func forwardMayDrop(lines []string) bool {
 }
 
 func (f *nftFirewall) Update(ctx context.Context, _ ruleConfig, prev, next state) error {
-	del, add := diffDNAT(dnats(prev), dnats(next))
+	del, add := diffDNAT(changedDNAT(prev, next))
 	if len(del)+len(add) == 0 {
 		return nil
 	}

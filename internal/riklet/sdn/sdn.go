@@ -19,7 +19,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sync"
 
 	"github.com/rik-org/rik/internal/nsenter"
@@ -431,7 +430,7 @@ func (m *Manager) Lookup(id string) (FunctionNet, bool) {
 // commitEntry sets id's entry, unless it is already what is programmed.
 // The caller holds m.mu.
 func (m *Manager) commitEntry(ctx context.Context, id string, e entry) error {
-	if cur, ok := m.st[id]; ok && reflect.DeepEqual(cur, e) {
+	if cur, ok := m.st[id]; ok && cur.equal(e) {
 		return nil
 	}
 	next := m.st.clone()
