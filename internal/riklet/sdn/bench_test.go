@@ -41,15 +41,22 @@ func BenchmarkRender(b *testing.B) {
 func BenchmarkProgram(b *testing.B) {
 	testutil.RequireRoot(b)
 	for _, flavour := range []string{"nft", "legacy"} {
-		if _, err := exec.LookPath("iptables-" + flavour); err != nil {
-			continue
+		if ipt := benchIptables(b, flavour); ipt != nil {
+			b.Run(flavour, func(b *testing.B) { benchmarkProgram(b, ipt) })
 		}
-		ipt, err := newExecIptables(flavour)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Run(flavour, func(b *testing.B) { benchmarkProgram(b, ipt) })
 	}
+}
+
+// benchIptables returns the iptables of flavour, nil when not installed.
+func benchIptables(b *testing.B, flavour string) *execIptables {
+	if _, err := exec.LookPath("iptables-" + flavour); err != nil {
+		return nil
+	}
+	ipt, err := newExecIptables(flavour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ipt
 }
 
 func benchmarkProgram(b *testing.B, ipt *execIptables) {
@@ -124,14 +131,9 @@ func benchBackends(b *testing.B) map[string]firewall {
 		b.Logf("no nftables: %v", err)
 	}
 	for _, flavour := range []string{"nft", "legacy"} {
-		if _, err := exec.LookPath("iptables-" + flavour); err != nil {
-			continue
+		if ipt := benchIptables(b, flavour); ipt != nil {
+			out["iptables-"+flavour] = &iptFirewall{ipt: ipt, log: discard}
 		}
-		ipt, err := newExecIptables(flavour)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out["iptables-"+flavour] = &iptFirewall{ipt: ipt, log: discard}
 	}
 	return out
 }
