@@ -153,33 +153,47 @@ func newFirewall(ctx context.Context, choice string, log *slog.Logger) (firewall
 	if err != nil {
 		return nil, err
 	}
-	var ipt iptables
-	if _, err := exec.LookPath("iptables"); err == nil {
-		x, err := detectIptables(ctx)
-		if err != nil {
-			return nil, err
-		}
-		ipt = x
+	ipt, err := nodeIptables(ctx)
+	if err != nil {
+		return nil, err
 	}
-	var nft nftClient = netlinkNft{}
-	probeErr := probeNftables(ctx)
-	if probeErr != nil {
-		nft = nil
+	nft, probeErr := nodeNftables(ctx)
+	if choice == FirewallNftables || choice == FirewallAuto && probeErr == nil {
+		if probeErr != nil {
+			return nil, fmt.Errorf("nftables backend: the kernel cannot program rik's table: %w", probeErr)
+		}
+		return &nftFirewall{nft: nft, ipt: ipt, log: log}, nil
 	}
 	switch {
-	case choice == FirewallNftables && probeErr != nil:
-		return nil, fmt.Errorf("nftables backend: the kernel cannot program rik's table: %w", probeErr)
-	case choice == FirewallIptables && ipt == nil:
-		return nil, errors.New("iptables backend: no iptables on PATH")
-	case choice == FirewallAuto && probeErr != nil && ipt == nil:
+	case ipt == nil && choice == FirewallAuto:
 		return nil, fmt.Errorf("no firewall backend: nftables probe failed (%w) and no iptables on PATH", probeErr)
-	case choice == FirewallIptables, choice == FirewallAuto && probeErr != nil:
-		if probeErr != nil {
-			log.Info("nftables not usable, using iptables", "err", probeErr)
-		}
-		return &iptFirewall{ipt: ipt, nft: nft, log: log}, nil
+	case ipt == nil:
+		return nil, errors.New("iptables backend: no iptables on PATH")
+	case choice == FirewallAuto:
+		log.Info("nftables not usable, using iptables", "err", probeErr)
 	}
-	return &nftFirewall{nft: nft, ipt: ipt, log: log}, nil
+	return &iptFirewall{ipt: ipt, nft: nft, log: log}, nil
+}
+
+// nodeIptables returns the node's iptables, nil when it has none.
+func nodeIptables(ctx context.Context) (iptables, error) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return nil, nil
+	}
+	ipt, err := detectIptables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ipt, nil
+}
+
+// nodeNftables returns the kernel's nftables when the probe passes, else
+// nil and why.
+func nodeNftables(ctx context.Context) (nftClient, error) {
+	if err := probeNftables(ctx); err != nil {
+		return nil, err
+	}
+	return netlinkNft{}, nil
 }
 
 // removeAll deletes rik's nftables table and iptables chains; nil

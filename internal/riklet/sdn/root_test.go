@@ -327,6 +327,27 @@ func TestRootFunctionTap(t *testing.T) {
 	}
 }
 
+// New picks the backend --firewall names; auto is nftables on a kernel
+// that takes rik's table.
+func TestRootNewPicksBackend(t *testing.T) {
+	testutil.RequireTool(t, "iptables")
+	requireNftables(t)
+	ctx := context.Background()
+	for choice, want := range map[string]string{"": "nftables", "auto": "nftables", "nftables": "nftables", "iptables": "iptables"} {
+		ns := netns.New(t)
+		m, err := New(ctx, Config{StateDir: t.TempDir(), Netns: ns.Path, Firewall: choice})
+		if err != nil {
+			t.Fatalf("New(Firewall %q): %v", choice, err)
+		}
+		if got := m.fw.Name(); got != want {
+			t.Errorf("New(Firewall %q) uses %s, want %s", choice, got, want)
+		}
+	}
+	if _, err := New(ctx, Config{StateDir: t.TempDir(), Netns: netns.New(t).Path, Firewall: "pf"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("New(Firewall pf) = %v, want ErrInvalid", err)
+	}
+}
+
 // TestRootDNATReachability is the table of cases every backend must pass
 // alike: a mapping answers from another host, from the node's address and
 // from its 127.0.0.1; hairpin (a guest or pod reaching a mapping through

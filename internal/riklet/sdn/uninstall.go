@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 )
 
@@ -28,20 +27,13 @@ const maxCopies = 100
 func Uninstall(ctx context.Context, cfg Config) error {
 	var (
 		ipt iptables  // stays nil without iptables: rik cannot have written rules
-		nft nftClient // stays nil when the kernel has no usable nftables
+		nft nftClient // stays nil when the kernel has no usable nftables: the same
 	)
 	err := (&Manager{cfg: cfg}).inNetns(func() error {
-		if _, err := exec.LookPath("iptables"); err == nil {
-			x, err := detectIptables(ctx)
-			if err != nil {
-				return err
-			}
-			ipt = x
-		}
-		if probeNftables(ctx) == nil {
-			nft = netlinkNft{}
-		}
-		return nil
+		var err error
+		ipt, err = nodeIptables(ctx)
+		nft, _ = nodeNftables(ctx)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("uninstalling sdn: %w", err)
