@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +25,11 @@ type entry struct {
 	Kind  workload.Kind          `json:"kind"`
 	IP    netip.Addr             `json:"ip"`
 	Ports []workload.PortMapping `json:"ports,omitempty"`
+}
+
+// equal reports whether e and o program the same network.
+func (e entry) equal(o entry) bool {
+	return e.Kind == o.Kind && e.IP == o.IP && slices.Equal(e.Ports, o.Ports)
 }
 
 // state is the desired network state of the node: instance id -> entry.
@@ -88,17 +94,17 @@ func portKey(p workload.PortMapping) string {
 // conflict returns an error wrapping ErrPortConflict naming the first of
 // ports (normalised) that another instance than id already exposes.
 func (s state) conflict(id string, ports []workload.PortMapping) error {
-	owners := map[string]string{}
+	owners := map[hostPort]string{}
 	for other, e := range s {
 		if other == id {
 			continue
 		}
 		for _, p := range e.Ports {
-			owners[portKey(p)] = other
+			owners[hostPort{p.Protocol, p.Port}] = other
 		}
 	}
 	for _, p := range ports {
-		if other, ok := owners[portKey(p)]; ok {
+		if other, ok := owners[hostPort{p.Protocol, p.Port}]; ok {
 			return fmt.Errorf("%s is exposed by instance %s: %w", portKey(p), other, ErrPortConflict)
 		}
 	}
