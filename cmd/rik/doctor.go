@@ -9,6 +9,7 @@ import (
 
 	"github.com/rik-org/rik/internal/doctor"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
+	"github.com/rik-org/rik/internal/riklet/sdn"
 	"github.com/rik-org/rik/internal/riklet/vmm"
 )
 
@@ -25,11 +26,17 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Pods, "pods", true, "the node must run pods: what they need fails the check (else it warns)")
 	fs.BoolVar(&o.Functions, "functions", false, "the node must run functions: what they need fails the check (else it warns)")
 	fs.StringVar(&o.Runc, "runc", "runc", "runc binary (riklet --runc)")
+	fs.StringVar(&o.Firewall, "firewall", sdn.FirewallAuto, "firewall backend (riklet --firewall): auto (nftables, else iptables), nftables or iptables")
 	fs.StringVar(&o.KernelPath, "kernel-path", runtimes.KernelAuto, "guest kernel (riklet --kernel-path); auto: looked for in "+strings.Join(vmm.DefaultKernelDirs, " and "))
 	fs.StringVar(&o.KernelModules, "kernel-modules", "", "its modules directory (riklet --kernel-modules)")
 	fs.StringVar(&stateDirs, "state-dir", "/var/lib/rik,/var/lib/riklet", "directories whose free space to check (comma-separated)")
 	if code, ok := parse(fs, args, stderr, 0); !ok {
 		return code
+	}
+	var err error
+	if o.Firewall, err = sdn.ParseFirewall(o.Firewall); err != nil {
+		fmt.Fprintf(stderr, "rik doctor: --firewall: %v\n", err)
+		return 2
 	}
 	for _, d := range strings.Split(stateDirs, ",") {
 		if d = strings.TrimSpace(d); d != "" {

@@ -71,7 +71,6 @@ func TestStoreBadInput(t *testing.T) {
 		{[]string{"store", "restore"}, 2, "--from: required"},
 		{[]string{"store", "restore", "--from", "snap.db", "--store", "etcd://127.0.0.1:2379"}, 2, "etcdutl snapshot restore snap.db"},
 		{[]string{"store", "backup", "--out", filepath.Join(t.TempDir(), "b"), "--data-dir", t.TempDir()}, 1, "no such file"},
-		{[]string{"doctor", "extra"}, 2, "want 0 argument"},
 	} {
 		code, _, stderr := rikRun(tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {

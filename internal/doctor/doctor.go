@@ -58,6 +58,7 @@ type Options struct {
 	// check; otherwise it only warns (that runtime is not offered).
 	Pods, Functions bool
 	Runc            string   // runc binary (riklet --runc)
+	Firewall        string   // riklet --firewall: auto (or ""), nftables or iptables
 	KernelPath      string   // guest kernel (riklet --kernel-path); "" or "auto": looked for in KernelDirs
 	KernelModules   string   // its modules (riklet --kernel-modules)
 	KernelDirs      []string // where a fetched kernel is looked for
@@ -71,14 +72,12 @@ func Run(h Host, o Options) []Result {
 	rs := []Result{
 		checkRoot(h),
 		checkTools(h, "runc", pods, "runs the pods' containers", tool{o.Runc, "runc"}),
-		checkTools(h, "iptables", need(o.Pods || o.Functions), "programs the ports of pods and functions",
-			tool{"iptables", "iptables"}, tool{"iptables-restore", "iptables"}),
 	}
 	k := readKernel(h)
 	rs = append(rs,
 		k.check("kernel: pod network", pods, podModules),
 		k.check("kernel: function network", fns, functionModules),
-		k.check("kernel: netfilter", need(o.Pods || o.Functions), netfilterModules),
+		checkFirewall(h, k, o.Firewall, need(o.Pods || o.Functions)),
 		checkForward(h),
 		checkCgroups(h, pods),
 		checkKVM(h),

@@ -41,6 +41,9 @@ func healthy() *fake {
 				"kernel/net/netfilter/nf_nat.ko.xz:", "kernel/net/netfilter/xt_addrtype.ko.xz:",
 				"kernel/net/netfilter/xt_comment.ko.xz:", "kernel/net/netfilter/xt_conntrack.ko.xz:",
 				"kernel/net/netfilter/xt_multiport.ko.xz:", "kernel/net/netfilter/xt_MASQUERADE.ko.xz:",
+				"kernel/net/netfilter/nft_chain_nat.ko.xz:", "kernel/net/netfilter/nft_nat.ko.xz:",
+				"kernel/net/netfilter/nft_ct.ko.xz:", "kernel/net/netfilter/nft_masq.ko.xz:",
+				"kernel/net/ipv4/netfilter/nft_fib_ipv4.ko.xz:", "kernel/net/ipv4/netfilter/nft_reject_ipv4.ko.xz:",
 			}, "\n")),
 			"lib/modules/" + release + "/modules.builtin":             file("kernel/net/ipv4/ip_tables.ko\n"),
 			"var/cache/rik/kernel/boot/vmlinuz-6.1.0-18-cloud-amd64":  file("k"),
@@ -119,18 +122,46 @@ func TestRun(t *testing.T) {
 			want: map[string]want{"runc": {Fail, "runc not found", "apt-get install -y runc"}}, failed: true},
 		{name: "no runc, pods not required", change: func(f *fake, o *Options) { delete(f.path, "runc"); o.Pods = false },
 			want: map[string]want{"runc": {Warn, "runc not found", "apt-get install -y runc"}}},
-		{name: "iptables-restore missing", change: func(f *fake, _ *Options) { delete(f.path, "iptables-restore") },
-			want: map[string]want{"iptables": {Fail, "iptables-restore not found", "apt-get install -y iptables"}}, failed: true},
+		{name: "no iptables, nftables usable", change: func(f *fake, _ *Options) {
+			delete(f.path, "iptables")
+			delete(f.path, "iptables-restore")
+		}, want: map[string]want{"firewall": {OK, "nftables, over netlink: nf_tables, nf_nat, nft_chain_nat", ""}}},
+		{name: "iptables-restore missing, --firewall iptables", change: func(f *fake, o *Options) {
+			delete(f.path, "iptables-restore")
+			o.Firewall = "iptables"
+		}, want: map[string]want{"firewall": {Fail, "iptables: iptables-restore not found", "apt-get install -y iptables"}}, failed: true},
+		{name: "nft_masq missing: iptables", change: func(f *fake, _ *Options) {
+			dep := f.files["lib/modules/"+release+"/modules.dep"]
+			dep.Data = bytes.ReplaceAll(dep.Data, []byte("nft_masq"), []byte("nft_masqx"))
+		}, want: map[string]want{"firewall": {OK, "iptables (/usr/sbin/iptables, /usr/sbin/iptables-restore; nf_tables, nf_nat, xt_addrtype, xt_comment, xt_conntrack, xt_multiport, xt_MASQUERADE); nftables: nft_masq is neither loaded nor in", ""}}},
+		{name: "nft_masq missing, --firewall nftables", change: func(f *fake, o *Options) {
+			dep := f.files["lib/modules/"+release+"/modules.dep"]
+			dep.Data = bytes.ReplaceAll(dep.Data, []byte("nft_masq"), []byte("nft_masqx"))
+			o.Firewall = "nftables"
+		}, want: map[string]want{"firewall": {Fail, "nftables: nft_masq is neither loaded nor in", "linux-image-" + release}}, failed: true},
+		{name: "neither backend", change: func(f *fake, _ *Options) {
+			dep := f.files["lib/modules/"+release+"/modules.dep"]
+			dep.Data = bytes.ReplaceAll(dep.Data, []byte("nft_ct"), []byte("nft_ctx"))
+			delete(f.path, "iptables")
+		}, want: map[string]want{"firewall": {Fail, "neither backend works: nftables: nft_ct is neither loaded nor in /lib/modules/" + release + "; iptables: iptables not found", "apt-get install -y iptables"}}, failed: true},
+		{name: "neither backend, pods and functions not required", change: func(f *fake, o *Options) {
+			delete(f.path, "iptables")
+			f.files["lib/modules/"+release+"/modules.dep"].Data = []byte("kernel/drivers/net/veth.ko.xz:\nkernel/drivers/net/tun.ko.xz:\n")
+			o.Pods = false
+		}, want: map[string]want{
+			"firewall": {Warn, "neither backend works", "apt-get install -y iptables"},
+			"runc":     {OK, "/usr/sbin/runc", ""},
+		}},
 		{name: "not root", change: func(f *fake, _ *Options) { f.euid = 1000 },
 			want: map[string]want{"root": {Warn, "uid 1000", "sudo rik doctor"}}},
 		{name: "module missing from lib/modules", change: func(f *fake, _ *Options) {
 			dep := f.files["lib/modules/"+release+"/modules.dep"]
 			dep.Data = bytes.ReplaceAll(dep.Data, []byte("veth"), []byte("vethx"))
 		}, want: map[string]want{"kernel: pod network": {Fail, "veth is neither loaded nor in /lib/modules/" + release, "linux-image-" + release}}, failed: true},
-		{name: "nf_tables missing but ip_tables built in", change: func(f *fake, _ *Options) {
+		{name: "nf_tables missing but ip_tables built in: iptables-legacy", change: func(f *fake, _ *Options) {
 			dep := f.files["lib/modules/"+release+"/modules.dep"]
 			dep.Data = bytes.ReplaceAll(dep.Data, []byte("nf_tables"), []byte("nf_tablez"))
-		}},
+		}, want: map[string]want{"firewall": {OK, "iptables (", ""}}},
 		{name: "kernel config says built in (no lib/modules)", change: func(f *fake, _ *Options) {
 			delete(f.files, "lib/modules/"+release+"/modules.dep")
 			delete(f.files, "lib/modules/"+release+"/modules.builtin")
@@ -153,7 +184,7 @@ func TestRun(t *testing.T) {
 		}, want: map[string]want{
 			"kernel: pod network":      {Warn, "cannot tell whether the kernel has bridge, veth", ""},
 			"kernel: function network": {Warn, "cannot tell", ""},
-			"kernel: netfilter":        {Warn, "cannot tell", ""},
+			"firewall":                 {Warn, "neither backend works: nftables: cannot tell", ""},
 		}},
 		{name: "ip_forward off", change: func(f *fake, _ *Options) { f.files["proc/sys/net/ipv4/ip_forward"].Data = []byte("0\n") },
 			want: map[string]want{"ip_forward": {Warn, "the riklet turns it on", "sysctl -w net.ipv4.ip_forward=1"}}},
@@ -246,7 +277,7 @@ func TestRun(t *testing.T) {
 func allConfig(v string) string {
 	var b strings.Builder
 	b.WriteString("# comment\nCONFIG_OTHER=y\n")
-	for _, group := range [][]module{podModules, functionModules, netfilterModules} {
+	for _, group := range [][]module{podModules, functionModules, nftModules, iptModules} {
 		for _, m := range group {
 			b.WriteString(m.config + "=" + v + "\n")
 		}

@@ -22,17 +22,6 @@ type module struct {
 var (
 	podModules      = []module{{name: "bridge", config: "CONFIG_BRIDGE"}, {name: "veth", config: "CONFIG_VETH"}}
 	functionModules = []module{{name: "tun", config: "CONFIG_TUN"}}
-	// netfilterModules: the tables, NAT, and the matches and targets of
-	// rik's iptables rules.
-	netfilterModules = []module{
-		{name: "nf_tables", config: "CONFIG_NF_TABLES", alt: &module{name: "ip_tables", config: "CONFIG_IP_NF_IPTABLES"}},
-		{name: "nf_nat", config: "CONFIG_NF_NAT"},
-		{name: "xt_addrtype", config: "CONFIG_NETFILTER_XT_MATCH_ADDRTYPE"},
-		{name: "xt_comment", config: "CONFIG_NETFILTER_XT_MATCH_COMMENT"},
-		{name: "xt_conntrack", config: "CONFIG_NETFILTER_XT_MATCH_CONNTRACK"},
-		{name: "xt_multiport", config: "CONFIG_NETFILTER_XT_MATCH_MULTIPORT"},
-		{name: "xt_MASQUERADE", config: "CONFIG_NETFILTER_XT_TARGET_MASQUERADE"},
-	}
 )
 
 // kernelInfo is what the host tells of its kernel's modules. A module the
