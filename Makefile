@@ -63,12 +63,16 @@ clean:
 
 # What `make dev` and `make test` need, installed when missing (as root;
 # quiet when all is there): the Debian packages of DEPS, a guest kernel
-# (Debian's cloud kernel, unpacked, not installed; `rik dev` finds it in
-# /var/cache/rik/kernel by itself) and the example function's rootfs.
-export RIK_TEST_KERNEL_DIR ?= /var/cache/rik/kernel
+# (Debian's cloud kernel, unpacked, not installed, cached in
+# /var/cache/rik/kernel; `rik dev` and the riklet's --kernel-path auto find
+# it by themselves) and the example function's rootfs. A kernel fetched
+# before into the tests' old place, /var/cache/rik-test/kernel, is used
+# rather than fetched again.
+KERNEL_DIRS := /var/cache/rik/kernel /var/cache/rik-test/kernel
+export RIK_TEST_KERNEL_DIR ?= $(firstword $(foreach d,$(KERNEL_DIRS),$(if $(wildcard $(d)/boot/vmlinuz-*),$(d))) $(KERNEL_DIRS))
 ensure-dev:
 	@hack/ensure.sh deps $(DEPS)
-	@hack/ensure.sh kernel /var/cache/rik/kernel /var/cache/rik-test/kernel
+	@hack/ensure.sh kernel $(KERNEL_DIRS)
 	@hack/ensure.sh rootfs /var/lib/rik/rootfs/busybox-httpd.ext4
 ensure-test:
 	@hack/ensure.sh deps $(DEPS)
