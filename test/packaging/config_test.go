@@ -40,7 +40,8 @@ func TestConfigKeysAreFlags(t *testing.T) {
 			t.Errorf("%s: found %d keys, fewer than the %d set", file, len(keys), len(set))
 		}
 		for _, k := range keys {
-			if !regexp.MustCompile(`(?m)^\s+--?` + regexp.QuoteMeta(k[1]) + `\b`).Match(help) {
+			// "  -name" (flag), "      --name" or "  -n, --name" (cobra).
+			if !regexp.MustCompile(`(?m)^\s+(-\w, )?--?` + regexp.QuoteMeta(k[1]) + `\b`).Match(help) {
 				t.Errorf("%s: %q is not a flag of %s", file, k[1], binary)
 			}
 		}
