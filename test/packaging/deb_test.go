@@ -73,6 +73,42 @@ func TestDebContents(t *testing.T) {
 	}
 }
 
+// The postinst, as packaged, creates the rik user and the directories
+// with the files the package installs; run here with stand-ins for the
+// systemd tools that record how they are called.
+func TestPostinst(t *testing.T) {
+	control := t.TempDir()
+	command(t, "", "dpkg-deb", "-e", deb(t), control)
+	stubs, log := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+	for _, tool := range []string{"systemd-sysusers", "systemd-tmpfiles", "systemctl", "adduser"} {
+		stub := "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> " + log + "\n"
+		if err := os.WriteFile(filepath.Join(stubs, tool), []byte(stub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("sh", filepath.Join(control, "postinst"), "configure", "")
+	cmd.Env = append(os.Environ(), "PATH="+stubs+":/usr/bin:/bin")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postinst configure: %v\n%s", err, out)
+	}
+	calls, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"systemd-sysusers /usr/lib/sysusers.d/rik.conf\n", "systemd-tmpfiles --create /usr/lib/tmpfiles.d/rik.conf\n"} {
+		if !strings.Contains(string(calls), want) {
+			t.Errorf("postinst did not run %q:\n%s", want, calls)
+		}
+	}
+	// Both files it applies are in the package.
+	listing := command(t, "", "dpkg-deb", "-c", deb(t))
+	for _, f := range []string{"./usr/lib/sysusers.d/rik.conf", "./usr/lib/tmpfiles.d/rik.conf"} {
+		if !strings.Contains(listing, f) {
+			t.Errorf("the package lacks %s", f)
+		}
+	}
+}
+
 // installRoot unpacks the package into a new directory, as dpkg would
 // install it, with the host's own units beside (the targets rik's units
 // name), and returns it.
