@@ -19,6 +19,7 @@ import (
 	"github.com/rik-org/rik/internal/rikctl"
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
+	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/version"
 )
 
@@ -28,6 +29,8 @@ commands:
   dev       run controller, scheduler and one riklet in this process
   ca        create the cluster CA, issue controller certificates
   token     create, list and revoke join tokens for nodes
+  doctor    check this node can run rik, and say what to fix
+  store     back the controller's store up, restore it
   version   print the version
 `
 
@@ -49,6 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runCA(args[1:], stdout, stderr)
 	case "token":
 		return runToken(args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], stdout, stderr)
+	case "store":
+		return runStore(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rik", version.Version)
 		return 0
@@ -78,6 +85,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	// The quick start serves images and rootfs on 127.0.0.1.
 	rt.AllowPrivateFetch = true
+	rt.KernelPath = runtimes.KernelAuto // functions run with a fetched kernel, no flag needed
 	rt.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -113,6 +121,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rt.Pods, rt.KernelPath = false, ""
 	} else {
 		cfg.HostLockDir = riklet.DefaultHostLockDir // one riklet per host: it owns rik's chains and devices
+	}
+	if msg := rt.ResolveKernel(os.DirFS("/"), vmm.DefaultKernelDirs); msg != "" {
+		log.Info(msg)
 	}
 	rt.ProtectAddrs(cfg.Addr, cfg.WorkersAddr, cfg.ControllersAddr) // pods may not reach them
 	rt.StateDir = cfg.DataDir + "/riklet"

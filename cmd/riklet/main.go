@@ -21,6 +21,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
+	"github.com/rik-org/rik/internal/riklet/vmm"
 )
 
 // flags are riklet's command line.
@@ -108,6 +109,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	if msg := f.runtimes.ResolveKernel(os.DirFS("/"), vmm.DefaultKernelDirs); msg != "" {
+		log.Info(msg) // --kernel-path auto
+	}
 	f.runtimes.StateDir = f.stateDir
 	f.runtimes.Logger = log
 	f.runtimes.ProtectAddrs(f.masterAddr) // pods may not reach a scheduler on this node
