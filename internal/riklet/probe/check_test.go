@@ -108,7 +108,9 @@ func TestCheckTCP(t *testing.T) {
 		}
 	}()
 	host, port := hostPort(t, l.Addr())
-	tcp := func(p int) Probe { return Probe{Kind: Liveness, Spec: workload.Probe{TCP: &workload.TCPProbe{Port: p}}} }
+	tcp := func(p int) Probe {
+		return Probe{Kind: Liveness, Spec: workload.Probe{TCP: &workload.TCPProbe{Port: p}}}
+	}
 	c := newChecker()
 	if err := c.check(context.Background(), tcp(port), host, nil); err != nil {
 		t.Errorf("open port: %v", err)
