@@ -66,7 +66,7 @@ func newNode(t *testing.T, dir string, o options) *node {
 	n.sup = New(ctx, Config{
 		Ledger: led, Clock: n.clock, RestartBase: base, RestartMax: max, RestartReset: reset,
 		NewProber: func(probe.Sink) Prober { return n.probe },
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	var rts []runtime.Runtime
 	if !o.noRuntime {
