@@ -17,6 +17,7 @@ type bootConfig struct {
 	Args     []string     // rik.args=a,b (comma separated)
 	Hostname string       // rik.hostname=name
 	Reboot   bool         // rik.halt=reboot: end the VM with a reboot (Firecracker), not a power off
+	Env      []envVar     // the entrypoint's environment (from execConfigPath, not the command line)
 }
 
 // parseCmdline parses the rik.* parameters of a kernel command line; other
