@@ -5,27 +5,9 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/rik-org/rik/internal/riklet/clock"
 )
-
-// Clock is the prober's time: when checks are due. Tests use a fake one.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d elapsed, unless the
-	// timer is stopped before.
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is a pending AfterFunc.
-type Timer interface{ Stop() bool }
-
-// RealClock is the clock of the machine.
-type RealClock struct{}
-
-// Now implements Clock.
-func (RealClock) Now() time.Time { return time.Now() }
-
-// AfterFunc implements Clock.
-func (RealClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // Sink receives what the probes find. gen is the Target's, so a finding
 // about an earlier run of the instance can be told apart. Its methods
@@ -50,7 +32,7 @@ type Target struct {
 
 // Prober probes the instances it is told to watch, one goroutine each.
 type Prober struct {
-	clock   Clock
+	clock   clock.Clock
 	log     *slog.Logger
 	sink    Sink
 	checker *checker
@@ -64,17 +46,17 @@ type Prober struct {
 
 type watch struct{ cancel context.CancelFunc }
 
-// New returns a prober reporting to sink; clock nil is RealClock, log nil
-// discards.
-func New(clock Clock, log *slog.Logger, sink Sink) *Prober {
-	if clock == nil {
-		clock = RealClock{}
+// New returns a prober reporting to sink; clk nil is the machine's
+// clock, log nil discards.
+func New(clk clock.Clock, log *slog.Logger, sink Sink) *Prober {
+	if clk == nil {
+		clk = clock.Real{}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Prober{clock: clock, log: log, sink: sink, checker: newChecker(), ctx: ctx, cancel: cancel, watches: map[string]*watch{}}
+	return &Prober{clock: clk, log: log, sink: sink, checker: newChecker(), ctx: ctx, cancel: cancel, watches: map[string]*watch{}}
 }
 
 // Watch starts probing t, replacing what probed t.ID before. A target

@@ -6,79 +6,19 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/clock/clocktest"
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// fakeClock moves only when the test advances it. Every AfterFunc is
-// signalled on armed: the prober armed one when it waits for its next
-// check, so the test knows the checks due were made.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	armed  chan struct{}
-}
-
-type fakeTimer struct {
-	c  *fakeClock
-	at time.Time
-	f  func()
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), armed: make(chan struct{}, 100)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	c.armed <- struct{}{}
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	n := len(t.c.timers)
-	t.c.timers = slices.DeleteFunc(t.c.timers, func(o *fakeTimer) bool { return o == t })
-	return len(t.c.timers) < n
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	c.timers = slices.DeleteFunc(c.timers, func(t *fakeTimer) bool {
-		if t.at.After(c.now) {
-			return false
-		}
-		due = append(due, t)
-		return true
-	})
-	c.mu.Unlock()
-	for _, t := range due {
-		t.f()
-	}
-}
-
 // waitArmed waits until the prober waits for its next check.
-func (c *fakeClock) waitArmed(t *testing.T) {
+func waitArmed(t *testing.T, c *clocktest.Fake) {
 	t.Helper()
 	select {
-	case <-c.armed:
+	case <-c.Armed():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the prober never waited for its next check")
 	}
@@ -143,7 +83,7 @@ func newApp(t *testing.T) *app {
 
 func TestProberReadiness(t *testing.T) {
 	a := newApp(t)
-	clock, s := newFakeClock(), newSink()
+	clock, s := clocktest.New(), newSink()
 	p := New(clock, nil, s)
 	defer p.Close()
 	p.Watch(Target{ID: "i1", Gen: 1, Host: a.host, Probes: []Probe{{Kind: Readiness, Spec: workload.Probe{
@@ -153,16 +93,16 @@ func TestProberReadiness(t *testing.T) {
 	if e := s.next(t); e != "i1 ready" {
 		t.Fatalf("first finding %q", e)
 	}
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	a.status.Store(500)
 	clock.Advance(5 * time.Second) // one failure: still ready
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	s.none(t)
 	clock.Advance(5 * time.Second) // two in a row: unready
 	if e := s.next(t); e != "i1 unready" {
 		t.Fatalf("finding %q, want unready", e)
 	}
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	a.status.Store(302)
 	clock.Advance(4 * time.Second) // not due yet
 	s.none(t)
@@ -170,7 +110,7 @@ func TestProberReadiness(t *testing.T) {
 	if e := s.next(t); e != "i1 ready" {
 		t.Fatalf("finding %q, want ready again", e)
 	}
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	if got := a.hits.Load(); got != 4 {
 		t.Errorf("%d checks, want 4", got)
 	}
@@ -195,18 +135,18 @@ func TestProberLiveness(t *testing.T) {
 		}
 	}()
 	host, port := hostPort(t, l.Addr())
-	clock, s := newFakeClock(), newSink()
+	clock, s := clocktest.New(), newSink()
 	p := New(clock, nil, s)
 	defer p.Close()
 	p.Watch(Target{ID: "i2", Gen: 7, Host: host, Probes: []Probe{{Kind: Liveness, Spec: workload.Probe{
 		TCP: &workload.TCPProbe{Port: port}, InitialDelaySeconds: 30, FailureThreshold: 2}}}})
-	clock.waitArmed(t) // waiting for the initial delay
+	waitArmed(t, clock) // waiting for the initial delay
 	clock.Advance(30 * time.Second)
-	clock.waitArmed(t) // passed, next in 10s (default)
-	s.none(t)          // a liveness probe alone says nothing while it passes
+	waitArmed(t, clock) // passed, next in 10s (default)
+	s.none(t)           // a liveness probe alone says nothing while it passes
 	l.Close()
 	clock.Advance(10 * time.Second)
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	s.none(t)
 	clock.Advance(10 * time.Second)
 	e := s.next(t)
@@ -222,21 +162,21 @@ func TestProberLiveness(t *testing.T) {
 
 func TestProberWatchReplacesAndStop(t *testing.T) {
 	a := newApp(t)
-	clock, s := newFakeClock(), newSink()
+	clock, s := clocktest.New(), newSink()
 	p := New(clock, nil, s)
 	probes := []Probe{{Kind: Readiness, Spec: workload.Probe{HTTP: &workload.HTTPProbe{Port: a.port}}}}
 	p.Watch(Target{ID: "i3", Gen: 1, Host: a.host, Probes: probes})
 	if e := s.next(t); e != "i3 ready" {
 		t.Fatalf("finding %q", e)
 	}
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	// Watched again (a new address): the old watch ends, the new one
 	// starts unready and checks at once.
 	p.Watch(Target{ID: "i3", Gen: 2, Host: a.host, Probes: probes})
 	if e := s.next(t); e != "i3 ready" {
 		t.Fatalf("finding %q", e)
 	}
-	clock.waitArmed(t)
+	waitArmed(t, clock)
 	if w := p.Watched(); !slices.Equal(w, []string{"i3"}) {
 		t.Errorf("watching %v", w)
 	}
