@@ -7,7 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
+
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // execConfigPath holds, in the initramfs, the arguments and environment
@@ -18,14 +19,9 @@ const execConfigPath = "/rik/exec.json"
 // maxExecConfig bounds what is read of it.
 const maxExecConfig = 4 << 20
 
-type envVar struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
 type execConfig struct {
-	Args []string `json:"args"`
-	Env  []envVar `json:"env"`
+	Args []string          `json:"args"`
+	Env  []workload.EnvVar `json:"env"`
 }
 
 // readExecConfig reads the entrypoint's config at path; a missing file is
@@ -53,23 +49,9 @@ func readExecConfig(path string) (execConfig, error) {
 	return c, nil
 }
 
-// entrypointEnv is the entrypoint's environment: rik-init's defaults, each
-// replaced by a variable of env with the same name, then env's others in
-// order (a later duplicate wins). Invalid names are skipped.
-func entrypointEnv(env []envVar) []string {
-	out := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"}
-	index := map[string]int{"PATH": 0, "HOME": 1, "TERM": 2}
-	for _, e := range env {
-		if e.Name == "" || strings.ContainsAny(e.Name, "=\x00") || strings.ContainsRune(e.Value, 0) {
-			continue
-		}
-		kv := e.Name + "=" + e.Value
-		if i, ok := index[e.Name]; ok {
-			out[i] = kv
-			continue
-		}
-		index[e.Name] = len(out)
-		out = append(out, kv)
-	}
-	return out
+// entrypointEnv is the entrypoint's environment: rik-init's defaults,
+// each replaced by a variable of env with the same name, then env's others
+// in order.
+func entrypointEnv(env []workload.EnvVar) []string {
+	return workload.OverlayEnv([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"}, env)
 }

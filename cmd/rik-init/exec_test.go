@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/rik-org/rik/internal/workload"
 )
 
 func TestReadExecConfig(t *testing.T) {
@@ -16,7 +18,7 @@ func TestReadExecConfig(t *testing.T) {
 	good := filepath.Join(dir, "good.json")
 	os.WriteFile(good, []byte(`{"args":["-p","8080","a b,c"],"env":[{"name":"GREETING","value":"hello world"}]}`), 0o600)
 	c, err := readExecConfig(good)
-	if err != nil || !slices.Equal(c.Args, []string{"-p", "8080", "a b,c"}) || len(c.Env) != 1 || c.Env[0] != (envVar{"GREETING", "hello world"}) {
+	if err != nil || !slices.Equal(c.Args, []string{"-p", "8080", "a b,c"}) || len(c.Env) != 1 || c.Env[0] != (workload.EnvVar{Name: "GREETING", Value: "hello world"}) {
 		t.Errorf("good file: %+v, %v", c, err)
 	}
 	bad := filepath.Join(dir, "bad.json")
@@ -32,9 +34,7 @@ func TestReadExecConfig(t *testing.T) {
 }
 
 func TestEntrypointEnv(t *testing.T) {
-	got := entrypointEnv([]envVar{
-		{"GREETING", "hi=there"}, {"PATH", "/opt/bin"}, {"", "x"}, {"A=B", "x"}, {"NUL", "a\x00b"}, {"GREETING", "later"}, {"EMPTY", ""},
-	})
+	got := entrypointEnv([]workload.EnvVar{{Name: "GREETING", Value: "hi=there"}, {Name: "PATH", Value: "/opt/bin"}, {Name: "GREETING", Value: "later"}, {Name: "EMPTY"}})
 	want := []string{"PATH=/opt/bin", "HOME=/", "TERM=linux", "GREETING=later", "EMPTY="}
 	if !slices.Equal(got, want) {
 		t.Errorf("entrypointEnv = %q, want %q", got, want)
