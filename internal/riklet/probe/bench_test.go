@@ -31,20 +31,7 @@ func BenchmarkCheckHTTP(b *testing.B) {
 
 // BenchmarkCheckTCP is one tcp check of a listener on 127.0.0.1.
 func BenchmarkCheckTCP(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	l := acceptor(b)
 	p := Probe{Kind: Liveness, Spec: workload.Probe{TCP: &workload.TCPProbe{Port: l.Addr().(*net.TCPAddr).Port}}}
 	c := newChecker()
 	b.ReportAllocs()

@@ -33,13 +33,34 @@ func server(t *testing.T, status int) (host string, port int) {
 	return hostPort(t, srv.Listener.Addr())
 }
 
-func hostPort(t *testing.T, a net.Addr) (string, int) {
+func hostPort(t testing.TB, a net.Addr) (string, int) {
 	h, p, err := net.SplitHostPort(a.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	n, _ := strconv.Atoi(p)
 	return h, n
+}
+
+// acceptor listens on 127.0.0.1, accepting and closing every connection
+// until it is closed.
+func acceptor(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // closedPort is a port on 127.0.0.1 nothing listens on.
@@ -93,20 +114,8 @@ func TestCheckHTTP(t *testing.T) {
 }
 
 func TestCheckTCP(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := acceptor(t)
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	host, port := hostPort(t, l.Addr())
 	tcp := func(p int) Probe {
 		return Probe{Kind: Liveness, Spec: workload.Probe{TCP: &workload.TCPProbe{Port: p}}}

@@ -1,7 +1,6 @@
 package probe
 
 import (
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -121,19 +120,7 @@ func TestProberReadiness(t *testing.T) {
 }
 
 func TestProberLiveness(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	l := acceptor(t)
 	host, port := hostPort(t, l.Addr())
 	clock, s := clocktest.New(), newSink()
 	p := New(clock, nil, s)
