@@ -36,7 +36,7 @@ type Config struct {
 	StopTimeout  time.Duration // bound of one stop (2m)
 
 	// NewProber makes the prober of the running instances' health checks,
-	// reporting to sink (nil: a probe.Prober on the machine's clock).
+	// reporting to sink (nil: a probe.Prober on Clock).
 	NewProber func(sink probe.Sink) Prober
 }
 
@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config) *Supervisor {
 	if cfg.NewProber != nil {
 		s.probes = cfg.NewProber(s)
 	} else {
-		s.probes = probe.New(nil, cfg.Logger, s)
+		s.probes = probe.New(cfg.Clock, cfg.Logger, s)
 	}
 	return s
 }
