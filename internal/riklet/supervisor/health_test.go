@@ -251,3 +251,18 @@ func TestProbesAfterRecover(t *testing.T) {
 		t.Error("the prober of the closed supervisor was not closed")
 	}
 }
+
+// A running instance whose address changes is probed at the new one.
+func TestProbesFollowAddress(t *testing.T) {
+	n := newNode(t, "", options{})
+	n.create("a", probedPod("Always", readinessCheck))
+	gen := n.probe.target(t, "a").Gen
+	n.sup.Report(runtime.Status{InstanceID: "a", Phase: runtime.PhaseRunning, IP: "10.99.9.9"})
+	n.settle()
+	if tg := n.probe.target(t, "a"); tg.Host != "10.99.9.9" || tg.Gen != gen {
+		t.Errorf("after the address changed, probed as %+v", tg)
+	}
+	if m := n.last("a"); m.GetIp() != "10.99.9.9" {
+		t.Errorf("status %v", m)
+	}
+}
