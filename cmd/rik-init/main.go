@@ -4,7 +4,8 @@
 // initramfs built by the riklet: it mounts /proc, /sys and /dev, loads the
 // kernel modules listed in /rik/modules.order, configures eth0 from the
 // kernel command line (rik.ip=, rik.gw=, rik.dns=), mounts the root disk
-// (rik.root=) and runs the entrypoint (rik.init=, default /sbin/init) in it.
+// (rik.root=) and runs the entrypoint (rik.init=, default /sbin/init) in it,
+// with the arguments and environment of the initramfs's /rik/exec.json.
 // It stays PID 1: it reaps zombies, forwards a stop request (SIGTERM,
 // SIGINT from Ctrl-Alt-Del, ACPI power button) to the entrypoint, and when
 // the entrypoint exits prints "rik-init: exit <code>" on the console and
@@ -67,6 +68,12 @@ func run() (bootConfig, int, error) {
 	if cfg, err = parseCmdline(string(raw)); err != nil {
 		return cfg, 255, fmt.Errorf("parsing kernel command line: %w", err)
 	}
+	ex, err := readExecConfig(execConfigPath) // before the initramfs goes away
+	if err != nil {
+		return cfg, 255, err
+	}
+	cfg.Args = append(cfg.Args, ex.Args...)
+	cfg.Env = ex.Env
 	loadModules()
 	code, err := boot(cfg)
 	return cfg, code, err
@@ -246,7 +253,7 @@ func runEntrypoint(cfg bootConfig) (int, error) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	go watchPowerButton(sigs)
 
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"}
+	env := entrypointEnv(cfg.Env)
 	argv := append([]string{cfg.Init}, cfg.Args...)
 	proc, err := os.StartProcess(cfg.Init, argv, &os.ProcAttr{
 		Dir:   "/",

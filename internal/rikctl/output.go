@@ -119,7 +119,7 @@ func instanceTable(w io.Writer, format string, now time.Time, items []InstanceIt
 }
 
 func instanceRows(w io.Writer, format string, now time.Time, items []InstanceItem, withHeader bool) error {
-	header := []string{"NAME", "WORKLOAD", "STATUS", "NODE", "IP", "PORTS", "RESTARTS", "AGE"}
+	header := []string{"NAME", "WORKLOAD", "STATUS", "READY", "NODE", "IP", "PORTS", "RESTARTS", "AGE"}
 	if format == FormatWide {
 		header = append(header, "REASON", "ID")
 	}
@@ -128,7 +128,7 @@ func instanceRows(w io.Writer, format string, now time.Time, items []InstanceIte
 		v := it.Value
 		name := firstNonEmpty(it.Name, v.Name)
 		wl := firstNonEmpty(v.WorkloadName, v.WorkloadID)
-		row := []string{name, wl, string(v.Status), v.Node, v.IP, portsString(v.Ports),
+		row := []string{name, wl, string(v.Status), strconv.FormatBool(v.Ready), v.Node, v.IP, portsString(v.Ports),
 			strconv.Itoa(v.Restarts), age(now, v.CreatedAt)}
 		if format == FormatWide {
 			reason := v.Reason

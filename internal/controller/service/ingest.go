@@ -152,6 +152,7 @@ func applyStatus(inst *workload.Instance, m Status, c applyContext) outcome {
 		inst.Reason = api.ReasonUnknown // a node that says nothing (RIK's riklet)
 	}
 	inst.Message = m.Message
+	inst.Ready = m.Ready && status == workload.StatusRunning && !inst.DeleteRequested
 	switch {
 	case m.ExitCode != nil:
 		code := *m.ExitCode
@@ -186,6 +187,7 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusDestroying && inst.Reason == api.ReasonNodeLost && inst.Message == msg {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusDestroying
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = msg
@@ -202,12 +204,14 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusFailed && inst.Reason == api.ReasonNodeLost {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusFailed
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = m.Message
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
+	inst.Ready = false
 	inst.Status = workload.StatusPending
 	inst.Reason = api.ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
@@ -258,5 +262,5 @@ func sameInstance(a, b workload.Instance) bool {
 	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
-		a.DeleteRequested == b.DeleteRequested
+		a.DeleteRequested == b.DeleteRequested && a.Ready == b.Ready
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/riklet/ledger"
+	"github.com/rik-org/rik/internal/riklet/probe"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -33,6 +34,10 @@ type Config struct {
 	RestartReset time.Duration // running this long resets the restart delay (10m)
 	StartTimeout time.Duration // bound of one start, image pull included (10m)
 	StopTimeout  time.Duration // bound of one stop (2m)
+
+	// NewProber makes the prober of the running instances' health checks,
+	// reporting to sink (nil: a probe.Prober on Clock).
+	NewProber func(sink probe.Sink) Prober
 }
 
 func (c Config) withDefaults() Config {
@@ -67,6 +72,7 @@ type Supervisor struct {
 	ctx    context.Context // ends at Close: starts and stops in progress are cancelled
 	cancel context.CancelFunc
 	queue  *serializer
+	probes Prober
 
 	mu       sync.Mutex // guards the fields below
 	runtimes map[workload.Kind]runtime.Runtime
@@ -98,7 +104,7 @@ var errAborted = errors.New("start aborted: instance being destroyed")
 func New(ctx context.Context, cfg Config) *Supervisor {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(ctx)
-	return &Supervisor{
+	s := &Supervisor{
 		cfg:      cfg,
 		led:      cfg.Ledger,
 		log:      cfg.Logger,
@@ -108,6 +114,12 @@ func New(ctx context.Context, cfg Config) *Supervisor {
 		runtimes: map[workload.Kind]runtime.Runtime{},
 		runs:     map[string]*run{},
 	}
+	if cfg.NewProber != nil {
+		s.probes = cfg.NewProber(s)
+	} else {
+		s.probes = probe.New(cfg.Clock, cfg.Logger, s)
+	}
+	return s
 }
 
 // SetRuntimes gives the supervisor the node's runtimes, one per kind (a
@@ -142,6 +154,7 @@ func (s *Supervisor) Kinds() []string {
 // running, for the next riklet to adopt.
 func (s *Supervisor) Close() {
 	s.cancel()
+	s.probes.Close()
 	s.queue.close()
 }
 
