@@ -19,6 +19,7 @@ package cliconf
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -243,4 +244,12 @@ func scalar(v any) (string, error) {
 		return "", nil
 	}
 	return "", fmt.Errorf("want a string, number or boolean, not %T", v)
+}
+
+// AddGoFlags defines flags on cmd with the standard library's flag API
+// (the riklet's runtime flags, and flag.Values without a pflag Type).
+func AddGoFlags(cmd *cobra.Command, define func(*flag.FlagSet)) {
+	gfs := flag.NewFlagSet(cmd.Name(), flag.ContinueOnError)
+	define(gfs)
+	cmd.Flags().AddGoFlagSet(gfs)
 }

@@ -68,7 +68,9 @@ type Config struct {
 	// minRecoveryWindow.
 	RecoveryWindow time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics there
-	// (e.g. "127.0.0.1:9100"); "" (default): no metrics endpoint.
+	// (e.g. "127.0.0.1:4997"), and /healthz and /readyz; "" (default): no
+	// HTTP endpoint. None of them asks for credentials: keep it on
+	// loopback or a trusted network.
 	MetricsAddr string
 	// MetricsListener is used instead of MetricsAddr when set (tests).
 	MetricsListener net.Listener
@@ -153,6 +155,9 @@ func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml
 	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
 	cs := grpc.NewServer(portOptions(sec, pki.RoleController, tls.RequireAndVerifyClientCert, maxControllerMsg, maxControllerCalls)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
+	health := newHealth(st)
+	health.register(ws)
+	health.register(cs)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveGRPC(ws, wl, "workers") })
@@ -160,14 +165,16 @@ func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml
 	g.Go(func() error { monitor(gctx, st, cfg.NodeTimeout); return nil })
 	var hs *http.Server
 	if ml != nil {
-		hs = metricsServer(st.metrics)
+		hs = httpServer(st.metrics, health)
 		g.Go(func() error { return serveHTTP(hs, ml) })
-		cfg.Logger.Info("serving metrics", "addr", ml.Addr().String())
+		cfg.Logger.Info("serving metrics and health", "addr", ml.Addr().String())
 	}
+	health.setReady() // the listeners are open: connections queue until Serve takes them
 	// The one place that stops everything: when ctx is done or a server fails.
 	g.Go(func() error {
 		<-gctx.Done()
 		cfg.Logger.Info("scheduler stopping")
+		health.setNotReady(notReadyStopping)
 		close(stop)
 		var sg sync.WaitGroup
 		sg.Go(func() { gracefulStop(ws) })
@@ -223,10 +230,12 @@ func openListeners(cfg Config) (wl, cl, ml net.Listener, err error) {
 	return wl, cl, ml, nil
 }
 
-// metricsServer serves m at /metrics.
-func metricsServer(m *metrics) *http.Server {
+// httpServer serves m at /metrics and h at /healthz and /readyz.
+func httpServer(m *metrics, h *healthState) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.handler())
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
