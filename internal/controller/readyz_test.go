@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/testutil/promcheck"
 )
 
 // flakyStore is a store whose reads fail while down.
@@ -38,6 +39,11 @@ func TestReadyzReasons(t *testing.T) {
 		}
 	}
 	eventually(t, "ready", ready(200, `"status":"ready"`))
+	if code, body := r.get(t, "/metrics", r.token); code != 200 {
+		t.Errorf("metrics: %d", code)
+	} else {
+		promcheck.Check(t, []byte(body))
+	}
 
 	st.down.Store(true)
 	eventually(t, "503 with the store down", ready(503, `"reason":"store unreachable: reading /health: connection refused"`))

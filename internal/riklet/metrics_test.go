@@ -9,6 +9,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/riklet/schedlink/schedlinktest"
+	"github.com/rik-org/rik/internal/testutil/promcheck"
 )
 
 // The node's metrics show a pod's start once it runs, and what the node
@@ -41,6 +42,7 @@ func TestMetricsAfterAPodRuns(t *testing.T) {
 	sched.Create("i1", podDef("web"))
 	sched.WaitStatus(t, "i1", is(commonpb.ResourceStatus_RUNNING))
 	m := scrape()
+	promcheck.Check(t, []byte(m))
 	for _, line := range []string{
 		`rik_riklet_start_duration_seconds_count{kind="pod"} 1`,
 		`rik_riklet_instances{kind="pod",state="RUNNING"} 1`,

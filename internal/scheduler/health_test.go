@@ -15,6 +15,7 @@ import (
 
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/scheduler/placement"
+	"github.com/rik-org/rik/internal/testutil/promcheck"
 )
 
 func getHealth(t *testing.T, url string) (int, healthReply) {
@@ -49,6 +50,7 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, r := getHealth(t, base+"/readyz"); code != 200 || r.Status != "ready" || r.NodesReady != 1 {
 		t.Errorf("readyz: %d %+v", code, r)
 	}
+	promcheck.CheckURL(t, base+"/metrics")
 	anonymous := healthpb.NewHealthClient(dial(t, s.workerAddr, s.creds(pki.Pair{})))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

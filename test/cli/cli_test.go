@@ -128,13 +128,10 @@ func TestVersionFromOneSource(t *testing.T) {
 		seen = v
 	}
 	// The version subcommands say the same.
-	for _, b := range []string{"rik", "rikctl"} {
-		out, _, _ := runIn(t, filepath.Join(dir, b), "version", "--client")
-		if b == "rik" {
-			out, _, _ = runIn(t, filepath.Join(dir, b), "version")
-		}
-		if !strings.Contains(out, seen) {
-			t.Errorf("%s version = %q, want %s", b, out, seen)
+	for _, args := range [][]string{{"rik", "version"}, {"rikctl", "version", "--client"}} {
+		out, _, _ := runIn(t, filepath.Join(dir, args[0]), args[1:]...)
+		if !strings.Contains(out, " "+seen+" ") {
+			t.Errorf("%v = %q, want version %s", args, out, seen)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtime"
+	"github.com/rik-org/rik/internal/testutil/promcheck"
 	"github.com/rik-org/rik/internal/version"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -87,6 +88,7 @@ rik_riklet_start_failures_total{kind="pod"} 1
 		t.Error(err)
 	}
 	body := scrapeHandler(t, m)
+	promcheck.Check(t, []byte(body))
 	for _, line := range []string{
 		`rik_riklet_start_duration_seconds_count{kind="pod"} 1`,
 		`rik_riklet_start_duration_seconds_sum{kind="pod"} 1.5`,
