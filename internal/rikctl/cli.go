@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/version"
 )
 
@@ -49,29 +50,26 @@ type lister func(ctx context.Context, c *Client) ([]string, error)
 
 func workloadNames(ctx context.Context, c *Client) ([]string, error) {
 	items, err := c.ListWorkloads(ctx)
-	names := make([]string, 0, len(items))
-	for _, it := range items {
-		names = append(names, it.Name)
-	}
-	return names, err
+	return namesOf(items, func(it WorkloadItem) string { return it.Name }), err
 }
 
 func instanceNames(ctx context.Context, c *Client) ([]string, error) {
 	items, err := c.ListInstances(ctx)
-	names := make([]string, 0, len(items))
-	for _, it := range items {
-		names = append(names, it.Name)
-	}
-	return names, err
+	return namesOf(items, func(it InstanceItem) string { return it.Name }), err
 }
 
 func nodeNames(ctx context.Context, c *Client) ([]string, error) {
 	items, err := c.ListNodes(ctx)
+	return namesOf(items, func(it api.Item[api.Node]) string { return it.Name }), err
+}
+
+// namesOf is the name of each item.
+func namesOf[T any](items []T, name func(T) string) []string {
 	names := make([]string, 0, len(items))
 	for _, it := range items {
-		names = append(names, it.Name)
+		names = append(names, name(it))
 	}
-	return names, err
+	return names
 }
 
 // nameCompletions are the commands whose arguments are resource names,
