@@ -70,7 +70,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.StringVar(&f.masterAddr, "scheduler-addr", riklet.DefaultMasterAddr, "the scheduler's address for workers (host:port, http://host:port accepted; RIK's --master-ip)")
 	fs.StringVar(&f.hostname, "hostname", "", "node name (default: the host name)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/riklet", "directory of the ledger and runtime state")
-	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
+	fs.Var(labelFlag(f.labels), "label", "node label `key=value` (repeatable)")
 	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval (at most: shortened to what the scheduler's node timeout needs)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "serve /metrics and /healthz on this address, without authentication (keep it on loopback or a trusted network); empty: off")
 	f.runtimes.RegisterFlags(fs)

@@ -22,10 +22,8 @@ import (
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/schedlink"
 	"github.com/rik-org/rik/internal/riklet/supervisor"
+	"github.com/rik-org/rik/internal/version"
 )
-
-// Version is reported in the registration.
-var Version = "dev"
 
 // RuntimeFactory builds one runtime; report receives the status changes it
 // sees on its own.
@@ -120,7 +118,7 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) link() schedlink.Config {
 	return schedlink.Config{
 		Addr: c.MasterAddr, Hostname: c.Hostname, Labels: c.Labels, StateDir: c.StateDir,
-		HeartbeatInterval: c.HeartbeatInterval, Version: Version, Logger: c.Logger,
+		HeartbeatInterval: c.HeartbeatInterval, Version: version.Version, Logger: c.Logger,
 		Insecure: c.Insecure, PKIDir: c.PKIDir, JoinToken: c.JoinToken, CACertHash: c.CACertHash,
 		ConnMin: c.connMin, ConnMax: c.connMax,
 	}
