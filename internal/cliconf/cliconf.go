@@ -67,6 +67,7 @@ func Setup(cmd *cobra.Command, o Options) {
 	cmd.Version = version.Version
 	cmd.SetVersionTemplate(version.String(o.Component) + "\n")
 	cmd.SilenceUsage = true
+	cmd.SilenceErrors = true // the main prints the error, once
 	def := DefaultDir + "/" + o.Component + ".yaml"
 	cmd.Flags().String("config", "", "settings file, YAML flag: value (env RIK_CONFIG; default "+def+" if it exists)")
 	if len(o.FlagAliases) > 0 {
