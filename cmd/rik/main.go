@@ -87,8 +87,8 @@ func newRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newDevCommand(),
-		passThrough("ca", "Create the cluster CA, issue controller certificates", caUsage, runCA),
-		passThrough("token", "Create, list and revoke join tokens for nodes", tokenUsage, runToken),
+		passThrough("ca", "Create the cluster CA, issue controller certificates", caUsage, withoutContext(runCA)),
+		passThrough("token", "Create, list and revoke join tokens for nodes", tokenUsage, withoutContext(runToken)),
 		&cobra.Command{
 			Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Example: "  rik version",
@@ -99,15 +99,24 @@ func newRootCommand() *cobra.Command {
 	return root
 }
 
-// passThrough is a command whose arguments, flags included, go to fn
-// (which parses them itself and returns the exit code).
-func passThrough(name, short, usage string, fn func(args []string, stdout, stderr io.Writer) int) *cobra.Command {
+// runFunc runs a subcommand that parses its own arguments, flags
+// included, and returns its exit code.
+type runFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+
+// withoutContext adapts a subcommand that needs no context.
+func withoutContext(fn func(args []string, stdout, stderr io.Writer) int) runFunc {
+	return func(_ context.Context, args []string, stdout, stderr io.Writer) int { return fn(args, stdout, stderr) }
+}
+
+// passThrough is a command whose arguments, flags included, go to fn.
+// usage is its long help ("": short).
+func passThrough(name, short, usage string, fn runFunc) *cobra.Command {
 	return &cobra.Command{
 		Use: name, Short: short, Long: usage,
 		Example:            "  rik " + name + " --help",
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if code := fn(args, cmd.OutOrStdout(), cmd.ErrOrStderr()); code != 0 {
+			if code := fn(cmd.Context(), args, cmd.OutOrStdout(), cmd.ErrOrStderr()); code != 0 {
 				return exitCode(code)
 			}
 			return nil
