@@ -31,6 +31,11 @@ func finishCommands(root *cobra.Command, a *app) {
 		if complete, ok := nameCompletions[path]; ok && c.ValidArgsFunction == nil {
 			c.ValidArgsFunction = completeNames(a, complete)
 		}
+		for _, flag := range []string{"workload", "workload-id"} { // they name a workload
+			if c.LocalNonPersistentFlags().Lookup(flag) != nil {
+				_ = c.RegisterFlagCompletionFunc(flag, listNames(a, workloadNames, nil))
+			}
+		}
 		if c.Example == "" {
 			c.Example = examples[path]
 		}
@@ -94,6 +99,14 @@ func completeNames(a *app, list lister) cobra.CompletionFunc {
 		if cmd.Args != nil && cmd.Args(cmd, append(args, "x")) != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp // no more arguments taken
 		}
+		return listNames(a, list, args)(cmd, args, toComplete)
+	}
+}
+
+// listNames completes the names list gives that start with toComplete,
+// but those in given.
+func listNames(a *app, list lister, given []string) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		c, err := a.client()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveError
@@ -106,7 +119,7 @@ func completeNames(a *app, list lister) cobra.CompletionFunc {
 		}
 		var out []string
 		for _, n := range names {
-			if strings.HasPrefix(n, toComplete) && !slices.Contains(args, n) {
+			if strings.HasPrefix(n, toComplete) && !slices.Contains(given, n) {
 				out = append(out, clean(n))
 			}
 		}

@@ -165,6 +165,7 @@ func TestCompletion(t *testing.T) {
 	f, srv := newFakeAPI(t)
 	f.instances = fixtureInstances()
 	f.nodes = []api.Item[api.Node]{{ID: "node-1", Name: "node-1"}, {ID: "node-2", Name: "node-2"}}
+	f.workloads = []WorkloadItem{{ID: "w-1", Name: "httpd"}}
 	complete := func(args ...string) []string {
 		t.Helper()
 		r := runAt(t, srv, append([]string{cobra.ShellCompRequestCmd}, args...)...)
@@ -180,6 +181,8 @@ func TestCompletion(t *testing.T) {
 		{[]string{"get", "nodes", ""}, "node-1,node-2,:4"},
 		{[]string{"delete", "instance", "web-x1y2z", ""}, "fn-abcde,:4"},
 		{[]string{"get", "instances", "web-x1y2z", ""}, ":4"}, // one argument at most
+		{[]string{"create", "instance", "--workload-id", "h"}, "httpd,:4"},
+		{[]string{"get", "instances", "--workload", ""}, "httpd,:4"},
 	} {
 		if got := strings.Join(complete(tc.args...), ","); got != tc.want {
 			t.Errorf("complete %v = %q, want %q", tc.args, got, tc.want)
