@@ -21,8 +21,9 @@ import (
 	"github.com/rik-org/rik/internal/scheduler"
 )
 
-// DefaultMetricsAddr serves /metrics, /healthz and /readyz: loopback, for
-// none of them asks for credentials.
+// DefaultMetricsAddr serves /metrics, /healthz and /readyz: on loopback,
+// in plain HTTP and open (elsewhere, /metrics asks for a controller
+// certificate).
 const DefaultMetricsAddr = "127.0.0.1:4997"
 
 func main() {
@@ -65,7 +66,7 @@ func newCommand(run func(context.Context, scheduler.Config) error) *cobra.Comman
 	f := cmd.Flags()
 	f.StringVar(&cfg.WorkersAddr, "workers-addr", scheduler.DefaultWorkersAddr, "address the riklets connect to")
 	f.StringVar(&cfg.ControllersAddr, "controllers-addr", scheduler.DefaultControllersAddr, "address the controllers connect to")
-	f.StringVar(&cfg.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "serve /metrics, /healthz and /readyz on this address, without authentication (keep it on loopback or a trusted network); empty: off")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", DefaultMetricsAddr, "serve /metrics, /healthz and /readyz on this address; empty: off. On loopback (or with --insecure): plain HTTP, open. Elsewhere: HTTPS, /metrics only to clients with a controller certificate ('rik ca issue controller')")
 	f.DurationVar(&cfg.NodeTimeout, "node-timeout", scheduler.DefaultNodeTimeout, "a node not heard from for this long is lost (nodes heartbeat at a third of it)")
 	f.DurationVar(&cfg.NodeGoneAfter, "node-gone-after", scheduler.DefaultNodeGoneAfter, "a node not heard from for this long is gone for good: instances deleted while waiting for it to stop them are TERMINATED")
 	f.StringVar(&cfg.Strategy, "strategy", "spread", "placement strategy: spread or binpack")

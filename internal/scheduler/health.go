@@ -2,12 +2,15 @@ package scheduler
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/rik-org/rik/internal/pki"
 )
 
 // Readiness reasons of /readyz.
@@ -79,4 +82,37 @@ func writeHealth(w http.ResponseWriter, code int, v healthReply) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// httpSecurity is how the metrics and health endpoint is served: over
+// loopback, or by a scheduler serving plaintext, in plain HTTP and open;
+// otherwise over TLS with the scheduler's certificate, /metrics only to a
+// client presenting a controller certificate of the cluster CA (as the
+// controllers' port asks), /healthz and /readyz to anyone.
+func httpSecurity(sec *security, l net.Listener) *security {
+	if tcp, ok := l.Addr().(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return nil
+	}
+	return sec
+}
+
+// requireController lets only holders of a controller certificate reach
+// h (nil sec: everyone).
+func requireController(sec *security, h http.Handler) http.Handler {
+	if sec == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			w.Header().Set("WWW-Authenticate", "TLS client certificate")
+			http.Error(w, "a client certificate of the cluster CA is required", http.StatusUnauthorized)
+			return
+		}
+		role, _, err := pki.Identity(r.TLS.VerifiedChains[0][0])
+		if err != nil || role != pki.RoleController {
+			http.Error(w, "a controller certificate is required", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -88,3 +88,99 @@ func TestReadyzReason(t *testing.T) {
 		}
 	}
 }
+
+// fakeListener is a listener at a given address (nothing is accepted).
+type fakeListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l fakeListener) Addr() net.Addr { return l.addr }
+
+func TestHTTPSecurity(t *testing.T) {
+	sec := &security{}
+	for _, tc := range []struct {
+		ip   string
+		sec  *security
+		want *security
+	}{
+		{"127.0.0.1", sec, nil},
+		{"::1", sec, nil},
+		{"10.0.0.1", sec, sec},
+		{"0.0.0.0", sec, sec},
+		{"10.0.0.1", nil, nil}, // an insecure scheduler
+	} {
+		l := fakeListener{addr: &net.TCPAddr{IP: net.ParseIP(tc.ip), Port: 4997}}
+		if got := httpSecurity(tc.sec, l); got != tc.want {
+			t.Errorf("httpSecurity(%v, %s) = %v, want %v", tc.sec != nil, tc.ip, got, tc.want)
+		}
+	}
+}
+
+// Served over TLS (an address off loopback), /healthz and /readyz are
+// open and /metrics is for controller certificates only.
+func TestMetricsOverTLSNeedAControllerCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.Init(dir, "test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := loadSecurity(Config{CADir: dir}, []net.Addr{l.Addr()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newState(slog.New(slog.DiscardHandler), placement.Spread, time.Second, time.Second, time.Now)
+	h := newHealth(st)
+	h.setReady()
+	hs := httpServer(newMetrics(st), h, sec)
+	go func() { _ = serveHTTP(hs, l) }()
+	t.Cleanup(func() { hs.Close() })
+
+	client := func(role pki.Role) *http.Client {
+		var pair pki.Pair
+		if role != "" {
+			c, k, err := ca.Issue(pki.Template{Role: role, Name: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pair = pki.Pair{CertPEM: c, KeyPEM: k}
+		}
+		cfg, err := pki.ClientTLS(pair, ca.CertPEM, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	}
+	base := "https://" + l.Addr().String()
+	for _, tc := range []struct {
+		role pki.Role
+		path string
+		want int
+	}{
+		{"", "/healthz", 200},
+		{"", "/readyz", 200},
+		{"", "/metrics", 401},
+		{pki.RoleNode, "/metrics", 403},
+		{pki.RoleController, "/metrics", 200},
+	} {
+		resp, err := client(tc.role).Get(base + tc.path)
+		if err != nil {
+			t.Fatalf("%s as %q: %v", tc.path, tc.role, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s as %q: %d, want %d", tc.path, tc.role, resp.StatusCode, tc.want)
+		}
+	}
+	// Plain HTTP gets nothing (Go's TLS server answers 400).
+	if resp, err := http.Get("http://" + l.Addr().String() + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the TLS endpoint: %s", resp.Status)
+		}
+	}
+}
