@@ -109,13 +109,13 @@ func Apply(fs *pflag.FlagSet, o Options) error {
 		return err
 	}
 	for name := range file {
-		if f := fs.Lookup(name); f == nil || f.Name == "config" {
+		if f := fs.Lookup(name); f == nil || notSetting[f.Name] {
 			return fmt.Errorf("config %s: %s: unknown setting", path, name)
 		}
 	}
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "config" {
+		if f.Changed || notSetting[f.Name] {
 			return
 		}
 		if name, v, ok := fromEnv(o, f.Name); ok {
@@ -134,6 +134,10 @@ func Apply(fs *pflag.FlagSet, o Options) error {
 	})
 	return errors.Join(errs...)
 }
+
+// notSetting are the flags that are no settings: neither the environment
+// nor the file sets them (RIK_VERSION may well be set for other reasons).
+var notSetting = map[string]bool{"config": true, "help": true, "version": true}
 
 // EnvName is the environment variable of a flag: RIK_ and the name in
 // upper case with '_' for '-'.

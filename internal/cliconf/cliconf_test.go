@@ -73,6 +73,7 @@ func TestPrecedence(t *testing.T) {
 			map[string]string{"RIK_LISTEN": "env:2", "RIK_PORT": "8"},
 			settings{Listen: "flag:5", Port: 8, Debug: true, Labels: []string{"c=3"}}},
 		{"old flag name", []string{"--listenip", "flag:6"}, nil, settings{Listen: "flag:6", Port: 7}},
+		{"RIK_VERSION and RIK_HELP are no settings", nil, map[string]string{"RIK_VERSION": "v9", "RIK_HELP": "x"}, settings{Listen: "default:1", Port: 7}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := runCommand(t, tc.args, tc.env)
@@ -105,6 +106,7 @@ func TestBadInput(t *testing.T) {
 		{"missing --config file", []string{"--config", "/nonexistent/rik.yaml"}, nil, "reading config"},
 		{"unknown setting", []string{"--config", writeConfig(t, "listen: x\nlisten-addr: y\n")}, nil, "listen-addr: unknown setting"},
 		{"config in the file", []string{"--config", writeConfig(t, "config: /x\n")}, nil, "config: unknown setting"},
+		{"version in the file", []string{"--config", writeConfig(t, "version: true\n")}, nil, "version: unknown setting"},
 		{"not YAML", []string{"--config", writeConfig(t, "listen: [\n")}, nil, "config "},
 		{"bad value in file", []string{"--config", writeConfig(t, "port: many\n")}, nil, "port: "},
 		{"nested value", []string{"--config", writeConfig(t, "label: [[a]]\n")}, nil, "label: [0]: want a string"},
