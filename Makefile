@@ -25,9 +25,10 @@ DEV_FLAGS ?=
 dev: build ensure-dev
 	$(BIN)/rik dev $(DEV_FLAGS)
 
-# The Debian packages rik and its tests use (root).
+# The Debian packages rik and its tests use (root); prometheus brings
+# promtool, which checks every component's /metrics.
 DEPS := runc iptables nftables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
-	qemu-system-x86 etcd-server curl ca-certificates \
+	qemu-system-x86 etcd-server curl ca-certificates prometheus bash \
 	systemd file dpkg docker-compose
 deps:
 	apt-get update -qq

@@ -30,6 +30,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/rik-org/rik/internal/version"
 )
 
 const (
@@ -40,6 +42,9 @@ const (
 )
 
 func main() {
+	if os.Getpid() != 1 && len(os.Args) == 2 && answerFlag(os.Args[1]) { // as PID 1, argv comes from the kernel
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "rik-init: must run as PID 1 in a rik microVM")
 		os.Exit(2)
@@ -50,6 +55,24 @@ func main() {
 	}
 	logf("exit %d", code)
 	halt(cfg.Reboot)
+}
+
+// answerFlag prints what --help or --version ask for and says whether
+// arg was one of them. rik-init takes no other flag: it is the guest's
+// PID 1, configured by the kernel command line.
+func answerFlag(arg string) bool {
+	switch arg {
+	case "--version", "-v":
+		fmt.Println(version.String("rik-init"))
+	case "--help", "-h":
+		fmt.Println("rik-init is the PID 1 of a rik Function's microVM, put in its initramfs by the riklet.\n" +
+			"It takes no flags: it reads rik.ip=, rik.gw=, rik.dns=, rik.root= and rik.init= from the\n" +
+			"kernel command line, mounts the root disk and runs the entrypoint.\n\n" +
+			"  --help      this text\n  --version   the version")
+	default:
+		return false
+	}
+	return true
 }
 
 func logf(format string, args ...any) {

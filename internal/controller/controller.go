@@ -33,6 +33,7 @@ import (
 	"github.com/rik-org/rik/internal/controller/link"
 	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/version"
 )
 
 // Config configures a controller.
@@ -131,7 +132,7 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 		// those nobody owns) and answers the re-sent orders.
 		Gained: func(context.Context) { l.Resubscribe() }})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.BuildInfo(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rik_controller_scheduler_connected",
 			Help: "1 while the controller is subscribed to the scheduler.",

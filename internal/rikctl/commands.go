@@ -21,10 +21,6 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// Version is rikctl's version, set at build time with
-// -ldflags "-X github.com/rik-org/rik/internal/rikctl.Version=v1.2.3".
-var Version = "dev"
-
 // Env is what rikctl takes from its process; tests provide their own.
 type Env struct {
 	Stdin      io.Reader
@@ -79,12 +75,13 @@ type app struct {
 	server string // --server
 	token  string // --token
 	ca     string // --certificate-authority
+	ctx    string // --context
 }
 
 // client talks to the controller the flags, the environment and the
 // config file name, in this order of precedence.
 func (a *app) client() (*Client, error) {
-	cfg, err := LoadConfig(ConfigPath(a.env.Getenv))
+	cfg, err := LoadContext(ConfigPath(a.env.Getenv), a.ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +122,11 @@ func newRootCommand(a *app) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
 	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
-	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand())
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(a))
+	finishCommands(root, a)
 	return root
 }
 
@@ -288,7 +285,7 @@ func newGetCommand(a *app) *cobra.Command {
 			return checkFormat(format)
 		},
 	}
-	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json or yaml")
+	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE")
 	get.AddCommand(newGetWorkloadsCommand(a, &format), newGetInstancesCommand(a, &format), newGetNodesCommand(a, &format))
 	return get
 }
@@ -308,7 +305,7 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, *format, "workload", args, items,
+			return showOneOrList(a.env, *format, "workload", args, items,
 				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
 				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, *format, items) })
 		},
@@ -344,8 +341,11 @@ func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 			if watch {
 				return watchInstances(cmd.Context(), a, c, *format, ofWorkload, items)
 			}
-			if *format == FormatJSON || *format == FormatYAML {
-				return writeData(a.env.Stdout, *format, nonNil(items))
+			if isData(*format) {
+				return writeOutput(a.env.Stdout, *format, "instance", nonNil(items))
+			}
+			if len(items) == 0 {
+				return noResources(a.env.Stderr)
 			}
 			return instanceTable(a.env.Stdout, *format, a.env.Now(), items)
 		},
@@ -361,8 +361,8 @@ func showInstance(ctx context.Context, a *app, c *Client, format, ref string) er
 	if err != nil {
 		return err
 	}
-	if format == FormatJSON || format == FormatYAML {
-		return writeData(a.env.Stdout, format, item)
+	if isData(format) {
+		return writeOutput(a.env.Stdout, format, "instance", item)
 	}
 	return instanceTable(a.env.Stdout, format, a.env.Now(), []InstanceItem{item})
 }
@@ -382,7 +382,7 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, *format, "node", args, items,
+			return showOneOrList(a.env, *format, "node", args, items,
 				func(it api.Item[api.Node]) (string, string) { return it.ID, it.Name },
 				func(items []api.Item[api.Node]) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
 		},
@@ -422,13 +422,13 @@ func watchInstances(ctx context.Context, a *app, c *Client, format, ofWorkload s
 // showOneOrList sorts items by name and prints them in format, or, with
 // one argument, only the item whose id or name it is (an error naming kind
 // when there is none). table prints items in the table formats.
-func showOneOrList[T any](out io.Writer, format, kind string, args []string, items []T, key func(T) (id, name string), table func([]T) error) error {
+func showOneOrList[T any](env Env, format, kind string, args []string, items []T, key func(T) (id, name string), table func([]T) error) error {
 	slices.SortFunc(items, func(x, y T) int {
 		_, nx := key(x)
 		_, ny := key(y)
 		return strings.Compare(nx, ny)
 	})
-	data := format == FormatJSON || format == FormatYAML
+	data := isData(format)
 	if len(args) == 1 {
 		i := slices.IndexFunc(items, func(it T) bool {
 			id, name := key(it)
@@ -438,12 +438,15 @@ func showOneOrList[T any](out io.Writer, format, kind string, args []string, ite
 			return fmt.Errorf("%s %q not found", kind, args[0])
 		}
 		if data {
-			return writeData(out, format, items[i])
+			return writeOutput(env.Stdout, format, kind, items[i])
 		}
 		items = items[i : i+1]
 	}
 	if data {
-		return writeData(out, format, nonNil(items))
+		return writeOutput(env.Stdout, format, kind, nonNil(items))
+	}
+	if len(items) == 0 {
+		return noResources(env.Stderr)
 	}
 	return table(items)
 }
@@ -517,16 +520,4 @@ func newLogsCommand(a *app) *cobra.Command {
 	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep streaming new lines")
 	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "only the last N lines (0: all)")
 	return cmd
-}
-
-func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print rikctl's version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "rikctl %s\n", Version)
-			return nil
-		},
-	}
 }

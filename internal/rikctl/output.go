@@ -24,11 +24,20 @@ const (
 )
 
 func checkFormat(f string) error {
-	switch f {
-	case FormatTable, FormatWide, FormatJSON, FormatYAML:
+	switch {
+	case f == FormatTable, f == FormatWide, f == FormatJSON, f == FormatYAML, f == FormatName:
 		return nil
+	case strings.HasPrefix(f, prefixJSONPath), strings.HasPrefix(f, prefixGoTemplate):
+		return checkTemplate(f)
 	}
-	return fmt.Errorf("unknown output format %q: want table, wide, json or yaml", f)
+	return fmt.Errorf("unknown output format %q: want table, wide, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE", f)
+}
+
+// noResources says that a list is empty, as kubectl does (on stderr: the
+// output stays empty).
+func noResources(stderr io.Writer) error {
+	_, err := fmt.Fprintln(stderr, "No resources found")
+	return err
 }
 
 // writeData writes v as JSON or YAML.

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rik-org/rik/internal/version"
 )
 
 // Placement results, the label of rik_scheduler_placements_total.
@@ -71,7 +73,7 @@ func newMetrics(st *state) *metrics {
 // process collectors cost more than a state that is never scraped).
 func (m *metrics) handler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{m.st},
+	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{m.st}, version.BuildInfo(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -126,7 +126,11 @@ func (s *Supervisor) start(rt runtime.Runtime, inst runtime.Instance) (runtime.S
 	if err != nil {
 		return runtime.Status{}, err
 	}
+	began := s.cfg.Clock.Now()
 	st, err := rt.Start(ctx, inst)
+	if s.ctx.Err() == nil { // not a start cut short by the riklet stopping
+		s.cfg.Observer.Started(rt.Kind(), s.cfg.Clock.Now().Sub(began), st, err)
+	}
 	ran := err == nil && st.Phase != runtime.PhaseFailed && st.Phase != runtime.PhaseExited
 	if s.endStart(rs, ran) && err != nil {
 		err = fmt.Errorf("%w (%w)", errAborted, err)

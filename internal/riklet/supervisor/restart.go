@@ -160,6 +160,7 @@ func (s *Supervisor) scheduleRestart(id, reason, why string, code *int) {
 	if !ok {
 		return
 	}
+	s.cfg.Observer.Restarting(e.Kind)
 	s.log.Info("restarting instance", "instance", id, "name", e.Name, "why", why, "in", delay, "restarts", e.Restarts)
 	s.queue.after(delay, id, func() { s.restart(id, gen) })
 }

@@ -34,11 +34,25 @@ type Config struct {
 	RestartReset time.Duration // running this long resets the restart delay (10m)
 	StartTimeout time.Duration // bound of one start, image pull included (10m)
 	StopTimeout  time.Duration // bound of one stop (2m)
+	Observer     Observer      // told of starts and restarts (metrics); nil: none
 
 	// NewProber makes the prober of the running instances' health checks,
 	// reporting to sink (nil: a probe.Prober on Clock).
 	NewProber func(sink probe.Sink) Prober
 }
+
+// Observer is told of each start attempt (how long it took, the status
+// and error it ended with) and each restart scheduled.
+type Observer interface {
+	Started(kind workload.Kind, took time.Duration, st runtime.Status, err error)
+	Restarting(kind workload.Kind)
+}
+
+// noObserver is the Observer of a supervisor given none.
+type noObserver struct{}
+
+func (noObserver) Started(workload.Kind, time.Duration, runtime.Status, error) {}
+func (noObserver) Restarting(workload.Kind)                                    {}
 
 func (c Config) withDefaults() Config {
 	for _, d := range []struct {
@@ -57,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	return c
 }
