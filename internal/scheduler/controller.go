@@ -43,34 +43,34 @@ func (c *controllerAPI) ScheduleInstance(_ context.Context, ws *controllerpb.Wor
 }
 
 // GetStatusUpdates streams the last status of every instance, then every
-// instance status as it comes, until the caller goes away or falls too far
-// behind (then it is dropped and should subscribe again).
+// instance status as it comes, until the caller goes away. A slow caller
+// gets the latest status of each instance (see subscriber).
 func (c *controllerAPI) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
-	sub := c.st.subscribe()
+	return c.streamStatuses(&controllerpb.StatusCursor{}, stream)
+}
+
+// SubscribeStatuses is GetStatusUpdates resumed at a cursor: of the same
+// run, only the instances whose status changed after it are replayed.
+func (c *controllerAPI) SubscribeStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	return c.streamStatuses(cur, stream)
+}
+
+func (c *controllerAPI) streamStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	sub, epoch := c.st.subscribe(cur.GetEpoch(), cur.GetSeq())
 	defer c.st.unsubscribe(sub)
-	// Headers tell the caller it is subscribed.
-	if err := stream.SendHeader(metadata.MD{}); err != nil {
+	// Headers tell the caller it is subscribed, and to which run.
+	if err := stream.SendHeader(metadata.Pairs(EpochHeader, epoch)); err != nil {
 		return fmt.Errorf("accepting status subscriber: %w", err)
 	}
-	for _, ws := range sub.initial {
-		if err := stream.Send(ws); err != nil {
-			return err
-		}
-	}
-	sub.initial = nil
 	ctx := stream.Context()
 	for {
-		select {
-		case <-sub.dropped.done():
-			return status.Error(codes.ResourceExhausted, "status subscriber too slow: dropped, subscribe again")
-		default:
-		}
-		select {
-		case ws := <-sub.ch:
+		for ws, ok := sub.pop(); ok; ws, ok = sub.pop() {
 			if err := stream.Send(ws); err != nil {
 				return err
 			}
-		case <-sub.dropped.done():
+		}
+		select {
+		case <-sub.wake:
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-c.stop:

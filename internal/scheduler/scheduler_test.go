@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -580,8 +581,11 @@ func TestLogStreamBeforeRegistration(t *testing.T) {
 	}
 }
 
-func TestStuckSubscriberDropped(t *testing.T) {
-	h := startSchedulerBuffer(t, Config{}, 4)
+// A controller that reads slowly is never dropped: statuses of an
+// instance it has not read yet are replaced by the newer one, and it ends
+// up with the latest status of every instance, in sequence order.
+func TestStuckSubscriberKept(t *testing.T) {
+	h := startScheduler(t, Config{})
 	fast := h.subscribe()
 	// The stuck controller does not read; small fixed flow-control windows
 	// make the scheduler's sends to it block quickly.
@@ -593,31 +597,41 @@ func TestStuckSubscriberDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stuck.Header(); err != nil {
-		t.Fatal(err)
+	if md, err := stuck.Header(); err != nil || len(md.Get(EpochHeader)) != 1 {
+		t.Fatalf("headers %v, %v: want the %s header", md, err, EpochHeader)
 	}
 	const n = 3000 // ~200 KB of statuses, far more than the windows
-	for i := range n {
-		h.create(fmt.Sprintf("i%04d", i), pod(0, 0, 0)) // no nodes: PENDING each
-		// The fast subscriber is never blocked by the stuck one.
-		if m := fast.next(); m.GetInstanceId() != fmt.Sprintf("i%04d", i) {
-			t.Fatalf("fast subscriber got %s, want i%04d", m.GetInstanceId(), i)
-		}
-	}
-	got := 0
-	for {
-		_, err := stuck.Recv()
-		if err != nil {
-			if status.Code(err) != codes.ResourceExhausted {
-				t.Errorf("stuck subscriber ended with %v, want ResourceExhausted", err)
+	latest := map[string]uint64{}
+	for round := range 2 { // the second round repeats every status, newer
+		for i := range n {
+			id := fmt.Sprintf("i%04d", i)
+			h.create(id, pod(0, 0, 0)) // no nodes: PENDING each
+			// The fast subscriber is never blocked by the stuck one.
+			ws := fast.nextStatus()
+			if ws.GetInstance().GetInstanceId() != id {
+				t.Fatalf("round %d: fast subscriber got %s, want %s", round, ws.GetInstance().GetInstanceId(), id)
 			}
-			break
+			latest[id] = ws.GetSeq()
 		}
-		got++
 	}
-	if got >= n {
-		t.Errorf("stuck subscriber got all %d statuses, want it dropped", got)
+	got, last := map[string]uint64{}, uint64(0)
+	received := 0
+	for len(got) < n || !maps.Equal(got, latest) {
+		ws, err := stuck.Recv()
+		if err != nil {
+			t.Fatalf("stuck subscriber ended after %d statuses: %v", received, err)
+		}
+		received++
+		if ws.GetSeq() <= last {
+			t.Fatalf("seq %d after %d: not in order", ws.GetSeq(), last)
+		}
+		last = ws.GetSeq()
+		got[ws.GetInstance().GetInstanceId()] = ws.GetSeq()
 	}
+	if received >= 2*n {
+		t.Errorf("stuck subscriber got all %d statuses, want the unread ones coalesced", received)
+	}
+	t.Logf("stuck subscriber read %d statuses for %d changes", received, 2*n)
 }
 
 // A server the scheduler stopped before it started serving (stopped at

@@ -21,10 +21,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Controller_ScheduleInstance_FullMethodName = "/controller.Controller/ScheduleInstance"
-	Controller_GetStatusUpdates_FullMethodName = "/controller.Controller/GetStatusUpdates"
-	Controller_ListNodes_FullMethodName        = "/controller.Controller/ListNodes"
-	Controller_GetLogs_FullMethodName          = "/controller.Controller/GetLogs"
+	Controller_ScheduleInstance_FullMethodName  = "/controller.Controller/ScheduleInstance"
+	Controller_GetStatusUpdates_FullMethodName  = "/controller.Controller/GetStatusUpdates"
+	Controller_ListNodes_FullMethodName         = "/controller.Controller/ListNodes"
+	Controller_GetLogs_FullMethodName           = "/controller.Controller/GetLogs"
+	Controller_SubscribeStatuses_FullMethodName = "/controller.Controller/SubscribeStatuses"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -42,6 +43,13 @@ type ControllerClient interface {
 	ListNodes(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(ctx context.Context, in *commonpb.LogRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.LogChunk], error)
+	// rik: GetStatusUpdates resumed at a cursor. Of the same scheduler run
+	// (epoch), only the instances whose status changed after cursor.seq are
+	// replayed (their latest status), else every instance's. Both streams
+	// send the "rik-epoch" header once subscribed, number each status (seq)
+	// and coalesce per instance: a slow reader gets the latest status of
+	// each instance, in seq order, and is never dropped for being slow.
+	SubscribeStatuses(ctx context.Context, in *StatusCursor, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.WorkerStatus], error)
 }
 
 type controllerClient struct {
@@ -110,6 +118,25 @@ func (c *controllerClient) GetLogs(ctx context.Context, in *commonpb.LogRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsClient = grpc.ServerStreamingClient[commonpb.LogChunk]
 
+func (c *controllerClient) SubscribeStatuses(ctx context.Context, in *StatusCursor, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.WorkerStatus], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Controller_ServiceDesc.Streams[2], Controller_SubscribeStatuses_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StatusCursor, commonpb.WorkerStatus]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Controller_SubscribeStatusesClient = grpc.ServerStreamingClient[commonpb.WorkerStatus]
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -125,6 +152,13 @@ type ControllerServer interface {
 	ListNodes(context.Context, *emptypb.Empty) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
+	// rik: GetStatusUpdates resumed at a cursor. Of the same scheduler run
+	// (epoch), only the instances whose status changed after cursor.seq are
+	// replayed (their latest status), else every instance's. Both streams
+	// send the "rik-epoch" header once subscribed, number each status (seq)
+	// and coalesce per instance: a slow reader gets the latest status of
+	// each instance, in seq order, and is never dropped for being slow.
+	SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -146,6 +180,9 @@ func (UnimplementedControllerServer) ListNodes(context.Context, *emptypb.Empty) 
 }
 func (UnimplementedControllerServer) GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedControllerServer) SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeStatuses not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -226,6 +263,17 @@ func _Controller_GetLogs_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsServer = grpc.ServerStreamingServer[commonpb.LogChunk]
 
+func _Controller_SubscribeStatuses_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StatusCursor)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControllerServer).SubscribeStatuses(m, &grpc.GenericServerStream[StatusCursor, commonpb.WorkerStatus]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Controller_SubscribeStatusesServer = grpc.ServerStreamingServer[commonpb.WorkerStatus]
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +299,11 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetLogs",
 			Handler:       _Controller_GetLogs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeStatuses",
+			Handler:       _Controller_SubscribeStatuses_Handler,
 			ServerStreams: true,
 		},
 	},
