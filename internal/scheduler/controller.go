@@ -143,3 +143,15 @@ func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStre
 		}
 	}
 }
+
+// maxUnknownQuery bounds the ids of one UnknownInstances call.
+const maxUnknownQuery = 20000
+
+// UnknownInstances answers which of the given instances the scheduler does
+// not have: a controller resuming its status stream sends CREATE for those.
+func (c *controllerAPI) UnknownInstances(_ context.Context, in *controllerpb.InstanceIds) (*controllerpb.InstanceIds, error) {
+	if len(in.GetIds()) > maxUnknownQuery {
+		return nil, status.Errorf(codes.InvalidArgument, "ids: %d given, at most %d per call", len(in.GetIds()), maxUnknownQuery)
+	}
+	return &controllerpb.InstanceIds{Ids: c.st.unknown(in.GetIds())}, nil
+}

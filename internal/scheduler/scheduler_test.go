@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -654,5 +655,50 @@ func TestServeGRPCStopped(t *testing.T) {
 	l2.Close()
 	if err := serveGRPC(grpc.NewServer(), l2, "workers"); err == nil {
 		t.Error("serving on a closed listener succeeded")
+	}
+}
+
+// A controller resuming at a cursor of the same run is replayed only what
+// changed after it; UnknownInstances names the instances the scheduler
+// does not have.
+func TestSubscribeStatusesResumes(t *testing.T) {
+	h := startScheduler(t, Config{})
+	h.create("i1", pod(0, 0, 0))
+	h.create("i2", pod(0, 0, 0))
+	open := func(cur *controllerpb.StatusCursor) (string, func() *commonpb.WorkerStatus) {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		stream, err := h.ctrl.SubscribeStatuses(ctx, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := stream.Header()
+		if err != nil || len(md.Get(EpochHeader)) != 1 {
+			t.Fatalf("headers %v, %v: want the %s header", md, err, EpochHeader)
+		}
+		return md.Get(EpochHeader)[0], func() *commonpb.WorkerStatus {
+			ws, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ws
+		}
+	}
+	epoch, recv := open(&controllerpb.StatusCursor{})
+	first, second := recv(), recv()
+	if first.GetInstance().GetInstanceId() != "i1" || second.GetInstance().GetInstanceId() != "i2" || second.GetSeq() <= first.GetSeq() {
+		t.Fatalf("full replay: %v then %v, want i1 then i2, numbered in order", first, second)
+	}
+	h.create("i3", pod(0, 0, 0))
+	_, again := open(&controllerpb.StatusCursor{Epoch: epoch, Seq: second.GetSeq()})
+	if ws := again(); ws.GetInstance().GetInstanceId() != "i3" {
+		t.Errorf("resumed after i2: got %v first, want i3", ws)
+	}
+	unknown, err := h.ctrl.UnknownInstances(context.Background(), &controllerpb.InstanceIds{Ids: []string{"i1", "nope", "i3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := unknown.GetIds(); !slices.Equal(got, []string{"nope"}) {
+		t.Errorf("unknown = %v, want [nope]", got)
 	}
 }

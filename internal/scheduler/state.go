@@ -281,6 +281,20 @@ func (s *state) subscribe(epoch string, after uint64) (*subscriber, string) {
 	return sub, s.epoch
 }
 
+// unknown returns the ids, of those given, of the instances the scheduler
+// does not have.
+func (s *state) unknown(ids []string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if s.insts[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func (s *state) unsubscribe(sub *subscriber) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -26,6 +26,7 @@ const (
 	Controller_ListNodes_FullMethodName         = "/controller.Controller/ListNodes"
 	Controller_GetLogs_FullMethodName           = "/controller.Controller/GetLogs"
 	Controller_SubscribeStatuses_FullMethodName = "/controller.Controller/SubscribeStatuses"
+	Controller_UnknownInstances_FullMethodName  = "/controller.Controller/UnknownInstances"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -50,6 +51,9 @@ type ControllerClient interface {
 	// and coalesce per instance: a slow reader gets the latest status of
 	// each instance, in seq order, and is never dropped for being slow.
 	SubscribeStatuses(ctx context.Context, in *StatusCursor, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.WorkerStatus], error)
+	// rik: of the given instances, those the scheduler does not have (a
+	// controller that resumed its stream sends CREATE for those only).
+	UnknownInstances(ctx context.Context, in *InstanceIds, opts ...grpc.CallOption) (*InstanceIds, error)
 }
 
 type controllerClient struct {
@@ -137,6 +141,16 @@ func (c *controllerClient) SubscribeStatuses(ctx context.Context, in *StatusCurs
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_SubscribeStatusesClient = grpc.ServerStreamingClient[commonpb.WorkerStatus]
 
+func (c *controllerClient) UnknownInstances(ctx context.Context, in *InstanceIds, opts ...grpc.CallOption) (*InstanceIds, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceIds)
+	err := c.cc.Invoke(ctx, Controller_UnknownInstances_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -159,6 +173,9 @@ type ControllerServer interface {
 	// and coalesce per instance: a slow reader gets the latest status of
 	// each instance, in seq order, and is never dropped for being slow.
 	SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error
+	// rik: of the given instances, those the scheduler does not have (a
+	// controller that resumed its stream sends CREATE for those only).
+	UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error)
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -183,6 +200,9 @@ func (UnimplementedControllerServer) GetLogs(*commonpb.LogRequest, grpc.ServerSt
 }
 func (UnimplementedControllerServer) SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
 	return status.Error(codes.Unimplemented, "method SubscribeStatuses not implemented")
+}
+func (UnimplementedControllerServer) UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnknownInstances not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -274,6 +294,24 @@ func _Controller_SubscribeStatuses_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_SubscribeStatusesServer = grpc.ServerStreamingServer[commonpb.WorkerStatus]
 
+func _Controller_UnknownInstances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceIds)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).UnknownInstances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_UnknownInstances_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).UnknownInstances(ctx, req.(*InstanceIds))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -288,6 +326,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Controller_ListNodes_Handler,
+		},
+		{
+			MethodName: "UnknownInstances",
+			Handler:    _Controller_UnknownInstances_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
