@@ -12,6 +12,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -59,7 +60,7 @@ func (c *controllerAPI) streamStatuses(cur *controllerpb.StatusCursor, stream gr
 	sub, epoch := c.st.subscribe(cur.GetEpoch(), cur.GetSeq())
 	defer c.st.unsubscribe(sub)
 	// Headers tell the caller it is subscribed, and to which run.
-	if err := stream.SendHeader(metadata.Pairs(EpochHeader, epoch)); err != nil {
+	if err := stream.SendHeader(metadata.Pairs(grpcutil.EpochHeader, epoch)); err != nil {
 		return fmt.Errorf("accepting status subscriber: %w", err)
 	}
 	ctx := stream.Context()

@@ -20,6 +20,7 @@ import (
 	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 )
 
 const (
@@ -598,8 +599,8 @@ func TestStuckSubscriberKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if md, err := stuck.Header(); err != nil || len(md.Get(EpochHeader)) != 1 {
-		t.Fatalf("headers %v, %v: want the %s header", md, err, EpochHeader)
+	if md, err := stuck.Header(); err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 {
+		t.Fatalf("headers %v, %v: want the %s header", md, err, grpcutil.EpochHeader)
 	}
 	const n = 3000 // ~200 KB of statuses, far more than the windows
 	latest := map[string]uint64{}
@@ -673,10 +674,10 @@ func TestSubscribeStatusesResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		md, err := stream.Header()
-		if err != nil || len(md.Get(EpochHeader)) != 1 {
-			t.Fatalf("headers %v, %v: want the %s header", md, err, EpochHeader)
+		if err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 {
+			t.Fatalf("headers %v, %v: want the %s header", md, err, grpcutil.EpochHeader)
 		}
-		return md.Get(EpochHeader)[0], func() *commonpb.WorkerStatus {
+		return md.Get(grpcutil.EpochHeader)[0], func() *commonpb.WorkerStatus {
 			ws, err := stream.Recv()
 			if err != nil {
 				t.Fatal(err)

@@ -9,10 +9,6 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 )
 
-// EpochHeader is the header of a status stream naming the scheduler run
-// its sequence numbers (WorkerStatus.seq) belong to.
-const EpochHeader = "rik-epoch"
-
 // newEpoch names a scheduler run: sequence numbers restart with it.
 func newEpoch() string {
 	b := make([]byte, 8)
