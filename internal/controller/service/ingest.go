@@ -44,7 +44,9 @@ func (s *Service) Ingest(ctx context.Context, st Status) bool {
 	}
 	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Now: s.now()}
 	var out outcome
+	var before workload.Instance
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (store.Change, error) {
+		before = cloneInstance(*i)
 		out = applyStatus(i, st, ac)
 		switch out {
 		case outcomeKeep, outcomeDestroy:
@@ -61,8 +63,13 @@ func (s *Service) Ingest(ctx context.Context, st Status) bool {
 		log.Error("storing instance status", "err", err)
 		return false
 	}
-	if out != outcomeKeep {
+	switch out {
+	case outcomeKeep, outcomeDestroy:
+	case outcomeRemove:
+		s.forgetEvents(api.EventKindInstance, final.Name)
+	default:
 		log.Debug("instance status stored", "outcome", int(out))
+		s.recordInstance(ctx, final.Name, before, final.Value)
 	}
 	s.followUp(ctx, out, wl, exists, final.Value, st.Node)
 	return true

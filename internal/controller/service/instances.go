@@ -84,6 +84,7 @@ func (s *Service) CreateInstances(ctx context.Context, req api.CreateInstancesRe
 			break
 		}
 		created = append(created, rec)
+		s.Record(ctx, api.EventKindInstance, rec.Name, api.EventCreated, "of workload "+wl.Name)
 	}
 	// Each call is bounded by the scheduler's call timeout.
 	sendCtx := context.WithoutCancel(ctx)
@@ -154,6 +155,7 @@ func (s *Service) DeleteInstance(ctx context.Context, ref string) error {
 	if err != nil {
 		return notFound("instance", ref, err)
 	}
+	s.Record(ctx, api.EventKindInstance, final.Name, api.EventDeleting, "asked for")
 	if destroy {
 		wl, ok, err := s.workloadOf(ctx, final.Value)
 		if err != nil || !ok {

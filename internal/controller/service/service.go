@@ -123,6 +123,7 @@ type Service struct {
 	metrics   *metrics
 	nodesKick chan struct{} // sync the nodes now
 	cursor    cursorState
+	history   *history
 }
 
 // New builds a Service over cfg.Store. Nothing runs until Run.
@@ -145,6 +146,7 @@ func New(cfg Config) *Service {
 		events:    events,
 		metrics:   newMetrics(cfg.Metrics, events),
 		nodesKick: make(chan struct{}, 1),
+		history:   newHistory(),
 	}
 }
 
@@ -155,14 +157,15 @@ func setDefault(v *time.Duration, def time.Duration) {
 }
 
 // Run runs the background work until ctx is done: following the instance
-// records (events and metrics), the periodic resync, the node sync and
-// saving the status stream position.
+// records (events and metrics), the periodic resync, the node sync,
+// saving the status stream position and writing the event history.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchInstances(ctx) })
 	wg.Go(func() { s.resyncLoop(ctx) })
 	wg.Go(func() { s.nodesLoop(ctx) })
 	wg.Go(func() { s.cursorLoop(ctx) })
+	wg.Go(func() { s.historyLoop(ctx) })
 	wg.Wait()
 }
 
