@@ -38,9 +38,10 @@ type Handler interface {
 	// has subscribed the link: the orders it sends are answered with
 	// statuses on the new stream, read meanwhile.
 	Subscribed(ctx context.Context, sub service.Subscription) error
-	// Ingest applies one status, in the order received; false when it was
-	// not stored (the stream position then stops moving until the next
-	// subscribe).
+	// Ingest applies one status, in the order received for its instance
+	// (statuses of different instances are ingested concurrently); false
+	// when it was not stored (the stream position then stops moving until
+	// the next subscribe).
 	Ingest(ctx context.Context, st service.Status) bool
 	// Stored reports that every status of the stream up to c was stored.
 	Stored(c service.Cursor)
@@ -186,6 +187,12 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 	l.subscribes.Add(1)
 	sub := service.Subscription{Epoch: epoch, Resumed: service.Resumable(from, epoch)}
 	l.log.Info("subscribed to scheduler", "scheduler", l.cfg.Target, "epoch", epoch, "resumed", sub.Resumed, "after", from.Seq)
+	start := service.Cursor{Epoch: epoch}
+	if sub.Resumed {
+		start = from
+	}
+	d := newDispatcher(ctx, h, start)
+	defer d.close()
 	// Re-send while reading: the scheduler answers the orders on this
 	// stream.
 	var wg sync.WaitGroup
@@ -196,10 +203,6 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 			l.log.Warn("re-sending desired state", "err", err)
 		}
 	})
-	pos := position{at: service.Cursor{Epoch: epoch}, ok: epoch != ""}
-	if sub.Resumed {
-		pos.at = from
-	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -208,30 +211,9 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 		if m := msg.GetInstance(); m != nil {
 			st := statusOf(m)
 			st.At = service.Cursor{Epoch: epoch, Seq: msg.GetSeq()}
-			if pos.next(msg.GetSeq(), h.Ingest(ctx, st)) {
-				h.Stored(pos.at)
-			}
+			d.dispatch(st)
 		}
 	}
-}
-
-// position is how far statuses were stored, in stream order.
-type position struct {
-	at service.Cursor
-	ok bool // every status up to at was stored
-}
-
-// next accounts for the status numbered seq, stored or not; true when the
-// position moved.
-func (p *position) next(seq uint64, stored bool) bool {
-	if !stored {
-		p.ok = false
-	}
-	if !p.ok || seq <= p.at.Seq {
-		return false
-	}
-	p.at.Seq = seq
-	return true
 }
 
 // open opens the status stream resuming at from (the plain RIK call on a

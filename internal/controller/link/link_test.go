@@ -198,7 +198,11 @@ func TestRun(t *testing.T) {
 	f.statuses <- &commonpb.InstanceMetric{InstanceId: "b", Status: commonpb.ResourceStatus_PENDING}
 	eventually(t, "statuses", func() bool { _, st := h.seen(); return len(st) == 2 })
 	n, st := h.seen()
-	if n != 1 || st[0].InstanceID != "a" || st[0].Status != workload.StatusRunning || st[1].InstanceID != "b" {
+	got := map[string]workload.Status{}
+	for _, s := range st {
+		got[s.InstanceID] = s.Status
+	}
+	if n != 1 || got["a"] != workload.StatusRunning || got["b"] != workload.StatusPending {
 		t.Errorf("subscribed %d times, statuses %+v", n, st)
 	}
 
@@ -234,9 +238,12 @@ func TestRunResumes(t *testing.T) {
 	}
 	eventually(t, "statuses", func() bool { _, st := h.seen(); return len(st) == 4 })
 	_, st := h.seen()
-	if st[3].At != (service.Cursor{Epoch: "e1", Seq: 11}) {
-		t.Errorf("last status at %+v, want e1/11", st[3].At)
+	for _, s := range st {
+		if s.InstanceID == "d" && s.At != (service.Cursor{Epoch: "e1", Seq: 11}) {
+			t.Errorf("d's status at %+v, want e1/11", s.At)
+		}
 	}
+	eventually(t, "position", func() bool { return h.storedAt().Seq == 9 })
 	if got := h.storedAt(); got != (service.Cursor{Epoch: "e1", Seq: 9}) {
 		t.Errorf("stored up to %+v, want e1/9 (c, 10, was not stored)", got)
 	}
@@ -248,23 +255,28 @@ func TestRunResumes(t *testing.T) {
 	}
 }
 
-func TestPosition(t *testing.T) {
+// The position moves over the statuses stored, whatever order the
+// workers finish them in, and stops before the first one not stored.
+func TestDispatcherPosition(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		start  position
-		seq    uint64
-		stored bool
-		want   position
-		moved  bool
+		finish []uint64 // in this order; negative: not stored
+		failed uint64
+		want   uint64
 	}{
-		{"stored", position{at: service.Cursor{Epoch: "e", Seq: 3}, ok: true}, 4, true, position{at: service.Cursor{Epoch: "e", Seq: 4}, ok: true}, true},
-		{"not stored", position{at: service.Cursor{Epoch: "e", Seq: 3}, ok: true}, 4, false, position{at: service.Cursor{Epoch: "e", Seq: 3}}, false},
-		{"after a gap", position{at: service.Cursor{Epoch: "e", Seq: 3}}, 5, true, position{at: service.Cursor{Epoch: "e", Seq: 3}}, false},
-		{"an older number", position{at: service.Cursor{Epoch: "e", Seq: 3}, ok: true}, 2, true, position{at: service.Cursor{Epoch: "e", Seq: 3}, ok: true}, false},
+		{"in order", []uint64{8, 9, 10}, 0, 10},
+		{"out of order", []uint64{10, 8, 9}, 0, 10},
+		{"a gap", []uint64{8, 10}, 0, 8},
+		{"one not stored", []uint64{8, 10, 9, 11}, 10, 9},
+		{"not stored first", []uint64{10, 11, 8, 9}, 10, 9},
 	} {
-		p := tc.start
-		if moved := p.next(tc.seq, tc.stored); moved != tc.moved || p != tc.want {
-			t.Errorf("%s: moved %v to %+v, want %v %+v", tc.name, moved, p, tc.moved, tc.want)
+		h := &handler{}
+		d := &dispatcher{h: h, at: service.Cursor{Epoch: "e", Seq: 7}, done: map[uint64]bool{}, pending: []uint64{8, 9, 10, 11}}
+		for _, seq := range tc.finish {
+			d.finish(seq, seq != tc.failed)
+		}
+		if got := h.storedAt(); got.Seq != tc.want || (tc.want > 7 && got.Epoch != "e") {
+			t.Errorf("%s: stored up to %+v, want e/%d", tc.name, got, tc.want)
 		}
 	}
 }
