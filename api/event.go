@@ -15,7 +15,7 @@ const MaxEvents = 100
 // Event reasons the controller records. Other code may record its own
 // (rollouts: "RolloutProgress", ...).
 const (
-	EventCreated     = "Created"     // a workload or instance was created
+	EventCreated     = "Created"     // a workload was created
 	EventDeleting    = "Deleting"    // its deletion was asked for
 	EventScheduled   = "Scheduled"   // placed on a node
 	EventPending     = "Pending"     // waiting for a node that fits

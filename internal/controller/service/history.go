@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,10 +16,13 @@ import (
 
 // The history of events: the last api.MaxEvents events of each workload,
 // instance and node, kept at /events/{kind}/{name} (oldest first). Record
-// only queues an event; a background writer appends what is queued for
-// each object to its record in one compare-and-set write, so recording
-// never waits for the store (statuses are ingested at store speed). The
-// live stream of instance changes is Subscribe's; this is what is kept.
+// only queues an event; a background writer, at most every historyEvery,
+// appends what is queued to the records of the objects concerned, all in
+// one transaction (store.PutAll), so recording never waits for the store
+// and costs it one write per period, not one per event. The writes are
+// not compare-and-set: two controllers recording events of the same
+// object in the same instant may lose one of them. The live stream of
+// instance changes is Subscribe's; this is what is kept.
 
 const eventsPrefix = "/events/"
 
@@ -27,6 +32,9 @@ const maxQueuedEvents = 10000
 
 // flushTimeout bounds the last write of the queued events at shutdown.
 const flushTimeout = 2 * time.Second
+
+// historyEvery is the shortest period between two writes of the history.
+const historyEvery = 250 * time.Millisecond
 
 func eventsKey(kind, name string) string { return eventsPrefix + kind + "/" + name }
 
@@ -188,12 +196,13 @@ func (s *Service) historyLoop(ctx context.Context) {
 			return
 		case <-s.history.wake:
 			s.flushHistory(ctx)
+			sleep(ctx, historyEvery) // let the next events gather
 		}
 	}
 }
 
 // flushHistory deletes the histories of removed objects and appends the
-// queued events to the others, one write per object.
+// queued events to the others, in one transaction.
 func (s *Service) flushHistory(ctx context.Context) {
 	pending, gone := s.history.take()
 	for key := range gone {
@@ -201,17 +210,23 @@ func (s *Service) flushHistory(ctx context.Context) {
 			s.log.Warn("deleting event history", "key", key, "err", err)
 		}
 	}
-	for key, evs := range pending {
-		_, _, err := store.Update(ctx, s.st, key, func(cur store.KV, exists bool) ([]byte, store.Change, error) {
-			var list []api.Event
-			if exists {
-				_ = json.Unmarshal(cur.Value, &list) // a corrupt history starts again
-			}
-			data, err := json.Marshal(appendEvents(list, evs, api.MaxEvents))
-			return data, store.Write, err
-		})
+	kvs := make([]store.KV, 0, len(pending))
+	for _, key := range slices.Sorted(maps.Keys(pending)) {
+		list, err := s.storedEvents(ctx, key)
 		if err != nil {
-			s.log.Warn("writing event history", "key", key, "events", len(evs), "err", err)
+			s.log.Warn("reading event history", "key", key, "events", len(pending[key]), "err", err)
+			continue
 		}
+		data, err := json.Marshal(appendEvents(list, pending[key], api.MaxEvents))
+		if err != nil {
+			continue // events always encode
+		}
+		kvs = append(kvs, store.KV{Key: key, Value: data})
+	}
+	if len(kvs) == 0 {
+		return
+	}
+	if err := store.PutAll(ctx, s.st, kvs); err != nil {
+		s.log.Warn("writing event history", "objects", len(kvs), "err", err)
 	}
 }

@@ -92,7 +92,7 @@ func TestEventHistoryPersisted(t *testing.T) {
 	for _, e := range evs {
 		reasons = append(reasons, e.Reason)
 	}
-	if want := []string{api.EventCreated, api.EventScheduled, api.EventStarted}; fmt.Sprint(reasons) != fmt.Sprint(want) {
+	if want := []string{api.EventScheduled, api.EventStarted}; fmt.Sprint(reasons) != fmt.Sprint(want) {
 		t.Errorf("instance events %v, want %v", reasons, want)
 	}
 	wl, err := again.s.Events(ctx, api.EventKindWorkload, "web")

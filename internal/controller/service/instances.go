@@ -84,7 +84,6 @@ func (s *Service) CreateInstances(ctx context.Context, req api.CreateInstancesRe
 			break
 		}
 		created = append(created, rec)
-		s.Record(ctx, api.EventKindInstance, rec.Name, api.EventCreated, "of workload "+wl.Name)
 	}
 	// Each call is bounded by the scheduler's call timeout.
 	sendCtx := context.WithoutCancel(ctx)
