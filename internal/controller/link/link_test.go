@@ -40,10 +40,16 @@ func (s *scheduler) ScheduleInstance(context.Context, *controllerpb.WorkloadSche
 }
 
 func (s *scheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	return s.serve(stream, nil, nil)
+}
+
+// serve counts a subscriber, sends it md as headers and the statuses,
+// numbered by seq if not nil.
+func (s *scheduler) serve(stream grpc.ServerStreamingServer[commonpb.WorkerStatus], md metadata.MD, seq func() uint64) error {
 	s.mu.Lock()
 	s.subscribes++
 	s.mu.Unlock()
-	if err := stream.SendHeader(nil); err != nil {
+	if err := stream.SendHeader(md); err != nil {
 		return err
 	}
 	for {
@@ -51,7 +57,11 @@ func (s *scheduler) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreami
 		case <-stream.Context().Done():
 			return nil
 		case m := <-s.statuses:
-			if err := stream.Send(&commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: m}}); err != nil {
+			ws := &commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+			if seq != nil {
+				ws.Seq = seq()
+			}
+			if err := stream.Send(ws); err != nil {
 				return err
 			}
 		}
@@ -74,26 +84,14 @@ type numbered struct {
 
 func (s *numbered) SubscribeStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
 	s.mu.Lock()
-	s.subscribes++
 	s.cursors = append(s.cursors, cur)
 	s.mu.Unlock()
-	if err := stream.SendHeader(metadata.Pairs(grpcutil.EpochHeader, "e1")); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case m := <-s.statuses:
-			s.mu.Lock()
-			s.seq++
-			seq := s.seq
-			s.mu.Unlock()
-			if err := stream.Send(&commonpb.WorkerStatus{Status: &commonpb.WorkerStatus_Instance{Instance: m}, Seq: seq}); err != nil {
-				return err
-			}
-		}
-	}
+	return s.serve(stream, metadata.Pairs(grpcutil.EpochHeader, "e1"), func() uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.seq++
+		return s.seq
+	})
 }
 
 func (s *numbered) lastCursor() *controllerpb.StatusCursor {
