@@ -126,4 +126,3 @@ func TestDescribeInstance(t *testing.T) {
 		t.Errorf("events queries %v, want kind=instance&name=web-1", l.queries)
 	}
 }
-
