@@ -26,6 +26,11 @@ const HeartbeatHeader = "rik-heartbeat"
 // to it.
 const EpochHeader = "rik-epoch"
 
+// HeadHeader is the header of a status stream with the sequence number of
+// the last status the scheduler had recorded when it subscribed the
+// caller: what it replays ends there.
+const HeadHeader = "rik-head"
+
 // WaitHeader waits for the response headers of stream, at most patience:
 // a server that sends none (not rik's) is given up on after patience, and
 // nil is returned. It returns the stream's error, or ctx's when ctx ends

@@ -77,7 +77,7 @@ func BenchmarkSubscribe(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			sent := 0
 			for b.Loop() {
-				sub, _ := st.subscribe(tc.epoch, tc.after)
+				sub, _, _ := st.subscribe(tc.epoch, tc.after)
 				for sub.next() != nil {
 					sent++
 				}

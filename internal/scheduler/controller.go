@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,10 +58,12 @@ func (c *controllerAPI) SubscribeStatuses(cur *controllerpb.StatusCursor, stream
 }
 
 func (c *controllerAPI) streamStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
-	sub, epoch := c.st.subscribe(cur.GetEpoch(), cur.GetSeq())
+	sub, epoch, head := c.st.subscribe(cur.GetEpoch(), cur.GetSeq())
 	defer c.st.unsubscribe(sub)
-	// Headers tell the caller it is subscribed, and to which run.
-	if err := stream.SendHeader(metadata.Pairs(grpcutil.EpochHeader, epoch)); err != nil {
+	// Headers tell the caller it is subscribed, to which run, and where
+	// the replay ends.
+	md := metadata.Pairs(grpcutil.EpochHeader, epoch, grpcutil.HeadHeader, strconv.FormatUint(head, 10))
+	if err := stream.SendHeader(md); err != nil {
 		return fmt.Errorf("accepting status subscriber: %w", err)
 	}
 	ctx := stream.Context()

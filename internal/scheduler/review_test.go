@@ -25,7 +25,7 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	if st.insts["a"] != nil {
 		t.Fatal("TERMINATED instance not forgotten")
 	}
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", WorkloadId: "w", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
 	o := c.out.drain()
 	if len(o) != 1 || o[0].GetInstanceId() != "a" || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {

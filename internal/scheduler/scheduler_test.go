@@ -674,8 +674,8 @@ func TestSubscribeStatusesResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		md, err := stream.Header()
-		if err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 {
-			t.Fatalf("headers %v, %v: want the %s header", md, err, grpcutil.EpochHeader)
+		if err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 || len(md.Get(grpcutil.HeadHeader)) != 1 {
+			t.Fatalf("headers %v, %v: want the %s and %s headers", md, err, grpcutil.EpochHeader, grpcutil.HeadHeader)
 		}
 		return md.Get(grpcutil.EpochHeader)[0], func() *commonpb.WorkerStatus {
 			ws, err := stream.Recv()

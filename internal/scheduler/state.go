@@ -259,9 +259,10 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 // after of the run epoch: it is first sent the last status of every
 // instance recorded since (of every instance, for a cursor of another run),
 // oldest first: a controller that (re)subscribes learns about instances it
-// does not know (and destroys them). It returns the current run; call
-// unsubscribe when done.
-func (s *state) subscribe(epoch string, after uint64) (*subscriber, string) {
+// does not know (and destroys them). It returns the current run and the
+// number of its last status (where the replay ends); call unsubscribe when
+// done.
+func (s *state) subscribe(epoch string, after uint64) (*subscriber, string, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub := newSubscriber(s.coalesceAfter)
@@ -278,7 +279,7 @@ func (s *state) subscribe(epoch string, after uint64) (*subscriber, string) {
 	}
 	s.subs[sub] = struct{}{}
 	s.metrics.replayed.Add(float64(len(replay)))
-	return sub, s.epoch
+	return sub, s.epoch, s.statusSeq
 }
 
 // unknown returns the ids, of those given, of the instances the scheduler

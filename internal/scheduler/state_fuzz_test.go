@@ -20,7 +20,7 @@ func FuzzStateOps(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 		st := newState(testLogger(t), placement.Spread, 10*time.Second, 5*time.Second, clk.now)
-		sub, _ := st.subscribe("", 0)
+		sub, _, _ := st.subscribe("", 0)
 		for len(ops) >= 3 {
 			op, a, b := ops[0]%10, ops[1], ops[2]
 			ops = ops[3:]

@@ -33,8 +33,8 @@ func createOrder(id string) *controllerpb.WorkloadScheduling {
 func TestSlowSubscriberCoalesced(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
 	st.coalesceAfter = 2
-	slow, _ := st.subscribe("", 0)
-	fast, _ := st.subscribe("", 0)
+	slow, _, _ := st.subscribe("", 0)
+	fast, _, _ := st.subscribe("", 0)
 	req := placement.Request{Kind: "pod"}
 	for _, id := range []string{"a", "b", "c"} {
 		st.create(createOrder(id), req) // no nodes: PENDING each
@@ -96,9 +96,9 @@ func TestSubscribeResumes(t *testing.T) {
 		{"another run", "other", cursor, []string{"b", "c", "a"}},
 		{"from the future", st.epoch, st.statusSeq + 10, []string{"b", "c", "a"}},
 	} {
-		sub, epoch := st.subscribe(tc.epoch, tc.after)
-		if epoch != st.epoch {
-			t.Errorf("%s: epoch %q, want %q", tc.name, epoch, st.epoch)
+		sub, epoch, head := st.subscribe(tc.epoch, tc.after)
+		if epoch != st.epoch || head != st.statusSeq {
+			t.Errorf("%s: epoch %q head %d, want %q %d", tc.name, epoch, head, st.epoch, st.statusSeq)
 		}
 		if got := ids(sub); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: replayed %v, want %v", tc.name, got, tc.want)
@@ -109,7 +109,7 @@ func TestSubscribeResumes(t *testing.T) {
 
 func TestNodeLostAfterTimeout(t *testing.T) {
 	st, clk := newTestState(t, 15*time.Second, 0)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{CPUMillis: 100, Kind: "pod"})
 	sub.next() // PENDING on n1
@@ -155,7 +155,7 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 	for _, back := range []string{"without it", "with it", "never"} {
 		t.Run(back, func(t *testing.T) {
 			st, clk := newTestState(t, time.Second, 0)
-			sub, _ := st.subscribe("", 0)
+			sub, _, _ := st.subscribe("", 0)
 			st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 			st.create(createOrder("a"), placement.Request{Kind: "pod"})
 			sub.next()
@@ -239,7 +239,7 @@ func TestFailedFreesAndRunningReallocates(t *testing.T) {
 // placed; nothing is destroyed nor placed twice.
 func TestLostInstanceAdoptedBackNotDestroyed(t *testing.T) {
 	st, clk := newTestState(t, time.Second, 0)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	running := []*commonpb.InstanceMetric{{InstanceId: "a", WorkloadId: "w", Status: commonpb.ResourceStatus_RUNNING}}
 	// Adopted after a scheduler restart, before the controller re-sent it.
 	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running}, "")
@@ -321,7 +321,7 @@ func TestHeartbeatDerivedFromNodeTimeout(t *testing.T) {
 // instance's: it was never asked to go, it must not end.
 func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{Kind: "pod"})
 	sub.next()
@@ -349,7 +349,7 @@ func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 // TERMINATED only once both nodes confirm.
 func TestDestroyWaitsForEveryCopy(t *testing.T) {
 	st, clk := newTestState(t, time.Second, time.Second)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	ws := createOrder("a")
 	ws.Node = "n1" // the controller's hint after the scheduler restarted
 	st.create(ws, placement.Request{Kind: "pod"})
@@ -389,7 +389,7 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 // adopted, and the live copy elsewhere destroyed; each restart flipped them.
 func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 	st, _ := newTestState(t, time.Second, time.Minute)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: []*commonpb.InstanceMetric{
 		{InstanceId: "a", Status: commonpb.ResourceStatus_DESTROYING}}}, "")
 	if st.insts["a"] != nil {
@@ -413,7 +413,7 @@ func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 // nodes) and its DESTROY waits for each.
 func TestDestroyWaitsForFormerNodes(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	c2, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n2"}, "")
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY,
@@ -445,7 +445,7 @@ func TestDestroyWaitsForFormerNodes(t *testing.T) {
 // re-registered, ran it. Within the recovery window the scheduler waits.
 func TestDestroyAfterRestartWaitsForTheNodes(t *testing.T) {
 	st, clk := newTestState(t, time.Second, 5*time.Second)
-	sub, _ := st.subscribe("", 0)
+	sub, _, _ := st.subscribe("", 0)
 	st.create(createOrder("a"), placement.Request{Kind: "pod"}) // re-sent, no node known
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
 	for sub.queued() > 0 {

@@ -34,9 +34,13 @@ type dispatcher struct {
 }
 
 // newDispatcher starts the workers, ingesting with ctx, the statuses of a
-// stream starting after at (numbered: at.Epoch is not empty).
+// stream starting after at (numbered: at.Epoch is not empty). A stream
+// resumed after at starts there: h is told so.
 func newDispatcher(ctx context.Context, h Handler, at service.Cursor) *dispatcher {
 	d := &dispatcher{h: h, at: at, done: map[uint64]bool{}}
+	if at.Epoch != "" && at.Seq > 0 {
+		h.Stored(at)
+	}
 	for range ingestWorkers {
 		q := make(chan service.Status, workerQueue)
 		d.queues = append(d.queues, q)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,13 +180,13 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 	l.again = false // this stream starts after any request
 	l.mu.Unlock()
 	from := h.Resume(ctx)
-	stream, epoch, err := l.open(ctx, from)
+	stream, epoch, head, err := l.open(ctx, from)
 	if err != nil {
 		return err
 	}
 	l.connected.Store(true)
 	l.subscribes.Add(1)
-	sub := service.Subscription{Epoch: epoch, Resumed: service.Resumable(from, epoch)}
+	sub := service.Subscription{Epoch: epoch, Resumed: service.Resumable(from, epoch), Head: head}
 	l.log.Info("subscribed to scheduler", "scheduler", l.cfg.Target, "epoch", epoch, "resumed", sub.Resumed, "after", from.Seq)
 	start := service.Cursor{Epoch: epoch}
 	if sub.Resumed {
@@ -218,8 +219,9 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 
 // open opens the status stream resuming at from (the plain RIK call on a
 // scheduler without SubscribeStatuses) and waits until the scheduler has
-// subscribed it; it returns the scheduler's run ("" when not numbered).
-func (l *Link) open(ctx context.Context, from service.Cursor) (grpc.ServerStreamingClient[commonpb.WorkerStatus], string, error) {
+// subscribed it; it returns the scheduler's run ("" when not numbered) and
+// where its replay ends.
+func (l *Link) open(ctx context.Context, from service.Cursor) (_ grpc.ServerStreamingClient[commonpb.WorkerStatus], epoch string, head uint64, _ error) {
 	var stream grpc.ServerStreamingClient[commonpb.WorkerStatus]
 	var err error
 	if l.legacy.Load() {
@@ -228,14 +230,14 @@ func (l *Link) open(ctx context.Context, from service.Cursor) (grpc.ServerStream
 		stream, err = l.client.SubscribeStatuses(ctx, &controllerpb.StatusCursor{Epoch: from.Epoch, Seq: from.Seq})
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
 	}
 	// The call returns before the scheduler has subscribed us; it sends
 	// headers once it has. Orders re-sent before that would have their
 	// answering statuses lost.
 	md, err := grpcutil.WaitHeaderMD(ctx, stream, headerPatience)
 	if err != nil {
-		return nil, "", fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
 	}
 	if md == nil && !l.legacy.Load() {
 		// No headers: the call failed. A scheduler without the call gets
@@ -251,13 +253,15 @@ func (l *Link) open(ctx context.Context, from service.Cursor) (grpc.ServerStream
 		if err == nil {
 			err = errors.New("no subscription headers")
 		}
-		return nil, "", fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
 	}
-	epoch := ""
 	if v := md.Get(grpcutil.EpochHeader); len(v) == 1 {
 		epoch = v[0]
 	}
-	return stream, epoch, nil
+	if v := md.Get(grpcutil.HeadHeader); len(v) == 1 {
+		head, _ = strconv.ParseUint(v[0], 10, 64) // 0 when not a number: nothing awaited
+	}
+	return stream, epoch, head, nil
 }
 
 // Unknown returns, of ids, those the scheduler does not have.

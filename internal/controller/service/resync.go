@@ -32,6 +32,10 @@ const DefaultCursorEvery = 500 * time.Millisecond
 // unknownBatch is how many instance ids one UnknownInstances call carries.
 const unknownBatch = 5000
 
+// replayWait bounds how long a resumed subscription waits for the replay
+// to be stored before asking the scheduler what it lacks.
+const replayWait = 10 * time.Second
+
 // Cursor is a position in a scheduler's status stream: after the status
 // numbered Seq of the scheduler run Epoch.
 type Cursor struct {
@@ -47,6 +51,9 @@ type Subscription struct {
 	// Resumed: the stream resumed at the cursor Resume gave, of this run:
 	// the scheduler holds every order sent to it before.
 	Resumed bool
+	// Head is the number of the last status the scheduler had recorded
+	// when it subscribed: its replay ends there.
+	Head uint64
 }
 
 // Resumable says whether a stream of the run epoch, asked for at cursor
@@ -146,6 +153,12 @@ func (s *Service) Subscribed(ctx context.Context, sub Subscription) error {
 	if !sub.Resumed {
 		return s.resend(ctx, func(workload.Instance, bool) bool { return true })
 	}
+	// An instance that ended (and that the scheduler forgot) since the
+	// position is stored as ended once the replay is: not taken for one
+	// the scheduler lacks and created again.
+	if !s.awaitStored(ctx, Cursor{Epoch: sub.Epoch, Seq: sub.Head}) {
+		s.log.Warn("the replayed statuses are not all stored yet: asking the scheduler what it lacks anyway", "head", sub.Head)
+	}
 	insts, _, err := s.repo.listInstances(ctx)
 	if err != nil {
 		return err
@@ -158,6 +171,23 @@ func (s *Service) Subscribed(ctx context.Context, sub Subscription) error {
 	return s.resend(ctx, func(i workload.Instance, workloadExists bool) bool {
 		return i.DeleteRequested || !workloadExists || missing[i.ID]
 	})
+}
+
+// awaitStored waits until every status up to c is stored, at most
+// replayWait; false when it did not happen.
+func (s *Service) awaitStored(ctx context.Context, c Cursor) bool {
+	deadline := time.Now().Add(replayWait)
+	for {
+		s.cursor.mu.Lock()
+		cur := s.cursor.cur
+		s.cursor.mu.Unlock()
+		if cur.Epoch == c.Epoch && cur.Seq >= c.Seq {
+			return true
+		}
+		if time.Now().After(deadline) || !sleep(ctx, 20*time.Millisecond) {
+			return false
+		}
+	}
 }
 
 // unknownLive asks the scheduler which of the live instances it lacks.

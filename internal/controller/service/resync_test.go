@@ -18,7 +18,7 @@ func TestSubscribedProportional(t *testing.T) {
 		creates int // CREATE orders of the live instances
 		unknown bool
 	}{
-		{"resumed", Subscription{Epoch: "e", Resumed: true}, true, 1, true},
+		{"resumed", Subscription{Epoch: "e", Resumed: true, Head: 5}, true, 1, true},
 		{"not resumed", Subscription{Epoch: "e"}, true, 4, false},
 		{"not the holder", Subscription{Epoch: "e"}, false, 0, false},
 	} {
@@ -34,6 +34,7 @@ func TestSubscribedProportional(t *testing.T) {
 				s.unknown = map[string]bool{insts[1].ID: true, insts[4].ID: true}
 			})
 			f.leader.Store(tc.leader)
+			f.s.Stored(Cursor{Epoch: "e", Seq: 5}) // the replay is stored
 			if err := f.s.Subscribed(context.Background(), tc.sub); err != nil {
 				t.Fatal(err)
 			}
@@ -107,5 +108,26 @@ func TestLater(t *testing.T) {
 	}
 	if !Resumable(Cursor{"e", 1}, "e") || Resumable(Cursor{"e", 0}, "e") || Resumable(Cursor{"e", 1}, "f") || Resumable(Cursor{}, "") {
 		t.Error("Resumable: wrong")
+	}
+}
+
+// A resumed subscription asks the scheduler what it lacks only once the
+// replay is stored (up to the head the scheduler named).
+func TestResumedWaitsForReplay(t *testing.T) {
+	f := newFixture(t)
+	f.workload("web")
+	f.instances("web", 1)
+	f.s.Stored(Cursor{Epoch: "e", Seq: 3})
+	done := make(chan error, 1)
+	go func() { done <- f.s.Subscribed(context.Background(), Subscription{Epoch: "e", Resumed: true, Head: 5}) }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("subscribed (%v) before the replay up to 5 was stored", err)
+	default:
+	}
+	f.s.Stored(Cursor{Epoch: "e", Seq: 5})
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
