@@ -125,7 +125,8 @@ func newRootCommand(a *app) *cobra.Command {
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
 	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
-	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(a))
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(a),
+		newDescribeCommand(a))
 	finishCommands(root, a)
 	return root
 }
@@ -168,6 +169,8 @@ func newCreateWorkloadCommand(a *app) *cobra.Command {
 func newCreateInstanceCommand(a *app) *cobra.Command {
 	var workloadID, name string
 	var replicas int
+	var wait bool
+	var timeout time.Duration
 	inst := &cobra.Command{
 		Use:     "instance --workload-id ID [--replicas N] [--name NAME]",
 		Aliases: []string{"instances"},
@@ -186,12 +189,18 @@ func newCreateInstanceCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			names := make([]string, 0, len(items))
 			for _, it := range items {
 				fmt.Fprintf(a.env.Stdout, "instance/%s created (id %s)\n", clean(it.Name), clean(it.ID))
+				names = append(names, it.Name)
+			}
+			if wait {
+				return waitRunning(cmd.Context(), c, names, timeout)
 			}
 			return nil
 		},
 	}
+	waitFlags(inst, &wait, &timeout, "every instance is RUNNING")
 	inst.Flags().StringVar(&workloadID, "workload-id", "", "workload id or name")
 	inst.Flags().IntVar(&replicas, "replicas", 1, "number of instances")
 	inst.Flags().StringVar(&name, "name", "", "instance name (default: <workload>-<random>)")
@@ -460,6 +469,8 @@ func nonNil[T any](s []T) []T {
 }
 
 func newDeleteCommand(a *app) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
 	del := &cobra.Command{Use: "delete", Short: "Delete workloads or instances", Args: resourceArgs("workload or instance"), RunE: needResource}
 	wl := &cobra.Command{
 		Use:     "workload ID|NAME...",
@@ -467,7 +478,17 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete workloads and all their instances",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deleteEach(cmd.Context(), a, "workload", args, (*Client).DeleteWorkload)
+			var insts []string
+			if wait {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				if insts, err = instancesOf(cmd.Context(), c, args); err != nil {
+					return err
+				}
+			}
+			return deleteThenWait(cmd.Context(), a, "workload", args, (*Client).DeleteWorkload, wait, insts, timeout)
 		},
 	}
 	inst := &cobra.Command{
@@ -476,8 +497,11 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete instances (they are destroyed, then removed)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deleteEach(cmd.Context(), a, "instance", args, (*Client).DeleteInstance)
+			return deleteThenWait(cmd.Context(), a, "instance", args, (*Client).DeleteInstance, wait, args, timeout)
 		},
+	}
+	for _, c := range []*cobra.Command{wl, inst} {
+		waitFlags(c, &wait, &timeout, "the instances are gone")
 	}
 	del.AddCommand(wl, inst)
 	return del

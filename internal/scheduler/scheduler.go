@@ -93,14 +93,10 @@ type Config struct {
 	Insecure bool
 }
 
-// defaultSubBuffer is how many statuses a controller subscriber may lag behind
-// before it is dropped.
-const defaultSubBuffer = 1024
-
 // Run serves the worker and controller gRPC services until ctx is done, then
 // stops gracefully. It closes the listeners it is given.
 func Run(ctx context.Context, cfg Config) error {
-	return run(ctx, cfg, defaultSubBuffer)
+	return run(ctx, cfg)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -120,7 +116,7 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-func run(ctx context.Context, cfg Config, subBuffer int) error {
+func run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
@@ -143,7 +139,6 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	}
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.goneAfter = cfg.NodeGoneAfter
-	st.subBuffer = subBuffer
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
 		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow,
 		"tls", sec != nil)

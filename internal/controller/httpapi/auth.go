@@ -30,6 +30,7 @@ var routeRoles = map[string]service.Role{
 	"GET /api/v0/instances.logs/{id}":  service.RoleOperator,
 	"GET /api/v0/nodes.list":           service.RoleViewer,
 	"GET /api/v0/events":               service.RoleViewer,
+	"GET /api/v0/events.list":          service.RoleViewer,
 	"GET /api/v0/openapi.yaml":         service.RoleViewer,
 	"GET /api/v0/workload.schema.json": service.RoleViewer,
 	"POST /api/v0/tokens.create":       service.RoleAdmin,

@@ -50,3 +50,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// eventsList answers the kept history of one object:
+// ?kind=workload|instance|node&name=NAME, oldest first.
+func (a *API) eventsList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	evs, err := a.svc.Events(r.Context(), q.Get("kind"), q.Get("name"))
+	a.reply(w, r, http.StatusOK, evs, err)
+}

@@ -169,6 +169,43 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, expectRev int
 	return rev, nil
 }
 
+// PutAll writes every kv unconditionally in one transaction
+// (store.Batcher).
+func (s *Store) PutAll(ctx context.Context, kvs []store.KV) error {
+	for _, kv := range kvs {
+		if err := checkKey(ctx, kv.Key); err != nil {
+			return fmt.Errorf("putting %s: %w", kv.Key, err)
+		}
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return fmt.Errorf("putting %d keys: %w", len(kvs), store.ErrClosed)
+	}
+	revs := make([]int64, len(kvs))
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketKV)
+		for i, kv := range kvs {
+			rev, err := nextRev(tx)
+			if err != nil {
+				return err
+			}
+			revs[i] = rev
+			if err := b.Put([]byte(kv.Key), encode(rev, kv.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("putting %d keys: %w", len(kvs), mapErr(err))
+	}
+	for i, kv := range kvs {
+		s.publish(store.Event{Type: store.EventPut, KV: store.KV{Key: kv.Key, Value: bytes.Clone(kv.Value), Revision: revs[i]}})
+	}
+	return nil
+}
+
 // Delete removes the key with the rules of store.Store: expectRev <= 0 is
 // unconditional; a missing key is store.ErrNotFound.
 func (s *Store) Delete(ctx context.Context, key string, expectRev int64) error {
