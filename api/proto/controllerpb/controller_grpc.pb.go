@@ -25,6 +25,7 @@ const (
 	Controller_GetStatusUpdates_FullMethodName = "/controller.Controller/GetStatusUpdates"
 	Controller_ListNodes_FullMethodName        = "/controller.Controller/ListNodes"
 	Controller_GetLogs_FullMethodName          = "/controller.Controller/GetLogs"
+	Controller_SetNodeNetworks_FullMethodName  = "/controller.Controller/SetNodeNetworks"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -42,6 +43,8 @@ type ControllerClient interface {
 	ListNodes(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(ctx context.Context, in *commonpb.LogRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.LogChunk], error)
+	// rik: the pod subnets of the nodes (the whole map, replacing the last).
+	SetNodeNetworks(ctx context.Context, in *NodeNetworks, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type controllerClient struct {
@@ -110,6 +113,16 @@ func (c *controllerClient) GetLogs(ctx context.Context, in *commonpb.LogRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsClient = grpc.ServerStreamingClient[commonpb.LogChunk]
 
+func (c *controllerClient) SetNodeNetworks(ctx context.Context, in *NodeNetworks, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Controller_SetNodeNetworks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -125,6 +138,8 @@ type ControllerServer interface {
 	ListNodes(context.Context, *emptypb.Empty) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
+	// rik: the pod subnets of the nodes (the whole map, replacing the last).
+	SetNodeNetworks(context.Context, *NodeNetworks) (*emptypb.Empty, error)
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -146,6 +161,9 @@ func (UnimplementedControllerServer) ListNodes(context.Context, *emptypb.Empty) 
 }
 func (UnimplementedControllerServer) GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedControllerServer) SetNodeNetworks(context.Context, *NodeNetworks) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNodeNetworks not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -226,6 +244,24 @@ func _Controller_GetLogs_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsServer = grpc.ServerStreamingServer[commonpb.LogChunk]
 
+func _Controller_SetNodeNetworks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeNetworks)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).SetNodeNetworks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_SetNodeNetworks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).SetNodeNetworks(ctx, req.(*NodeNetworks))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +276,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Controller_ListNodes_Handler,
+		},
+		{
+			MethodName: "SetNodeNetworks",
+			Handler:    _Controller_SetNodeNetworks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -10,6 +10,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -99,6 +100,11 @@ type Config struct {
 	ResyncEvery  time.Duration // DefaultResyncEvery
 	NodesEvery   time.Duration // DefaultNodesEvery
 	NodesRefresh time.Duration // DefaultNodesRefresh
+
+	// The nodes' pod subnets (podsubnets.go): /NodeSubnetBits subnets of
+	// ClusterCIDR; DefaultClusterCIDR, DefaultNodeSubnetBits.
+	ClusterCIDR    netip.Prefix
+	NodeSubnetBits int
 }
 
 // Service is the controller's domain.
@@ -130,6 +136,12 @@ func New(cfg Config) *Service {
 	setDefault(&cfg.ResyncEvery, DefaultResyncEvery)
 	setDefault(&cfg.NodesEvery, DefaultNodesEvery)
 	setDefault(&cfg.NodesRefresh, DefaultNodesRefresh)
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	if cfg.NodeSubnetBits == 0 {
+		cfg.NodeSubnetBits = DefaultNodeSubnetBits
+	}
 	events := newBroker()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,

@@ -86,7 +86,7 @@ func TestSetupReachableAndTeardown(t *testing.T) {
 	if _, err := os.Lstat(a.NetnsPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns %s left behind: %v", a.NetnsPath, err)
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); ok {
 		t.Error("lease of pod-a left behind")
 	}
 	if owners, _ := m.Owners(); !slices.Equal(owners, []string{"pod-b"}) {
@@ -205,7 +205,7 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	}
 	defer hold.Close()
 	// The same node, but its host netns cannot be reached.
-	broken, err := New(Config{StateDir: dir, HostNetns: dir + "/no-such-netns", CIDR: netip.MustParsePrefix("10.99.1.0/24"), IPAM: m.cfg.IPAM})
+	broken, err := New(Config{StateDir: dir, HostNetns: dir + "/no-such-netns", CIDR: netip.MustParsePrefix("10.99.1.0/24"), IPAM: m.addr.ipam})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	if !slices.Contains(host.Links(t), VethName("pod-a")) {
 		t.Fatal("test broken: the veth is gone")
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); !ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); !ok {
 		t.Error("lease released while the veth still holds the address")
 	}
 	b, err := m.Setup(ctx, "pod-b")
@@ -229,7 +229,7 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	if err := m.Teardown(ctx, "pod-a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); ok {
 		t.Error("lease kept after a successful Teardown")
 	}
 }
