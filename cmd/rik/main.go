@@ -93,6 +93,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rik dev: %v\n", err)
 		return 2
 	}
+	if rt.PodCIDR == runtimes.PodCIDRAuto {
+		fmt.Fprintln(stderr, "rik dev: --pod-cidr auto is for the riklets of a fleet: rik dev runs one node")
+		return 2
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(stderr, "rik dev: --log-level: %v\n", err)

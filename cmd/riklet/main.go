@@ -127,11 +127,10 @@ func main() {
 		fmt.Fprintln(os.Stdout, "riklet: rik's network is removed from this node")
 		return
 	}
-	err = riklet.Run(ctx, riklet.Config{
+	cfg := riklet.Config{
 		MasterAddr:        f.masterAddr,
 		Hostname:          f.hostname,
 		StateDir:          f.stateDir,
-		Runtimes:          runtimes.Factories(f.runtimes),
 		Labels:            f.labels,
 		HeartbeatInterval: f.heartbeat,
 		Logger:            log,
@@ -140,8 +139,13 @@ func main() {
 		CACertHash:        f.caCertHash,
 		Insecure:          f.insecure,
 		HostLockDir:       riklet.DefaultHostLockDir,
-	})
-	if err != nil {
+	}
+	if err := f.runtimes.JoinFabric(f.hostname, &cfg); err != nil {
+		log.Error("riklet failed", "error", err)
+		os.Exit(1)
+	}
+	cfg.Runtimes = runtimes.Factories(f.runtimes)
+	if err := riklet.Run(ctx, cfg); err != nil {
 		log.Error("riklet failed", "error", err)
 		os.Exit(1)
 	}

@@ -217,6 +217,13 @@ func (f *Fabric) Remove() error {
 	return f.reconcile(Plan{})
 }
 
+// Uninstall removes every route of rik's fabric and its VXLAN device from
+// the node h programs, without a Fabric (riklet --uninstall).
+func Uninstall(h Host) error {
+	f := &Fabric{cfg: Config{Host: h, Addr: func() netip.Addr { return netip.Addr{} }}, log: slog.New(slog.DiscardHandler)}
+	return f.reconcile(Plan{})
+}
+
 func describe(p Plan) string {
 	var parts []string
 	for _, r := range p.Routes {
