@@ -457,12 +457,8 @@ func (m *Manager) removeNet(id string) error {
 		}
 		host.Close()
 	}
-	path := m.NetnsPath(id)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		errs = append(errs, fmt.Errorf("unmounting netns %s: %w", path, err))
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("removing netns %s: %w", path, err))
+	if err := RemoveNetns(m.NetnsPath(id)); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

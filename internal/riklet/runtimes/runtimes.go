@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/rik-org/rik/internal/riklet"
+	"github.com/rik-org/rik/internal/riklet/cni"
 	"github.com/rik-org/rik/internal/riklet/fabric"
 	"github.com/rik-org/rik/internal/riklet/hostinfo"
 	"github.com/rik-org/rik/internal/riklet/image"
@@ -38,6 +39,9 @@ type Config struct {
 	ClusterCIDR        string // every node's pod subnet is in it (auto): not masqueraded; default 10.63.0.0/16
 	FabricMode         string // auto (direct routes on one segment, else VXLAN) or vxlan
 	NodeIP             string // the node address registered and used by the fabric; "": the host's first
+	Network            string // pods' network: builtin (podnet) or cni
+	CNIConfDir         string // --network cni: network configuration directory
+	CNIBinDir          string // --network cni: plugin directory
 	Bridge             string // default rik0
 	CgroupParent       string // cgroup under which pods live, default rik/pods; unique per riklet sharing a machine (each in its own network namespace)
 	InsecureRegistries list   // host:port reached over plain HTTP
@@ -62,6 +66,12 @@ type Config struct {
 
 	fab *fabric.Fabric // set by JoinFabric when PodCIDR is auto
 }
+
+// Values of --network.
+const (
+	NetworkBuiltin = "builtin"
+	NetworkCNI     = "cni"
+)
 
 // PodCIDRAuto is the --pod-cidr value asking for the subnet the control
 // plane allocates.
@@ -88,6 +98,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods, or auto: the subnet the controller allocates this node out of the cluster's, with routes to every other node's (the fleet network)")
 	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", sdn.DefaultPodCIDR.String(), "with --pod-cidr auto: the range of every node's pod subnet (traffic inside it is routed, never masqueraded); must match the controller's")
 	fs.StringVar(&c.FabricMode, "fabric", string(fabric.ModeAuto), "with --pod-cidr auto: how other nodes' pods are reached: auto (a direct route to a node on one of this node's networks, VXLAN to the others) or vxlan (always)")
+	fs.StringVar(&c.Network, "network", NetworkBuiltin, "pods' network: builtin (rik's bridge and addresses) or cni (the first configuration of --cni-conf-dir, run by libcni; its portmap plugin publishes the pods' node ports)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", cni.DefaultConfDir, "with --network cni: CNI network configuration directory")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", cni.DefaultBinDir, "with --network cni: CNI plugin directory")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "the node's address, registered and used to reach its pods from other nodes (default: the first IPv4 address of the host's interfaces)")
 	fs.StringVar(&c.Bridge, "bridge", sdn.DefaultPodBridge, "bridge the pods are attached to")
 	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (riklets in separate network namespaces of one machine each need their own)")
@@ -122,6 +135,15 @@ func (c Config) Validate() error {
 	pods, err := c.podRange()
 	if err != nil {
 		return err
+	}
+	switch c.Network {
+	case "", NetworkBuiltin:
+	case NetworkCNI:
+		if c.PodCIDR == PodCIDRAuto {
+			return errors.New("--pod-cidr auto: with --network builtin only (a CNI configuration gives the addresses)")
+		}
+	default:
+		return fmt.Errorf("--network %q: want builtin or cni", c.Network)
 	}
 	if _, err := fabric.ParseMode(c.FabricMode); err != nil {
 		return fmt.Errorf("--fabric: %w", err)
@@ -240,7 +262,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
 				return nil, err
 			}
-			rt, err := pod.New(ctx, pod.Config{
+			pc := pod.Config{
 				StateDir:   filepath.Join(cfg.StateDir, "pods"),
 				RuncBinary: cfg.RuncBinary,
 				PodCIDR:    cidr,
@@ -252,7 +274,16 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				Logger:     cfg.Logger.With("runtime", "pod"),
 
 				AllowPrivileged: cfg.AllowPrivileged,
-			}, report)
+			}
+			if cfg.Network == NetworkCNI {
+				cn, err := cni.New(cni.Config{ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir,
+					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), Logger: cfg.Logger.With("component", "cni")})
+				if err != nil {
+					return nil, err
+				}
+				pc.Network, pc.Exposer = cn, nil // portmap publishes the ports
+			}
+			rt, err := pod.New(ctx, pc, report)
 			if err != nil {
 				return nil, err
 			}
