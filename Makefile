@@ -28,7 +28,7 @@ dev: build
 
 # The Debian packages rik and its tests use (root).
 DEPS := runc iptables nftables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
-	qemu-system-x86 etcd-server curl ca-certificates
+	qemu-system-x86 etcd-server curl ca-certificates containernetworking-plugins
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
