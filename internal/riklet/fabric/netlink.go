@@ -8,8 +8,9 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/rik-org/rik/internal/riklet/podnet"
 )
 
 // Names and numbers of what the fabric owns on a node.
@@ -34,21 +35,9 @@ type NetlinkHost struct {
 // NewNetlinkHost opens netlink in the namespace at path ("" = the
 // riklet's own). Close releases it.
 func NewNetlinkHost(path string) (*NetlinkHost, error) {
-	if path == "" {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return nil, fmt.Errorf("opening netlink: %w", err)
-		}
-		return &NetlinkHost{h: h}, nil
-	}
-	ns, err := netns.GetFromPath(path)
+	h, err := podnet.OpenNetlink(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening netns %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
+		return nil, err
 	}
 	return &NetlinkHost{h: h}, nil
 }

@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// OpenNetlink opens netlink in the network namespace at path ("" = the
+// caller's own).
+func OpenNetlink(path string) (*netlink.Handle, error) { return openHost(path) }
 
 // CreateNetns creates a network namespace bound at path (which must not
 // exist); no goroutine is left inside it.

@@ -63,8 +63,9 @@ func (r *recordingNetwork) last() (fabric.Map, int) {
 	return r.applied[len(r.applied)-1], len(r.applied)
 }
 
-func TestWatchNetworkAppliesMapsAndRetries(t *testing.T) {
-	srv := &mapServer{maps: make(chan *workerpb.NetworkMap, 4), asks: make(chan string, 4)}
+// serveWorker serves srv on 127.0.0.1 and returns a client connection.
+func serveWorker(t *testing.T, srv workerpb.WorkerServer) *grpc.ClientConn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,9 +79,14 @@ func TestWatchNetworkAppliesMapsAndRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
 
+func TestWatchNetworkAppliesMapsAndRetries(t *testing.T) {
+	srv := &mapServer{maps: make(chan *workerpb.NetworkMap, 4), asks: make(chan string, 4)}
+	conn := serveWorker(t, srv)
 	rec := &recordingNetwork{}
-	cfg := testConfig(t, ln.Addr().String())
+	cfg := testConfig(t, conn.Target())
 	cfg.Network = rec
 	l := New(cfg, nil, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -109,20 +115,8 @@ func TestWatchNetworkAppliesMapsAndRetries(t *testing.T) {
 }
 
 func TestNetworkLoopStopsOnOldScheduler(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	workerpb.RegisterWorkerServer(gs, &workerpb.UnimplementedWorkerServer{})
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	cfg := testConfig(t, ln.Addr().String())
+	conn := serveWorker(t, &workerpb.UnimplementedWorkerServer{})
+	cfg := testConfig(t, conn.Target())
 	cfg.Network = &recordingNetwork{}
 	// Returns (instead of retrying forever) when the method is unknown.
 	New(cfg, nil, nil, nil).networkLoop(context.Background(), workerpb.NewWorkerClient(conn))
