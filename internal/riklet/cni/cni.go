@@ -53,6 +53,9 @@ type Config struct {
 	StateDir string // netns under <StateDir>/netns, records under <StateDir>/pods, libcni's cache under <StateDir>/cache
 	Plugins  Plugins
 	Logger   *slog.Logger
+	// ReservedPorts are never published, besides system ports and rik's
+	// (workload.Policy); nil: workload.DefaultReservedPorts.
+	ReservedPorts []int
 }
 
 // record is what the node keeps of a pod's CNI network.
@@ -92,6 +95,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReservedPorts == nil {
+		cfg.ReservedPorts = workload.DefaultReservedPorts
 	}
 	for _, d := range []string{"netns", "pods", "cache"} {
 		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o700); err != nil {
@@ -160,6 +166,12 @@ func (m *Manager) SetupWithPorts(ctx context.Context, id string, ports []workloa
 	}
 	if n, ok := m.lookup(id); ok {
 		return n, nil
+	}
+	policy := workload.Policy{ReservedPorts: m.cfg.ReservedPorts}
+	for _, p := range ports {
+		if why := policy.HostPortRefused(p.Port); p.Port != 0 && why != "" {
+			return podnet.Net{}, fmt.Errorf("cni: %s: refused by the node", why)
+		}
 	}
 	list, err := NetworkList(m.cfg.ConfDir)
 	if err != nil {

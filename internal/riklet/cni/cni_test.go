@@ -171,6 +171,11 @@ func TestBadInput(t *testing.T) {
 	if _, err := m.Setup(context.Background(), "../x"); err == nil {
 		t.Error("Setup with a bad id: no error")
 	}
+	for _, port := range []int{22, 80, 4995} { // reserved, system, rik's
+		if _, err := m.SetupWithPorts(context.Background(), "pod-c", []workload.PortMapping{{Port: port, TargetPort: 80}}); err == nil {
+			t.Errorf("host port %d: not refused", port)
+		}
+	}
 	if _, ok := m.Get("../x"); ok {
 		t.Error("Get with a bad id: found")
 	}

@@ -277,7 +277,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			}
 			if cfg.Network == NetworkCNI {
 				cn, err := cni.New(cni.Config{ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir,
-					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), Logger: cfg.Logger.With("component", "cni")})
+					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), ReservedPorts: cfg.ReservedPorts,
+					Logger: cfg.Logger.With("component", "cni")})
 				if err != nil {
 					return nil, err
 				}
