@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -175,6 +176,10 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	cluster, err := clusterCIDR(os.Getenv)
+	if err != nil {
+		return err
+	}
 	st, err := backend.Open(ctx, o.dataDir, os.Getenv("RIK_STORE"))
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
@@ -192,7 +197,22 @@ func run(args []string) error {
 		Limits:         controller.Limits{MaxConnsPerIP: o.maxConnsPerIP, ReadTimeout: o.readTimeout},
 		Admission:      &o.admission,
 		SchedulerTLS:   schedTLS,
+		ClusterCIDR:    cluster,
 	})
+}
+
+// clusterCIDR is RIK_CLUSTER_CIDR: where the nodes' pod subnets are taken
+// from (the riklets' --cluster-cidr); unset: the default, 10.63.0.0/16.
+func clusterCIDR(getenv func(string) string) (netip.Prefix, error) {
+	v := getenv("RIK_CLUSTER_CIDR")
+	if v == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		return netip.Prefix{}, fmt.Errorf("RIK_CLUSTER_CIDR %q: want an IPv4 range of /24 or larger", v)
+	}
+	return p.Masked(), nil
 }
 
 // schedulerTLS is how the controller dials the scheduler: with its
