@@ -76,19 +76,25 @@ func (s *state) setNetworks(cidr string, subnets map[string]string) {
 	}
 }
 
-// networkMap is node name's map now, and a channel closed at the next
-// change of the controller's map.
+// networkMap is node name's map now (nil before the controller sent
+// one: a restarted scheduler must not tell the nodes to drop their
+// routes), and a channel closed at the next change of the controller's map.
 func (s *state) networkMap(name string) (*workerpb.NetworkMap, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.network.changed == nil {
 		s.network.changed = make(chan struct{})
 	}
+	if s.network.cidr == "" {
+		return nil, s.network.changed
+	}
 	m := &workerpb.NetworkMap{PodSubnet: s.network.subnets[name], ClusterCidr: s.network.cidr}
 	for _, peer := range slices.Sorted(maps.Keys(s.nodes)) {
 		n := s.nodes[peer]
 		sub := s.network.subnets[peer]
-		if peer == name || sub == "" || n.address == "" || !n.ready || n.conn == nil {
+		// Ready, not connected: a riklet restarting keeps its peers'
+		// routes to its pods; a node lost (node timeout) loses them.
+		if peer == name || sub == "" || n.address == "" || !n.ready {
 			continue
 		}
 		m.Peers = append(m.Peers, &workerpb.Peer{Name: peer, Address: n.address, PodSubnet: sub})
@@ -129,7 +135,7 @@ func (w *workerAPI) WatchNetwork(req *workerpb.NetworkRequest, stream grpc.Serve
 	var last *workerpb.NetworkMap
 	for {
 		m, changed := w.st.networkMap(name)
-		if last == nil || !proto.Equal(m, last) {
+		if m != nil && (last == nil || !proto.Equal(m, last)) {
 			if err := stream.Send(m); err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
 	"github.com/rik-org/rik/api/proto/workerpb"
+	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
 func TestParseNetworks(t *testing.T) {
@@ -46,9 +48,8 @@ func TestParseNetworks(t *testing.T) {
 	}
 }
 
-// TestWatchNetwork: a node gets its subnet and its connected peers'; a
-// peer that goes away leaves its map; the controller's map shows in
-// ListNodes.
+// TestWatchNetwork: a node gets its subnet and its peers' once the
+// controller sent them, which ListNodes then shows.
 func TestWatchNetwork(t *testing.T) {
 	h := startScheduler(t, Config{NodeTimeout: time.Minute})
 	reg := func(name, addr string) *fakeNode {
@@ -56,20 +57,15 @@ func TestWatchNetwork(t *testing.T) {
 			Capacity: &commonpb.Resources{CpuMillis: 1000, MemoryMib: 1024}, Kinds: []string{"pod"}})
 	}
 	reg("n1", "192.168.1.1")
-	n2 := reg("n2", "192.168.1.2")
+	reg("n2", "192.168.1.2")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := h.worker.WatchNetwork(ctx, &workerpb.NetworkRequest{Hostname: "n1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first.GetPodSubnet() != "" || len(first.GetPeers()) != 0 {
-		t.Fatalf("map before the controller's: %v", first)
-	}
+	// Nothing is sent before the controller's map: a restarted scheduler
+	// does not make the nodes drop their routes.
 	_, err = h.ctrl.SetNodeNetworks(ctx, &controllerpb.NodeNetworks{ClusterCidr: "10.63.0.0/16", Nodes: []*controllerpb.NodeNetwork{
 		{Name: "n1", PodSubnet: "10.63.0.0/24"}, {Name: "n2", PodSubnet: "10.63.1.0/24"}}})
 	if err != nil {
@@ -92,15 +88,6 @@ func TestWatchNetwork(t *testing.T) {
 			t.Errorf("ListNodes: %s without its pod subnet", n.GetName())
 		}
 	}
-	// n2 disconnects: n1's next map has no peer.
-	n2.cancel()
-	m, err = stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m.GetPeers()) != 0 {
-		t.Fatalf("map after n2 left: %v", m)
-	}
 	// A bad map is refused and changes nothing.
 	_, err = h.ctrl.SetNodeNetworks(ctx, &controllerpb.NodeNetworks{ClusterCidr: "nope"})
 	if status.Code(err) != codes.InvalidArgument {
@@ -116,5 +103,42 @@ func TestWatchNetworkNeedsHostname(t *testing.T) {
 	}
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("WatchNetwork without hostname: %v", err)
+	}
+}
+
+// TestNetworkMapPeers: the peers are the ready nodes with an address and
+// a subnet; a node whose stream ended stays (a riklet restarting), a lost
+// one goes; no map before the controller's.
+func TestNetworkMapPeers(t *testing.T) {
+	s := newState(testLogger(t), placement.Spread, time.Minute, 0, time.Now)
+	conns := map[string]*workerConn{}
+	for name, addr := range map[string]string{"n1": "192.168.1.1", "n2": "192.168.1.2", "n3": "192.168.1.3", "noaddr": ""} {
+		c, err := s.register(&commonpb.WorkerRegistration{Hostname: name, Address: addr}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[name] = c
+	}
+	if m, _ := s.networkMap("n1"); m != nil {
+		t.Fatalf("map before the controller's: %v", m)
+	}
+	s.setNetworks("10.63.0.0/16", map[string]string{"n1": "10.63.0.0/24", "n2": "10.63.1.0/24", "n3": "10.63.2.0/24", "noaddr": "10.63.3.0/24"})
+	peers := func() []string {
+		m, _ := s.networkMap("n1")
+		var out []string
+		for _, p := range m.GetPeers() {
+			out = append(out, p.GetName())
+		}
+		return out
+	}
+	if got := peers(); !slices.Equal(got, []string{"n2", "n3"}) {
+		t.Fatalf("peers %v", got)
+	}
+	s.disconnect("n2", conns["n2"])
+	s.mu.Lock()
+	s.nodeLost(s.nodes["n3"], time.Now())
+	s.mu.Unlock()
+	if got := peers(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("peers after n2 disconnected and n3 was lost: %v", got)
 	}
 }

@@ -36,7 +36,7 @@ type fleet struct {
 func fleetCluster(t testing.TB, routed bool) fleet {
 	t.Helper()
 	requireHost(t)
-	c := newCluster(t, clusterOptions{})
+	c := newCluster(t, clusterOptions{nodeTimeout: 3 * time.Second}) // a stopped node is soon lost
 	c.registry = podRegistry(c)
 	args := []string{"--insecure-registry", c.registry, "--pod-cidr", "auto"}
 	f := fleet{c: c, n1: c.addNode(args...)}
@@ -187,8 +187,9 @@ func testFleetNetwork(t *testing.T, routed bool) {
 		t.Fatalf("pod on node 1 -> pod on node 2: seen from %q (%v), want %s (no NAT)", from, err, a.Value.IP)
 	}
 
-	// Node 2's riklet goes away: node 1 drops its route. Its pods keep
-	// running; it comes back with the same subnet and the route returns.
+	// Node 2's riklet goes away: once the scheduler declares the node lost,
+	// node 1 drops its route. Its pods keep running; it comes back with the
+	// same subnet and the route returns.
 	f.n2.riklet.kill(syscall.SIGTERM)
 	c.eventually(60*time.Second, "route to the lost node removed", func() error {
 		out, err := rikRoutes(f.n1)
