@@ -180,6 +180,19 @@ func TestRootVXLAN(t *testing.T) {
 	if links := n1.ns.Links(t); contains(links, Device) {
 		t.Fatalf("%s left after Remove: %v", Device, links)
 	}
+	// riklet --uninstall, without the fabric's state.
+	apply(t, f1, n1, n2)
+	h, err := NewNetlinkHost(n1.ns.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := Uninstall(h); err != nil {
+		t.Fatal(err)
+	}
+	if got := n1.ns.Run(t, "ip", "route", "show", "proto", "77"); got != "" || contains(n1.ns.Links(t), Device) {
+		t.Fatalf("left after Uninstall: routes %q, links %v", got, n1.ns.Links(t))
+	}
 }
 
 func contains(list []string, s string) bool {
