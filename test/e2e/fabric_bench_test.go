@@ -12,14 +12,16 @@ import (
 
 // BenchmarkFleetPodToPod measures pod-to-pod TCP round trips (1 byte each
 // way, ns/op) and throughput (64 KiB writes, MB/s) between two pods on one
-// node, on two nodes of one segment (direct routes) and on two nodes of
-// two segments (VXLAN through a router namespace).
+// node, on two nodes of one segment (direct routes, and VXLAN forced with
+// --fabric vxlan) and on two nodes of two segments (VXLAN through a router
+// namespace).
 func BenchmarkFleetPodToPod(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		routed bool
-	}{{"host-gw", false}, {"vxlan", true}} {
-		f := fleetCluster(b, tc.routed)
+		args   []string
+	}{{"host-gw", false, nil}, {"vxlan-one-segment", false, []string{"--fabric", "vxlan"}}, {"vxlan", true, nil}} {
+		f := fleetCluster(b, tc.routed, tc.args...)
 		f.subnets()
 		a1, a2 := f.podPair("web", 8080)
 		pairs := []struct {
@@ -28,7 +30,7 @@ func BenchmarkFleetPodToPod(b *testing.B) {
 			to   string
 			toNS *netns.NS
 		}{{"across-" + tc.name, podNS(f.n1, a1), a2.Value.IP, podNS(f.n2, a2)}}
-		if !tc.routed {
+		if tc.name == "host-gw" {
 			s1, _ := f.podPair("side", 8081)
 			pairs = append(pairs, struct {
 				name string

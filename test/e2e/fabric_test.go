@@ -32,13 +32,14 @@ type fleet struct {
 }
 
 // fleetCluster starts two nodes on the cluster's bridge, or (routed) the
-// second one on another segment behind a router.
-func fleetCluster(t testing.TB, routed bool) fleet {
+// second one on another segment behind a router; their riklets get
+// nodeArgs too.
+func fleetCluster(t testing.TB, routed bool, nodeArgs ...string) fleet {
 	t.Helper()
 	requireHost(t)
 	c := newCluster(t, clusterOptions{nodeTimeout: 3 * time.Second}) // a stopped node is soon lost
 	c.registry = podRegistry(c)
-	args := []string{"--insecure-registry", c.registry, "--pod-cidr", "auto"}
+	args := append([]string{"--insecure-registry", c.registry, "--pod-cidr", "auto"}, nodeArgs...)
 	f := fleet{c: c, n1: c.addNode(args...)}
 	if !routed {
 		f.n2 = c.addNode(args...)
