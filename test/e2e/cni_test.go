@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/testutil"
+	"github.com/rik-org/rik/internal/testutil/netns"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -62,6 +64,17 @@ func TestPodCNI(t *testing.T) {
 	}
 	nodeURL := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)
 	c.waitPage(c.client, nodeURL, "hello from rik", 30*time.Second)
+
+	// rik's guards cover the CNI bridge: the pod cannot reach a control
+	// plane port on its node, which another namespace can.
+	n.ns.Serve(t, "0.0.0.0:5000", func(net.Conn) string { return "control plane" })
+	if got, err := c.client.Fetch(net.JoinHostPort(n.ip, "5000"), 5*time.Second); err != nil || got != "control plane" {
+		t.Fatalf("node port 5000 from the client: %q, %v", got, err)
+	}
+	pod := &netns.NS{Name: inst.Name, Path: filepath.Join(n.stateDir, "pods", "cni", "netns", inst.ID)}
+	if got, err := pod.Fetch("10.89.7.1:5000", 5*time.Second); err == nil {
+		t.Fatalf("pod reached its node's port 5000: %q", got)
+	}
 
 	// SIGKILL: the new riklet checks the pod's network and adopts it.
 	c.crashRiklet(n)

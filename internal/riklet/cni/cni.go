@@ -132,6 +132,33 @@ func NetworkList(dir string) (*libcni.NetworkConfigList, error) {
 	return list, nil
 }
 
+// BridgeName is the bridge the first configuration of dir attaches pods
+// to (its "bridge" plugin's, "cni0" by default), "" when it has none or
+// cannot be read: the node's guards (rik's INPUT rules) cover it as they
+// cover rik's own bridge.
+func BridgeName(dir string) string {
+	list, err := NetworkList(dir)
+	if err != nil {
+		return ""
+	}
+	for _, p := range list.Plugins {
+		if p.Network == nil || p.Network.Type != "bridge" {
+			continue
+		}
+		var conf struct {
+			Bridge string `json:"bridge"`
+		}
+		if err := json.Unmarshal(p.Bytes, &conf); err != nil {
+			return ""
+		}
+		if conf.Bridge == "" {
+			return "cni0"
+		}
+		return conf.Bridge
+	}
+	return ""
+}
+
 func validID(id string) error {
 	if err := workload.ValidInstanceID(id); err != nil {
 		return fmt.Errorf("cni: %w", err)

@@ -191,3 +191,24 @@ func TestRecordOf(t *testing.T) {
 		t.Error("a result without IPv4: no error")
 	}
 }
+
+func TestBridgeName(t *testing.T) {
+	dir := t.TempDir()
+	if got := BridgeName(dir); got != "" {
+		t.Errorf("no configuration: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10-rik.conflist"), []byte(testConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := BridgeName(dir); got != "cnit0" {
+		t.Errorf("BridgeName = %q, want cnit0", got)
+	}
+	other := t.TempDir()
+	conf := `{"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": "bridge", "ipam": {}}]}`
+	if err := os.WriteFile(filepath.Join(other, "a.conflist"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := BridgeName(other); got != "cni0" {
+		t.Errorf("BridgeName without a name = %q, want cni0", got)
+	}
+}

@@ -376,10 +376,14 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			n.err = err
 			return
 		}
+		bridge := n.cfg.Bridge
+		if n.cfg.Network == NetworkCNI { // pods are on the CNI bridge: guard that one
+			bridge = cmp.Or(cni.BridgeName(n.cfg.CNIConfDir), bridge)
+		}
 		n.m, n.err = sdn.New(ctx, sdn.Config{
 			FunctionPool:   fp,
 			PodCIDR:        pp,
-			PodBridge:      n.cfg.Bridge,
+			PodBridge:      bridge,
 			StateDir:       n.cfg.StateDir,
 			ReservedPorts:  n.cfg.ReservedPorts,
 			ProtectedPorts: n.cfg.ProtectedPorts,
