@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/containerd/go-runc v1.2.1
+	github.com/containernetworking/cni v1.3.1
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/google/nftables v0.3.0

@@ -44,6 +44,7 @@ type Node struct {
 	Kinds     []string          `json:"kinds"`
 	Labels    map[string]string `json:"labels"`
 	Address   string            `json:"address"`
+	PodSubnet string            `json:"podSubnet,omitempty"` // the node's pod subnet, once allocated
 	Instances int32             `json:"instances"`
 	Load1     float64           `json:"load1"`
 	// LastHeartbeat is RFC 3339; empty before the first one.

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -64,6 +65,10 @@ type Config struct {
 	// SchedulerTLS dials the scheduler over TLS, presenting the
 	// controller's certificate; nil: plaintext.
 	SchedulerTLS *tls.Config
+
+	// ClusterCIDR is where the nodes' pod subnets (/24 each) are taken
+	// from; zero: service.DefaultClusterCIDR (10.63.0.0/16).
+	ClusterCIDR netip.Prefix
 }
 
 // Defaults (the HTTP server's limits are httpapi's).
@@ -149,7 +154,7 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 		}, func() float64 { return float64(l.Subscribes()) }))
 	s.svc = service.New(service.Config{Store: cfg.Store, Scheduler: l, Leader: s.lease,
 		Admission: admissionFor(cfg), Logger: cfg.Logger, Metrics: reg,
-		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})
+		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery, ClusterCIDR: cfg.ClusterCIDR})
 	s.api = httpapi.New(httpapi.Config{Service: s.svc, Logger: cfg.Logger, Metrics: reg,
 		Insecure: cfg.Insecure, MaxBodyBytes: cfg.MaxBodyBytes, TLS: cfg.TLS, KeepaliveEvery: t.keepaliveEvery,
 		Limits: cfg.Limits})

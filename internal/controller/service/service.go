@@ -10,6 +10,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -105,6 +106,11 @@ type Config struct {
 	CursorEvery  time.Duration // DefaultCursorEvery
 	NodesEvery   time.Duration // DefaultNodesEvery
 	NodesRefresh time.Duration // DefaultNodesRefresh
+
+	// The nodes' pod subnets (podsubnets.go): /NodeSubnetBits subnets of
+	// ClusterCIDR; DefaultClusterCIDR, DefaultNodeSubnetBits.
+	ClusterCIDR    netip.Prefix
+	NodeSubnetBits int
 }
 
 // Service is the controller's domain.
@@ -139,6 +145,12 @@ func New(cfg Config) *Service {
 	setDefault(&cfg.CursorEvery, DefaultCursorEvery)
 	setDefault(&cfg.NodesEvery, DefaultNodesEvery)
 	setDefault(&cfg.NodesRefresh, DefaultNodesRefresh)
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	if cfg.NodeSubnetBits == 0 {
+		cfg.NodeSubnetBits = DefaultNodeSubnetBits
+	}
 	events := newBroker()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,

@@ -45,6 +45,12 @@ func TestValidate(t *testing.T) {
 		"--vm-uid-range=1-4294967295":      false,
 		"--allow-privileged":               true,
 		"--protected-ports=22,8443":        true,
+		"--pod-cidr=auto":                  true,
+		"--fabric=vxlan":                   true,
+		"--fabric=host-gw":                 false,
+		"--node-ip=192.168.1.10":           true,
+		"--node-ip=fd00::1":                false,
+		"--node-ip=node1":                  false,
 	} {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
