@@ -323,6 +323,11 @@ func (v *validator) function(s Spec) {
 		}
 	}
 	v.ports("spec.function.exposure", f.Exposure)
+	switch f.Network {
+	case "", NetworkNAT, NetworkBridge:
+	default:
+		v.add("spec.function.network", "must be %s or %s, got %q", NetworkNAT, NetworkBridge, truncate(f.Network))
+	}
 }
 
 // hostPorts reports a host port (and protocol) used twice in the workload.

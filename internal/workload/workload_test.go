@@ -120,6 +120,8 @@ func TestParseErrors(t *testing.T) {
 				"spec.function.execution.sha256: must be 64 hex digits", "spec.function.execution.entrypoint: must be an absolute path",
 				"spec.function.execution.kernelArgs: must not contain control characters"}},
 		{"exposure", fn(`{"rootfs":"http://x/r"}`, `[{"port":80},{"port":80}]`), []string{"spec.function.exposure[1].port: host port 80/TCP used twice"}},
+		{"network mode", `{"kind":"function","name":"f","spec":{"function":{"execution":{"rootfs":"http://x/r"},"network":"host"}}}`,
+			[]string{`spec.function.network: must be nat or bridge, got "host"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
