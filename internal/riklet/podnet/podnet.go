@@ -56,7 +56,7 @@ type Config struct {
 	// "rikp"): a second Manager (bridge-mode Functions) uses its own, so
 	// that neither lists the other's veths among its owners.
 	VethPrefix string
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Net is a pod's network.
