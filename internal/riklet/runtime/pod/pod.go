@@ -63,20 +63,21 @@ type Exposer interface {
 
 // Config configures a Runtime.
 type Config struct {
-	StateDir   string        // required
-	RuncBinary string        // default "runc"
-	RuncRoot   string        // default <StateDir>/runc
-	PodCIDR    netip.Prefix  // default 10.63.0.0/16
-	Bridge     string        // default rik0
-	HostNetns  string        // netns holding the bridge; "" = the riklet's (tests use another)
-	StopGrace  time.Duration // SIGTERM to SIGKILL; default 10s
-	CgroupDir  string        // parent cgroup of pods; default "rik/pods"
-	PidsLimit  int64         // per container; default 4096
-	LogMaxSize int64         // rotate a container log above this; default 10 MiB
-	StartWait  time.Duration // how long a container may take to start; default 60s
-	Images     *image.Store  // default: an image.Store in <StateDir>/images with ImageOptions
-	ImageOpts  image.Options // used when Images is nil
-	Exposer    Exposer       // nil: ports are not exposed
+	StateDir   string           // required
+	RuncBinary string           // default "runc"
+	RuncRoot   string           // default <StateDir>/runc
+	PodCIDR    netip.Prefix     // default 10.63.0.0/16
+	Bridge     string           // default rik0
+	HostNetns  string           // netns holding the bridge; "" = the riklet's (tests use another)
+	IPAM       podnet.Allocator // pod address pool; nil: podnet's own in <StateDir>/net (shared with bridge-mode Functions: see runtimes)
+	StopGrace  time.Duration    // SIGTERM to SIGKILL; default 10s
+	CgroupDir  string           // parent cgroup of pods; default "rik/pods"
+	PidsLimit  int64            // per container; default 4096
+	LogMaxSize int64            // rotate a container log above this; default 10 MiB
+	StartWait  time.Duration    // how long a container may take to start; default 60s
+	Images     *image.Store     // default: an image.Store in <StateDir>/images with ImageOptions
+	ImageOpts  image.Options    // used when Images is nil
+	Exposer    Exposer          // nil: ports are not exposed
 	Logger     *slog.Logger
 
 	// AllowPrivileged lets containers be privileged or add capabilities
@@ -191,6 +192,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		CIDR:      cfg.PodCIDR,
 		Bridge:    cfg.Bridge,
 		HostNetns: cfg.HostNetns,
+		IPAM:      cfg.IPAM,
 		Logger:    cfg.Logger,
 	})
 	if err != nil {
