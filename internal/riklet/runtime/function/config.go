@@ -31,8 +31,8 @@ type Config struct {
 	KernelModulesDir  string // lib/modules/<ver> of a distro kernel; "" = kernel has virtio built in
 	InitBinary        string // static rik-init; "" = next to the riklet executable, then PATH
 	Network           Network
-	BridgeNetwork     BridgeNetwork // network mode bridge (bridge.go); nil: not offered
-	NetworkMode       string        // the node's default mode: workload.NetworkNAT (default) or NetworkBridge
+	BridgeNetwork     BridgeNetwork      // network mode bridge (bridge.go); nil: not offered
+	NetworkMode       string             // the node's default mode: workload.NetworkNAT (default) or NetworkBridge
 	MaxRootfsBytes    int64              // default 2 GiB
 	Fetch             rootfs.FetchPolicy // where rootfs may come from (zero: rootfs's defaults)
 	StopGrace         time.Duration      // default 10s

@@ -306,8 +306,13 @@ func TestVMLifecycle(t *testing.T) {
 // real microVM (QEMU, TCG unless RIK_TEST_QEMU_ACCEL=kvm), rootfs cached.
 func BenchmarkCreateToReachable(b *testing.B) {
 	e := newVMEnv(b)
+	benchCreateToReachable(b, e, e.config(nil))
+}
+
+// benchCreateToReachable measures Start → guest HTTP reachable with cfg.
+func benchCreateToReachable(b *testing.B, e *vmEnv, cfg Config) {
 	ctx := context.Background()
-	r, err := New(ctx, e.config(nil), nil)
+	r, err := New(ctx, cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
