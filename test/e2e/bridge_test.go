@@ -21,6 +21,27 @@ func bridgeFunctionDef(name, rootfs string, hostPort int) string {
 		`"exposure"`, `"network": "bridge", "exposure"`, 1)
 }
 
+// guestFetch is a guest entrypoint fetching / from the address given as
+// fetch_ip= on the kernel command line, once a second, onto the console.
+const guestFetch = `#!/bin/sh
+ip=$(busybox sed -n 's/.*fetch_ip=\([0-9.]*\).*/\1/p' /proc/cmdline)
+while true; do printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 2 "$ip" 80; sleep 1; done
+`
+
+// fetchFunctionDef is a bridge-mode Function whose guest fetches the page
+// of ip (guestFetch).
+func fetchFunctionDef(name, rootfs, ip string) string {
+	return fmt.Sprintf(`{
+  "apiVersion": "v1",
+  "kind": "Function",
+  "name": %q,
+  "spec": {"function": {
+    "network": "bridge",
+    "execution": {"rootfs": %q, "vcpus": 1, "memory": 128, "entrypoint": "/bin/fetch.sh", "kernelArgs": "fetch_ip=%s"}
+  }}
+}`, name, rootfs, ip)
+}
+
 // fetchPod is a pod that fetches / from ip:80 once a second and prints
 // the answer (with busybox nc: the image's busybox wget crashes).
 func fetchPod(name, image, ip string) string {
@@ -40,7 +61,7 @@ func fetchPod(name, image, ip string) string {
 // TestFunctionBridge is issue 11's bridge mode with the real binaries: a
 // Function with spec.function.network bridge boots under QEMU on a node
 // that also runs pods; its guest gets the pod address by DHCP (its console
-// says so), a pod fetches its page at that address, its host port answers
+// says so), a pod and another Function fetch its page at that address, its host port answers
 // from the client namespace, a SIGKILLed riklet adopts it, and delete
 // leaves no namespace, veth, DNAT rule, lease, process or file.
 func TestFunctionBridge(t *testing.T) {
@@ -48,7 +69,7 @@ func TestFunctionBridge(t *testing.T) {
 	kernel, modules := testKernel(t)
 	c := newCluster(t, clusterOptions{})
 	c.registry = podRegistry(c)
-	rootfs := guestRootfs(t, guestPage)
+	rootfs := guestRootfsWith(t, guestPage, map[string]string{"bin/fetch.sh": guestFetch})
 	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, bytes.NewReader(rootfs))
 	}))
@@ -98,6 +119,24 @@ func TestFunctionBridge(t *testing.T) {
 	})
 	c.mustRikctl("delete", "instance", "fetch-0")
 	c.waitGone("fetch-0", 60*time.Second)
+
+	// Another bridge-mode Function reaches it at its pod address too.
+	client := c.writeFile("client.json", fetchFunctionDef("bclient", "http://"+srv+"/rootfs.tar.gz", inst.Value.IP))
+	c.mustRikctl("create", "workload", "-f", client)
+	c.mustRikctl("create", "instance", "--workload-id", "bclient", "--name", "bclient-0")
+	c.waitStatus("bclient-0", workload.StatusRunning, 3*time.Minute)
+	c.eventually(2*time.Minute, "a Function fetches the function's page at its pod IP", func() error {
+		out, err := c.rikctl("logs", "bclient-0")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, strings.TrimSpace(guestPage)) {
+			return fmt.Errorf("console %q lacks the page", out)
+		}
+		return nil
+	})
+	c.mustRikctl("delete", "instance", "bclient-0")
+	c.waitGone("bclient-0", 2*time.Minute)
 
 	tr, err := bridgeTraces(n, id)
 	requireTraces(t, tr, err, "netns", "veth", "dnat", "lease", "qemu", "file")
