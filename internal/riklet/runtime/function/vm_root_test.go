@@ -324,7 +324,7 @@ func benchCreateToReachable(b *testing.B, e *vmEnv, cfg Config) {
 	if err := r.Stop(ctx, warm); err != nil {
 		b.Fatal(err)
 	}
-	var guestMS, bootMS, cpuMS float64
+	var guestMS, bootMS, cpuMS, netMS float64
 	i := 0
 	for b.Loop() {
 		i++
@@ -337,6 +337,7 @@ func benchCreateToReachable(b *testing.B, e *vmEnv, cfg Config) {
 			b.Fatalf("GET = %q", got)
 		}
 		guestMS += float64(st.Timings[TimingGuestRunning])
+		netMS += float64(st.Timings[TimingNetworkReady] - st.Timings[TimingFetched])
 		bootMS += float64(st.Timings[TimingGuestRunning] - st.Timings[TimingVMMStarted])
 		cpuMS += float64(vmmCPU(b, e, inst.ID).Milliseconds())
 		b.StopTimer()
@@ -348,6 +349,7 @@ func benchCreateToReachable(b *testing.B, e *vmEnv, cfg Config) {
 	b.ReportMetric(guestMS/float64(i), "ms-to-guest-init/op")
 	b.ReportMetric(bootMS/float64(i), "ms-vmm-to-guest-init/op")
 	b.ReportMetric(cpuMS/float64(i), "ms-vmm-cpu/op")
+	b.ReportMetric(netMS/float64(i), "ms-network-setup/op")
 }
 
 // vmmCPU returns the CPU time (user and system, every thread) the VMM of
