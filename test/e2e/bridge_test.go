@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,31 +91,13 @@ func TestFunctionBridge(t *testing.T) {
 	t.Logf("bridge-mode function %s at %s: create→page on host port %s", id, inst.Value.IP, time.Since(created).Round(10*time.Millisecond))
 	c.waitPage(n.ns, "http://"+inst.Value.IP+"/", guestPage, 30*time.Second)
 
-	c.eventually(30*time.Second, "the guest's console shows DHCP", func() error {
-		out, err := c.rikctl("logs", "bfn-0")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, "eth0 "+inst.Value.IP+"/24 by DHCP") {
-			return fmt.Errorf("console lacks the DHCP lease:\n%s", out)
-		}
-		return nil
-	})
+	c.waitLogs("bfn-0", "eth0 "+inst.Value.IP+"/24 by DHCP", 30*time.Second)
 
 	pod := c.writeFile("fetch.json", fetchPod("fetch", c.registry+"/busybox:latest", inst.Value.IP))
 	c.mustRikctl("create", "workload", "-f", pod)
 	c.mustRikctl("create", "instance", "--workload-id", "fetch", "--name", "fetch-0")
 	c.waitStatus("fetch-0", workload.StatusRunning, 90*time.Second)
-	c.eventually(60*time.Second, "a pod fetches the function's page at its pod IP", func() error {
-		out, err := c.rikctl("logs", "fetch-0")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, strings.TrimSpace(guestPage)) {
-			return fmt.Errorf("pod logs %q lack the page", out)
-		}
-		return nil
-	})
+	c.waitLogs("fetch-0", strings.TrimSpace(guestPage), 60*time.Second) // a pod fetched the page
 	c.mustRikctl("delete", "instance", "fetch-0")
 	c.waitGone("fetch-0", 60*time.Second)
 
@@ -125,21 +106,12 @@ func TestFunctionBridge(t *testing.T) {
 	c.mustRikctl("create", "workload", "-f", client)
 	c.mustRikctl("create", "instance", "--workload-id", "bclient", "--name", "bclient-0")
 	c.waitStatus("bclient-0", workload.StatusRunning, 3*time.Minute)
-	c.eventually(2*time.Minute, "a Function fetches the function's page at its pod IP", func() error {
-		out, err := c.rikctl("logs", "bclient-0")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, strings.TrimSpace(guestPage)) {
-			return fmt.Errorf("console %q lacks the page", out)
-		}
-		return nil
-	})
+	c.waitLogs("bclient-0", strings.TrimSpace(guestPage), 2*time.Minute) // a Function fetched the page
 	c.mustRikctl("delete", "instance", "bclient-0")
 	c.waitGone("bclient-0", 2*time.Minute)
 
 	tr, err := bridgeTraces(n, id)
-	requireTraces(t, tr, err, "netns", "veth", "dnat", "lease", "qemu", "file")
+	requireTraces(t, tr, err, "netns", "link", "dnat", "pod lease", "qemu", "file")
 
 	c.crashRiklet(n)
 	if after, err := bridgeTraces(n, id); err != nil || strings.Join(after["qemu"], ",") != strings.Join(tr["qemu"], ",") {
@@ -158,45 +130,39 @@ func TestFunctionBridge(t *testing.T) {
 	}
 }
 
-// bridgeTraces lists, by kind, what the node holds for bridge-mode
-// Function id: its netns, host veths of Functions, DNAT rules, its lease in
-// the pod pool, QEMU processes of the node, files naming it.
+// bridgeTraces is functionTraces (DNAT rules, links, QEMU processes,
+// files) and the Function's network namespace and its lease in the pod
+// pool.
 func bridgeTraces(n *node, id string) (map[string][]string, error) {
-	tr := map[string][]string{}
+	tr, err := functionTraces(n, id)
+	if err != nil {
+		return nil, err
+	}
 	ents, _ := os.ReadDir(filepath.Join(n.stateDir, "functions", "bridgenet", "netns"))
 	for _, e := range ents {
 		tr["netns"] = append(tr["netns"], e.Name())
-	}
-	ls, err := links(n)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range ls {
-		if strings.HasPrefix(l, "rikf") {
-			tr["veth"] = append(tr["veth"], l)
-		}
-	}
-	rules, err := natRules(n)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range strings.Split(rules, "\n") {
-		if strings.Contains(r, "-j DNAT") || strings.Contains(r, id) {
-			tr["dnat"] = append(tr["dnat"], r)
-		}
 	}
 	leases, err := os.ReadFile(filepath.Join(n.stateDir, "pods", "net", "ipam.json"))
 	if err != nil && !os.IsNotExist(err) {
 		return nil, err
 	}
 	if bytes.Contains(leases, []byte(id)) {
-		tr["lease"] = append(tr["lease"], string(leases))
+		tr["pod lease"] = append(tr["pod lease"], string(leases))
 	}
-	for _, pid := range processesMatching("qemu-system") {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte(n.stateDir)) {
-			tr["qemu"] = append(tr["qemu"], strconv.Itoa(pid))
-		}
-	}
-	tr["file"] = pathsContaining(n.stateDir, id)
 	return tr, nil
+}
+
+// waitLogs waits until `rikctl logs name` shows want.
+func (c *cluster) waitLogs(name, want string, timeout time.Duration) {
+	c.t.Helper()
+	c.eventually(timeout, name+"'s logs show "+want, func() error {
+		out, err := c.rikctl("logs", name)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, want) {
+			return fmt.Errorf("logs of %s lack %q:\n%s", name, want, out)
+		}
+		return nil
+	})
 }

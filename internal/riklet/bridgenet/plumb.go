@@ -8,7 +8,6 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/rik-org/rik/internal/nsenter"
@@ -46,7 +45,7 @@ type Addressing struct {
 // re-run finds the plumbing done and reads what was saved as br0's alias
 // (it lives and dies with the namespace). It is idempotent.
 func Plumb(nsPath string) (Addressing, error) {
-	h, err := handleAt(nsPath)
+	h, err := nsenter.Netlink(nsPath)
 	if err != nil {
 		return Addressing{}, err
 	}
@@ -91,19 +90,6 @@ func Plumb(nsPath string) (Addressing, error) {
 		}
 	}
 	return a, nil
-}
-
-func handleAt(nsPath string) (*netlink.Handle, error) {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("opening netns %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", nsPath, err)
-	}
-	return h, nil
 }
 
 // readAddressing reads the veth's IPv4 address and the routes through it;

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/rik-org/rik/internal/nsenter"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/testutil/netns"
 	"github.com/rik-org/rik/internal/workload"
@@ -54,7 +55,7 @@ func TestPlumbIsIdempotent(t *testing.T) {
 
 func checkPlumbed(t *testing.T, pod *netns.NS) {
 	t.Helper()
-	h, err := handleAt(pod.Path)
+	h, err := nsenter.Netlink(pod.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func TestManagerReconcile(t *testing.T) {
 func portInto(t *testing.T, nsPath string, guest *netns.NS) {
 	t.Helper()
 	guest.Run(t, "ip", "link", "add", "kport", "type", "veth", "peer", "name", "eth0")
-	gh, err := handleAt(guest.Path)
+	gh, err := nsenter.Netlink(guest.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func portInto(t *testing.T, nsPath string, guest *netns.NS) {
 	if err != nil {
 		t.Fatalf("moving kport: %v", err)
 	}
-	h, err := handleAt(nsPath)
+	h, err := nsenter.Netlink(nsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +416,7 @@ func TestInterruptedSetup(t *testing.T) {
 	if err := pod.Do(addTap); err != nil {
 		t.Fatal(err)
 	}
-	h, err := handleAt(pn.NetnsPath)
+	h, err := nsenter.Netlink(pn.NetnsPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -280,16 +280,7 @@ func openHost(path string) (*netlink.Handle, error) {
 		}
 		return h, nil
 	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening host netns %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
-	}
-	return h, nil
+	return nsenter.Netlink(path)
 }
 
 // ensureBridge returns the node bridge, creating it (gateway address, up)

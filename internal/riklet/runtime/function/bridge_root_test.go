@@ -18,6 +18,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet/bridgenet"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
+	"github.com/rik-org/rik/internal/riklet/sdn"
 	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/testutil/netns"
 	"github.com/rik-org/rik/internal/workload"
@@ -29,27 +30,7 @@ import (
 type bridgeEnv struct {
 	fns   *podnet.Manager // the Functions' part of the pod network
 	pods  *podnet.Manager // the pods' part: same bridge and pool, as the riklet wires them
-	ports *recordingPorts
-}
-
-// recordingPorts is a stateful bridgenet.Ports: id -> pod address.
-type recordingPorts struct {
-	mu sync.Mutex
-	m  map[string]netip.Addr
-}
-
-func (p *recordingPorts) ExposeFunction(_ context.Context, id string, ip netip.Addr, _ []workload.PortMapping) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.m[id] = ip
-	return nil
-}
-
-func (p *recordingPorts) UnexposeFunction(_ context.Context, id string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.m, id)
-	return nil
+	ports *sdn.Manager    // DNAT of host ports, in the "node" namespace
 }
 
 func newBridgeEnv(t testing.TB, e *vmEnv) *bridgeEnv {
@@ -69,7 +50,11 @@ func newBridgeEnv(t testing.TB, e *vmEnv) *bridgeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bridgeEnv{fns: fns, pods: pods, ports: &recordingPorts{m: map[string]netip.Addr{}}}
+	ports, err := sdn.New(context.Background(), sdn.Config{StateDir: t.TempDir(), Netns: e.net.path(), PodCIDR: cidr, PodBridge: "riktb0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bridgeEnv{fns: fns, pods: pods, ports: ports}
 }
 
 // config is e's runtime configuration in bridge mode, with a new
@@ -131,6 +116,10 @@ func TestBridgeVM(t *testing.T) {
 	if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", s.Process.Pid)); err != nil || ns == fmt.Sprintf("net:[%d]", fnNS.Ino) {
 		t.Errorf("QEMU's netns %q (%v) is the Function's: it must only get the TAP's descriptor", ns, err)
 	}
+	// Its host port is mapped to its pod address (DNAT in the node's OUTPUT).
+	if got := e.get(t, "http://10.99.5.1:18080/", 10*time.Second); got != e.page {
+		t.Errorf("GET host port = %q", got)
+	}
 	// A pod on the same bridge reaches the guest at its address.
 	pn, err := b.pods.Setup(ctx, "a-pod")
 	if err != nil {
@@ -178,8 +167,9 @@ func TestBridgeVM(t *testing.T) {
 	if owners, err := b.pods.Owners(); err != nil || len(owners) != 1 || owners[0] != "a-pod" {
 		t.Errorf("pod network owners after Stop = %v, %v; want only a-pod", owners, err)
 	}
-	if len(b.ports.m) != 0 {
-		t.Errorf("port mappings left: %v", b.ports.m)
+	if body, err := e.net.client().Get("http://10.99.5.1:18080/"); err == nil {
+		body.Body.Close()
+		t.Errorf("host port still mapped after Stop: %s", body.Status)
 	}
 }
 
