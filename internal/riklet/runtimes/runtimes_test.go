@@ -45,6 +45,9 @@ func TestValidate(t *testing.T) {
 		"--vm-uid-range=1-4294967295":      false,
 		"--allow-privileged":               true,
 		"--protected-ports=22,8443":        true,
+		"--function-network=bridge":        true,
+		"--function-network=nat":           true,
+		"--function-network=host":          false,
 	} {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
