@@ -62,6 +62,16 @@ func reply(l Lease, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	return resp, nil
 }
 
+// answer is reply to the packet b, which the guest controls: anything
+// but a DHCP request from l.MAC gets no answer.
+func answer(l Lease, b []byte) (*dhcpv4.DHCPv4, error) {
+	req, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		return nil, nil // not DHCP: ignored
+	}
+	return reply(l, req)
+}
+
 // requests reports whether req asks for ip (or for no address in
 // particular).
 func requests(req *dhcpv4.DHCPv4, ip netip.Addr) bool {
@@ -154,11 +164,7 @@ func (s *Server) serve(l Lease) {
 			}
 			return
 		}
-		req, err := dhcpv4.FromBytes(buf[:n])
-		if err != nil {
-			continue // not DHCP: ignored
-		}
-		resp, err := reply(l, req)
+		resp, err := answer(l, buf[:n])
 		if err != nil {
 			s.log.Warn("dhcp server", "err", err)
 			continue

@@ -59,3 +59,23 @@ func TestReply(t *testing.T) {
 		})
 	}
 }
+
+// FuzzAnswer: whatever the guest sends, the server neither panics nor
+// answers another MAC.
+func FuzzAnswer(f *testing.F) {
+	l := Lease{MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}, Addressing: Addressing{IP: netip.MustParsePrefix("10.63.0.5/16")}}
+	for _, typ := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest} {
+		m, err := dhcpv4.New(dhcpv4.WithHwAddr(l.MAC), dhcpv4.WithMessageType(typ))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(m.ToBytes())
+	}
+	f.Add([]byte{1, 1, 6, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		resp, err := answer(l, b)
+		if err == nil && resp != nil && resp.ClientHWAddr.String() != l.MAC.String() {
+			t.Fatalf("answered %s", resp.ClientHWAddr)
+		}
+	})
+}
