@@ -318,6 +318,11 @@ func (v *validator) function(s Spec) {
 	}
 	v.execArgs(p, e)
 	v.ports("spec.function.exposure", f.Exposure)
+	switch f.Network {
+	case "", NetworkNAT, NetworkBridge:
+	default:
+		v.add("spec.function.network", "must be %s or %s, got %q", NetworkNAT, NetworkBridge, truncate(f.Network))
+	}
 }
 
 // MaxExecBytes bounds a function's args and env together (what rik-init

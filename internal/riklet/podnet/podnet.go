@@ -52,6 +52,10 @@ type Config struct {
 	Bridge    string       // default rik0
 	HostNetns string       // netns holding the bridge (tests); "" = the riklet's own
 	IPAM      Allocator    // default: an ipam.Pool in StateDir
+	// VethPrefix starts the host-side veth names (4 characters, default
+	// "rikp"): a second Manager (bridge-mode Functions) uses its own, so
+	// that neither lists the other's veths among its owners.
+	VethPrefix string
 	Logger    *slog.Logger
 	// Subnet, when set, gives the node's pod range instead of CIDR: the
 	// subnet the control plane allocated the node (fabric.Fabric.Subnet).
@@ -103,6 +107,12 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("pod network: state dir required")
 	}
+	if cfg.VethPrefix == "" {
+		cfg.VethPrefix = vethPrefix
+	}
+	if len(cfg.VethPrefix) != len(vethPrefix) {
+		return nil, fmt.Errorf("veth prefix %q: want %d characters", cfg.VethPrefix, len(vethPrefix))
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -129,15 +139,26 @@ func newAddressing(cfg Config, cidr netip.Prefix) (*addressing, error) {
 	gw := cidr.Addr().Next()
 	alloc := cfg.IPAM
 	if alloc == nil {
-		bcast := lastAddr(cidr)
-		pool, err := ipam.Open(filepath.Join(cfg.StateDir, "ipam.json"), cidr, 32,
-			netip.PrefixFrom(cidr.Addr(), 32), netip.PrefixFrom(gw, 32), netip.PrefixFrom(bcast, 32))
+		pool, err := OpenPool(cfg.StateDir, cidr)
 		if err != nil {
-			return nil, fmt.Errorf("pod network: %w", err)
+			return nil, err
 		}
 		alloc = pool
 	}
 	return &addressing{cidr: cidr, gateway: gw, ipam: alloc}, nil
+}
+
+// OpenPool opens the address pool of cidr kept in stateDir (ipam.json),
+// one address per pod, never the network, gateway or broadcast address.
+func OpenPool(stateDir string, cidr netip.Prefix) (*ipam.Pool, error) {
+	cidr = cidr.Masked()
+	gw := cidr.Addr().Next()
+	pool, err := ipam.Open(filepath.Join(stateDir, "ipam.json"), cidr, 32,
+		netip.PrefixFrom(cidr.Addr(), 32), netip.PrefixFrom(gw, 32), netip.PrefixFrom(lastAddr(cidr), 32))
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	return pool, nil
 }
 
 // addressing returns the node's range, waiting for Config.Subnet until ctx
@@ -196,8 +217,13 @@ func (m *Manager) Gateway() netip.Addr {
 	return a.gateway
 }
 
+const vethPrefix = "rikp"
+
 // VethName is the host-side veth of pod id: "rikp" + 10 hex digits.
-func VethName(id string) string { return "rikp" + hash(id) }
+func VethName(id string) string { return vethPrefix + hash(id) }
+
+// vethName is the host-side veth of id with this Manager's prefix.
+func (m *Manager) vethName(id string) string { return m.cfg.VethPrefix + hash(id) }
 
 func peerName(id string) string { return "rikc" + hash(id) }
 
@@ -265,7 +291,7 @@ func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
 	}
 	defer podns.Close()
 
-	vname, pname := VethName(id), peerName(id)
+	vname, pname := m.vethName(id), peerName(id)
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: vname, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU},
 		PeerName:      pname,
@@ -336,16 +362,7 @@ func openHost(path string) (*netlink.Handle, error) {
 		}
 		return h, nil
 	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening host netns %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
-	}
-	return h, nil
+	return nsenter.Netlink(path)
 }
 
 // ensureBridge returns the node bridge, creating it (gateway address, up)
@@ -417,10 +434,10 @@ func (m *Manager) Get(id string) (Net, bool) {
 		return Net{}, false
 	}
 	defer host.Close()
-	if _, err := host.LinkByName(VethName(id)); err != nil {
+	if _, err := host.LinkByName(m.vethName(id)); err != nil {
 		return Net{}, false
 	}
-	return Net{NetnsPath: path, IP: pfx.Addr(), Gateway: a.gateway, HostVeth: VethName(id)}, true
+	return Net{NetnsPath: path, IP: pfx.Addr(), Gateway: a.gateway, HostVeth: m.vethName(id)}, true
 }
 
 // Teardown removes pod id's veth, netns and lease. Missing pieces are fine.
@@ -450,9 +467,9 @@ func (m *Manager) removeNet(id string) error {
 	if host, err := m.hostHandle(); err != nil {
 		errs = append(errs, err)
 	} else {
-		if l, err := host.LinkByName(VethName(id)); err == nil {
+		if l, err := host.LinkByName(m.vethName(id)); err == nil {
 			if err := host.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("deleting veth %s: %w", VethName(id), err))
+				errs = append(errs, fmt.Errorf("deleting veth %s: %w", m.vethName(id), err))
 			}
 		}
 		host.Close()
@@ -490,7 +507,7 @@ func (m *Manager) Owners() ([]string, error) {
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		if strings.HasPrefix(a.Name, "rikp") && a.Alias != "" && VethName(a.Alias) == a.Name {
+		if strings.HasPrefix(a.Name, m.cfg.VethPrefix) && a.Alias != "" && m.vethName(a.Alias) == a.Name {
 			set[a.Alias] = true
 		}
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	KernelModules string // lib/modules/<version> of a distro kernel
 	InitBinary    string // static rik-init; "" = next to the executable, then PATH
 	FunctionCIDR  string // default 10.62.0.0/16
+	// FunctionNetwork is the default network mode of Functions: nat (a
+	// /30 each, RIK's) or bridge (on the pod network, address by DHCP).
+	FunctionNetwork string
 
 	Firewall string // auto|nftables|iptables: where port mappings and guards live
 
@@ -114,6 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+	fs.StringVar(&c.FunctionNetwork, "function-network", workload.NetworkNAT, "default network mode of functions: nat (a /30 each, reached through host ports) or bridge (on the pod network, address by DHCP); spec.function.network overrides it")
 	fs.StringVar(&c.Firewall, "firewall", sdn.FirewallAuto, "firewall backend for port mappings and guards: auto (nftables when the kernel can, else iptables), nftables or iptables")
 	c.registerAdmissionFlags(fs)
 	c.Sandbox.registerFlags(fs)
@@ -176,6 +180,12 @@ func (c Config) Validate() error {
 	case "", "auto", "qemu", "firecracker":
 	default:
 		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
+	}
+	if err := validFunctionNetwork(c.FunctionNetwork); err != nil {
+		return err
+	}
+	if c.FunctionNetwork == workload.NetworkBridge && !c.bridgeCapable() {
+		return fmt.Errorf("--function-network bridge: needs the built-in pod network on a static --pod-cidr (not auto, not cni) for now")
 	}
 	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
 		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
@@ -266,6 +276,12 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
 				return nil, err
 			}
+			var podPool podnet.Allocator // shared with bridge-mode Functions when the range is static
+			if n.bridgeMode() {
+				if podPool, _, err = n.podPools(); err != nil {
+					return nil, err
+				}
+			}
 			pc := pod.Config{
 				StateDir:   filepath.Join(cfg.StateDir, "pods"),
 				RuncBinary: cfg.RuncBinary,
@@ -275,6 +291,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				CgroupDir:  cfg.CgroupParent,
 				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
 				Exposer:    m,
+				IPAM:       podPool,
 				Logger:     cfg.Logger.With("runtime", "pod"),
 
 				AllowPrivileged: cfg.AllowPrivileged,
@@ -301,6 +318,14 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
+			var bridge function.BridgeNetwork // nil: bridge-mode Functions fail with a clear reason
+			if n.bridgeMode() {
+				b, err := n.bridgeNetwork(m)
+				if err != nil {
+					return nil, err
+				}
+				bridge = b
+			}
 			fc := function.Config{
 				StateDir:         filepath.Join(cfg.StateDir, "functions"),
 				VMM:              cfg.VMM,
@@ -309,6 +334,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				InitBinary:       cfg.InitBinary,
 				Fetch:            rootfs.FetchPolicy{Dirs: cfg.RootfsDirs, AllowPrivate: cfg.AllowPrivateFetch},
 				Network:          functionNetwork{m},
+				BridgeNetwork:    bridge,
+				NetworkMode:      cfg.FunctionNetwork,
 				Logger:           cfg.Logger.With("runtime", "function"),
 			}
 			if err := cfg.Sandbox.functionSandbox(&fc, cfg.CgroupParent); err != nil {
@@ -366,6 +393,11 @@ type network struct {
 	once sync.Once
 	m    *sdn.Manager
 	err  error
+
+	poolOnce sync.Once // podPools (bridge.go)
+	podPool  podnet.Allocator
+	fnPool   podnet.Allocator
+	poolErr  error
 }
 
 func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {

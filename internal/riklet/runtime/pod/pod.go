@@ -83,6 +83,9 @@ type Config struct {
 	Images     *image.Store  // default: an image.Store in <StateDir>/images with ImageOptions
 	ImageOpts  image.Options // used when Images is nil
 	Exposer    Exposer       // nil: ports are not exposed
+	// IPAM is the pod address pool; nil: podnet's own in <StateDir>/net
+	// (shared with bridge-mode Functions: see runtimes).
+	IPAM podnet.Allocator
 	Logger     *slog.Logger
 
 	// AllowPrivileged lets containers be privileged or add capabilities
@@ -200,6 +203,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 			Subnet:    cfg.PodSubnet,
 			Bridge:    cfg.Bridge,
 			HostNetns: cfg.HostNetns,
+			IPAM:      cfg.IPAM,
 			Logger:    cfg.Logger,
 		})
 		if err != nil {
