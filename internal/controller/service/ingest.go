@@ -40,7 +40,7 @@ func (s *Service) Ingest(ctx context.Context, st Status) {
 		log.Error("reading workload for status", "err", err)
 		return
 	}
-	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Now: s.now()}
+	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Readiness: wl.Value.HasReadiness(), Now: s.now()}
 	var out outcome
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (store.Change, error) {
 		out = applyStatus(i, st, ac)
@@ -98,7 +98,10 @@ const (
 type applyContext struct {
 	WorkloadExists bool
 	Policy         workload.RestartPolicy
-	Now            time.Time
+	// Readiness: the workload has a readiness probe; without one an
+	// instance is ready once RUNNING.
+	Readiness bool
+	Now       time.Time
 }
 
 // applyStatus is the pure core of status ingestion: it returns the outcome
@@ -168,6 +171,7 @@ func applyStatus(inst *workload.Instance, m Status, c applyContext) outcome {
 		}
 		maps.Copy(inst.Timings, m.Timings)
 	}
+	setReady(inst, status == workload.StatusRunning && !inst.DeleteRequested && (m.Ready || !c.Readiness), c.Now)
 	if sameInstance(before, *inst) {
 		return outcomeKeep
 	}
@@ -189,6 +193,7 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		inst.Status = workload.StatusDestroying
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = msg
+		setReady(inst, false, c.Now)
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
@@ -205,6 +210,7 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		inst.Status = workload.StatusFailed
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = m.Message
+		setReady(inst, false, c.Now)
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
@@ -216,6 +222,7 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 	inst.Ports = nil
 	inst.ExitCode = nil
 	inst.Restarts++
+	setReady(inst, false, c.Now)
 	inst.UpdatedAt = c.Now
 	return outcomeReschedule
 }
@@ -258,5 +265,16 @@ func sameInstance(a, b workload.Instance) bool {
 	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
-		a.DeleteRequested == b.DeleteRequested
+		a.DeleteRequested == b.DeleteRequested && a.Ready == b.Ready && a.ReadySince.Equal(b.ReadySince)
+}
+
+// setReady sets the readiness of inst, and when it became ready.
+func setReady(inst *workload.Instance, ready bool, now time.Time) {
+	if ready && !inst.Ready {
+		inst.ReadySince = now
+	}
+	if !ready {
+		inst.ReadySince = time.Time{}
+	}
+	inst.Ready = ready
 }

@@ -71,6 +71,8 @@ type Status struct {
 	ExitCode   *int
 	Restarts   int
 	Timings    map[string]int64 // milliseconds by step
+	// Ready: the node's readiness probes pass (InstanceMetric.ready).
+	Ready bool
 }
 
 // Defaults of Config.
