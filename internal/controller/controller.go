@@ -8,6 +8,7 @@
 //	httpapi/  the REST API: routes, authorization, the HTTP error mapping
 //	link/     the scheduler session (statuses in, orders out)
 //	lease/    which of the controllers sharing a store ingests
+//	reconcile/ keeps managed workloads (workloads.apply): replicas, rollouts
 package controller
 
 import (
@@ -31,6 +32,7 @@ import (
 	"github.com/rik-org/rik/internal/controller/httpapi"
 	"github.com/rik-org/rik/internal/controller/lease"
 	"github.com/rik-org/rik/internal/controller/link"
+	"github.com/rik-org/rik/internal/controller/reconcile"
 	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
 )
@@ -101,6 +103,7 @@ type Server struct {
 	link  *link.Link
 	lease *lease.Lease
 	api   *httpapi.API
+	rec   *reconcile.Reconciler
 }
 
 // NewServer checks cfg, applies defaults and builds a Server. Nothing runs
@@ -144,6 +147,7 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 	s.svc = service.New(service.Config{Store: cfg.Store, Scheduler: l, Leader: s.lease,
 		Admission: admissionFor(cfg), Logger: cfg.Logger, Metrics: reg,
 		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})
+	s.rec = reconcile.New(reconcile.Config{Cluster: s.svc.Cluster(), Leader: s.lease, Logger: cfg.Logger, Now: t.now})
 	s.api = httpapi.New(httpapi.Config{Service: s.svc, Logger: cfg.Logger, Metrics: reg,
 		Insecure: cfg.Insecure, MaxBodyBytes: cfg.MaxBodyBytes, TLS: cfg.TLS, KeepaliveEvery: t.keepaliveEvery,
 		Limits: cfg.Limits})
@@ -273,4 +277,6 @@ func (s *Server) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Go(func() { s.lease.Run(ctx) })
 	wg.Go(func() { s.link.Run(ctx, s.svc) })
 	wg.Go(func() { s.svc.Run(ctx) })
+	wg.Go(func() { s.rec.Run(ctx) })
+	wg.Go(func() { s.svc.FollowChanges(ctx, s.rec.Kick) })
 }

@@ -119,6 +119,8 @@ type Service struct {
 	quota     quota
 	metrics   *metrics
 	nodesKick chan struct{} // sync the nodes now
+	// reconcileKick: a managed workload changed (ReconcileKicks).
+	reconcileKick chan struct{}
 }
 
 // New builds a Service over cfg.Store. Nothing runs until Run.
@@ -140,6 +142,8 @@ func New(cfg Config) *Service {
 		events:    events,
 		metrics:   newMetrics(cfg.Metrics, events),
 		nodesKick: make(chan struct{}, 1),
+
+		reconcileKick: make(chan struct{}, 1),
 	}
 }
 
