@@ -22,6 +22,12 @@ var routeRoles = map[string]service.Role{
 	"GET /api/v0/workloads.instances/{id}": service.RoleViewer,
 	"POST /api/v0/workloads.create":        service.RoleOperator,
 	"POST /api/v0/workloads.delete":        service.RoleOperator,
+	"POST /api/v0/workloads.apply":         service.RoleOperator,
+	"POST /api/v0/workloads.scale":         service.RoleOperator,
+	"POST /api/v0/workloads.undo":          service.RoleOperator,
+	"GET /api/v0/workloads.rollout/{id}":   service.RoleViewer,
+	"GET /api/v0/workloads.rollouts":       service.RoleViewer,
+	"GET /api/v0/workloads.history/{id}":   service.RoleViewer,
 	"GET /api/v0/instances.list":           service.RoleViewer,
 	"POST /api/v0/instances.create":        service.RoleOperator,
 	"POST /api/v0/instances.delete":        service.RoleOperator,
@@ -148,6 +154,14 @@ func redactWorkload(w workload.Workload) workload.Workload {
 	}
 	if w.Spec.Containers != nil {
 		w.Spec.Containers = cs
+	}
+	if f := w.Spec.Function; f != nil && len(f.Execution.Env) > 0 {
+		fc := *f
+		fc.Execution.Env = make([]workload.EnvVar, len(f.Execution.Env))
+		for j, e := range f.Execution.Env {
+			fc.Execution.Env[j] = workload.EnvVar{Name: e.Name, Value: RedactedValue}
+		}
+		w.Spec.Function = &fc
 	}
 	return w
 }
