@@ -108,16 +108,22 @@ func (r *Reconciler) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-r.kick:
 		}
-		if r.cfg.Leader.Held() {
-			if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("reconciling managed workloads", "err", err)
-			}
-		}
+		r.step(ctx)
 		select { // let a burst of changes gather
 		case <-ctx.Done():
 			return
 		case <-time.After(r.cfg.MinGap):
 		}
+	}
+}
+
+// step runs a pass if this controller holds the lease.
+func (r *Reconciler) step(ctx context.Context) {
+	if !r.cfg.Leader.Held() {
+		return
+	}
+	if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("reconciling managed workloads", "err", err)
 	}
 }
 
