@@ -148,6 +148,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 		t.Fatal("the operator creating the workload does not see its env")
 	}
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	e.must(http.StatusOK, "POST", "/api/v0/workloads.apply", secretPod) // managed: rollout and history too
 	viewer := e.newTokenFor(service.RoleViewer)
 	const secret = "hunter2"
 
@@ -157,6 +158,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 			continue
 		}
 		path = strings.NewReplacer("workloads.instances/{id}", "workloads.instances/"+wl.ID,
+			"workloads.rollout/{id}", "workloads.rollout/"+wl.ID, "workloads.history/{id}", "workloads.history/"+wl.ID,
 			"instances.get/{id}", "instances.get/"+in.ID).Replace(path)
 		r := e.as(viewer, "GET", path, nil)
 		if r.code != 200 {

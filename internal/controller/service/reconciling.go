@@ -226,25 +226,43 @@ func (s *Service) Rollouts(ctx context.Context) ([]api.Rollout, error) {
 }
 
 // FollowChanges calls kick after every change the reconciler should look
-// at (an instance record changed, whoever wrote it; a managed workload
-// applied, scaled or rolled back here) until ctx is done.
+// at, whichever controller made it: an instance record changed, a managed
+// workload applied, scaled or rolled back. It watches the store until ctx
+// is done, watching again when a watch breaks.
 func (s *Service) FollowChanges(ctx context.Context, kick func()) {
 	for ctx.Err() == nil {
-		changes, cancel := s.Subscribe()
-		func() {
-			defer cancel()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-s.reconcileKick:
-				case _, ok := <-changes:
-					if !ok {
-						return // dropped for lagging: subscribe again
-					}
-				}
-				kick()
-			}
-		}()
+		if err := s.followOnce(ctx, kick); err != nil && ctx.Err() == nil {
+			s.log.Warn("following changes for the reconciler, watching again", "err", err)
+			sleep(ctx, backoffMin)
+		}
+	}
+}
+
+func (s *Service) followOnce(ctx context.Context, kick func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	insts, err := s.st.Watch(ctx, instancePrefix)
+	if err != nil {
+		return fmt.Errorf("watching %s: %w", instancePrefix, err)
+	}
+	mgd, err := s.st.Watch(ctx, managedPrefix)
+	if err != nil {
+		return fmt.Errorf("watching %s: %w", managedPrefix, err)
+	}
+	kick() // what changed before the watches started
+	for {
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.reconcileKick:
+			ok = true
+		case _, ok = <-insts:
+		case _, ok = <-mgd:
+		}
+		if !ok {
+			return errors.New("watch channel closed")
+		}
+		kick()
 	}
 }
