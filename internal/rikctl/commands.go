@@ -129,7 +129,8 @@ func newRootCommand(a *app) *cobra.Command {
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
 	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
-	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand())
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(),
+		newApplyCommand(a), newScaleCommand(a), newRolloutCommand(a))
 	return root
 }
 
@@ -257,6 +258,13 @@ func readDefinition(stdin io.Reader, file string) ([]byte, error) {
 	if len(data) > workload.MaxDefinitionBytes {
 		return nil, fmt.Errorf("definition %s: larger than %d bytes", file, workload.MaxDefinitionBytes)
 	}
+	return checkDefinition(file, data)
+}
+
+// checkDefinition converts a definition read from file (JSON or YAML) to
+// JSON and validates it locally, listing every problem with its field.
+func checkDefinition(file string, data []byte) ([]byte, error) {
+	var err error
 	if !json.Valid(data) { // not JSON: YAML (a superset of JSON)
 		if data, err = yaml.YAMLToJSON(data); err != nil {
 			return nil, fmt.Errorf("definition %s: not JSON or YAML: %w", file, err)
@@ -310,7 +318,13 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 			}
 			return showOneOrList(a.env.Stdout, *format, "workload", args, items,
 				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
-				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, *format, items) })
+				func(items []WorkloadItem) error {
+					states, err := workloadStates(cmd.Context(), c)
+					if err != nil {
+						return err
+					}
+					return workloadTable(a.env.Stdout, *format, items, states)
+				})
 		},
 	}
 }
