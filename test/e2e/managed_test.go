@@ -1,0 +1,252 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/workload"
+)
+
+// managedPod is a managed pod workload: busybox httpd under image, with
+// replicas and a rolling update of maxSurge 1, maxUnavailable 0 and a
+// short progress deadline.
+func managedPod(image string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+name: web
+replicas: %d
+restartPolicy: Never
+update: {maxSurge: 1, maxUnavailable: 0, progressDeadlineSeconds: 20}
+spec:
+  containers:
+  - name: web
+    image: %q
+    command: ["/bin/sh", "-c"]
+    args: ["exec httpd -f -v -p 80 -h /www"]
+`, replicas, image)
+}
+
+// liveOf lists the live instances of workload wl (not deleted, not ended).
+func (c *cluster) liveOf(wl string) ([]instanceItem, error) {
+	items, err := c.workloadInstances(wl)
+	if err != nil {
+		return nil, err
+	}
+	var live []instanceItem
+	for _, it := range items {
+		if !it.Value.DeleteRequested && !it.Value.Status.Terminal() {
+			live = append(live, it)
+		}
+	}
+	return live, nil
+}
+
+// waitLive waits until wl has n live instances, all RUNNING and ready,
+// with check (if any) holding for each.
+func (c *cluster) waitLive(wl string, n int, timeout time.Duration, check func(instanceItem) error) []instanceItem {
+	c.t.Helper()
+	var live []instanceItem
+	c.eventually(timeout, fmt.Sprintf("%d instances of %s RUNNING and ready", n, wl), func() error {
+		var err error
+		if live, err = c.liveOf(wl); err != nil {
+			return err
+		}
+		if len(live) != n {
+			return fmt.Errorf("%d live: %v", len(live), nodesOf(live))
+		}
+		for _, it := range live {
+			if it.Value.Status != workload.StatusRunning || !it.Value.Ready {
+				return fmt.Errorf("%s %s ready=%v (%s: %s)", it.Name, it.Value.Status, it.Value.Ready, it.Value.Reason, it.Value.Message)
+			}
+			if check != nil {
+				if err := check(it); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return live
+}
+
+// readyFloor watches the ready instances of wl until stop is called, and
+// returns the fewest it saw.
+func (c *cluster) readyFloor(wl string) (stop func() int) {
+	var mu sync.Mutex
+	least := -1
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			live, err := c.liveOf(wl)
+			if err != nil {
+				continue
+			}
+			ready := 0
+			for _, it := range live {
+				if it.Value.Ready {
+					ready++
+				}
+			}
+			mu.Lock()
+			if least < 0 || ready < least {
+				least = ready
+			}
+			mu.Unlock()
+		}
+	})
+	return func() int {
+		close(done)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return least
+	}
+}
+
+// TestManagedWorkload is issue 10 with the real binaries and three nodes:
+// apply keeps 3 replicas spread over the nodes; an instance deleted by
+// hand, or lost with its node, is replaced; a new image rolls out one at a
+// time without ever fewer than 3 ready; a broken image stops at its
+// progress deadline with the old instances serving, and rollout undo
+// brings the previous revision back; scale 3 -> 10 -> 0.
+func TestManagedWorkload(t *testing.T) {
+	requireHost(t)
+	const nodeTimeout = 3 * time.Second
+	c := newCluster(t, clusterOptions{nodeTimeout: nodeTimeout})
+	reg := podRegistry(c, "v2")
+	c.registry = reg
+	for range 3 {
+		c.addNode("--insecure-registry", reg)
+	}
+	c.waitNodesReady("pod", 60*time.Second, "node1", "node2", "node3")
+	apply := func(image string, replicas int, args ...string) (string, error) {
+		f := c.writeFile("web.yaml", managedPod(image, replicas))
+		return c.rikctlFor(3*time.Minute, append([]string{"apply", "-f", f}, args...)...)
+	}
+
+	// apply 3 replicas: 3 RUNNING, one per node.
+	out, err := apply(reg+"/busybox:latest", 3, "--wait", "--timeout", "2m")
+	if err != nil || !strings.Contains(out, "workload/web created (revision 1)") {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	live := c.waitLive("web", 3, 30*time.Second, nil)
+	byNode := map[string]bool{}
+	for _, it := range live {
+		byNode[it.Value.Node] = true
+		if it.Value.Revision != 1 || !strings.HasPrefix(it.Name, "web-") {
+			t.Errorf("instance %s revision %d", it.Name, it.Value.Revision)
+		}
+	}
+	if len(byNode) != 3 {
+		t.Fatalf("3 replicas on %d nodes: %v", len(byNode), nodesOf(live))
+	}
+	if out, err := apply(reg+"/busybox:latest", 3); err != nil || !strings.Contains(out, "unchanged (revision 1)") {
+		t.Fatalf("apply again: %v\n%s", err, out)
+	}
+
+	// Deleted by hand: replaced.
+	c.mustRikctl("delete", "instance", live[0].Name)
+	c.waitLive("web", 3, 60*time.Second, func(it instanceItem) error {
+		if it.Name == live[0].Name {
+			return fmt.Errorf("%s still live", it.Name)
+		}
+		return nil
+	})
+
+	// A new image: rolled one at a time, never fewer than 3 ready.
+	floor := c.readyFloor("web")
+	out, err = apply(reg+"/busybox:v2", 3, "--wait", "--timeout", "2m")
+	least := floor()
+	if err != nil || !strings.Contains(out, "configured (revision 2)") {
+		t.Fatalf("apply v2: %v\n%s", err, out)
+	}
+	if least < 3 {
+		t.Fatalf("during the rollout only %d instances were ready, want >= 3 (maxUnavailable 0)", least)
+	}
+	t.Logf("rollout of revision 2: at least %d ready throughout", least)
+	v2 := c.waitLive("web", 3, 30*time.Second, func(it instanceItem) error {
+		if it.Value.Revision != 2 {
+			return fmt.Errorf("%s at revision %d", it.Name, it.Value.Revision)
+		}
+		return nil
+	})
+
+	// A broken image: the rollout stops at its deadline, the old ones serve.
+	out, err = apply(reg+"/busybox:no-such-tag", 3, "--wait", "--timeout", "2m")
+	if err == nil || !strings.Contains(err.Error(), "rollout of revision 3 failed: ProgressDeadlineExceeded") {
+		t.Fatalf("apply of a broken image: %v\n%s", err, out)
+	}
+	t.Logf("broken rollout: %v", err)
+	status := c.mustRikctl("rollout", "status", "web")
+	if !strings.Contains(status, "Failed") || !strings.Contains(status, "3/3 ready") {
+		t.Fatalf("rollout status after the broken rollout: %s", status)
+	}
+	for _, old := range v2 {
+		if it, ok, _ := c.instance(old.Name); !ok || it.Value.Status != workload.StatusRunning || !it.Value.Ready {
+			t.Fatalf("old instance %s no longer serving: %+v", old.Name, it.Value)
+		}
+	}
+
+	// rollout undo: back to busybox:v2 (revision 4); the broken ones go.
+	out = c.mustRikctl("rollout", "undo", "web")
+	if !strings.Contains(out, "rolled back (revision 4)") {
+		t.Fatalf("rollout undo: %s", out)
+	}
+	c.waitLive("web", 3, 60*time.Second, func(it instanceItem) error {
+		if it.Value.Revision != 2 {
+			return fmt.Errorf("%s at revision %d", it.Name, it.Value.Revision)
+		}
+		return nil
+	})
+	hist := c.mustRikctl("rollout", "history", "web")
+	if !strings.Contains(hist, "undo to revision 2") || strings.Count(hist, "\n") != 5 {
+		t.Fatalf("rollout history:\n%s", hist)
+	}
+
+	// A node lost: its replica (restartPolicy Never: FAILED node lost) is
+	// replaced on another node.
+	lost := c.nodeNamed(v2[0].Value.Node)
+	lost.riklet.kill(syscall.SIGKILL)
+	killed := time.Now()
+	c.waitLive("web", 3, nodeTimeout+20*time.Second, func(it instanceItem) error {
+		if it.Value.Node == lost.name {
+			return fmt.Errorf("%s still on %s", it.Name, lost.name)
+		}
+		return nil
+	})
+	t.Logf("replica of %s replaced %s after its riklet was killed (node timeout %s)", lost.name, time.Since(killed).Round(100*time.Millisecond), nodeTimeout)
+
+	// Scale 3 -> 10 -> 0.
+	if out, err := c.rikctlFor(3*time.Minute, "scale", "workload", "web", "--replicas", "10", "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("scale to 10: %v\n%s", err, out)
+	}
+	c.waitLive("web", 10, 30*time.Second, nil)
+	get := c.mustRikctl("get", "workloads")
+	if !strings.Contains(get, "10/10") || !strings.Contains(get, "yes") {
+		t.Errorf("get workloads:\n%s", get)
+	}
+	if out, err := c.rikctlFor(3*time.Minute, "scale", "workload", "web", "--replicas", "0", "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("scale to 0: %v\n%s", err, out)
+	}
+	c.eventually(60*time.Second, "no live instance of web", func() error {
+		live, err := c.liveOf("web")
+		if err != nil {
+			return err
+		}
+		if len(live) > 0 {
+			return fmt.Errorf("%d live", len(live))
+		}
+		return nil
+	})
+	c.mustRikctl("delete", "workload", "web")
+}
