@@ -47,8 +47,8 @@ const (
 	// DefaultEvery is the period of a pass when nothing kicks one: time
 	// alone moves minReadySeconds and progress deadlines.
 	DefaultEvery = 2 * time.Second
-	// DefaultMinGap is the least time between two passes: a burst of
-	// changes makes one pass.
+	// DefaultMinGap is the least time between two passes (and at least
+	// twice the last pass's time): a burst of changes makes one pass.
 	DefaultMinGap = 200 * time.Millisecond
 )
 
@@ -108,11 +108,14 @@ func (r *Reconciler) Run(ctx context.Context) {
 		case <-tick.C:
 		case <-r.kick:
 		}
+		start := time.Now()
 		r.step(ctx)
-		select { // let a burst of changes gather
+		// Let a burst of changes gather; a costly pass (many instances)
+		// waits twice its time, so passes take at most a third of a core.
+		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(r.cfg.MinGap):
+		case <-time.After(max(r.cfg.MinGap, 2*time.Since(start))):
 		}
 	}
 }
