@@ -187,7 +187,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	events := subscribeEvents(t, ctx, e.http, viewer)
-	e.createInstances(map[string]any{"workload_id": wl.ID})
+	e.must(http.StatusOK, "POST", "/api/v0/workloads.scale", `{"id":"secret","replicas":2}`) // the reconciler creates one
 	for ev := range events {
 		if strings.Contains(ev.data, secret) {
 			t.Errorf("event shows the secret: %s", ev.data)

@@ -70,6 +70,13 @@ func (s *Service) CreateInstances(ctx context.Context, req api.CreateInstancesRe
 	if err != nil {
 		return nil, notFound("workload", req.WorkloadID, err)
 	}
+	if _, managed, err := s.getManaged(ctx, wl); err != nil || managed {
+		if err == nil {
+			err = errdefs.Errorf(errdefs.ErrFailedPrecondition,
+				"workload %q is managed (workloads.apply): its instances are kept by the controller; change its replicas with workloads.scale", wl.Name)
+		}
+		return nil, err
+	}
 	if err := s.admitInstances(ctx, wl, n); err != nil {
 		return nil, err
 	}

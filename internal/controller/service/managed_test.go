@@ -283,6 +283,9 @@ func TestApplyErrors(t *testing.T) {
 	if _, err := f.s.Undo(ctx, api.UndoRequest{ID: "web"}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("undo with one revision: %v", err)
 	}
+	if _, err := f.s.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: "web"}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("instances.create of a managed workload: %v", err)
+	}
 	fn := `{"kind":"Function","name":"web","spec":{"function":{"execution":{"rootfs":"https://x/r.ext4"}}}}`
 	if _, err := f.s.Apply(ctx, []byte(fn)); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "kind:") {
 		t.Errorf("kind change: %v", err)
