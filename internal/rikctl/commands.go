@@ -240,25 +240,33 @@ func needResource(cmd *cobra.Command, _ []string) error {
 // readDefinition reads a workload definition file (or stdin for "-"),
 // converts YAML to JSON and validates it locally.
 func readDefinition(stdin io.Reader, file string) ([]byte, error) {
-	var r io.Reader
-	if file == "-" {
-		r, file = stdin, "stdin"
-	} else {
+	data, name, err := readSource(stdin, file, "definition", workload.MaxDefinitionBytes)
+	if err != nil {
+		return nil, err
+	}
+	return checkDefinition(name, data)
+}
+
+// readSource reads file (stdin for "-"), what it holds, at most limit
+// bytes; name is what messages call it.
+func readSource(stdin io.Reader, file, what string, limit int) (data []byte, name string, err error) {
+	r, name := stdin, "stdin"
+	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, fmt.Errorf("reading definition: %w", err)
+			return nil, file, fmt.Errorf("reading %s: %w", what, err)
 		}
 		defer f.Close()
-		r = f
+		r, name = f, file
 	}
-	data, err := io.ReadAll(io.LimitReader(r, workload.MaxDefinitionBytes+1))
+	data, err = io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading definition %s: %w", file, err)
+		return nil, name, fmt.Errorf("reading %s %s: %w", what, name, err)
 	}
-	if len(data) > workload.MaxDefinitionBytes {
-		return nil, fmt.Errorf("definition %s: larger than %d bytes", file, workload.MaxDefinitionBytes)
+	if len(data) > limit {
+		return nil, name, fmt.Errorf("%s %s: larger than %d bytes", what, name, limit)
 	}
-	return checkDefinition(file, data)
+	return data, name, nil
 }
 
 // checkDefinition converts a definition read from file (JSON or YAML) to

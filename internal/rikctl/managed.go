@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -189,23 +188,9 @@ func appliedVerb(res Applied) string {
 // a YAML stream of documents separated by "---" lines, or a JSON array,
 // each checked locally. Empty documents are skipped.
 func readDefinitions(stdin io.Reader, file string) ([][]byte, error) {
-	var r io.Reader = stdin
-	name := "stdin"
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, fmt.Errorf("reading definitions: %w", err)
-		}
-		defer f.Close()
-		r, name = f, file
-	}
-	const maxFile = 16 * workload.MaxDefinitionBytes
-	data, err := io.ReadAll(io.LimitReader(r, maxFile+1))
+	data, name, err := readSource(stdin, file, "definitions", 16*workload.MaxDefinitionBytes)
 	if err != nil {
-		return nil, fmt.Errorf("reading definitions %s: %w", name, err)
-	}
-	if len(data) > maxFile {
-		return nil, fmt.Errorf("definitions %s: larger than %d bytes", name, maxFile)
+		return nil, err
 	}
 	docs, err := splitDocuments(data)
 	if err != nil {
