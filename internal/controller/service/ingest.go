@@ -40,7 +40,11 @@ func (s *Service) Ingest(ctx context.Context, st Status) {
 		log.Error("reading workload for status", "err", err)
 		return
 	}
-	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Readiness: wl.Value.HasReadiness(), Now: s.now()}
+	def := wl.Value
+	if exists {
+		def = s.revisionOf(ctx, wl, rec.Value).Value // its own revision's probes
+	}
+	ac := applyContext{WorkloadExists: exists, Policy: def.RestartPolicy, Readiness: def.HasReadiness(), Now: s.now()}
 	var out outcome
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (store.Change, error) {
 		out = applyStatus(i, st, ac)

@@ -370,3 +370,21 @@ func (s *Service) History(ctx context.Context, ref string) ([]api.Revision[workl
 	}
 	return out, nil
 }
+
+// revisionOf is wl with the definition inst runs: that of its revision
+// for an instance of a managed workload (an old one during a rollout runs
+// the old definition, and is re-sent or rescheduled with it), wl itself
+// otherwise or when the revision is no longer kept.
+func (s *Service) revisionOf(ctx context.Context, wl WorkloadRecord, inst workload.Instance) WorkloadRecord {
+	if inst.Revision == 0 {
+		return wl
+	}
+	m, ok, err := s.getManaged(ctx, wl)
+	if err != nil || !ok {
+		return wl
+	}
+	if r, ok := m.revision(inst.Revision); ok {
+		wl.Value = r.Definition
+	}
+	return wl
+}

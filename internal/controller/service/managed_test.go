@@ -342,3 +342,40 @@ func TestDeleteManagedWorkload(t *testing.T) {
 		t.Fatalf("re-created: %+v", res)
 	}
 }
+
+// An old instance during a rollout is judged and re-sent by its own
+// revision: no readiness probe in it means ready once RUNNING even if the
+// new revision has one, and its CREATE carries the old image.
+func TestOldRevisionKeepsItsDefinition(t *testing.T) {
+	f := newManagedFixture(t)
+	f.apply(managedDef(1, "nginx:1", ""))
+	f.pass()
+	f.report(nil)
+	old := f.live()[0]
+	probed := `{"kind":"Pod","name":"web","replicas":1,"spec":{"containers":[{"name":"web","image":"nginx:2","ports":[{"targetPort":80}],` +
+		`"healthcheck":{"readiness":{"tcp":{"port":80}}}}]}}`
+	f.apply([]byte(probed))
+	f.pass()
+	f.s.Ingest(context.Background(), Status{InstanceID: old.ID, Node: "n1", Status: workload.StatusRunning, Restarts: 1})
+	got, err := f.s.GetInstance(context.Background(), old.ID)
+	if err != nil || !got.Value.Ready {
+		t.Fatalf("old instance not ready by its own revision: %+v, %v", got.Value, err)
+	}
+	for _, i := range f.live() {
+		if i.ID == old.ID {
+			continue
+		}
+		f.s.Ingest(context.Background(), Status{InstanceID: i.ID, Node: "n2", Status: workload.StatusRunning})
+		if n, _ := f.s.GetInstance(context.Background(), i.ID); n.Value.Ready {
+			t.Fatalf("new instance ready without its probe passing: %+v", n.Value)
+		}
+	}
+	if err := f.s.Subscribed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	orders := f.sched.ordersFor(old.ID)
+	last := orders[len(orders)-1]
+	if last.Action != Create || last.Definition.Spec.Containers[0].Image != "nginx:1" {
+		t.Fatalf("old instance re-sent as %+v", last.Definition.Spec.Containers[0])
+	}
+}
