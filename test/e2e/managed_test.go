@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,23 +12,26 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// managedPod is a managed pod workload: busybox httpd under image, with
-// replicas and a rolling update of maxSurge 1, maxUnavailable 0 and a
+// fastUpdate is a rolling update of maxSurge 1, maxUnavailable 0 and a
 // short progress deadline.
-func managedPod(image string, replicas int) string {
+const fastUpdate = "{maxSurge: 1, maxUnavailable: 0, progressDeadlineSeconds: 20}"
+
+// managedPod is a managed pod workload: busybox httpd under image, with
+// replicas and update.
+func managedPod(image string, replicas int, update string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 name: web
 replicas: %d
 restartPolicy: Never
-update: {maxSurge: 1, maxUnavailable: 0, progressDeadlineSeconds: 20}
+update: %s
 spec:
   containers:
   - name: web
     image: %q
     command: ["/bin/sh", "-c"]
     args: ["exec httpd -f -v -p 80 -h /www"]
-`, replicas, image)
+`, replicas, update, image)
 }
 
 // liveOf lists the live instances of workload wl (not deleted, not ended).
@@ -73,11 +77,11 @@ func (c *cluster) waitLive(wl string, n int, timeout time.Duration, check func(i
 	return live
 }
 
-// readyFloor watches the ready instances of wl until stop is called, and
-// returns the fewest it saw.
-func (c *cluster) readyFloor(wl string) (stop func() int) {
+// watchCounts watches the instances of wl until stop is called, and
+// returns the fewest ready and the most live it saw.
+func (c *cluster) watchCounts(wl string) (stop func() (leastReady, mostLive int)) {
 	var mu sync.Mutex
-	least := -1
+	leastReady, mostLive := -1, 0
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -98,18 +102,19 @@ func (c *cluster) readyFloor(wl string) (stop func() int) {
 				}
 			}
 			mu.Lock()
-			if least < 0 || ready < least {
-				least = ready
+			if leastReady < 0 || ready < leastReady {
+				leastReady = ready
 			}
+			mostLive = max(mostLive, len(live))
 			mu.Unlock()
 		}
 	})
-	return func() int {
+	return func() (int, int) {
 		close(done)
 		wg.Wait()
 		mu.Lock()
 		defer mu.Unlock()
-		return least
+		return leastReady, mostLive
 	}
 }
 
@@ -130,7 +135,7 @@ func TestManagedWorkload(t *testing.T) {
 	}
 	c.waitNodesReady("pod", 60*time.Second, "node1", "node2", "node3")
 	apply := func(image string, replicas int, args ...string) (string, error) {
-		f := c.writeFile("web.yaml", managedPod(image, replicas))
+		f := c.writeFile("web.yaml", managedPod(image, replicas, fastUpdate))
 		return c.rikctlFor(3*time.Minute, append([]string{"apply", "-f", f}, args...)...)
 	}
 
@@ -164,16 +169,19 @@ func TestManagedWorkload(t *testing.T) {
 	})
 
 	// A new image: rolled one at a time, never fewer than 3 ready.
-	floor := c.readyFloor("web")
+	counts := c.watchCounts("web")
 	out, err = apply(reg+"/busybox:v2", 3, "--wait", "--timeout", "2m")
-	least := floor()
+	least, most := counts()
 	if err != nil || !strings.Contains(out, "configured (revision 2)") {
 		t.Fatalf("apply v2: %v\n%s", err, out)
 	}
 	if least < 3 {
 		t.Fatalf("during the rollout only %d instances were ready, want >= 3 (maxUnavailable 0)", least)
 	}
-	t.Logf("rollout of revision 2: at least %d ready throughout", least)
+	if most > 4 {
+		t.Fatalf("during the rollout %d instances were live, want <= 4 (maxSurge 1)", most)
+	}
+	t.Logf("rollout of revision 2: at least %d ready, at most %d live throughout", least, most)
 	v2 := c.waitLive("web", 3, 30*time.Second, func(it instanceItem) error {
 		if it.Value.Revision != 2 {
 			return fmt.Errorf("%s at revision %d", it.Name, it.Value.Revision)
@@ -249,4 +257,103 @@ func TestManagedWorkload(t *testing.T) {
 		return nil
 	})
 	c.mustRikctl("delete", "workload", "web")
+}
+
+// leaderPort is the port of the controller holding the lease among ports.
+func (c *cluster) leaderPort(ports ...int) int {
+	c.t.Helper()
+	var leader int
+	c.eventually(30*time.Second, "one leader", func() error {
+		var leaders []int
+		for _, port := range ports {
+			body, err := c.get(c.client, c.controllerURL(port)+"/healthz")
+			if err != nil {
+				return err
+			}
+			var h struct {
+				Leader bool `json:"leader"`
+			}
+			if err := json.Unmarshal([]byte(body), &h); err != nil {
+				return fmt.Errorf("healthz %q: %w", body, err)
+			}
+			if h.Leader {
+				leaders = append(leaders, port)
+			}
+		}
+		if len(leaders) != 1 {
+			return fmt.Errorf("leaders: %v", leaders)
+		}
+		leader = leaders[0]
+		return nil
+	})
+	return leader
+}
+
+// TestManagedWorkloadFailover: two controllers on etcd, the workload
+// applied through the one without the lease; the one holding it is
+// killed in the middle of a rollout; the other takes over and finishes
+// it, with no replica extra or missing.
+func TestManagedWorkloadFailover(t *testing.T) {
+	requireHost(t)
+	c := newCluster(t, clusterOptions{etcd: true})
+	reg := podRegistry(c, "v2")
+	c.registry = reg
+	const portB = apiPort + 1
+	c.addController(portB)
+	for range 3 {
+		c.addNode("--insecure-registry", reg)
+	}
+	c.waitNodesReady("pod", 60*time.Second, "node1", "node2", "node3")
+	leader := c.leaderPort(apiPort, portB)
+	other := apiPort + portB - leader
+	// Every request goes to the controller that survives: it is not the
+	// one reconciling until the other dies.
+	c.server = c.controllerURL(other)
+	// minReadySeconds makes the rollout long enough to be cut in two.
+	const update = "{maxSurge: 1, maxUnavailable: 0, minReadySeconds: 4, progressDeadlineSeconds: 120}"
+	f := c.writeFile("web.yaml", managedPod(reg+"/busybox:latest", 3, update))
+	if out, err := c.rikctlFor(3*time.Minute, "apply", "-f", f, "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	c.waitLive("web", 3, 30*time.Second, nil)
+
+	counts := c.watchCounts("web")
+	f = c.writeFile("web.yaml", managedPod(reg+"/busybox:v2", 3, update))
+	c.mustRikctl("apply", "-f", f)
+	c.eventually(60*time.Second, "the rollout under way", func() error {
+		live, err := c.liveOf("web")
+		if err != nil {
+			return err
+		}
+		for _, it := range live {
+			if it.Value.Revision == 2 && it.Value.Status == workload.StatusRunning {
+				return nil
+			}
+		}
+		return fmt.Errorf("no instance of revision 2 running yet: %v", nodesOf(live))
+	})
+	for _, p := range c.procs {
+		if p.name == fmt.Sprintf("controller-%d", leader) {
+			p.kill(syscall.SIGKILL)
+		}
+	}
+	killed := time.Now()
+	if out, err := c.rikctlFor(4*time.Minute, "rollout", "status", "web", "--wait", "--timeout", "3m"); err != nil {
+		t.Fatalf("rollout after the failover: %v\n%s", err, out)
+	}
+	t.Logf("rollout finished %s after the lease holder was killed", time.Since(killed).Round(100*time.Millisecond))
+	live := c.waitLive("web", 3, 30*time.Second, func(it instanceItem) error {
+		if it.Value.Revision != 2 {
+			return fmt.Errorf("%s at revision %d", it.Name, it.Value.Revision)
+		}
+		return nil
+	})
+	least, most := counts()
+	if most > 4 {
+		t.Errorf("%d instances live at once, want <= 4 (maxSurge 1)", most)
+	}
+	if least < 3 {
+		t.Errorf("only %d ready at some point, want >= 3 (maxUnavailable 0)", least)
+	}
+	t.Logf("across the failover: at least %d ready, at most %d live; final %v", least, most, nodesOf(live))
 }
