@@ -264,7 +264,8 @@ func onlyComments(doc []byte) bool {
 }
 
 func newScaleCommand(a *app) *cobra.Command {
-	scale := &cobra.Command{Use: "scale", Short: "Set the replicas of a managed workload", Args: resourceArgs("workload"), RunE: needResource}
+	scale := &cobra.Command{Use: "scale", Short: "Set the replicas of a managed workload", Args: resourceArgs("workload"), RunE: needResource,
+		Example: "  rikctl scale workload web --replicas 5"}
 	var replicas int
 	var wf waitFlags
 	wl := &cobra.Command{
@@ -301,7 +302,8 @@ func newScaleCommand(a *app) *cobra.Command {
 }
 
 func newRolloutCommand(a *app) *cobra.Command {
-	rollout := &cobra.Command{Use: "rollout", Short: "Show or undo the rollouts of a managed workload", Args: resourceArgs("history, status or undo"), RunE: needResource}
+	rollout := &cobra.Command{Use: "rollout", Short: "Show or undo the rollouts of a managed workload", Args: resourceArgs("history, status or undo"), RunE: needResource,
+		Example: "  rikctl rollout status web --wait\n  rikctl rollout history web\n  rikctl rollout undo web --to-revision 2"}
 	rollout.AddCommand(newRolloutHistoryCommand(a), newRolloutStatusCommand(a), newRolloutUndoCommand(a))
 	return rollout
 }

@@ -264,7 +264,7 @@ func TestScaleRolloutAndGet(t *testing.T) {
 // Every command has an example.
 func TestNewCommandsHaveExamples(t *testing.T) {
 	root := newRootCommand(&app{})
-	for _, path := range [][]string{{"apply"}, {"scale", "workload"}, {"rollout", "history"}, {"rollout", "status"}, {"rollout", "undo"}} {
+	for _, path := range [][]string{{"apply"}, {"scale"}, {"rollout"}, {"scale", "workload"}, {"rollout", "history"}, {"rollout", "status"}, {"rollout", "undo"}} {
 		cmd, _, err := root.Find(path)
 		if err != nil || cmd.Example == "" {
 			t.Errorf("%v: no example (%v)", path, err)
