@@ -199,9 +199,6 @@ type Instance struct {
 	// Ready is true while the instance runs and its readiness probes (if
 	// any) pass; an instance with none is ready once RUNNING.
 	Ready bool `json:"ready"`
-	// ReadySince is when it last became ready (minReadySeconds counts
-	// from there).
-	ReadySince time.Time `json:"readySince,omitzero"`
 	// Revision of its workload's definition it runs (managed workloads).
 	Revision  int       `json:"revision,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`

@@ -40,11 +40,7 @@ func (s *Service) Ingest(ctx context.Context, st Status) {
 		log.Error("reading workload for status", "err", err)
 		return
 	}
-	def := wl.Value
-	if exists {
-		def = s.revisionOf(ctx, wl, rec.Value).Value // its own revision's probes
-	}
-	ac := applyContext{WorkloadExists: exists, Policy: def.RestartPolicy, Readiness: def.HasReadiness(), Now: s.now()}
+	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Now: s.now()}
 	var out outcome
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (store.Change, error) {
 		out = applyStatus(i, st, ac)
@@ -102,10 +98,7 @@ const (
 type applyContext struct {
 	WorkloadExists bool
 	Policy         workload.RestartPolicy
-	// Readiness: the workload has a readiness probe; without one an
-	// instance is ready once RUNNING.
-	Readiness bool
-	Now       time.Time
+	Now            time.Time
 }
 
 // applyStatus is the pure core of status ingestion: it returns the outcome
@@ -159,6 +152,7 @@ func applyStatus(inst *workload.Instance, m Status, c applyContext) outcome {
 		inst.Reason = api.ReasonUnknown // a node that says nothing (RIK's riklet)
 	}
 	inst.Message = m.Message
+	inst.Ready = m.Ready && status == workload.StatusRunning && !inst.DeleteRequested
 	switch {
 	case m.ExitCode != nil:
 		code := *m.ExitCode
@@ -175,7 +169,6 @@ func applyStatus(inst *workload.Instance, m Status, c applyContext) outcome {
 		}
 		maps.Copy(inst.Timings, m.Timings)
 	}
-	setReady(inst, status == workload.StatusRunning && !inst.DeleteRequested && (m.Ready || !c.Readiness), c.Now)
 	if sameInstance(before, *inst) {
 		return outcomeKeep
 	}
@@ -194,10 +187,10 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusDestroying && inst.Reason == api.ReasonNodeLost && inst.Message == msg {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusDestroying
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = msg
-		setReady(inst, false, c.Now)
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
@@ -211,13 +204,14 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusFailed && inst.Reason == api.ReasonNodeLost {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusFailed
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = m.Message
-		setReady(inst, false, c.Now)
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
+	inst.Ready = false
 	inst.Status = workload.StatusPending
 	inst.Reason = api.ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
@@ -226,7 +220,6 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 	inst.Ports = nil
 	inst.ExitCode = nil
 	inst.Restarts++
-	setReady(inst, false, c.Now)
 	inst.UpdatedAt = c.Now
 	return outcomeReschedule
 }
@@ -269,16 +262,5 @@ func sameInstance(a, b workload.Instance) bool {
 	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
-		a.DeleteRequested == b.DeleteRequested && a.Ready == b.Ready && a.ReadySince.Equal(b.ReadySince)
-}
-
-// setReady sets the readiness of inst, and when it became ready.
-func setReady(inst *workload.Instance, ready bool, now time.Time) {
-	if ready && !inst.Ready {
-		inst.ReadySince = now
-	}
-	if !ready {
-		inst.ReadySince = time.Time{}
-	}
-	inst.Ready = ready
+		a.DeleteRequested == b.DeleteRequested && a.Ready == b.Ready
 }

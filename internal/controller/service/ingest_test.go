@@ -13,19 +13,18 @@ func intp(i int) *int { return &i }
 
 func TestApplyStatus(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	earlier := now.Add(-time.Hour)
 	running := workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", IP: "10.0.0.2",
-		Ports: []workload.PortMapping{{Port: 80, TargetPort: 80}}, Ready: true, ReadySince: earlier}
+		Ports: []workload.PortMapping{{Port: 80, TargetPort: 80}}}
 	pending := workload.Instance{ID: "i", Status: workload.StatusPending}
+	readyInst := running
+	readyInst.Ready = true
 	deleting := running
 	deleting.DeleteRequested = true
 	deleting.Status = workload.StatusDestroying
-	deleting.Ready, deleting.ReadySince = false, time.Time{}
 	rescheduled := workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Restarts: 1}
 	alive := applyContext{WorkloadExists: true, Policy: workload.RestartAlways, Now: now}
 	never := applyContext{WorkloadExists: true, Policy: workload.RestartNever, Now: now}
 	orphan := applyContext{WorkloadExists: false, Policy: workload.RestartAlways, Now: now}
-	probed := applyContext{WorkloadExists: true, Policy: workload.RestartAlways, Readiness: true, Now: now}
 	m := func(st workload.Status, f func(*Status)) Status {
 		x := Status{InstanceID: "i", Status: st, Node: "n1"}
 		if f != nil {
@@ -44,21 +43,19 @@ func TestApplyStatus(t *testing.T) {
 		{"pending to creating", pending, m(workload.StatusCreating, func(x *Status) { x.Message = "pulling" }), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Message: "pulling", UpdatedAt: now}},
 		{"same status again", running, m(workload.StatusRunning, nil), alive, outcomeKeep, running},
+		{"readiness stored", running, m(workload.StatusRunning, func(x *Status) { x.Ready = true }), alive, outcomeWrite,
+			func() workload.Instance { r := running; r.Ready = true; r.UpdatedAt = now; return r }()},
+		{"readiness lost", readyInst, m(workload.StatusRunning, nil), alive, outcomeWrite,
+			func() workload.Instance { r := running; r.UpdatedAt = now; return r }()},
+		{"never ready unless running", running, m(workload.StatusCreating, func(x *Status) { x.Ready = true }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, UpdatedAt: now}},
+		{"node lost is not ready", readyInst, m(workload.StatusFailed, func(x *Status) { x.Reason = api.ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"unknown status ignored", running, m(workload.StatusUnknown, nil), alive, outcomeKeep, running},
 		{"exit code kept on failure", running, m(workload.StatusFailed, func(x *Status) { x.ExitCode = intp(1); x.Reason = api.ReasonError }), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: api.ReasonError, ExitCode: intp(1), UpdatedAt: now}},
-		{"restarts never go down", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3, Ready: true, ReadySince: earlier}, m(workload.StatusRunning, func(x *Status) { x.Restarts = 1 }), alive, outcomeKeep,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3, Ready: true, ReadySince: earlier}},
-		// Readiness: without a readiness probe RUNNING is ready; with one,
-		// the node says (InstanceMetric.ready).
-		{"running without probe is ready", pending, m(workload.StatusRunning, nil), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Ready: true, ReadySince: now, UpdatedAt: now}},
-		{"running with a probe not passing yet", pending, m(workload.StatusRunning, nil), probed, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", UpdatedAt: now}},
-		{"probe passes", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1"}, m(workload.StatusRunning, func(x *Status) { x.Ready = true }), probed, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Ready: true, ReadySince: now, UpdatedAt: now}},
-		{"probe fails again", running, m(workload.StatusRunning, nil), probed, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, UpdatedAt: now}},
+		{"restarts never go down", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}, m(workload.StatusRunning, func(x *Status) { x.Restarts = 1 }), alive, outcomeKeep,
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", Restarts: 3}},
 		{"terminated of deleted removes", deleting, m(workload.StatusTerminated, nil), alive, outcomeRemove, deleting},
 		{"terminated of orphan removes", running, m(workload.StatusTerminated, nil), orphan, outcomeRemove, running},
 		{"terminated of live is kept, with a reason", running, m(workload.StatusTerminated, nil), alive, outcomeWrite,
@@ -79,7 +76,6 @@ func TestApplyStatus(t *testing.T) {
 			func() workload.Instance {
 				d := running
 				d.Status, d.Reason, d.Message, d.UpdatedAt = workload.StatusDestroying, api.ReasonNodeLost, "node n1 lost: waiting for it to stop the instance", now
-				d.Ready, d.ReadySince = false, time.Time{}
 				return d
 			}()},
 		{"lost with Never and back: destroyed", workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", Reason: api.ReasonNodeLost},
@@ -101,10 +97,10 @@ func TestApplyStatus(t *testing.T) {
 		// Issue 8: the node it leaves may still run a copy: remembered,
 		// for a DESTROY to wait for it too.
 		{"moved: former node remembered", running, m(workload.StatusRunning, func(x *Status) { x.Node = "n2" }), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, Ready: true, ReadySince: earlier, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1"}, UpdatedAt: now}},
 		{"moved back: not a former node any more", workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n2", FormerNodes: []string{"n1", "n3"}},
 			m(workload.StatusRunning, nil), alive, outcomeWrite,
-			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, Ready: true, ReadySince: now, UpdatedAt: now}},
+			workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", FormerNodes: []string{"n3", "n2"}, UpdatedAt: now}},
 		// Found by the chaos suite: a restarting pod's address was still
 		// shown while the node gave it to another pod.
 		{"restarting forgets its address", running, m(workload.StatusCreating, func(x *Status) { x.Reason = api.ReasonBackOff }), alive, outcomeWrite,

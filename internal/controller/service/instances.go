@@ -191,6 +191,7 @@ func (s *Service) markDeleted(ctx context.Context, id string) (InstanceRecord, b
 		}
 		i.DeleteRequested = true
 		i.Status = workload.StatusDestroying
+		i.Ready = false
 		i.UpdatedAt = now
 		return store.Write, nil
 	})

@@ -344,8 +344,9 @@ func TestDeleteManagedWorkload(t *testing.T) {
 }
 
 // An old instance during a rollout is judged and re-sent by its own
-// revision: no readiness probe in it means ready once RUNNING even if the
-// new revision has one, and its CREATE carries the old image.
+// revision: no readiness probe in it means ready once RUNNING (even from a
+// node that reports no readiness) although the new revision has one, and
+// its CREATE carries the old image.
 func TestOldRevisionKeepsItsDefinition(t *testing.T) {
 	f := newManagedFixture(t)
 	f.apply(managedDef(1, "nginx:1", ""))
@@ -357,18 +358,17 @@ func TestOldRevisionKeepsItsDefinition(t *testing.T) {
 	f.apply([]byte(probed))
 	f.pass()
 	f.s.Ingest(context.Background(), Status{InstanceID: old.ID, Node: "n1", Status: workload.StatusRunning, Restarts: 1})
-	got, err := f.s.GetInstance(context.Background(), old.ID)
-	if err != nil || !got.Value.Ready {
-		t.Fatalf("old instance not ready by its own revision: %+v, %v", got.Value, err)
-	}
 	for _, i := range f.live() {
-		if i.ID == old.ID {
-			continue
+		if i.ID != old.ID {
+			f.s.Ingest(context.Background(), Status{InstanceID: i.ID, Node: "n2", Status: workload.StatusRunning})
 		}
-		f.s.Ingest(context.Background(), Status{InstanceID: i.ID, Node: "n2", Status: workload.StatusRunning})
-		if n, _ := f.s.GetInstance(context.Background(), i.ID); n.Value.Ready {
-			t.Fatalf("new instance ready without its probe passing: %+v", n.Value)
-		}
+	}
+	if r := f.rollout(); r.Ready != 1 || r.UpToDate != 1 || r.Available != 0 || r.Instances != 2 {
+		t.Fatalf("want the old instance ready by its own revision, the new one not (its probe has not passed): %+v", r)
+	}
+	f.pass()
+	if n := len(f.live()); n != 2 {
+		t.Fatalf("the old instance was removed before the new one was ready: %d live", n)
 	}
 	if err := f.s.Subscribed(context.Background()); err != nil {
 		t.Fatal(err)

@@ -91,17 +91,33 @@ func (sn snapshot) plannerView() reconcile.Workload {
 			MinReady: time.Duration(def.Update.MinReady()) * time.Second, Deadline: time.Duration(def.Update.ProgressDeadline()) * time.Second}}
 	hashes := sn.m.hashes()
 	current := hashes[sn.m.Revision]
+	probed := map[int]bool{} // by revision: has a readiness probe
+	for _, r := range sn.m.Revisions {
+		probed[r.Revision.Revision] = r.Definition.HasReadiness()
+	}
 	for _, i := range sn.inst {
 		h, ok := hashes[i.Revision]
 		w.Instances = append(w.Instances, reconcile.Instance{
 			ID: i.ID, Name: i.Name, Current: ok && h == current,
 			Live:  !i.DeleteRequested && !i.Status.Terminal(),
-			Ready: i.Ready && !i.DeleteRequested, ReadySince: i.ReadySince,
+			Ready: ready(i, probed), ReadySince: i.UpdatedAt,
 			Ended: !i.DeleteRequested && i.Status.Terminal(), Failed: i.Status == workload.StatusFailed,
 			Since: i.UpdatedAt, Status: string(i.Status), Reason: i.Reason, Message: i.Message, CreatedAt: i.CreatedAt,
 		})
 	}
 	return w
+}
+
+// ready says whether the planner counts inst ready: the node says so
+// (InstanceMetric.ready), or it is RUNNING and its revision has no
+// readiness probe (a node that reports no readiness, as RIK's). Its
+// UpdatedAt stands for when it became ready: a status change since can
+// only make minReadySeconds count longer, never shorter.
+func ready(inst workload.Instance, probed map[int]bool) bool {
+	if inst.DeleteRequested {
+		return false
+	}
+	return inst.Ready || (inst.Status == workload.StatusRunning && !probed[inst.Revision])
 }
 
 func (c cluster) Managed(ctx context.Context) ([]reconcile.Workload, error) {

@@ -96,7 +96,7 @@ func benchManaged(b *testing.B, f *fixture, managed bool, wls, per int) {
 			id := fmt.Sprintf("%s-%05d", name, i)
 			data, _ := json.Marshal(InstanceRecord{ID: id, Name: id, Value: workload.Instance{
 				ID: id, Name: id, WorkloadID: wl.ID, WorkloadName: name, Kind: workload.KindPod, Revision: rev,
-				Status: workload.StatusRunning, Ready: true, ReadySince: now, Node: "node1", IP: "10.63.0.2",
+				Status: workload.StatusRunning, Ready: true, Node: "node1", IP: "10.63.0.2",
 				CreatedAt: now, UpdatedAt: now}})
 			if _, err := f.st.Put(ctx, instanceKey(workload.KindPod, id), data, store.Any); err != nil {
 				b.Fatal(err)

@@ -71,8 +71,7 @@ type Status struct {
 	ExitCode   *int
 	Restarts   int
 	Timings    map[string]int64 // milliseconds by step
-	// Ready: the node's readiness probes pass (InstanceMetric.ready).
-	Ready bool
+	Ready      bool             // RUNNING and its readiness probes pass
 }
 
 // Defaults of Config.
