@@ -339,12 +339,16 @@ func newRolloutHistoryCommand(a *app) *cobra.Command {
 
 func newRolloutStatusCommand(a *app) *cobra.Command {
 	var wf waitFlags
+	var format string
 	cmd := &cobra.Command{
 		Use:     "status WORKLOAD",
 		Short:   "Show where the rollout of a managed workload stands",
-		Example: "  rikctl rollout status web\n  rikctl rollout status web --wait --timeout 10m",
+		Example: "  rikctl rollout status web\n  rikctl rollout status web -o json\n  rikctl rollout status web --wait --timeout 10m",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "" && format != FormatJSON && format != FormatYAML {
+				return fmt.Errorf("--output: want json or yaml, got %q", format)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -356,6 +360,9 @@ func newRolloutStatusCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format == FormatJSON || format == FormatYAML {
+				return writeData(a.env.Stdout, format, r)
+			}
 			fmt.Fprintln(a.env.Stdout, rolloutLine(r))
 			if r.Message != "" && r.Phase != api.RolloutFailed {
 				fmt.Fprintln(a.env.Stdout, "  "+clean(r.Message))
@@ -364,6 +371,7 @@ func newRolloutStatusCommand(a *app) *cobra.Command {
 		},
 	}
 	wf.add(cmd, "the rollout")
+	cmd.Flags().StringVarP(&format, "output", "o", "", "json or yaml (default: one line)")
 	return cmd
 }
 

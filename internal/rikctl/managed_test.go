@@ -247,6 +247,13 @@ func TestScaleRolloutAndGet(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "workload/web revision 2: Progressing") {
 		t.Errorf("rollout status: %s", r.stdout)
 	}
+	r = runAt(t, srv, "rollout", "status", "web", "-o", "json")
+	wantOK(t, r)
+	var st api.Rollout
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Workload != "web" || st.Revision != 2 {
+		t.Errorf("rollout status -o json: %v %s", err, r.stdout)
+	}
+	wantErr(t, runAt(t, srv, "rollout", "status", "web", "-o", "xml"), `--output: want json or yaml, got "xml"`)
 	r = runAt(t, srv, "rollout", "undo", "web", "--wait")
 	wantOK(t, r)
 	if !strings.Contains(r.stdout, "workload/web rolled back (revision 3)") || !strings.Contains(r.stdout, "revision 3: Complete") {

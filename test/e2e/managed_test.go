@@ -49,8 +49,8 @@ func (c *cluster) liveOf(wl string) ([]instanceItem, error) {
 	return live, nil
 }
 
-// waitLive waits until wl has n live instances, all RUNNING and ready,
-// with check (if any) holding for each.
+// waitLive waits until wl has n live instances, all RUNNING, with check
+// (if any) holding for each, and its rollout counting n ready.
 func (c *cluster) waitLive(wl string, n int, timeout time.Duration, check func(instanceItem) error) []instanceItem {
 	c.t.Helper()
 	var live []instanceItem
@@ -62,9 +62,12 @@ func (c *cluster) waitLive(wl string, n int, timeout time.Duration, check func(i
 		if len(live) != n {
 			return fmt.Errorf("%d live: %v", len(live), nodesOf(live))
 		}
+		if ready, _, err := c.rolloutCounts(wl); err != nil || ready != n {
+			return fmt.Errorf("%d ready (%v)", ready, err)
+		}
 		for _, it := range live {
-			if it.Value.Status != workload.StatusRunning || !it.Value.Ready {
-				return fmt.Errorf("%s %s ready=%v (%s: %s)", it.Name, it.Value.Status, it.Value.Ready, it.Value.Reason, it.Value.Message)
+			if it.Value.Status != workload.StatusRunning {
+				return fmt.Errorf("%s %s (%s: %s)", it.Name, it.Value.Status, it.Value.Reason, it.Value.Message)
 			}
 			if check != nil {
 				if err := check(it); err != nil {
@@ -75,6 +78,24 @@ func (c *cluster) waitLive(wl string, n int, timeout time.Duration, check func(i
 		return nil
 	})
 	return live
+}
+
+// rolloutCounts reads the ready and live instances of the managed
+// workload wl from rollout status (ready as the controller counts it: the
+// node says so, or RUNNING without a readiness probe).
+func (c *cluster) rolloutCounts(wl string) (ready, live int, err error) {
+	out, err := c.rikctl("rollout", "status", wl, "-o", "json")
+	if err != nil {
+		return 0, 0, err
+	}
+	var r struct {
+		Ready     int `json:"ready"`
+		Instances int `json:"instances"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return 0, 0, fmt.Errorf("rollout status %q: %w", out, err)
+	}
+	return r.Ready, r.Instances, nil
 }
 
 // watchCounts watches the instances of wl until stop is called, and
@@ -91,21 +112,15 @@ func (c *cluster) watchCounts(wl string) (stop func() (leastReady, mostLive int)
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			live, err := c.liveOf(wl)
+			ready, live, err := c.rolloutCounts(wl)
 			if err != nil {
 				continue
-			}
-			ready := 0
-			for _, it := range live {
-				if it.Value.Ready {
-					ready++
-				}
 			}
 			mu.Lock()
 			if leastReady < 0 || ready < leastReady {
 				leastReady = ready
 			}
-			mostLive = max(mostLive, len(live))
+			mostLive = max(mostLive, live)
 			mu.Unlock()
 		}
 	})
@@ -200,7 +215,7 @@ func TestManagedWorkload(t *testing.T) {
 		t.Fatalf("rollout status after the broken rollout: %s", status)
 	}
 	for _, old := range v2 {
-		if it, ok, _ := c.instance(old.Name); !ok || it.Value.Status != workload.StatusRunning || !it.Value.Ready {
+		if it, ok, _ := c.instance(old.Name); !ok || it.Value.Status != workload.StatusRunning || it.Value.DeleteRequested {
 			t.Fatalf("old instance %s no longer serving: %+v", old.Name, it.Value)
 		}
 	}
