@@ -64,13 +64,13 @@ func (c *Client) History(ctx context.Context, id string) ([]Revision, error) {
 	return out, c.do(ctx, http.MethodGet, "workloads.history/"+url.PathEscape(id), nil, &out)
 }
 
-// waitFlags are --wait and --timeout.
-type waitFlags struct {
+// rolloutWait holds --wait and --timeout of the rollout commands.
+type rolloutWait struct {
 	wait    bool
 	timeout time.Duration
 }
 
-func (w *waitFlags) add(cmd *cobra.Command, what string) {
+func (w *rolloutWait) add(cmd *cobra.Command, what string) {
 	cmd.Flags().BoolVar(&w.wait, "wait", false, "wait until "+what+" is done (or fails, with the reason)")
 	cmd.Flags().DurationVar(&w.timeout, "timeout", 5*time.Minute, "with --wait, give up after this long")
 }
@@ -128,7 +128,7 @@ func rolloutLine(r api.Rollout) string {
 
 func newApplyCommand(a *app) *cobra.Command {
 	var file string
-	var wf waitFlags
+	var wf rolloutWait
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update managed workloads (their replicas kept, changes rolled out)",
@@ -267,7 +267,7 @@ func newScaleCommand(a *app) *cobra.Command {
 	scale := &cobra.Command{Use: "scale", Short: "Set the replicas of a managed workload", Args: resourceArgs("workload"), RunE: needResource,
 		Example: "  rikctl scale workload web --replicas 5"}
 	var replicas int
-	var wf waitFlags
+	var wf rolloutWait
 	wl := &cobra.Command{
 		Use:     "workload NAME --replicas N",
 		Aliases: []string{"workloads", "wl"},
@@ -338,7 +338,7 @@ func newRolloutHistoryCommand(a *app) *cobra.Command {
 }
 
 func newRolloutStatusCommand(a *app) *cobra.Command {
-	var wf waitFlags
+	var wf rolloutWait
 	var format string
 	cmd := &cobra.Command{
 		Use:     "status WORKLOAD",
@@ -377,7 +377,7 @@ func newRolloutStatusCommand(a *app) *cobra.Command {
 
 func newRolloutUndoCommand(a *app) *cobra.Command {
 	var to int
-	var wf waitFlags
+	var wf rolloutWait
 	cmd := &cobra.Command{
 		Use:   "undo WORKLOAD [--to-revision N]",
 		Short: "Roll a managed workload back to its previous revision, or to --to-revision",
