@@ -370,7 +370,7 @@ func TestOldRevisionKeepsItsDefinition(t *testing.T) {
 	if n := len(f.live()); n != 2 {
 		t.Fatalf("the old instance was removed before the new one was ready: %d live", n)
 	}
-	if err := f.s.Subscribed(context.Background()); err != nil {
+	if err := f.s.resend(context.Background(), func(workload.Instance, bool) bool { return true }); err != nil { // as on a subscribe
 		t.Fatal(err)
 	}
 	orders := f.sched.ordersFor(old.ID)
