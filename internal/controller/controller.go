@@ -147,10 +147,12 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 	s.svc = service.New(service.Config{Store: cfg.Store, Scheduler: l, Leader: s.lease,
 		Admission: admissionFor(cfg), Logger: cfg.Logger, Metrics: reg,
 		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})
-	s.rec = reconcile.New(reconcile.Config{Cluster: s.svc.Cluster(), Leader: s.lease, Logger: cfg.Logger, Now: t.now})
 	s.api = httpapi.New(httpapi.Config{Service: s.svc, Logger: cfg.Logger, Metrics: reg,
 		Insecure: cfg.Insecure, MaxBodyBytes: cfg.MaxBodyBytes, TLS: cfg.TLS, KeepaliveEvery: t.keepaliveEvery,
 		Limits: cfg.Limits})
+	// Keeps managed workloads; rollout progress could feed the events
+	// history through reconcile.Config.Notifier.
+	s.rec = reconcile.New(reconcile.Config{Cluster: s.svc.Cluster(), Leader: s.lease, Logger: cfg.Logger, Now: t.now})
 	return s, nil
 }
 
