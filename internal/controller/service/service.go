@@ -110,6 +110,8 @@ type Service struct {
 	sched  Scheduler
 	leader Leader
 	now    func() time.Time
+	// reconcileKick: a managed workload changed (ReconcileKicks).
+	reconcileKick chan struct{}
 
 	repo      *repo
 	tokens    *tokenStore
@@ -118,8 +120,6 @@ type Service struct {
 	quota     quota
 	metrics   *metrics
 	nodesKick chan struct{} // sync the nodes now
-	// reconcileKick: a managed workload changed (ReconcileKicks).
-	reconcileKick chan struct{}
 }
 
 // New builds a Service over cfg.Store. Nothing runs until Run.
@@ -136,13 +136,13 @@ func New(cfg Config) *Service {
 	events := newBroker()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,
+		reconcileKick: make(chan struct{}, 1),
+
 		repo:      newRepo(cfg.Store),
 		tokens:    newTokenStore(cfg.Store, cfg.Now),
 		events:    events,
 		metrics:   newMetrics(cfg.Metrics, events),
 		nodesKick: make(chan struct{}, 1),
-
-		reconcileKick: make(chan struct{}, 1),
 	}
 }
 
