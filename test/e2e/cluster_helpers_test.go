@@ -460,8 +460,11 @@ func (c *cluster) dumpLogs() {
 }
 
 // rikctl runs rikctl in the client namespace against the controller.
-func (c *cluster) rikctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+func (c *cluster) rikctl(args ...string) (string, error) { return c.rikctlFor(30*time.Second, args...) }
+
+// rikctlFor is rikctl, killed after timeout.
+func (c *cluster) rikctlFor(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	full := append([]string{"--net=" + c.client.Path, "--", c.bins.rikctl, "--server", c.apiURL()}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)

@@ -121,6 +121,8 @@ type Service struct {
 	sched  Scheduler
 	leader Leader
 	now    func() time.Time
+	// reconcileKick: a managed workload changed (ReconcileKicks).
+	reconcileKick chan struct{}
 
 	repo      *repo
 	tokens    *tokenStore
@@ -154,6 +156,8 @@ func New(cfg Config) *Service {
 	events := newBroker()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,
+		reconcileKick: make(chan struct{}, 1),
+
 		repo:      newRepo(cfg.Store),
 		tokens:    newTokenStore(cfg.Store, cfg.Now),
 		events:    events,
