@@ -6,7 +6,7 @@ PKG     := github.com/rik-org/rik
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)
 
-.PHONY: all build dev deps test test-short bench proto vet fmt clean
+.PHONY: all build dev deps test test-short bench proto vet fmt clean ui-screenshots
 
 all: build
 
@@ -28,7 +28,7 @@ dev: build
 
 # The Debian packages rik and its tests use (root).
 DEPS := runc iptables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
-	qemu-system-x86 etcd-server curl ca-certificates
+	qemu-system-x86 etcd-server curl ca-certificates chromium
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
@@ -42,6 +42,10 @@ test: build
 # Unit tests only: no root, no host tools.
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The dashboard's screenshots in docs/, taken by its browser test.
+ui-screenshots:
+	RIK_UI_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDashboard$$' ./test/ui
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

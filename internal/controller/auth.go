@@ -78,6 +78,9 @@ var routeRoles = map[string]Role{
 	"GET /healthz":                     rolePublic,
 	"GET /readyz":                      rolePublic,
 	"GET /metrics":                     RoleViewer,
+	// The dashboard's files hold no data: its pages call the API with
+	// the user's token.
+	"GET /ui/": rolePublic,
 }
 
 // unmatchedRole is what a request no route matches needs: without a token

@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"time"
 
 	"github.com/google/uuid"
+	"sigs.k8s.io/yaml"
 
 	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/ui"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -49,6 +52,7 @@ func (s *Server) routes() http.Handler {
 	hf("GET /healthz", s.handleHealth)
 	hf("GET /readyz", s.handleReady)
 	handle("GET /metrics", s.metrics.handler())
+	handle("GET "+ui.Prefix, ui.Handler()) // the dashboard; "/ui" redirects here
 	pattern := func(r *http.Request) string {
 		_, p := mux.Handler(r)
 		return p
@@ -220,6 +224,22 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
+// yamlBodyToJSON converts a YAML body (Content-Type application/yaml: a
+// definition pasted in the dashboard) to JSON; other bodies are returned
+// as they are.
+func yamlBodyToJSON(r *http.Request, data []byte) ([]byte, error) {
+	switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
+	case "application/yaml", "application/x-yaml", "text/yaml":
+	default:
+		return data, nil
+	}
+	out, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("invalid YAML body: %v: %w", err, ErrBadInput)
+	}
+	return out, nil
+}
+
 func badField(field, msg string) error {
 	return fmt.Errorf("%s: %s: %w", field, msg, ErrBadInput)
 }
@@ -268,6 +288,9 @@ func instanceErr(ref string, err error) error {
 
 func (s *Server) handleWorkloadsCreate(w http.ResponseWriter, r *http.Request) {
 	data, err := s.readBody(w, r)
+	if err == nil {
+		data, err = yamlBodyToJSON(r, data)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
