@@ -56,7 +56,7 @@ func do(h http.Handler, method, path, token, ctype, body string) *httptest.Respo
 func TestControllerServesDashboard(t *testing.T) {
 	h, tok := controllerWithToken(t)
 	rec := do(h, "GET", "/ui/", "", "", "")
-	if rec.Code != http.StatusOK || rec.Header().Get("Content-Security-Policy") != ui.ContentSecurityPolicy {
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Security-Policy") != ui.ContentSecurityPolicy() {
 		t.Fatalf("GET /ui/ without a token: %d, CSP %q", rec.Code, rec.Header().Get("Content-Security-Policy"))
 	}
 	if rec := do(h, "GET", "/ui/app.js", "", "", ""); rec.Code != http.StatusOK {

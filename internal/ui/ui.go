@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"path"
@@ -18,12 +20,6 @@ import (
 
 // Prefix is where the dashboard is mounted.
 const Prefix = "/ui/"
-
-// ContentSecurityPolicy is sent with every dashboard file: scripts, styles
-// and connections only from the controller itself, no inline script or
-// style, no plugin, no framing.
-const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 //go:embed static
 var static embed.FS
@@ -45,10 +41,25 @@ var contentTypes = map[string]string{
 	".svg":  "image/svg+xml",
 }
 
-// assets maps a path under Prefix ("index.html", "app.js") to its file.
-var assets = mustLoad(static)
+// assets maps a path under Prefix ("index.html", "app.js") to its file;
+// styleHash allows the style sheet, inlined in the index.
+var assets, styleHash = mustLoad(static)
 
-func mustLoad(fsys fs.FS) map[string]asset {
+// ContentSecurityPolicy is what is sent with every dashboard file: scripts
+// and connections only from the controller itself, no inline script, the
+// one inline style sheet (by its hash), no plugin, no framing.
+func ContentSecurityPolicy() string {
+	return "default-src 'none'; script-src 'self'; style-src " + styleHash + "; " +
+		"img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
+
+// styleLink is where the index loads the style sheet.
+const styleLink = `<link rel="stylesheet" href="style.css">`
+
+// mustLoad reads the embedded files, with style.css moved into the index:
+// the first paint then waits for no other request. It returns the files
+// and the CSP source allowing the inlined sheet.
+func mustLoad(fsys fs.FS) (map[string]asset, string) {
 	sub, err := fs.Sub(fsys, "static")
 	if err != nil {
 		panic(err)
@@ -59,21 +70,29 @@ func mustLoad(fsys fs.FS) map[string]asset {
 			return err
 		}
 		data, err := fs.ReadFile(sub, p)
-		if err != nil {
-			return err
+		if err == nil {
+			out[p] = newAsset(p, data)
 		}
-		sum := sha256.Sum256(data)
-		ctype, ok := contentTypes[path.Ext(p)]
-		if !ok {
-			ctype = "application/octet-stream"
-		}
-		out[p] = asset{data: data, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
-		return nil
+		return err
 	})
-	if err != nil {
-		panic(err) // the embedded files are part of the binary
+	css, index := out["style.css"].data, out["index.html"].data
+	if err != nil || len(css) == 0 || !bytes.Contains(index, []byte(styleLink)) {
+		panic(fmt.Sprintf("loading the dashboard's files: %v", err)) // they are part of the binary
 	}
-	return out
+	inlined := strings.Replace(string(index), styleLink, "<style>"+string(css)+"</style>", 1)
+	out["index.html"] = newAsset("index.html", []byte(inlined))
+	delete(out, "style.css")
+	sum := sha256.Sum256(css)
+	return out, "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
+
+func newAsset(name string, data []byte) asset {
+	sum := sha256.Sum256(data)
+	ctype, ok := contentTypes[path.Ext(name)]
+	if !ok {
+		ctype = "application/octet-stream"
+	}
+	return asset{data: data, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 }
 
 // Handler serves the dashboard's files for requests under Prefix; the
@@ -82,7 +101,7 @@ func mustLoad(fsys fs.FS) map[string]asset {
 func Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", ContentSecurityPolicy)
+		h.Set("Content-Security-Policy", ContentSecurityPolicy())
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")

@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -40,7 +42,7 @@ func TestServesEveryFile(t *testing.T) {
 		h := rec.Header()
 		for k, v := range map[string]string{
 			"Content-Type":            ctype,
-			"Content-Security-Policy": ContentSecurityPolicy,
+			"Content-Security-Policy": ContentSecurityPolicy(),
 			"X-Content-Type-Options":  "nosniff",
 			"X-Frame-Options":         "DENY",
 			"Cache-Control":           "no-cache",
@@ -59,13 +61,34 @@ func TestServesEveryFile(t *testing.T) {
 }
 
 func TestCSPIsStrict(t *testing.T) {
-	for _, part := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"} {
-		if !strings.Contains(ContentSecurityPolicy, part+";") && !strings.HasSuffix(ContentSecurityPolicy, part) {
-			t.Errorf("CSP lacks %q: %s", part, ContentSecurityPolicy)
+	csp := ContentSecurityPolicy()
+	for _, part := range []string{"default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, part+";") && !strings.HasSuffix(csp, part) {
+			t.Errorf("CSP lacks %q: %s", part, csp)
 		}
 	}
-	if strings.Contains(ContentSecurityPolicy, "unsafe") || strings.Contains(ContentSecurityPolicy, "*") {
-		t.Errorf("CSP allows too much: %s", ContentSecurityPolicy)
+	if strings.Contains(csp, "unsafe") || strings.Contains(csp, "*") {
+		t.Errorf("CSP allows too much: %s", csp)
+	}
+}
+
+// The style sheet is in the index, allowed by its hash and nothing else.
+func TestStyleInlined(t *testing.T) {
+	index := get(t, Prefix, nil).Body.String()
+	css, err := fs.ReadFile(static, "static/style.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(index, "<style>"+string(css)+"</style>") || strings.Contains(index, "stylesheet") {
+		t.Fatalf("index without the inlined style sheet:\n%s", index)
+	}
+	sum := sha256.Sum256(css)
+	want := "style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "';"
+	if !strings.Contains(ContentSecurityPolicy(), want) {
+		t.Errorf("CSP %q lacks %q", ContentSecurityPolicy(), want)
+	}
+	if rec := get(t, Prefix+"style.css", nil); rec.Code != http.StatusNotFound {
+		t.Errorf("style.css served apart: %d", rec.Code)
 	}
 }
 
@@ -77,7 +100,7 @@ func TestRevalidation(t *testing.T) {
 	if rec := get(t, Prefix+"app.js", map[string]string{"If-None-Match": `"other"`}); rec.Code != http.StatusOK {
 		t.Errorf("other ETag: %d, want 200", rec.Code)
 	}
-	if get(t, Prefix+"style.css", nil).Header().Get("ETag") == etag {
+	if get(t, Prefix+"api.js", nil).Header().Get("ETag") == etag {
 		t.Error("two files share an ETag")
 	}
 }

@@ -22,7 +22,7 @@ import (
 // It reports the median and the slowest load.
 func BenchmarkFirstPaint(b *testing.B) {
 	br := newBrowser(b)
-	c := startCluster(b)
+	c := startCluster(b, false)
 	url := c.url + "/ui/"
 	// The floor: the same measure of a page of one paragraph, for what
 	// the browser takes whatever the page.

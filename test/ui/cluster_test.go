@@ -46,7 +46,7 @@ func (f followingFake) Logs(ctx context.Context, inst runtime.Instance, opts run
 }
 
 // cluster is `rik dev` in this process, secured as by default (HTTPS, an
-// admin token), with one node running the fake runtime.
+// admin token) or --insecure, with one node running the fake runtime.
 type cluster struct {
 	url   string
 	token string
@@ -56,7 +56,7 @@ type cluster struct {
 
 const nodeName = "node-ui"
 
-func startCluster(t testing.TB) *cluster {
+func startCluster(t testing.TB, insecure bool) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	lines := make(chan string)
@@ -72,7 +72,7 @@ func startCluster(t testing.TB) *cluster {
 	done := make(chan error, 1)
 	go func() {
 		done <- dev.Run(ctx, dev.Config{DataDir: dir, Addr: "127.0.0.1:0", WorkersAddr: "127.0.0.1:0",
-			ControllersAddr: "127.0.0.1:0", Hostname: nodeName, Runtimes: []riklet.RuntimeFactory{factory},
+			ControllersAddr: "127.0.0.1:0", Hostname: nodeName, Runtimes: []riklet.RuntimeFactory{factory}, Insecure: insecure,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	}()
 	t.Cleanup(func() {
@@ -97,15 +97,18 @@ func startCluster(t testing.TB) *cluster {
 		return err
 	})
 	c := &cluster{url: cfg.Cluster.Server, token: cfg.User.Token, lines: lines}
-	ca, err := rikctl.LoadCA(cfg.Cluster.CertificateAuthority)
-	if err != nil {
-		t.Fatal(err)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if !insecure {
+		ca, err := rikctl.LoadCA(cfg.Cluster.CertificateAuthority)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool, err := pki.Pool(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
-	pool, err := pki.Pool(ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	c.api = rikctl.NewClient(c.url, hc).WithToken(c.token)
 	eventually(t, 20*time.Second, "the node is Ready", func() error {
 		ns, err := c.api.ListNodes(context.Background())

@@ -40,7 +40,7 @@ spec:
 // delete it after confirming, create a workload from pasted YAML.
 func TestDashboard(t *testing.T) {
 	b := newBrowser(t)
-	c := startCluster(t)
+	c := startCluster(t, false)
 	ctx := context.Background()
 	ui := c.url + "/ui/"
 
@@ -77,6 +77,9 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
 	made, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Name: "web-ui"})
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +87,7 @@ func TestDashboard(t *testing.T) {
 	id := made[0].ID
 	row := `tr[data-id="` + id + `"]`
 	b.do("instance RUNNING", chromedp.WaitVisible(chromedp.CSS(row+` .badge[data-status="RUNNING"]`)))
+	b.until("all three RUNNING", `document.querySelectorAll('main tbody .badge[data-status="RUNNING"]').length === 3`)
 	b.until("no reload", `window.rikNoReload === true`)
 	if got := b.text(row); !strings.Contains(got, "web-ui") || !strings.Contains(got, nodeName) {
 		t.Errorf("instance row: %q", got)
@@ -148,9 +152,24 @@ func TestDashboard(t *testing.T) {
 
 	b.do("workloads page", chromedp.Click(chromedp.CSS(`nav a[data-page="workloads"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+wl.ID+`"]`)))
-	b.until("instance counts", `[...document.querySelectorAll('main td.count')].map((td) => td.textContent).sort().join() === '0 running / 0,1 running / 1'`)
+	b.until("instance counts", `[...document.querySelectorAll('main td.count')].map((td) => td.textContent).sort().join() === '1 running / 1,2 running / 2'`)
 	b.shot("workloads")
 	b.until("still no reload", `window.rikNoReload === true`)
 
+	b.checkFaults()
+}
+
+// A controller started with --insecure asks for no token: the dashboard
+// shows the node at once, and offers no sign-out.
+func TestDashboardInsecure(t *testing.T) {
+	b := newBrowser(t)
+	c := startCluster(t, true)
+	if !strings.HasPrefix(c.url, "http://") {
+		t.Fatalf("insecure rik dev serves %s", c.url)
+	}
+	b.do("dashboard", chromedp.Navigate(c.url+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="`+nodeName+`"] .badge[data-status="Ready"]`)))
+	b.until("live, no sign-in", `document.getElementById('live')?.textContent === 'live' &&
+		!document.getElementById('signin') && document.getElementById('signout').hidden`)
 	b.checkFaults()
 }

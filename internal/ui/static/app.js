@@ -36,7 +36,10 @@ function route() {
     return;
   }
   const [re, , page] = found;
-  const param = decodeURIComponent(hash.match(re)[1] || '');
+  let param = hash.match(re)[1] || '';
+  try {
+    param = decodeURIComponent(param);
+  } catch { /* kept as it is */ }
   const ctl = new AbortController();
   const cleanups = [];
   current = {close: () => { ctl.abort(); cleanups.forEach((f) => f()); }};

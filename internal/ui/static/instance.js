@@ -80,8 +80,12 @@ export async function instancePage(main, id, ctx) {
   const del = h('button', {type: 'button', class: 'danger', id: 'delete', onclick: async () => {
     if (await deleteInstance(item)) location.hash = '#/instances';
   }}, 'Delete');
+  let shown = ''; // the status shown
   const render = () => {
     item = live.instances.get(item.id) || item;
+    // Logs come once it runs: follow them again when it starts (or restarts).
+    if (shown && shown !== 'RUNNING' && item.value.status === 'RUNNING') restart();
+    shown = item.value.status;
     const gone = !live.instances.has(item.id) && live.history(item.id).some((e) => e.status === 'TERMINATED');
     head.replaceChildren(h('h1', {}, item.name, ' ', badge(item.value.status)), gone ? h('span', {class: 'muted'}, 'deleted') : del);
     info.replaceChildren(details(item.value));

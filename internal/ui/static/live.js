@@ -4,6 +4,7 @@ import {APIError, get, stream} from './api.js';
 import {SSEParser} from './sse.js';
 
 const HISTORY = 50; // events kept per instance
+const HISTORIES = 2000; // instances whose events are kept
 const WAIT_MAX = 15000;
 
 export const instances = new Map(); // id -> {id, name, value}
@@ -48,6 +49,7 @@ function record(item) {
   h.push(e);
   if (h.length > HISTORY) h.shift();
   histories.set(item.id, h);
+  if (histories.size > HISTORIES) histories.delete(histories.keys().next().value);
 }
 
 function apply(item) {
@@ -67,7 +69,27 @@ function scheduleRelist() {
   }, 300);
 }
 
-async function relist() {
+let listing = null; // the listing in flight
+let again = false; // list once more when it is done
+
+// relist replaces the instances with a fresh listing, keeping what events
+// said since it was asked for. Calls during a listing make one more.
+function relist() {
+  if (listing) {
+    again = true;
+    return listing;
+  }
+  listing = listOnce().finally(() => {
+    listing = null;
+    if (again) {
+      again = false;
+      relist().catch(() => {});
+    }
+  });
+  return listing;
+}
+
+async function listOnce() {
   pending = [];
   try {
     const items = await get('instances.list');

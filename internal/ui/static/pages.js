@@ -86,7 +86,7 @@ async function deleteWorkload(w, reload) {
   } catch (e) {
     flash(e.message, 'error');
   }
-  await reload();
+  await reload().catch(() => {});
 }
 
 function workloadRow(w, reload) {
