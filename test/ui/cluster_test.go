@@ -19,6 +19,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
+	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -123,15 +124,11 @@ func startCluster(t testing.TB, insecure bool) *cluster {
 	return c
 }
 
+// eventually waits until f returns nil, failing the test with what and
+// f's last error after timeout.
 func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+	testutil.Eventually(t, timeout, func() bool { err = f(); return err == nil },
+		func() string { return fmt.Sprintf("%s: %v", what, err) })
 }
