@@ -27,7 +27,7 @@ dev: build
 	$(BIN)/rik dev $(DEV_FLAGS)
 
 # The Debian packages rik and its tests use (root).
-DEPS := runc iptables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
+DEPS := runc iptables nftables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
 	qemu-system-x86 etcd-server curl ca-certificates chromium
 deps:
 	apt-get update -qq

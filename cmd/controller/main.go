@@ -189,8 +189,7 @@ func run(args []string) error {
 		TLS:            tlsCfg,
 		Insecure:       o.insecure,
 		AdminTokenFile: o.adminTokenFile,
-		MaxConnsPerIP:  o.maxConnsPerIP,
-		ReadTimeout:    o.readTimeout,
+		Limits:         controller.Limits{MaxConnsPerIP: o.maxConnsPerIP, ReadTimeout: o.readTimeout},
 		Admission:      &o.admission,
 		SchedulerTLS:   schedTLS,
 	})

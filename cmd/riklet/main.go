@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/riklet"
+	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
 )
 
@@ -180,7 +181,7 @@ func ledgerInstances(path string) ([]string, error) {
 		return nil, fmt.Errorf("reading ledger: %w", err)
 	}
 	var l struct {
-		Instances []riklet.Entry `json:"instances"`
+		Instances []ledger.Entry `json:"instances"`
 	}
 	if err := json.Unmarshal(b, &l); err != nil {
 		return nil, fmt.Errorf("reading ledger %s: %w", path, err)

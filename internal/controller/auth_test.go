@@ -1,63 +1,45 @@
 package controller
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/controllerpb"
-	"github.com/rik-org/rik/internal/store"
-	"github.com/rik-org/rik/internal/store/bolt"
+	"github.com/rik-org/rik/internal/controller/httpapi"
+	"github.com/rik-org/rik/internal/controller/service"
+	"sigs.k8s.io/yaml"
 )
 
-// Every route has an entry in the role table (its value is checked
-// against openapi.yaml's x-rik-role), and the table names no other route.
-func TestRouteRoles(t *testing.T) {
-	patterns := routePatterns(t)
-	for _, p := range patterns {
-		if role, ok := routeRoles[p]; !ok || (role != rolePublic && role.rank() == 0) {
-			t.Errorf("route %q: role %q in routeRoles", p, role)
-		}
-	}
-	for p := range routeRoles {
-		if !slices.Contains(patterns, p) {
-			t.Errorf("routeRoles has %q, which is no route", p)
-		}
-	}
-}
-
-func TestRoleAllows(t *testing.T) {
-	for _, tc := range []struct {
-		have, need Role
-		want       bool
-	}{
-		{RoleAdmin, RoleAdmin, true}, {RoleAdmin, RoleOperator, true}, {RoleAdmin, RoleViewer, true},
-		{RoleOperator, RoleAdmin, false}, {RoleOperator, RoleOperator, true}, {RoleOperator, RoleViewer, true},
-		{RoleViewer, RoleAdmin, false}, {RoleViewer, RoleOperator, false}, {RoleViewer, RoleViewer, true},
-		{"", RoleViewer, false}, {"root", RoleViewer, false}, {"", rolePublic, true},
-	} {
-		if got := tc.have.allows(tc.need); got != tc.want {
-			t.Errorf("%q allows %q = %v, want %v", tc.have, tc.need, got, tc.want)
-		}
-	}
-}
-
-// newTokenFor stores a token with role and returns it.
-func (e *env) newTokenFor(role Role) string {
+// newTokenFor stores a token with role (and ttl, "" for none) and returns
+// it.
+func (e *env) newTokenFor(role service.Role, ttl ...string) string {
 	e.t.Helper()
-	tok, _, err := e.s.tokens.create(context.Background(), role, "test "+string(role), 0)
+	req := api.CreateTokenRequest{Role: string(role), Description: "test " + string(role)}
+	if len(ttl) > 0 {
+		req.TTL = ttl[0]
+	}
+	created, err := e.s.svc.CreateToken(context.Background(), req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return tok
+	return created.Token
+}
+
+// tokenParts splits a bearer token, "rik_<id>_<secret>".
+func tokenParts(t *testing.T, tok string) (id, secret string) {
+	t.Helper()
+	parts := strings.Split(tok, "_")
+	if len(parts) != 3 || parts[0] != "rik" || len(parts[1]) != 10 || len(parts[2]) != 26 {
+		t.Fatalf("token %q is not rik_<10 chars>_<26 chars>", tok)
+	}
+	return parts[1], parts[2]
 }
 
 // as runs a request with token ("" for none).
@@ -72,24 +54,18 @@ func (e *env) as(token, method, path string, body any) response {
 func TestAuthTable(t *testing.T) {
 	e := newEnv(t)
 	admin := e.token
-	viewer, operator := e.newTokenFor(RoleViewer), e.newTokenFor(RoleOperator)
+	viewer, operator := e.newTokenFor(service.RoleViewer), e.newTokenFor(service.RoleOperator)
 	wl := e.createWorkload(podDef("web"))
 	// An expired token, a token with a wrong secret, one deleted.
-	past := time.Now().Add(-time.Minute)
-	expiredTok, rec := newToken(RoleAdmin, "expired", 0, past.Add(-time.Hour))
-	rec.ExpiresAt = &past
-	data, _ := json.Marshal(rec)
-	if _, err := e.st.Put(t.Context(), tokenPrefix+rec.ID, data, 0); err != nil {
-		t.Fatal(err)
-	}
-	id, _, _ := parseToken(viewer)
-	wrongSecret := "rik_" + id + "_" + strings.Repeat("a", tokenSecretLen)
-	deleted := e.newTokenFor(RoleAdmin)
+	expiredTok := e.newTokenFor(service.RoleAdmin, "1ns")
+	id, _ := tokenParts(t, viewer)
+	wrongSecret := "rik_" + id + "_" + strings.Repeat("a", 26)
+	deleted := e.newTokenFor(service.RoleAdmin)
 	if r := e.as(deleted, "GET", "/api/v0/workloads.list", nil); r.code != 200 { // now cached
 		t.Fatalf("new admin token: %d", r.code)
 	}
 	e.must(204, "POST", "/api/v0/tokens.delete", map[string]string{"id": deleted})
-	unknown := "rik_" + strings.Repeat("b", tokenIDLen) + "_" + strings.Repeat("c", tokenSecretLen)
+	unknown := "rik_" + strings.Repeat("b", 10) + "_" + strings.Repeat("c", 26)
 
 	inst := `{"workload_id":"` + wl.ID + `"}`
 	for _, tc := range []struct {
@@ -172,12 +148,12 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 		t.Fatal("the operator creating the workload does not see its env")
 	}
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	viewer := e.newTokenFor(RoleViewer)
+	viewer := e.newTokenFor(service.RoleViewer)
 	const secret = "hunter2"
 
-	for _, p := range e.s.patterns {
+	for p, role := range documentedRoutes(t) {
 		method, path, _ := strings.Cut(p, " ")
-		if method != "GET" || !RoleViewer.allows(routeRoles[p]) || path == "/api/v0/events" {
+		if method != "GET" || (role != "public" && !service.RoleViewer.Allows(service.Role(role))) || path == "/api/v0/events" {
 			continue
 		}
 		path = strings.NewReplacer("workloads.instances/{id}", "workloads.instances/"+wl.ID,
@@ -196,11 +172,11 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 		t.Fatalf("viewer's list: %+v", list)
 	}
 	env := list[0].Value.Spec.Containers[0].Env
-	if len(env) != 2 || env[0].Name != "DB_PASSWORD" || env[0].Value != RedactedValue || env[1].Value != RedactedValue {
+	if len(env) != 2 || env[0].Name != "DB_PASSWORD" || env[0].Value != httpapi.RedactedValue || env[1].Value != httpapi.RedactedValue {
 		t.Errorf("viewer's env: %+v", env)
 	}
 	// The stored definition is untouched: operators still see it.
-	operator := e.newTokenFor(RoleOperator)
+	operator := e.newTokenFor(service.RoleOperator)
 	if r := e.as(operator, "GET", "/api/v0/workloads.list", nil); !strings.Contains(string(r.body), "hunter2-do-not-show") {
 		t.Errorf("operator's list: %s", r.body)
 	}
@@ -208,24 +184,40 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 	// The event stream, with an event in it.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+"/api/v0/events", nil)
-	req.Header.Set("Authorization", "Bearer "+viewer)
-	resp, err := e.http.Client().Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("viewer events: %v %v", resp, err)
-	}
-	defer resp.Body.Close()
-	eventually(t, "subscribed", func() bool { return e.s.events.count() == 1 })
+	events := subscribeEvents(t, ctx, e.http, viewer)
 	e.createInstances(map[string]any{"workload_id": wl.ID})
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), secret) {
-			t.Errorf("event shows the secret: %s", sc.Text())
+	for ev := range events {
+		if strings.Contains(ev.data, secret) {
+			t.Errorf("event shows the secret: %s", ev.data)
 		}
-		if strings.HasPrefix(sc.Text(), "data:") {
+		if ev.name == "instance" {
 			break
 		}
 	}
+}
+
+// documentedRoutes are the routes openapi.yaml describes ("GET /path"),
+// with their x-rik-role.
+func documentedRoutes(t *testing.T) map[string]string {
+	t.Helper()
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Role string `json:"x-rik-role"`
+		} `json:"paths"`
+	}
+	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	routes := map[string]string{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			routes[strings.ToUpper(method)+" "+path] = op.Role
+		}
+	}
+	if len(routes) == 0 {
+		t.Fatal("openapi.yaml describes no route")
+	}
+	return routes
 }
 
 func mustJSON(t *testing.T, v any) string {
@@ -241,12 +233,9 @@ func TestTokensManage(t *testing.T) {
 	e := newEnv(t)
 	first := e.token
 
-	var created struct {
-		TokenItem
-		Token string `json:"token"`
-	}
+	var created api.CreatedToken
 	e.must(201, "POST", "/api/v0/tokens.create", map[string]string{"role": "viewer", "description": "ci dashboards", "ttl": "24h"}).decode(t, &created)
-	if created.ID == "" || created.Name != created.ID || created.Value.Role != RoleViewer || created.Value.Description != "ci dashboards" ||
+	if created.ID == "" || created.Name != created.ID || created.Value.Role != "viewer" || created.Value.Description != "ci dashboards" ||
 		created.Value.ExpiresAt == nil || !strings.HasPrefix(created.Token, "rik_"+created.ID+"_") {
 		t.Fatalf("created %+v", created)
 	}
@@ -259,16 +248,17 @@ func TestTokensManage(t *testing.T) {
 
 	// The list never shows a secret or its hash.
 	r := e.must(200, "GET", "/api/v0/tokens.list", nil)
-	_, secret, _ := parseToken(created.Token)
-	_, firstSecret, _ := parseToken(first)
-	for _, s := range []string{secret, firstSecret, hashSecret(secret), "secretHash"} {
+	_, secret := tokenParts(t, created.Token)
+	_, firstSecret := tokenParts(t, first)
+	hash := sha256.Sum256([]byte(secret))
+	for _, s := range []string{secret, firstSecret, hex.EncodeToString(hash[:]), "secretHash"} {
 		if strings.Contains(string(r.body), s) {
 			t.Errorf("tokens.list shows %q: %s", s, r.body)
 		}
 	}
-	var items []TokenItem
+	var items []api.Item[api.Token]
 	r.decode(t, &items)
-	if len(items) != 2 || items[0].Value.Role != RoleAdmin || items[1].ID != created.ID {
+	if len(items) != 2 || items[0].Value.Role != "admin" || items[1].ID != created.ID {
 		t.Errorf("tokens.list = %+v", items)
 	}
 
@@ -295,7 +285,7 @@ func TestTokensManage(t *testing.T) {
 	e.must(404, "POST", "/api/v0/tokens.delete", map[string]string{"id": "../../workload"})
 
 	// The last admin token cannot go; once another exists it can.
-	firstID, _, _ := parseToken(first)
+	firstID, _ := tokenParts(t, first)
 	if got := e.must(409, "POST", "/api/v0/tokens.delete", map[string]string{"id": firstID}).errorText(t); !strings.Contains(got, "last admin token") {
 		t.Errorf("deleting the last admin: %q", got)
 	}
@@ -304,78 +294,6 @@ func TestTokensManage(t *testing.T) {
 	e.must(204, "POST", "/api/v0/tokens.delete", map[string]string{"id": firstID})
 	if r := e.as(first, "GET", "/api/v0/tokens.list", nil); r.code != 401 {
 		t.Errorf("first admin token after delete: %d", r.code)
-	}
-}
-
-func TestBootstrapAdmin(t *testing.T) {
-	st, err := bolt.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ts := newTokenStore(st, time.Now)
-	file := filepath.Join(t.TempDir(), "sub", "admin.token")
-	created, err := ts.bootstrapAdmin(t.Context(), file)
-	if err != nil || !created {
-		t.Fatalf("first bootstrap: %v %v", created, err)
-	}
-	fi, err := os.Stat(file)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("token file: %v %v", fi, err)
-	}
-	b, _ := os.ReadFile(file)
-	tok := strings.TrimSpace(string(b))
-	if id, err := ts.verify(t.Context(), tok); err != nil || id.role != RoleAdmin {
-		t.Fatalf("the written token: %+v %v", id, err)
-	}
-	// A restart (or another controller on the store) makes no other one.
-	if created, err := ts.bootstrapAdmin(t.Context(), file); err != nil || created {
-		t.Fatalf("second bootstrap: %v %v", created, err)
-	}
-	if all, _ := ts.list(t.Context()); len(all) != 1 {
-		t.Fatalf("%d tokens", len(all))
-	}
-	// With every admin token gone, the next start makes one again.
-	id, _, _ := parseToken(tok)
-	if err := st.Delete(t.Context(), tokenPrefix+id, store.Any); err != nil {
-		t.Fatal(err)
-	}
-	if created, err := ts.bootstrapAdmin(t.Context(), file); err != nil || !created {
-		t.Fatalf("bootstrap after the admin token was removed: %v %v", created, err)
-	}
-	// A file that cannot be written leaves no token behind.
-	if err := st.Delete(t.Context(), tokenPrefix+firstTokenID(t, ts), store.Any); err != nil {
-		t.Fatal(err)
-	}
-	blocker := filepath.Join(t.TempDir(), "file")
-	os.WriteFile(blocker, nil, 0o600)
-	if _, err := ts.bootstrapAdmin(t.Context(), filepath.Join(blocker, "admin.token")); err == nil {
-		t.Fatal("bootstrap into an impossible path succeeded")
-	}
-	if all, _ := ts.list(t.Context()); len(all) != 0 {
-		t.Errorf("tokens left after a failed bootstrap: %+v", all)
-	}
-}
-
-func firstTokenID(t *testing.T, ts *tokenStore) string {
-	all, err := ts.list(t.Context())
-	if err != nil || len(all) == 0 {
-		t.Fatalf("tokens: %v %v", all, err)
-	}
-	return all[0].ID
-}
-
-func TestParseToken(t *testing.T) {
-	tok, rec := newToken(RoleViewer, "", 0, time.Now())
-	id, secret, ok := parseToken(tok)
-	if !ok || id != rec.ID || hashSecret(secret) != rec.SecretHash {
-		t.Fatalf("parseToken(%q) = %q %q %v", tok, id, secret, ok)
-	}
-	for _, bad := range []string{"", "rik_", "rik__", tok + "x", strings.ToUpper(tok), "xyz" + tok[3:],
-		"rik_" + id + "_" + secret[:5], "rik_" + id + "_" + strings.Repeat("1", tokenSecretLen)} {
-		if _, _, ok := parseToken(bad); ok {
-			t.Errorf("parseToken(%q) accepted", bad)
-		}
 	}
 }
 
@@ -390,21 +308,7 @@ func TestInsecureNeedsNoToken(t *testing.T) {
 	if r := e.must(200, "GET", "/api/v0/workloads.list", nil); !strings.Contains(string(r.body), "hunter2") {
 		t.Errorf("insecure list: %s", r.body)
 	}
-	if all, _ := e.s.tokens.list(t.Context()); len(all) != 0 {
+	if all, _ := e.s.svc.ListTokens(t.Context()); len(all) != 0 {
 		t.Errorf("insecure controller created tokens: %+v", all)
-	}
-}
-
-func TestNewServerChecksAuthConfig(t *testing.T) {
-	st, err := bolt.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := NewServer(Config{Store: st}); err == nil || !strings.Contains(err.Error(), "admin token file") {
-		t.Errorf("no admin token file: %v", err)
-	}
-	if _, err := NewServer(Config{Store: st, Insecure: true, TLS: &tls.Config{}}); err == nil || !strings.Contains(err.Error(), "insecure and TLS") {
-		t.Errorf("insecure with TLS: %v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 func BenchmarkInstancesCreate(b *testing.B) {
 	e := newEnv(b, withHugeQuotas)
 	e.createWorkload(podDef("web"))
-	h := e.s.Handler()
+	h := e.s.api.Handler()
 	body := `{"workload_id":"web"}`
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -34,7 +34,7 @@ func BenchmarkInstancesCreate(b *testing.B) {
 func BenchmarkInstancesCreateParallel(b *testing.B) {
 	e := newEnv(b, withHugeQuotas)
 	e.createWorkload(podDef("web"))
-	h := e.s.Handler()
+	h := e.s.api.Handler()
 	body := `{"workload_id":"web"}`
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -25,8 +26,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/controller/lease"
+	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/store/bolt"
 	"github.com/rik-org/rik/internal/testutil"
@@ -246,6 +250,12 @@ func (f *fakeScheduler) waitSubscribed(t testing.TB) {
 	}
 }
 
+// The records the API answers with.
+type (
+	workloadRecord = service.WorkloadRecord
+	instanceRecord = service.InstanceRecord
+)
+
 // env is a controller on a bolt store, linked to a fake scheduler, served
 // by httptest.
 type env struct {
@@ -268,12 +278,11 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func newEnv(t testing.TB, opts ...func(*Config)) *env {
 	t.Helper()
-	return newEnvTuned(t, nil, opts...)
+	return newEnvTuned(t, tuning{}, opts...)
 }
 
-// newEnvTuned lets a test change the server (periods, clock) before its
-// background loops start.
-func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
+// newEnvTuned lets a test change the server's periods and clock.
+func newEnvTuned(t testing.TB, tune tuning, opts ...func(*Config)) *env {
 	t.Helper()
 	st, err := bolt.Open(t.TempDir())
 	if err != nil {
@@ -286,12 +295,9 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s, err := NewServer(cfg)
+	s, err := newServer(cfg, tune)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
-	}
-	if tune != nil {
-		tune(s)
 	}
 	if err := s.bootstrapAdmin(context.Background()); err != nil {
 		t.Fatalf("bootstrapAdmin: %v", err)
@@ -303,36 +309,132 @@ func newEnvTuned(t testing.TB, tune func(*Server), opts ...func(*Config)) *env {
 		case err == nil:
 			token = strings.TrimSpace(string(b))
 		case errors.Is(err, fs.ErrNotExist): // a shared store already had one
-			if token, _, err = s.tokens.create(context.Background(), RoleAdmin, "test", 0); err != nil {
+			created, err := s.svc.CreateToken(context.Background(), api.CreateTokenRequest{Role: "admin", Description: "test"})
+			if err != nil {
 				t.Fatal(err)
 			}
+			token = created.Token
 		default:
 			t.Fatalf("reading the admin token: %v", err)
 		}
 	}
+	hs := serveTest(t, s)
+	sched.waitSubscribed(t)
+	eventually(t, "scheduler link up", s.link.Connected) // set just after the fake says subscribed
+	// The lease is taken by this controller, or another on a shared store.
+	eventually(t, "controller lease taken", func() bool {
+		if s.lease.Held() {
+			return true
+		}
+		kv, err := s.cfg.Store.Get(context.Background(), lease.Key)
+		var v lease.Value
+		return err == nil && json.Unmarshal(kv.Value, &v) == nil && v.Holder != s.lease.ID()
+	})
+	return &env{t: t, s: s, st: st, sched: sched, http: hs, token: token}
+}
+
+// serveTest starts s's background work and serves its API with httptest,
+// until the test ends.
+func serveTest(t testing.TB, s *Server) *httptest.Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	s.startBackground(ctx, &wg)
-	hs := httptest.NewServer(s.Handler())
+	s.start(ctx, &wg)
+	hs := httptest.NewServer(s.api.Handler())
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
 		cancel()
 		wg.Wait()
-		s.link.close()
+		s.link.Close()
 	})
-	sched.waitSubscribed(t)
-	eventually(t, "scheduler link up", s.link.connected.Load) // set just after the fake says subscribed
-	// The lease is taken by this controller, or another on a shared store.
-	eventually(t, "controller lease taken", func() bool {
-		if s.lease.held.Load() {
-			return true
+	return hs
+}
+
+// subscribeEvents opens the event stream as token and returns its events
+// once subscribed (its ": connected" comment read).
+func subscribeEvents(t testing.TB, ctx context.Context, hs *httptest.Server, token string) <-chan sseEvent {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL+"/api/v0/events", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	ch := readEvents(resp.Body)
+	select {
+	case ev := <-ch:
+		if ev.name != "comment" || ev.data != ": connected" {
+			t.Fatalf("first event %+v, want the connected comment", ev)
 		}
-		kv, err := s.cfg.Store.Get(context.Background(), LeaseKey)
-		var v leaseValue
-		return err == nil && json.Unmarshal(kv.Value, &v) == nil && v.Holder != s.lease.id
-	})
-	return &env{t: t, s: s, st: st, sched: sched, http: hs, token: token}
+	case <-time.After(10 * time.Second):
+		t.Fatal("event stream: not connected")
+	}
+	return ch
+}
+
+// sseEvent is one parsed server-sent event.
+type sseEvent struct {
+	name string
+	data string
+}
+
+// readEvents parses SSE from r into a channel until r ends.
+func readEvents(r io.Reader) <-chan sseEvent {
+	ch := make(chan sseEvent, 100)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" || ev.data != "" {
+					ch <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, ":"):
+				ch <- sseEvent{name: "comment", data: line}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				ev.data += strings.TrimPrefix(line, "data: ")
+			}
+		}
+	}()
+	return ch
+}
+
+// nextInstanceEvent returns the next "instance" event for id.
+func nextInstanceEvent(t *testing.T, ch <-chan sseEvent, id string) instanceRecord {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatal("event stream ended")
+			}
+			if ev.name != "instance" {
+				continue
+			}
+			var rec instanceRecord
+			if err := json.Unmarshal([]byte(ev.data), &rec); err != nil {
+				t.Fatalf("event data %q: %v", ev.data, err)
+			}
+			if rec.ID == id {
+				return rec
+			}
+		case <-timeout:
+			t.Fatalf("no event for %s", id)
+		}
+	}
 }
 
 // auth adds the env's token to req and returns it.
@@ -436,6 +538,17 @@ func (e *env) getInstance(ref string) (instanceRecord, int) {
 		r.decode(e.t, &rec)
 	}
 	return rec, r.code
+}
+
+// metric is the value of an unlabelled metric in /metrics ("" if absent).
+func (e *env) metric(name string) string {
+	e.t.Helper()
+	for _, line := range strings.Split(string(e.must(http.StatusOK, "GET", "/metrics", nil).body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // eventually polls cond for up to 10 s.

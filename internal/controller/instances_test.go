@@ -1,17 +1,20 @@
 package controller
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -117,6 +120,43 @@ func TestInstancesCreateErrors(t *testing.T) {
 	}
 }
 
+// A client that goes away while instances.create sends its orders must not
+// leave stored instances that the scheduler never got and that nothing will
+// ever send again (no "scheduler unreachable" mark for the resync).
+func TestCreateOrdersSurviveClientGoingAway(t *testing.T) {
+	e := newEnv(t)
+	wl := e.createWorkload(podDef("gone"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	e.sched.mu.Lock()
+	e.sched.onSchedule = func(o *controllerpb.WorkloadScheduling) {
+		if o.GetAction() == commonpb.WorkloadRequestKind_CREATE {
+			once.Do(cancel) // the client hangs up after the first order
+		}
+	}
+	e.sched.mu.Unlock()
+
+	body := `{"workload_id":"` + wl.ID + `","replicas":3}`
+	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/instances.create", strings.NewReader(body))
+	e.s.api.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
+
+	insts, err := e.s.svc.WorkloadInstances(context.Background(), wl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != 3 {
+		t.Fatalf("stored %d instances, want 3", len(insts))
+	}
+	for _, in := range insts {
+		sent := len(e.sched.ordersFor(in.ID)) > 0
+		if !sent && in.Value.Message != service.MessageSchedulerDown {
+			t.Errorf("instance %s: CREATE never sent and not marked for resend (%+v)", in.Name, in.Value)
+		}
+	}
+}
+
 func TestInstancesDelete(t *testing.T) {
 	e := newEnv(t)
 	wl := e.createWorkload(podDef("web"))
@@ -157,161 +197,113 @@ func TestInstancesDelete(t *testing.T) {
 	e.must(200, "GET", "/api/v0/workloads.instances/web", nil)
 }
 
-func TestStatusIngestion(t *testing.T) {
+// Deleting an instance that ended on its own (a completed pod) removes it at
+// once and still sends DESTROY to its node, which keeps it until told.
+func TestDeleteTerminatedInstanceDestroysItOnItsNode(t *testing.T) {
 	e := newEnv(t)
-	wl := e.createWorkload(podDef("web"))
-	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	wl := e.createWorkload(podNever("job"))
+	ins := e.createInstances(map[string]any{"workload_id": wl.ID, "replicas": 2})
+	for _, in := range ins {
+		e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1",
+			HasExitCode: true, Reason: api.ReasonCompleted})
+		e.waitInstance(in.ID, "terminated", func(i workload.Instance) bool { return i.Status == workload.StatusTerminated })
+	}
 
-	// unknown ids are ignored, and the stream keeps working
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: "no-such-id", Status: commonpb.ResourceStatus_RUNNING})
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_CREATING, Node: "n1",
-		Message: "pulling nginx", TimingsMs: map[string]int64{"pull": 120}})
-	got := e.waitInstance(in.ID, "creating", func(i workload.Instance) bool { return i.Status == workload.StatusCreating })
-	if got.Node != "n1" || got.Message != "pulling nginx" || got.Timings["pull"] != 120 {
-		t.Errorf("creating: %+v", got)
-	}
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1",
-		Ip: "10.62.0.2", Ports: []*commonpb.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}},
-		TimingsMs: map[string]int64{"start": 30}})
-	got = e.waitInstance(in.ID, "running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
-	if got.IP != "10.62.0.2" || len(got.Ports) != 1 || got.Ports[0].Port != 8080 || got.Ports[0].TargetPort != 80 ||
-		got.Timings["pull"] != 120 || got.Timings["start"] != 30 || got.Message != "" || !got.UpdatedAt.After(got.CreatedAt) {
-		t.Errorf("running: %+v", got)
-	}
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_FAILED, Node: "n1",
-		HasExitCode: true, ExitCode: 137, Reason: api.ReasonOOMKilled, Restarts: 2})
-	got = e.waitInstance(in.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if got.ExitCode == nil || *got.ExitCode != 137 || got.Reason != api.ReasonOOMKilled || got.Restarts != 2 {
-		t.Errorf("failed: %+v", got)
-	}
-	// an exit code of 0 is kept as a value, not dropped
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1",
-		HasExitCode: true, ExitCode: 0, Reason: api.ReasonCompleted})
-	got = e.waitInstance(in.ID, "terminated", func(i workload.Instance) bool { return i.Status == workload.StatusTerminated })
-	if got.ExitCode == nil || *got.ExitCode != 0 {
-		t.Errorf("terminated exit code %v", got.ExitCode)
-	}
-	// deleting a TERMINATED instance removes it at once
-	e.must(204, "POST", "/api/v0/instances.delete", map[string]string{"id": in.ID})
-	if _, code := e.getInstance(in.ID); code != 404 {
+	e.must(http.StatusNoContent, "POST", "/api/v0/instances.delete", map[string]string{"id": ins[0].ID})
+	if _, code := e.getInstance(ins[0].ID); code != http.StatusNotFound {
 		t.Errorf("terminated instance still there after delete: %d", code)
 	}
-}
-
-func TestRescheduleOnNodeLost(t *testing.T) {
-	e := newEnv(t)
-	wl := e.createWorkload(podDef("always"))
-	e.createWorkload(podNever("never"))
-	a := e.createInstances(map[string]any{"workload_id": "always"})[0]
-	n := e.createInstances(map[string]any{"workload_id": "never"})[0]
-	d := e.createInstances(map[string]any{"workload_id": "always"})[0]
-	for _, in := range []instanceRecord{a, n, d} {
-		e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1", Ip: "10.0.0.1"})
-		e.waitInstance(in.ID, "running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
+	e.must(http.StatusNoContent, "POST", "/api/v0/workloads.delete", map[string]string{"id": wl.ID})
+	if _, code := e.getInstance(ins[1].ID); code != http.StatusNotFound {
+		t.Errorf("terminated instance still there after its workload was deleted: %d", code)
 	}
-	e.must(204, "POST", "/api/v0/instances.delete", map[string]string{"id": d.ID})
-	e.waitOrders(d.ID, 2)
-
-	lost := func(id string) *commonpb.InstanceMetric {
-		return &commonpb.InstanceMetric{InstanceId: id, Status: commonpb.ResourceStatus_FAILED, Node: "n1", Reason: api.ReasonNodeLost}
-	}
-	e.sched.push(lost(a.ID))
-	e.sched.push(lost(a.ID)) // duplicate delivery must not reschedule twice
-	e.sched.push(lost(n.ID))
-	e.sched.push(lost(d.ID))
-
-	got := e.waitInstance(a.ID, "rescheduled", func(i workload.Instance) bool { return i.Status == workload.StatusPending })
-	if got.Restarts != 1 || got.Node != "" || got.IP != "" || got.Reason != api.ReasonNodeLost {
-		t.Errorf("rescheduled: %+v", got)
-	}
-	orders := e.waitOrders(a.ID, 2)
-	if o := orders[1]; o.GetAction() != commonpb.WorkloadRequestKind_CREATE || o.GetNode() != "" {
-		t.Errorf("reschedule order %v", o)
-	}
-	gotN := e.waitInstance(n.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if gotN.Reason != api.ReasonNodeLost || gotN.Restarts != 0 {
-		t.Errorf("Never policy: %+v", gotN)
-	}
-	// A deleted instance lost with its node is not gone until its node
-	// says it stopped it (issue 8).
-	gotD := e.waitInstance(d.ID, "destroying, node lost", func(i workload.Instance) bool { return i.Reason == api.ReasonNodeLost })
-	if gotD.Status != workload.StatusDestroying {
-		t.Errorf("deleted instance of a lost node: %+v, want DESTROYING", gotD)
-	}
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: d.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1", Reason: api.ReasonDestroyed})
-	e.waitGone(d.ID)
-
-	// the new node takes it
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: a.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n2"})
-	got = e.waitInstance(a.ID, "running on n2", func(i workload.Instance) bool { return i.Node == "n2" })
-	if got.Restarts != 1 || got.Status != workload.StatusRunning {
-		t.Errorf("after reschedule: %+v", got)
-	}
-	// a late "node lost" from n1 does not touch it
-	e.sched.push(lost(a.ID))
-	e.sched.push(lost(n.ID))
-	e.barrier(wl.ID)
-	if got, _ := e.getInstance(a.ID); got.Value.Node != "n2" || got.Value.Restarts != 1 {
-		t.Errorf("late node lost changed it: %+v", got.Value)
-	}
-	if o := e.sched.ordersFor(a.ID); len(o) != 2 {
-		t.Errorf("%d orders for a, want 2 (create, one reschedule)", len(o))
-	}
-	if o := e.sched.ordersFor(n.ID); len(o) != 1 {
-		t.Errorf("%d orders for the Never instance, want 1", len(o))
+	for _, in := range ins {
+		var destroys []*controllerpb.WorkloadScheduling
+		for _, o := range e.sched.ordersFor(in.ID) {
+			if o.GetAction() == commonpb.WorkloadRequestKind_DESTROY {
+				destroys = append(destroys, o)
+			}
+		}
+		if len(destroys) != 1 || destroys[0].GetNode() != "n1" {
+			t.Errorf("%s: DESTROY orders %v, want one for node n1", in.Name, destroys)
+		}
 	}
 }
 
-func TestResubscribeAfterSchedulerRestart(t *testing.T) {
-	e := newEnv(t)
-	wl := e.createWorkload(podDef("web"))
-	placed := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	gone := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: placed.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1"})
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: gone.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1"})
-	e.waitInstance(gone.ID, "running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
-
-	addr := e.sched.addr
-	e.sched.stop()
-	eventually(t, "healthz disconnected", func() bool {
-		var h map[string]any
-		e.must(200, "GET", "/healthz", nil).decode(t, &h)
-		return h["scheduler"] == "disconnected"
+// A client that goes away once instances.delete removed a terminated
+// instance must not keep its DESTROY from being sent: nothing re-sends it.
+func TestDeleteTerminatedSendsDestroyWhenClientGoesAway(t *testing.T) {
+	hs := &hookStore{}
+	e := newEnv(t, func(c *Config) {
+		hs.Store = c.Store
+		c.Store = hs
 	})
-	// while the scheduler is down: create still answers 201, delete 204
-	late := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	if late.Value.Message != MessageSchedulerDown {
-		t.Errorf("create answer while the scheduler is down: %+v", late.Value)
-	}
-	got := e.waitInstance(late.ID, "marked unscheduled", func(i workload.Instance) bool { return i.Message == MessageSchedulerDown })
-	if got.Status != workload.StatusPending {
-		t.Errorf("unscheduled instance %+v", got)
-	}
-	e.must(204, "POST", "/api/v0/instances.delete", map[string]string{"id": gone.ID})
+	wl := e.createWorkload(podNever("job"))
+	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	e.sched.push(&commonpb.InstanceMetric{InstanceId: in.ID, Status: commonpb.ResourceStatus_TERMINATED, Node: "n1"})
+	e.waitInstance(in.ID, "terminated", func(i workload.Instance) bool { return i.Status == workload.StatusTerminated })
 
-	e.sched = startFakeScheduler(t, addr)
-	e.sched.waitSubscribed(t)
-	if o := e.waitOrders(placed.ID, 1)[0]; o.GetAction() != commonpb.WorkloadRequestKind_CREATE || o.GetNode() != "n1" {
-		t.Errorf("re-sent order for placed: %v", o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hs.mu.Lock()
+	hs.onDelete = func(key string) {
+		if strings.HasPrefix(key, "/instance/") {
+			cancel() // the client hangs up once the record is removed
+		}
 	}
-	if o := e.waitOrders(late.ID, 1)[0]; o.GetAction() != commonpb.WorkloadRequestKind_CREATE || o.GetNode() != "" {
-		t.Errorf("re-sent order for late: %v", o)
+	hs.mu.Unlock()
+	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/instances.delete", strings.NewReader(`{"id":"`+in.ID+`"}`))
+	e.s.api.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
+	hs.mu.Lock()
+	hs.onDelete = nil
+	hs.mu.Unlock()
+
+	if _, code := e.getInstance(in.ID); code != http.StatusNotFound {
+		t.Fatalf("instance not removed: %d", code)
 	}
-	if o := e.waitOrders(gone.ID, 1)[0]; o.GetAction() != commonpb.WorkloadRequestKind_DESTROY {
-		t.Errorf("re-sent order for deleted: %v", o)
+	var destroys int
+	for _, o := range e.sched.ordersFor(in.ID) {
+		if o.GetAction() == commonpb.WorkloadRequestKind_DESTROY && o.GetNode() == "n1" {
+			destroys++
+		}
 	}
-	eventually(t, "healthz connected", func() bool {
-		var h map[string]any
-		e.must(200, "GET", "/healthz", nil).decode(t, &h)
-		return h["scheduler"] == "connected"
-	})
-	// statuses flow again on the new stream
-	e.sched.push(&commonpb.InstanceMetric{InstanceId: late.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n2"})
-	e.waitInstance(late.ID, "late running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning && i.Message == "" })
+	if destroys != 1 {
+		t.Errorf("%d DESTROY orders for n1, want 1", destroys)
+	}
+}
+
+// hookStore calls onPut (when set) before every Put, and onDelete after
+// every Delete.
+type hookStore struct {
+	store.Store
+	mu       sync.Mutex
+	onPut    func(key string)
+	onDelete func(key string)
+}
+
+func (h *hookStore) Delete(ctx context.Context, key string, rev int64) error {
+	err := h.Store.Delete(ctx, key, rev)
+	h.mu.Lock()
+	fn := h.onDelete
+	h.mu.Unlock()
+	if fn != nil {
+		fn(key)
+	}
+	return err
+}
+
+func (h *hookStore) Put(ctx context.Context, key string, value []byte, rev int64) (int64, error) {
+	h.mu.Lock()
+	fn := h.onPut
+	h.mu.Unlock()
+	if fn != nil {
+		fn(key)
+	}
+	return h.Store.Put(ctx, key, value, rev)
 }
 
 func TestPeriodicResyncResendsDestroy(t *testing.T) {
-	e := newEnvTuned(t, func(s *Server) { s.resyncEvery = 50 * time.Millisecond })
+	e := newEnvTuned(t, tuning{resyncEvery: 50 * time.Millisecond})
 	wl := e.createWorkload(podDef("web"))
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
 	e.must(204, "POST", "/api/v0/instances.delete", map[string]string{"id": in.ID})
@@ -344,51 +336,5 @@ func TestPeriodicResyncResendsDestroy(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if o := e.sched.ordersFor(live.ID); len(o) != 1 {
 		t.Errorf("resync sent %d orders for a running instance, want only its CREATE", len(o))
-	}
-}
-
-func TestSchedulerRejection(t *testing.T) {
-	e := newEnv(t)
-	wl := e.createWorkload(podDef("web"))
-	e.sched.mu.Lock()
-	e.sched.reject = status.Error(codes.InvalidArgument, "spec.containers[0].image: unsupported")
-	e.sched.mu.Unlock()
-	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	got := e.waitInstance(in.ID, "failed", func(i workload.Instance) bool { return i.Status == workload.StatusFailed })
-	if got.Reason != api.ReasonRejected || !strings.Contains(got.Message, "unsupported") {
-		t.Errorf("rejected instance %+v", got)
-	}
-	// a duplicate the scheduler already has is not an error
-	e.sched.mu.Lock()
-	e.sched.reject = status.Error(codes.AlreadyExists, "known")
-	e.sched.mu.Unlock()
-	dup := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	e.waitOrders(dup.ID, 1)
-	e.barrier(wl.ID)
-	if got, _ := e.getInstance(dup.ID); got.Value.Status != workload.StatusPending || got.Value.Message != "" {
-		t.Errorf("AlreadyExists changed the instance: %+v", got.Value)
-	}
-}
-
-// After a (re)subscribe the desired state is re-sent only once the
-// scheduler has subscribed the controller (its headers say so): the
-// statuses answering the orders would be lost otherwise.
-func TestResendWaitsForSubscription(t *testing.T) {
-	e := newEnv(t)
-	wl := e.createWorkload(podDef("web"))
-	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	e.waitOrders(in.ID, 1)
-
-	addr := e.sched.addr
-	e.sched.stop()
-	e.sched = startFakeSchedulerWith(t, addr, func(f *fakeScheduler) { f.subscribeDelay = 300 * time.Millisecond })
-	e.sched.waitSubscribed(t)
-	if o := e.waitOrders(in.ID, 1)[0]; o.GetAction() != commonpb.WorkloadRequestKind_CREATE {
-		t.Errorf("re-sent order %v", o)
-	}
-	e.sched.mu.Lock()
-	defer e.sched.mu.Unlock()
-	if e.sched.unsubscribed != 0 {
-		t.Errorf("%d orders re-sent before the controller was subscribed", e.sched.unsubscribed)
 	}
 }

@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/store/bolt"
 )
@@ -350,92 +347,4 @@ func TestConnectionsCappedPerIP(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-}
-
-func TestPerIPListenerCounts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newPerIPListener(ln, 2, nil)
-	defer l.Close()
-	accepted := make(chan net.Conn, 10)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	var clients []net.Conn
-	for range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		clients = append(clients, c)
-	}
-	a, b := <-accepted, <-accepted
-	eventually(t, "third refused", func() bool { return l.refused.Load() == 1 })
-	if n := l.openFrom("127.0.0.1"); n != 2 {
-		t.Errorf("open = %d", n)
-	}
-	a.Close()
-	a.Close() // twice: counted once
-	if n := l.openFrom("127.0.0.1"); n != 1 {
-		t.Errorf("open after a close = %d", n)
-	}
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	select {
-	case got := <-accepted:
-		got.Close()
-	case <-time.After(10 * time.Second):
-		t.Fatal("a connection within the cap was not accepted")
-	}
-	b.Close()
-	if n := l.openFrom("127.0.0.1"); n != 0 {
-		t.Errorf("open after closing all = %d", n)
-	}
-}
-
-// A client that follows a log but stops reading is cut off after
-// WriteTimeout: the node's log stream ends instead of being held forever.
-func TestNonReadingClientIsCutOff(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.WriteTimeout = time.Second })
-	wl := e.createWorkload(podDef("web"))
-	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
-	ended := make(chan struct{})
-	var sent atomic.Int64
-	e.sched.mu.Lock()
-	e.sched.logs = func(req *commonpb.LogRequest, stream grpc.ServerStreamingServer[commonpb.LogChunk]) error {
-		defer close(ended)
-		chunk := &commonpb.LogChunk{Data: []byte(strings.Repeat("x", 64<<10))}
-		for stream.Context().Err() == nil {
-			if err := stream.Send(chunk); err != nil {
-				return err
-			}
-			sent.Add(1)
-		}
-		return nil
-	}
-	e.sched.mu.Unlock()
-	req, _ := http.NewRequest("GET", e.http.URL+"/api/v0/instances.logs/"+in.ID+"?follow=true", nil)
-	resp, err := e.http.Client().Do(e.auth(req)) // and never read the body
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("follow: %v %v", resp, err)
-	}
-	defer resp.Body.Close()
-	select {
-	case <-ended:
-		t.Logf("cut off after %d MiB sent", sent.Load()/16)
-	case <-time.After(time.Minute):
-		t.Fatalf("the log stream to a client that stopped reading is still open (%d MiB sent)", sent.Load()/16)
-	}
 }

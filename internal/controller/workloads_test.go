@@ -1,13 +1,16 @@
 package controller
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
-
 	"github.com/rik-org/rik/api/proto/commonpb"
+	"github.com/rik-org/rik/internal/errdefs"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -172,6 +175,61 @@ func TestWorkloadsDeleteCascade(t *testing.T) {
 	e.waitGone(placed.ID)
 	if _, code := e.getInstance(keep.ID); code != 200 {
 		t.Errorf("instance of another workload removed: %d", code)
+	}
+}
+
+// A client that goes away during workloads.delete must not leave the
+// workload half deleted: still listed, some of its instances being
+// destroyed and the others left running.
+func TestDeleteWorkloadCompletesWhenClientGoesAway(t *testing.T) {
+	hs := &hookStore{}
+	e := newEnv(t, func(c *Config) {
+		hs.Store = c.Store
+		c.Store = hs
+	})
+	wl := e.createWorkload(podDef("half"))
+	e.createInstances(map[string]any{"workload_id": wl.ID, "replicas": 3})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hs.mu.Lock()
+	puts := 0
+	hs.onPut = func(key string) {
+		if strings.HasPrefix(key, "/instance/") {
+			if puts++; puts == 2 {
+				cancel() // the client hangs up once the first instance is marked
+			}
+		}
+	}
+	hs.mu.Unlock()
+	req := httptest.NewRequestWithContext(ctx, "POST", "/api/v0/workloads.delete", strings.NewReader(`{"id":"`+wl.ID+`"}`))
+	e.s.api.Handler().ServeHTTP(httptest.NewRecorder(), e.auth(req))
+	hs.mu.Lock()
+	hs.onPut = nil
+	hs.mu.Unlock()
+
+	_, werr := e.s.svc.WorkloadInstances(context.Background(), wl.ID)
+	all, err := e.s.svc.ListInstances(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var insts []instanceRecord
+	marked := 0
+	for _, in := range all {
+		if in.Value.WorkloadID != wl.ID {
+			continue
+		}
+		insts = append(insts, in)
+		if in.Value.DeleteRequested {
+			marked++
+		}
+	}
+	if len(insts) != 3 {
+		t.Fatalf("%d instances of the workload, want 3", len(insts))
+	}
+	gone := errors.Is(werr, errdefs.ErrNotFound)
+	if !(gone && marked == len(insts)) && !(!gone && marked == 0) {
+		t.Errorf("half-deleted workload: workload gone=%v, %d of %d instances marked for deletion", gone, marked, len(insts))
 	}
 }
 

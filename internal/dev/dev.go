@@ -14,8 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/pki"
@@ -136,77 +137,103 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
-	// Bind every port first, so a port in use is reported before anything starts.
-	ls, err := bind(cfg)
+	c, err := openCluster(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	var sec *security
-	if !cfg.Insecure {
-		if sec, err = setupSecurity(cfg.DataDir); err != nil {
-			ls.close()
-			return fmt.Errorf("setting up the cluster CA: %w", err)
-		}
-		defer func() {
-			if err := pki.RevokeToken(sec.caDir, sec.joinToken); err != nil && !cfg.Temporary {
-				log.Warn("revoking the riklet's join token", "error", err)
-			}
-		}()
-	}
-	st, err := bolt.Open(cfg.DataDir + "/data")
-	if err != nil {
-		ls.close()
-		return err
-	}
-	defer st.Close()
-	apiSec, err := apiSecurity(ctx, cfg, ls.api, st)
-	if err != nil {
-		ls.close()
-		return err
-	}
-	rikctlNotes, err := writeRikctlConfigs(apiSec, cfg.DataDir, cfg.RikctlConfig)
-	if err != nil {
-		log.Warn("writing the rikctl config", "error", err)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg        sync.WaitGroup
-		once      sync.Once
-		firstErr  error
-		rikletErr error
-	)
-	run := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := f(ctx)
-			if name == "riklet" {
-				rikletErr = err
-			}
-			if err != nil && !errors.Is(err, context.Canceled) {
-				once.Do(func() { firstErr = fmt.Errorf("%s: %w", name, err) })
-			}
-			cancel() // one component down stops the others
-		}()
-	}
-	schedCfg, ctrlCfg, rikletCfg := components(cfg, ls, st, sec, apiSec)
-	run("scheduler", func(ctx context.Context) error { return scheduler.Run(ctx, schedCfg) })
-	run("controller", func(ctx context.Context) error { return controller.Run(ctx, ctrlCfg) })
-	run("riklet", func(ctx context.Context) error { return riklet.Run(ctx, rikletCfg) })
-	welcome(cfg, apiSec, rikctlNotes, sec)
-	wg.Wait()
+	defer c.close()
+	rikletErr, err := c.run(ctx)
 	keepData = rikletErr != nil
 	if cfg.Temporary && !keepData && cfg.Uninstall != nil {
-		// ctx is done by now: the clean-up gets its own deadline.
+		// ctx may be done by now: the clean-up gets its own deadline.
 		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), uninstallTimeout)
 		defer ucancel()
 		if err := cfg.Uninstall(uctx); err != nil {
 			log.Warn("leaving rik's network on the host (`riklet --uninstall` removes it)", "error", err)
 		}
 	}
-	return firstErr
+	return err
+}
+
+// cluster is what the components of a dev cluster share.
+type cluster struct {
+	cfg    Config
+	ls     listeners
+	sec    *security // nil: insecure
+	st     *bolt.Store
+	apiSec api
+	notes  []string // what rik dev wrote for rikctl
+}
+
+// openCluster binds every port first (so a port in use is reported before
+// anything starts), sets up the CA, opens the store and the API's
+// security. On error nothing is left open.
+func openCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
+	c := &cluster{cfg: cfg}
+	if c.ls, err = bind(cfg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.ls.close()
+			c.close()
+		}
+	}()
+	if !cfg.Insecure {
+		if c.sec, err = setupSecurity(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("setting up the cluster CA: %w", err)
+		}
+	}
+	if c.st, err = bolt.Open(cfg.DataDir + "/data"); err != nil {
+		return nil, err
+	}
+	if c.apiSec, err = apiSecurity(ctx, cfg, c.ls.api, c.st); err != nil {
+		return nil, err
+	}
+	if c.notes, err = writeRikctlConfigs(c.apiSec, cfg.DataDir, cfg.RikctlConfig); err != nil {
+		cfg.Logger.Warn("writing the rikctl config", "error", err)
+	}
+	return c, nil
+}
+
+// close closes the store and revokes the riklet's join token.
+func (c *cluster) close() {
+	if c.st != nil {
+		c.st.Close()
+	}
+	if c.sec != nil {
+		if err := pki.RevokeToken(c.sec.caDir, c.sec.joinToken); err != nil && !c.cfg.Temporary {
+			c.cfg.Logger.Warn("revoking the riklet's join token", "error", err)
+		}
+	}
+}
+
+// run runs the scheduler, the controller and the riklet until ctx is done
+// or one of them stops, which stops the others. It returns the riklet's
+// own error (it did not stop every instance) and the first failure.
+func (c *cluster) run(ctx context.Context) (rikletErr, err error) {
+	g, gctx := errgroup.WithContext(ctx)
+	gctx, stop := context.WithCancel(gctx)
+	defer stop()
+	start := func(name string, f func(context.Context) error) {
+		g.Go(func() error {
+			defer stop() // one component down stops the others
+			if err := f(gctx); err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	schedCfg, ctrlCfg, rikletCfg := components(c.cfg, c.ls, c.st, c.sec, c.apiSec)
+	start("scheduler", func(ctx context.Context) error { return scheduler.Run(ctx, schedCfg) })
+	start("controller", func(ctx context.Context) error { return controller.Run(ctx, ctrlCfg) })
+	start("riklet", func(ctx context.Context) error {
+		rikletErr = riklet.Run(ctx, rikletCfg)
+		return rikletErr
+	})
+	welcome(c.cfg, c.apiSec, c.notes, c.sec)
+	err = g.Wait()
+	return rikletErr, err
 }
 
 // listeners are a dev cluster's ports.

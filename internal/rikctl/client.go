@@ -17,62 +17,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// WorkloadItem is one workload as the API lists it.
-type WorkloadItem struct {
-	ID    string            `json:"id"`
-	Name  string            `json:"name"`
-	Value workload.Workload `json:"value"`
-}
+// WorkloadItem is a workload as the API shows it.
+type WorkloadItem = api.Item[workload.Workload]
 
-// InstanceItem is one instance as the API lists it.
-type InstanceItem struct {
-	ID    string            `json:"id"`
-	Name  string            `json:"name"`
-	Value workload.Instance `json:"value"`
-}
-
-// NodeItem is one node as the API lists it.
-type NodeItem struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Value Node   `json:"value"`
-}
-
-// Node is a node as the controller reports it (cpu in millicores, memory
-// and disk in MiB).
-type Node struct {
-	Name          string            `json:"name"`
-	Status        string            `json:"status"`
-	Capacity      Resources         `json:"capacity"`
-	Usage         Resources         `json:"usage"`
-	Allocated     Resources         `json:"allocated"`
-	Kinds         []string          `json:"kinds,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	Address       string            `json:"address,omitempty"`
-	Instances     int               `json:"instances"`
-	Load1         float64           `json:"load1"`
-	LastHeartbeat string            `json:"lastHeartbeat,omitempty"` // RFC 3339
-	// Stale: the controller could not reach the scheduler and served the
-	// node's stored record, with Status "Unknown".
-	Stale bool `json:"stale,omitempty"`
-}
-
-// Resources of a node.
-type Resources struct {
-	CPU    int64 `json:"cpu"`
-	Memory int64 `json:"memory"`
-	Disk   int64 `json:"disk,omitempty"`
-}
-
-// CreateInstancesRequest is the body of instances.create.
-type CreateInstancesRequest struct {
-	WorkloadID string `json:"workload_id"`
-	Name       string `json:"name,omitempty"`
-	Replicas   int    `json:"replicas,omitempty"`
-}
+// InstanceItem is an instance as the API shows it.
+type InstanceItem = api.Item[workload.Instance]
 
 // LogOptions select the logs of an instance.
 type LogOptions struct {
@@ -136,9 +89,6 @@ func (c *Client) WithToken(token string) *Client {
 	return c
 }
 
-// Server is the base URL the client talks to.
-func (c *Client) Server() string { return c.server }
-
 // ListWorkloads lists every workload.
 func (c *Client) ListWorkloads(ctx context.Context) ([]WorkloadItem, error) {
 	var out []WorkloadItem
@@ -159,7 +109,7 @@ func (c *Client) CreateWorkload(ctx context.Context, definition []byte) (Workloa
 
 // DeleteWorkload deletes a workload (id or name) and its instances.
 func (c *Client) DeleteWorkload(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "workloads.delete", map[string]string{"id": id}, nil)
+	return c.do(ctx, http.MethodPost, "workloads.delete", api.IDRequest{ID: id}, nil)
 }
 
 // ListInstances lists every instance.
@@ -169,7 +119,7 @@ func (c *Client) ListInstances(ctx context.Context) ([]InstanceItem, error) {
 }
 
 // CreateInstances creates instances of a workload.
-func (c *Client) CreateInstances(ctx context.Context, req CreateInstancesRequest) ([]InstanceItem, error) {
+func (c *Client) CreateInstances(ctx context.Context, req api.CreateInstancesRequest) ([]InstanceItem, error) {
 	var out []InstanceItem
 	return out, c.do(ctx, http.MethodPost, "instances.create", req, &out)
 }
@@ -182,12 +132,12 @@ func (c *Client) GetInstance(ctx context.Context, id string) (InstanceItem, erro
 
 // DeleteInstance asks for an instance (id or name) to be destroyed.
 func (c *Client) DeleteInstance(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "instances.delete", map[string]string{"id": id}, nil)
+	return c.do(ctx, http.MethodPost, "instances.delete", api.IDRequest{ID: id}, nil)
 }
 
 // ListNodes lists the nodes the scheduler knows.
-func (c *Client) ListNodes(ctx context.Context) ([]NodeItem, error) {
-	var out []NodeItem
+func (c *Client) ListNodes(ctx context.Context) ([]api.Item[api.Node], error) {
+	var out []api.Item[api.Node]
 	return out, c.do(ctx, http.MethodGet, "nodes.list", nil, &out)
 }
 
@@ -358,9 +308,7 @@ func checkStatus(resp *http.Response) error {
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e api.Error
 	msg := ""
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
 		msg = e.Error

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rik-org/rik/internal/workload"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // Version is rikctl's version, set at build time with
@@ -133,7 +135,11 @@ func newRootCommand(a *app) *cobra.Command {
 
 func newCreateCommand(a *app) *cobra.Command {
 	create := &cobra.Command{Use: "create", Short: "Create a workload or instances", Args: resourceArgs("workload or instance"), RunE: needResource}
+	create.AddCommand(newCreateWorkloadCommand(a), newCreateInstanceCommand(a))
+	return create
+}
 
+func newCreateWorkloadCommand(a *app) *cobra.Command {
 	var file string
 	wl := &cobra.Command{
 		Use:     "workload -f FILE",
@@ -159,24 +165,21 @@ func newCreateCommand(a *app) *cobra.Command {
 	}
 	wl.Flags().StringVarP(&file, "file", "f", "", "definition file (JSON or YAML), - for stdin")
 	_ = wl.MarkFlagRequired("file")
+	return wl
+}
 
-	var req CreateInstancesRequest
+func newCreateInstanceCommand(a *app) *cobra.Command {
+	var workloadID, name string
+	var replicas int
 	inst := &cobra.Command{
 		Use:     "instance --workload-id ID [--replicas N] [--name NAME]",
 		Aliases: []string{"instances"},
 		Short:   "Create instances of a workload",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if req.Replicas < 1 || req.Replicas > workload.MaxReplicas {
-				return fmt.Errorf("--replicas: must be between 1 and %d", workload.MaxReplicas)
-			}
-			if req.Name != "" && req.Replicas > 1 {
-				return errors.New("--name: cannot be used with --replicas > 1")
-			}
-			if req.Name != "" {
-				if err := workload.ValidName(req.Name); err != nil {
-					return fmt.Errorf("--%w", err)
-				}
+			req, err := instancesRequest(workloadID, name, replicas)
+			if err != nil {
+				return err
 			}
 			c, err := a.client()
 			if err != nil {
@@ -192,13 +195,30 @@ func newCreateCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	inst.Flags().StringVar(&req.WorkloadID, "workload-id", "", "workload id or name")
-	inst.Flags().IntVar(&req.Replicas, "replicas", 1, "number of instances")
-	inst.Flags().StringVar(&req.Name, "name", "", "instance name (default: <workload>-<random>)")
+	inst.Flags().StringVar(&workloadID, "workload-id", "", "workload id or name")
+	inst.Flags().IntVar(&replicas, "replicas", 1, "number of instances")
+	inst.Flags().StringVar(&name, "name", "", "instance name (default: <workload>-<random>)")
 	_ = inst.MarkFlagRequired("workload-id")
+	return inst
+}
 
-	create.AddCommand(wl, inst)
-	return create
+// instancesRequest checks the flags of create instance and makes its
+// request.
+func instancesRequest(workloadID, name string, replicas int) (api.CreateInstancesRequest, error) {
+	req := api.CreateInstancesRequest{WorkloadID: workloadID, Replicas: &replicas}
+	if replicas < 1 || replicas > workload.MaxReplicas {
+		return req, fmt.Errorf("--replicas: must be between 1 and %d", workload.MaxReplicas)
+	}
+	if name != "" {
+		if replicas > 1 {
+			return req, errors.New("--name: cannot be used with --replicas > 1")
+		}
+		if err := workload.ValidName(name); err != nil {
+			return req, fmt.Errorf("--%w", err)
+		}
+		req.Name = &name
+	}
+	return req, nil
 }
 
 // resourceArgs rejects an unknown resource type given to a verb.
@@ -269,8 +289,12 @@ func newGetCommand(a *app) *cobra.Command {
 		},
 	}
 	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json or yaml")
+	get.AddCommand(newGetWorkloadsCommand(a, &format), newGetInstancesCommand(a, &format), newGetNodesCommand(a, &format))
+	return get
+}
 
-	wl := &cobra.Command{
+func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
+	return &cobra.Command{
 		Use:     "workloads [NAME|ID]",
 		Aliases: []string{"workload", "wl"},
 		Short:   "List workloads, or show one",
@@ -284,12 +308,14 @@ func newGetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, format, "workload", args, items,
+			return showOneOrList(a.env.Stdout, *format, "workload", args, items,
 				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
-				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, format, items) })
+				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, *format, items) })
 		},
 	}
+}
 
+func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 	var ofWorkload string
 	var watch bool
 	inst := &cobra.Command{
@@ -303,14 +329,7 @@ func newGetCommand(a *app) *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				item, err := c.GetInstance(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				if format == FormatJSON || format == FormatYAML {
-					return writeData(a.env.Stdout, format, item)
-				}
-				return instanceTable(a.env.Stdout, format, a.env.Now(), []InstanceItem{item})
+				return showInstance(cmd.Context(), a, c, *format, args[0])
 			}
 			var items []InstanceItem
 			if ofWorkload != "" {
@@ -323,18 +342,33 @@ func newGetCommand(a *app) *cobra.Command {
 			}
 			slices.SortFunc(items, func(x, y InstanceItem) int { return strings.Compare(x.Name, y.Name) })
 			if watch {
-				return watchInstances(cmd.Context(), a, c, format, ofWorkload, items)
+				return watchInstances(cmd.Context(), a, c, *format, ofWorkload, items)
 			}
-			if format == FormatJSON || format == FormatYAML {
-				return writeData(a.env.Stdout, format, nonNil(items))
+			if *format == FormatJSON || *format == FormatYAML {
+				return writeData(a.env.Stdout, *format, nonNil(items))
 			}
-			return instanceTable(a.env.Stdout, format, a.env.Now(), items)
+			return instanceTable(a.env.Stdout, *format, a.env.Now(), items)
 		},
 	}
 	inst.Flags().StringVar(&ofWorkload, "workload", "", "only the instances of this workload (id or name)")
 	inst.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, print every status change (until interrupted)")
+	return inst
+}
 
-	nodes := &cobra.Command{
+// showInstance prints the instance ref names.
+func showInstance(ctx context.Context, a *app, c *Client, format, ref string) error {
+	item, err := c.GetInstance(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return writeData(a.env.Stdout, format, item)
+	}
+	return instanceTable(a.env.Stdout, format, a.env.Now(), []InstanceItem{item})
+}
+
+func newGetNodesCommand(a *app, format *string) *cobra.Command {
+	return &cobra.Command{
 		Use:     "nodes [NAME]",
 		Aliases: []string{"node", "no"},
 		Short:   "List nodes, or show one",
@@ -348,13 +382,11 @@ func newGetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, format, "node", args, items,
-				func(it NodeItem) (string, string) { return it.ID, it.Name },
-				func(items []NodeItem) error { return nodeTable(a.env.Stdout, format, a.env.Now(), items) })
+			return showOneOrList(a.env.Stdout, *format, "node", args, items,
+				func(it api.Item[api.Node]) (string, string) { return it.ID, it.Name },
+				func(items []api.Item[api.Node]) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
 		},
 	}
-	get.AddCommand(wl, inst, nodes)
-	return get
 }
 
 // watchInstances prints the listed instances, then one line (or JSON

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -21,7 +22,7 @@ type fakeAPI struct {
 	mu        sync.Mutex
 	workloads []WorkloadItem
 	instances []InstanceItem
-	nodes     []NodeItem
+	nodes     []api.Item[api.Node]
 	logs      string
 	events    []InstanceItem // sent on GET events
 	// holdEvents keeps the event stream open until the client goes away.
@@ -151,7 +152,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GET instances.list":
 		reply(w, 200, f.instances)
 	case "POST instances.create":
-		var req CreateInstancesRequest
+		var req api.CreateInstancesRequest
 		json.Unmarshal(body, &req)
 		i := f.findWorkload(req.WorkloadID)
 		if i < 0 {
@@ -159,10 +160,14 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var out []InstanceItem
-		for n := range max(req.Replicas, 1) {
-			name := req.Name
-			if name == "" {
-				name = fmt.Sprintf("%s-abc%02d", f.workloads[i].Name, n)
+		replicas := 1
+		if req.Replicas != nil {
+			replicas = *req.Replicas
+		}
+		for n := range replicas {
+			name := fmt.Sprintf("%s-abc%02d", f.workloads[i].Name, n)
+			if req.Name != nil {
+				name = *req.Name
 			}
 			f.nextID++
 			it := InstanceItem{ID: fmt.Sprintf("i-%d", f.nextID), Name: name, Value: workload.Instance{
@@ -211,10 +216,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GET nodes.list":
 		reply(w, 200, f.nodes)
 	case "POST tokens.create":
-		var req CreateTokenRequest
+		var req api.CreateTokenRequest
 		json.Unmarshal(body, &req)
 		f.nextID++
-		it := TokenItem{ID: fmt.Sprintf("t%09d", f.nextID), Value: Token{Role: req.Role, Description: req.Description, CreatedAt: testNow}}
+		it := TokenItem{ID: fmt.Sprintf("t%09d", f.nextID), Value: api.Token{Role: req.Role, Description: req.Description, CreatedAt: testNow}}
 		it.Name = it.ID
 		if req.TTL != "" {
 			d, _ := time.ParseDuration(req.TTL)
@@ -222,7 +227,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			it.Value.ExpiresAt = &exp
 		}
 		f.apiTokens = append(f.apiTokens, it)
-		reply(w, 201, CreatedToken{TokenItem: it, Token: "rik_" + it.ID + "_secret"})
+		reply(w, 201, api.CreatedToken{Item: it, Token: "rik_" + it.ID + "_secret"})
 	case "GET tokens.list":
 		reply(w, 200, f.apiTokens)
 	case "POST tokens.delete":

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/workload"
 	"sigs.k8s.io/yaml"
 )
@@ -170,7 +171,7 @@ func workloadTable(w io.Writer, format string, items []WorkloadItem) error {
 	return writeTable(w, header, rows)
 }
 
-func nodeTable(w io.Writer, format string, now time.Time, items []NodeItem) error {
+func nodeTable(w io.Writer, format string, now time.Time, items []api.Item[api.Node]) error {
 	header := []string{"NAME", "STATUS", "KINDS", "CPU", "MEMORY", "INSTANCES", "LAST SEEN"}
 	if format == FormatWide {
 		header = append(header, "ADDRESS", "LOAD", "USAGE", "LABELS")
@@ -185,7 +186,7 @@ func nodeTable(w io.Writer, format string, now time.Time, items []NodeItem) erro
 		row := []string{firstNonEmpty(it.Name, v.Name), v.Status, strings.Join(v.Kinds, ","),
 			fmt.Sprintf("%dm/%dm", v.Allocated.CPU, v.Capacity.CPU),
 			fmt.Sprintf("%dMi/%dMi", v.Allocated.Memory, v.Capacity.Memory),
-			strconv.Itoa(v.Instances), seen}
+			strconv.Itoa(int(v.Instances)), seen}
 		if format == FormatWide {
 			labels := make([]string, 0, len(v.Labels))
 			for k, l := range v.Labels {

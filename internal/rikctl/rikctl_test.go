@@ -332,12 +332,12 @@ func TestGetWorkloads(t *testing.T) {
 
 func TestGetNodes(t *testing.T) {
 	f, srv := newFakeAPI(t)
-	f.nodes = []NodeItem{
-		{ID: "node-2", Name: "node-2", Value: Node{Name: "node-2", Status: "NotReady", Kinds: []string{"pod"},
-			Capacity: Resources{CPU: 2000, Memory: 2048}, LastHeartbeat: testNow.Add(-5 * time.Minute).Format(time.RFC3339)}},
-		{ID: "node-1", Name: "node-1", Value: Node{Name: "node-1", Status: "Ready", Kinds: []string{"pod", "function"},
-			Capacity: Resources{CPU: 4000, Memory: 7821, Disk: 50000}, Usage: Resources{CPU: 120, Memory: 900, Disk: 1000},
-			Allocated: Resources{CPU: 1100, Memory: 160}, Labels: map[string]string{"zone": "a", "arch": "amd64"},
+	f.nodes = []api.Item[api.Node]{
+		{ID: "node-2", Name: "node-2", Value: api.Node{Name: "node-2", Status: "NotReady", Kinds: []string{"pod"},
+			Capacity: api.Resources{CPU: 2000, Memory: 2048}, LastHeartbeat: testNow.Add(-5 * time.Minute).Format(time.RFC3339)}},
+		{ID: "node-1", Name: "node-1", Value: api.Node{Name: "node-1", Status: "Ready", Kinds: []string{"pod", "function"},
+			Capacity: api.Resources{CPU: 4000, Memory: 7821, Disk: 50000}, Usage: api.Resources{CPU: 120, Memory: 900, Disk: 1000},
+			Allocated: api.Allocation{CPU: 1100, Memory: 160}, Labels: map[string]string{"zone": "a", "arch": "amd64"},
 			Address: "10.0.0.1", Instances: 2, Load1: 0.25, LastHeartbeat: testNow.Add(-3 * time.Second).Format(time.RFC3339)}},
 	}
 	r := runAt(t, srv, "get", "nodes")
@@ -359,7 +359,7 @@ func TestGetNodes(t *testing.T) {
 	}
 	r = runAt(t, srv, "get", "nodes", "-o", "json")
 	wantOK(t, r)
-	var got []NodeItem
+	var got []api.Item[api.Node]
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 2 || got[0].Value.Capacity.Memory != 7821 {
 		t.Errorf("get nodes -o json: %v\n%s", err, r.stdout)
 	}
@@ -370,8 +370,8 @@ func TestGetNodes(t *testing.T) {
 // status Unknown and stale: shown as such, and kept in JSON.
 func TestGetNodesStale(t *testing.T) {
 	f, srv := newFakeAPI(t)
-	f.nodes = []NodeItem{{ID: "node-1", Name: "node-1", Value: Node{Name: "node-1", Status: "Unknown", Stale: true,
-		Kinds: []string{"pod"}, Capacity: Resources{CPU: 4000, Memory: 7821}, Allocated: Resources{CPU: 100, Memory: 64},
+	f.nodes = []api.Item[api.Node]{{ID: "node-1", Name: "node-1", Value: api.Node{Name: "node-1", Status: "Unknown", Stale: true,
+		Kinds: []string{"pod"}, Capacity: api.Resources{CPU: 4000, Memory: 7821}, Allocated: api.Allocation{CPU: 100, Memory: 64},
 		Instances: 1, LastHeartbeat: testNow.Add(-2 * time.Minute).Format(time.RFC3339)}}}
 	r := runAt(t, srv, "get", "nodes")
 	wantOK(t, r)

@@ -11,41 +11,16 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rik-org/rik/api"
 )
 
 // TokenItem is an API token as tokens.list shows it (never its secret).
-type TokenItem struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Value Token  `json:"value"`
-}
-
-// Token describes an API token.
-type Token struct {
-	Role        string     `json:"role"`
-	Description string     `json:"description,omitempty"`
-	CreatedAt   time.Time  `json:"createdAt"`
-	ExpiresAt   *time.Time `json:"expiresAt,omitempty"`
-	Expired     bool       `json:"expired,omitempty"`
-}
-
-// CreateTokenRequest is the body of tokens.create.
-type CreateTokenRequest struct {
-	Role        string `json:"role"`
-	Description string `json:"description,omitempty"`
-	TTL         string `json:"ttl,omitempty"` // e.g. "24h"; empty: no expiry
-}
-
-// CreatedToken is the answer of tokens.create: the item and the bearer
-// token, shown this once.
-type CreatedToken struct {
-	TokenItem
-	Token string `json:"token"`
-}
+type TokenItem = api.Item[api.Token]
 
 // CreateToken creates an API token (admin only).
-func (c *Client) CreateToken(ctx context.Context, req CreateTokenRequest) (CreatedToken, error) {
-	var out CreatedToken
+func (c *Client) CreateToken(ctx context.Context, req api.CreateTokenRequest) (api.CreatedToken, error) {
+	var out api.CreatedToken
 	return out, c.do(ctx, http.MethodPost, "tokens.create", req, &out)
 }
 
@@ -57,13 +32,13 @@ func (c *Client) ListTokens(ctx context.Context) ([]TokenItem, error) {
 
 // DeleteToken deletes an API token by id (admin only).
 func (c *Client) DeleteToken(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "tokens.delete", map[string]string{"id": id}, nil)
+	return c.do(ctx, http.MethodPost, "tokens.delete", api.IDRequest{ID: id}, nil)
 }
 
 func newTokenCommand(a *app) *cobra.Command {
 	tok := &cobra.Command{Use: "token", Short: "Manage API tokens (admin role)", Args: resourceArgs("create, list or delete"), RunE: needResource}
 
-	var req CreateTokenRequest
+	var req api.CreateTokenRequest
 	var format string
 	create := &cobra.Command{
 		Use:   "create --role admin|operator|viewer [--ttl 24h] [--description TEXT]",

@@ -24,13 +24,12 @@ func TestOneRikletPerNetworkNamespace(t *testing.T) {
 		t.Fatalf("second lock in the same namespace: %v, want %v naming pid %d", err, ErrHostTaken, os.Getpid())
 	}
 	// Run refuses too, before touching anything.
-	sched := startScheduler(t, "127.0.0.1:0")
-	cfg, _ := testConfig(t, sched, t.TempDir())
+	cfg, _ := testConfig(t, "127.0.0.1:1", t.TempDir()+"/state")
 	cfg.HostLockDir = dir
 	if err := Run(t.Context(), cfg); !errors.Is(err, ErrHostTaken) {
 		t.Errorf("Run with the host taken: %v, want %v", err, ErrHostTaken)
 	}
-	if _, err := os.Stat(cfg.StateDir + "/ledger.json"); !os.IsNotExist(err) {
+	if _, err := os.Stat(cfg.StateDir); !os.IsNotExist(err) {
 		t.Errorf("refused riklet touched its state dir: %v", err)
 	}
 

@@ -12,10 +12,8 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/workload"
 )
-
-// maxInstanceID bounds instance ids (UUIDs on the wire).
-const maxInstanceID = 128
 
 // controllerAPI serves the controllers (controllerpb.Controller).
 type controllerAPI struct {
@@ -26,11 +24,8 @@ type controllerAPI struct {
 
 // ScheduleInstance takes a CREATE or DESTROY order for one instance.
 func (c *controllerAPI) ScheduleInstance(_ context.Context, ws *controllerpb.WorkloadScheduling) (*emptypb.Empty, error) {
-	switch id := ws.GetInstanceId(); {
-	case id == "":
-		return nil, status.Error(codes.InvalidArgument, "instance_id: required")
-	case len(id) > maxInstanceID:
-		return nil, status.Errorf(codes.InvalidArgument, "instance_id: at most %d chars", maxInstanceID)
+	if err := workload.ValidInstanceID(ws.GetInstanceId()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	switch ws.GetAction() {
 	case commonpb.WorkloadRequestKind_CREATE:

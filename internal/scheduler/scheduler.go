@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -100,10 +101,9 @@ func Run(ctx context.Context, cfg Config) error {
 	return run(ctx, cfg, defaultSubBuffer)
 }
 
-func run(ctx context.Context, cfg Config, subBuffer int) error {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func (cfg Config) withDefaults() Config {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.NodeTimeout <= 0 {
 		cfg.NodeTimeout = DefaultNodeTimeout
@@ -111,6 +111,16 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	if cfg.RecoveryWindow <= 0 {
 		cfg.RecoveryWindow = max(cfg.NodeTimeout, minRecoveryWindow)
 	}
+	if cfg.NodeGoneAfter <= 0 {
+		cfg.NodeGoneAfter = DefaultNodeGoneAfter
+	}
+	cfg.NodeGoneAfter = max(cfg.NodeGoneAfter, cfg.NodeTimeout)
+	return cfg
+}
+
+func run(ctx context.Context, cfg Config, subBuffer int) error {
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
 	if err != nil {
 		closeAll(cfg.WorkersListener, cfg.ControllersListener, cfg.MetricsListener)
@@ -125,54 +135,59 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 		closeAll(wl, cl, ml)
 		return fmt.Errorf("scheduler config: %w", err)
 	}
-
-	if cfg.NodeGoneAfter <= 0 {
-		cfg.NodeGoneAfter = DefaultNodeGoneAfter
-	}
-	cfg.NodeGoneAfter = max(cfg.NodeGoneAfter, cfg.NodeTimeout)
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.goneAfter = cfg.NodeGoneAfter
 	st.subBuffer = subBuffer
-	stop := make(chan struct{})
+	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
+		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow,
+		"tls", sec != nil)
+	return serve(ctx, cfg, st, sec, wl, cl, ml)
+}
+
+// serve serves the workers on wl, the controllers on cl and the metrics on
+// ml (if not nil) and runs the periodic checks, until ctx is done or a
+// server fails; then it stops them all.
+func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml net.Listener) error {
+	stop := make(chan struct{}) // closed when the scheduler shuts down: ends the streams
 	ws := grpc.NewServer(portOptions(sec, pki.RoleNode, tls.VerifyClientCertIfGiven, maxWorkerMsg, maxWorkerStreams)...)
 	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
 	cs := grpc.NewServer(portOptions(sec, pki.RoleController, tls.RequireAndVerifyClientCert, maxControllerMsg, maxControllerCalls)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	serve := func(srv *grpc.Server, l net.Listener, what string) {
-		if err := srv.Serve(l); err != nil {
-			errc <- fmt.Errorf("serving %s on %s: %w", what, l.Addr(), err)
-		}
-	}
-	wg.Go(func() { serve(ws, wl, "workers") })
-	wg.Go(func() { serve(cs, cl, "controllers") })
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	wg.Go(func() { monitor(mctx, st, cfg.NodeTimeout) })
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveGRPC(ws, wl, "workers") })
+	g.Go(func() error { return serveGRPC(cs, cl, "controllers") })
+	g.Go(func() error { monitor(gctx, st, cfg.NodeTimeout); return nil })
+	var hs *http.Server
 	if ml != nil {
-		serveMetrics(mctx, &wg, ml, st.metrics, errc)
-		log.Info("serving metrics", "addr", ml.Addr().String())
+		hs = metricsServer(st.metrics)
+		g.Go(func() error { return serveHTTP(hs, ml) })
+		cfg.Logger.Info("serving metrics", "addr", ml.Addr().String())
 	}
-	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
-		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow,
-		"tls", sec != nil)
+	// The one place that stops everything: when ctx is done or a server fails.
+	g.Go(func() error {
+		<-gctx.Done()
+		cfg.Logger.Info("scheduler stopping")
+		close(stop)
+		var sg sync.WaitGroup
+		sg.Go(func() { gracefulStop(ws) })
+		sg.Go(func() { gracefulStop(cs) })
+		if hs != nil {
+			sg.Go(func() { shutdownHTTP(hs) })
+		}
+		sg.Wait()
+		return nil
+	})
+	return g.Wait()
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
+// serveGRPC serves srv on l until it is stopped (maybe before it started
+// serving: the scheduler stopped at once).
+func serveGRPC(srv *grpc.Server, l net.Listener, what string) error {
+	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serving %s on %s: %w", what, l.Addr(), err)
 	}
-	log.Info("scheduler stopping")
-	cancel()
-	close(stop)
-	var sg sync.WaitGroup
-	sg.Go(func() { gracefulStop(ws) })
-	sg.Go(func() { gracefulStop(cs) })
-	sg.Wait()
-	wg.Wait()
-	return runErr
+	return nil
 }
 
 // closeAll closes the listeners that are set.
@@ -208,24 +223,28 @@ func openListeners(cfg Config) (wl, cl, ml net.Listener, err error) {
 	return wl, cl, ml, nil
 }
 
-// serveMetrics serves m on ml until ctx is done, in goroutines of wg.
-func serveMetrics(ctx context.Context, wg *sync.WaitGroup, ml net.Listener, m *metrics, errc chan<- error) {
+// metricsServer serves m at /metrics.
+func metricsServer(m *metrics) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	wg.Go(func() {
-		if err := hs.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serving metrics on %s: %w", ml.Addr(), err)
-		}
-	})
-	wg.Go(func() {
-		<-ctx.Done()
-		sctx, scancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer scancel()
-		if err := hs.Shutdown(sctx); err != nil {
-			hs.Close()
-		}
-	})
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// serveHTTP serves hs on l until it is shut down.
+func serveHTTP(hs *http.Server, l net.Listener) error {
+	if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving metrics on %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// shutdownHTTP stops hs, forcibly if the graceful shutdown takes too long.
+func shutdownHTTP(hs *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		hs.Close()
+	}
 }
 
 // Keepalive of both servers. Clients (riklets, controllers) ping every 10s

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -450,6 +451,8 @@ func TestInvalidRequests(t *testing.T) {
 		"bad json":       h.schedule("i1", "{", create, ""),
 		"invalid pod":    h.schedule("i1", `{"apiVersion":"v1","kind":"Pod","name":"web","spec":{"containers":[{"name":"c"}]}}`, create, ""),
 		"no instance id": h.schedule("", pod(0, 0, 0), create, ""),
+		"path id":        h.schedule("../x", pod(0, 0, 0), create, ""),
+		"long id":        h.schedule(strings.Repeat("a", 65), pod(0, 0, 0), create, ""),
 		"bad action":     h.schedule("i1", pod(0, 0, 0), commonpb.WorkloadRequestKind(7), ""),
 	} {
 		if status.Code(err) != codes.InvalidArgument {
@@ -614,5 +617,28 @@ func TestStuckSubscriberDropped(t *testing.T) {
 	}
 	if got >= n {
 		t.Errorf("stuck subscriber got all %d statuses, want it dropped", got)
+	}
+}
+
+// A server the scheduler stopped before it started serving (stopped at
+// once, as rik dev does when another component fails at start) is not a
+// failure; a listener that fails is.
+func TestServeGRPCStopped(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	srv.Stop()
+	if err := serveGRPC(srv, l, "workers"); err != nil {
+		t.Errorf("serving a stopped server: %v", err)
+	}
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	if err := serveGRPC(grpc.NewServer(), l2, "workers"); err == nil {
+		t.Error("serving on a closed listener succeeded")
 	}
 }

@@ -32,6 +32,65 @@ type Workload struct {
 	Replicas      int           `json:"replicas"`
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	Spec          Spec          `json:"spec"`
+	// Update says how a managed workload (one applied with workloads.apply)
+	// replaces instances of an older revision. Ignored for unmanaged ones.
+	Update *Update `json:"update,omitempty"`
+}
+
+// Update is the rolling update policy of a managed workload, as Kubernetes'
+// RollingUpdate and Nomad's update stanza.
+type Update struct {
+	// MaxSurge is how many instances above replicas may run during a
+	// rollout (default 1).
+	MaxSurge *int `json:"maxSurge,omitempty"`
+	// MaxUnavailable is how many below replicas may be unready during a
+	// rollout (default 0).
+	MaxUnavailable *int `json:"maxUnavailable,omitempty"`
+	// MinReadySeconds is how long a new instance must stay ready before it
+	// counts as available.
+	MinReadySeconds int `json:"minReadySeconds,omitempty"`
+	// ProgressDeadlineSeconds: a rollout whose new instances are not ready
+	// by then stops and says why (default 600).
+	ProgressDeadlineSeconds int `json:"progressDeadlineSeconds,omitempty"`
+}
+
+// Healthcheck holds the probes the riklet runs against one container or
+// Function: readiness gates rollouts and the READY count, liveness restarts
+// the instance under its restart policy.
+type Healthcheck struct {
+	Readiness *Probe `json:"readiness,omitempty"`
+	Liveness  *Probe `json:"liveness,omitempty"`
+}
+
+// Probe is one health check: exactly one of HTTP, TCP or Exec (pods only).
+type Probe struct {
+	HTTP *HTTPProbe `json:"http,omitempty"`
+	TCP  *TCPProbe  `json:"tcp,omitempty"`
+	Exec *ExecProbe `json:"exec,omitempty"`
+	// IntervalSeconds between checks (default 10).
+	IntervalSeconds int `json:"intervalSeconds,omitempty"`
+	// TimeoutSeconds of one check (default 1).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// FailureThreshold: consecutive failures before the probe fails (default 3).
+	FailureThreshold int `json:"failureThreshold,omitempty"`
+	// InitialDelaySeconds after start before the first check.
+	InitialDelaySeconds int `json:"initialDelaySeconds,omitempty"`
+}
+
+// HTTPProbe succeeds on a 2xx or 3xx answer to GET path on port.
+type HTTPProbe struct {
+	Path string `json:"path,omitempty"` // default /
+	Port int    `json:"port"`
+}
+
+// TCPProbe succeeds when a connection to port opens.
+type TCPProbe struct {
+	Port int `json:"port"`
+}
+
+// ExecProbe succeeds when command exits 0 inside the container.
+type ExecProbe struct {
+	Command []string `json:"command"`
 }
 
 // Spec holds what runs: containers for a Pod, a function for a Function.
@@ -51,6 +110,7 @@ type Container struct {
 	Resources *Resources `json:"resources,omitempty"`
 
 	SecurityContext *SecurityContext `json:"securityContext,omitempty"` // see security.go
+	Healthcheck     *Healthcheck     `json:"healthcheck,omitempty"`
 }
 
 // EnvVar is one environment variable.
@@ -80,6 +140,8 @@ type Resources struct {
 type Function struct {
 	Execution Execution `json:"execution"`
 	Exposure  PortList  `json:"exposure,omitempty"`
+	// Healthcheck probes reach the guest at its address (http and tcp only).
+	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
 }
 
 // Execution says how a Function's VM boots.
@@ -90,6 +152,9 @@ type Execution struct {
 	Memory     int    `json:"memory,omitempty"` // MiB
 	KernelArgs string `json:"kernelArgs,omitempty"`
 	Entrypoint string `json:"entrypoint,omitempty"` // default /sbin/init
+	// Args and Env are passed by rik-init to the entrypoint.
+	Args []string `json:"args,omitempty"`
+	Env  []EnvVar `json:"env,omitempty"`
 }
 
 // Status of an instance, as stored and shown. Names match common.ResourceStatus.
@@ -131,8 +196,13 @@ type Instance struct {
 	ExitCode    *int             `json:"exitCode,omitempty"`
 	Restarts    int              `json:"restarts"`
 	Timings     map[string]int64 `json:"timings_ms,omitempty"`
-	CreatedAt   time.Time        `json:"createdAt"`
-	UpdatedAt   time.Time        `json:"updatedAt"`
+	// Ready is true while the instance runs and its readiness probes (if
+	// any) pass; an instance with none is ready once RUNNING.
+	Ready bool `json:"ready"`
+	// Revision of its workload's definition it runs (managed workloads).
+	Revision  int       `json:"revision,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 	// DeleteRequested is set when a user deleted the instance; the record
 	// goes away once the node reports it TERMINATED.
 	DeleteRequested bool `json:"deleteRequested,omitempty"`

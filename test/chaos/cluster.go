@@ -154,7 +154,7 @@ func (c *Cluster) commandLine(role string, n *Node) (bin string, args, env []str
 func NewCluster(t testing.TB, bins Bins, opts Options) *Cluster {
 	t.Helper()
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "ip", "nsenter", "iptables", "runc", "mount", "umount")
+	testutil.RequireTool(t, "ip", "nsenter", "iptables", "nft", "runc", "mount", "umount")
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -368,7 +369,7 @@ func observeNetwork(n *Node, s *NodeState) error {
 		if strings.Contains(r, "RIKLET") {
 			s.Chains = true
 		}
-		if strings.Contains(r, "DNAT") {
+		if strings.Contains(r, "-j DNAT") {
 			if _, rest, ok := strings.Cut(r, "--comment "); ok {
 				s.DNAT[strings.TrimPrefix(strings.Trim(strings.Fields(rest)[0], `"`), "rik:")] = true
 			} else {
@@ -376,8 +377,23 @@ func observeNetwork(n *Node, s *NodeState) error {
 			}
 		}
 	}
+	// The nftables backend: rik's table, one port map element per
+	// mapping, commented with its instance id.
+	ports, err := n.NS.Exec(context.Background(), "nft", "list", "map", "ip", "rik", "ports")
+	if err != nil {
+		if strings.Contains(ports, "No such file or directory") {
+			return nil
+		}
+		return err
+	}
+	s.Chains = true
+	for _, m := range nftOwner.FindAllStringSubmatch(ports, -1) {
+		s.DNAT[m[1]] = true
+	}
 	return nil
 }
+
+var nftOwner = regexp.MustCompile(`comment "([^"]+)"`)
 
 // observeLedger reads the riklet's ledger.
 func observeLedger(n *Node, s *NodeState) error {

@@ -136,6 +136,8 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 	return c
 }
 
+func ptr[T any](v T) *T { return &v }
+
 // startController serves the API over HTTPS (a certificate from a test CA)
 // with tokens, and returns a client with the first admin token.
 func (c *cluster) startController(st store.Store) *rikctl.Client {
@@ -260,7 +262,7 @@ func TestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: 3}); err != nil {
+	if _, err := c.api.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: ptr(3)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -335,7 +337,7 @@ func TestControlPlane(t *testing.T) {
 			t.Errorf("after scheduler restart %s is %s on %s, want RUNNING on %s", name, in.Status, in.Node, got[name].Node)
 		}
 	}
-	if _, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Name: "web-late"}); err != nil {
+	if _, err := c.api.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: wl.ID, Name: ptr("web-late")}); err != nil {
 		t.Fatal(err)
 	}
 	c.eventually(10*time.Second, "new instance RUNNING after scheduler restart", func() error {
@@ -384,7 +386,7 @@ func TestRikletRestartAdopts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: 2}); err != nil {
+	if _, err := c.api.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: ptr(2)}); err != nil {
 		t.Fatal(err)
 	}
 	before := c.waitAll(wl.ID, 2, 10*time.Second, "2 instances RUNNING", running)

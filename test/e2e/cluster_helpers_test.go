@@ -50,7 +50,7 @@ func requireHost(t testing.TB, tools ...string) {
 		t.Skip("end-to-end test: skipped with -short")
 	}
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, append([]string{"ip", "nsenter", "iptables", "iptables-restore", "runc"}, tools...)...)
+	testutil.RequireTool(t, append([]string{"ip", "nsenter", "iptables", "iptables-restore", "nft", "runc"}, tools...)...)
 }
 
 // alive returns an error naming a process that died unasked.
@@ -423,6 +423,9 @@ func (c *cluster) addNode(extraArgs ...string) *node {
 	n.cgroupParent = "rik-e2e-" + strings.TrimPrefix(n.ns.Name, "rikt-")
 	args = append(args, "--cgroup-parent", n.cgroupParent)
 	args = append(args, c.joinArgs()...)
+	if fw := os.Getenv("RIK_E2E_FIREWALL"); fw != "" { // a whole run on one backend
+		args = append(args, "--firewall", fw)
+	}
 	args = append(args, extraArgs...)
 	n.riklet = c.startProc("riklet-"+n.name, n.ns, c.bins.riklet, nil, args...)
 	c.nodes = append(c.nodes, n)
@@ -805,9 +808,19 @@ func runcList(n *node) ([]runcContainer, error) {
 	return cs, nil
 }
 
-// natRules returns `iptables -t nat -S` inside the node's namespace.
+// natRules returns the node's DNAT rules: `iptables -t nat -S` and rik's
+// nftables port map (one element per mapping, commented with its
+// instance id) when the node has one.
 func natRules(n *node) (string, error) {
-	return n.ns.Exec(context.Background(), "iptables", "-w", "-t", "nat", "-S")
+	ipt, err := n.ns.Exec(context.Background(), "iptables", "-w", "-t", "nat", "-S")
+	if err != nil {
+		return "", err
+	}
+	nft, err := n.ns.Exec(context.Background(), "nft", "list", "map", "ip", "rik", "ports")
+	if err != nil && strings.Contains(nft, "No such file or directory") {
+		nft, err = "", nil
+	}
+	return ipt + nft, err
 }
 
 // links returns the names of the node namespace's links.

@@ -205,7 +205,7 @@ func functionTraces(n *node, id string) (map[string][]string, error) {
 		return nil, err
 	}
 	for _, r := range strings.Split(rules, "\n") {
-		if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
+		if strings.Contains(r, "-j DNAT") || strings.Contains(r, id) {
 			tr["dnat"] = append(tr["dnat"], r)
 		}
 	}

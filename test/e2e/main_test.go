@@ -19,6 +19,8 @@
 //   - RIK_TEST_KERNEL_DIR: guest kernel for functions (test/kernel/fetch.sh),
 //     default /var/cache/rik-test/kernel.
 //   - RIK_E2E_KEEP=1: keep the logs and state directory of a failed test.
+//   - RIK_E2E_FIREWALL=nftables|iptables: every riklet's --firewall
+//     (default: the riklet's auto), for a whole run on one backend.
 //   - CI=true: a missing tool fails instead of skipping. -short skips all.
 package e2e
 

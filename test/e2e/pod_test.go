@@ -39,13 +39,14 @@ func podRegistry(c *cluster) string {
 	return c.serve(h)
 }
 
-// podCluster starts a cluster with one pod node and a registry (c.registry).
-func podCluster(t testing.TB) (*cluster, *node) {
+// podCluster starts a cluster with one pod node (its riklet given
+// nodeArgs too) and a registry (c.registry).
+func podCluster(t testing.TB, nodeArgs ...string) (*cluster, *node) {
 	t.Helper()
 	requireHost(t)
 	c := newCluster(t, clusterOptions{})
 	c.registry = podRegistry(c)
-	n := c.addNode("--insecure-registry", c.registry)
+	n := c.addNode(append([]string{"--insecure-registry", c.registry}, nodeArgs...)...)
 	c.waitNodesReady("pod", 60*time.Second, n.name)
 	return c, n
 }
@@ -113,9 +114,18 @@ func httpdPod(name, image, marker, policy string, hostPort int) string {
 // TestPodLifecycle is issue 3: a pod from an in-process registry runs on a
 // riklet in its own namespace, is reachable at its IP and through its
 // host port, logs, survives a riklet crash (adopted, not restarted) and
-// leaves nothing behind once deleted.
+// leaves nothing behind once deleted. It runs with the riklet's default
+// firewall backend (nftables here) and pinned to iptables.
 func TestPodLifecycle(t *testing.T) {
-	c, n := podCluster(t)
+	for _, fw := range []struct{ name, mark string }{{"auto", `comment "`}, {"iptables", "-j DNAT"}} {
+		t.Run(fw.name, func(t *testing.T) { testPodLifecycle(t, fw.name, fw.mark) })
+	}
+}
+
+// testPodLifecycle runs TestPodLifecycle with riklet --firewall fw; mark
+// is in the node's DNAT rules only if that backend programmed them.
+func testPodLifecycle(t *testing.T, fw, mark string) {
+	c, n := podCluster(t, "--firewall", fw)
 	reg := c.registry
 	ev := c.watchEvents()
 
@@ -153,6 +163,9 @@ func TestPodLifecycle(t *testing.T) {
 
 	tr, err := podTraces(n, id)
 	requireTraces(t, tr, err, "container", "netns", "veth", "dnat")
+	if !strings.Contains(strings.Join(tr["dnat"], "\n"), mark) {
+		t.Errorf("--firewall %s: DNAT rules %q lack %q", fw, tr["dnat"], mark)
+	}
 
 	// Logs hold the container's output.
 	c.eventually(30*time.Second, "rikctl logs web-0", func() error {
@@ -232,7 +245,7 @@ func podTraces(n *node, id string) (map[string][]string, error) {
 		return nil, err
 	}
 	for _, r := range strings.Split(rules, "\n") {
-		if strings.Contains(r, "DNAT") || strings.Contains(r, id) {
+		if strings.Contains(r, "-j DNAT") || strings.Contains(r, id) {
 			tr["dnat"] = append(tr["dnat"], r)
 		}
 	}

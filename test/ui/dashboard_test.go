@@ -13,8 +13,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/rikctl"
 )
+
+func ptr[T any](v T) *T { return &v }
 
 const webPod = `{"apiVersion":"v1","kind":"Pod","name":"web","restartPolicy":"Never",
  "spec":{"containers":[{"name":"c","image":"example/web:1","resources":{"cpu":250,"memory":64}}]}}`
@@ -77,10 +80,10 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: 2}); err != nil {
+	if _, err := c.api.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: wl.ID, Replicas: ptr(2)}); err != nil {
 		t.Fatal(err)
 	}
-	made, err := c.api.CreateInstances(ctx, rikctl.CreateInstancesRequest{WorkloadID: wl.ID, Name: "web-ui"})
+	made, err := c.api.CreateInstances(ctx, api.CreateInstancesRequest{WorkloadID: wl.ID, Name: ptr("web-ui")})
 	if err != nil {
 		t.Fatal(err)
 	}

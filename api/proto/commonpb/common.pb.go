@@ -503,6 +503,7 @@ type InstanceMetric struct {
 	Restarts      int32            `protobuf:"varint,11,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	WorkloadId    string           `protobuf:"bytes,12,opt,name=workload_id,json=workloadId,proto3" json:"workload_id,omitempty"`
 	TimingsMs     map[string]int64 `protobuf:"bytes,13,rep,name=timings_ms,json=timingsMs,proto3" json:"timings_ms,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // boot phase timings
+	Ready         bool             `protobuf:"varint,14,opt,name=ready,proto3" json:"ready,omitempty"`                                                                                                    // RUNNING and every readiness probe passing (none: ready once running)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -626,6 +627,13 @@ func (x *InstanceMetric) GetTimingsMs() map[string]int64 {
 		return x.TimingsMs
 	}
 	return nil
+}
+
+func (x *InstanceMetric) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
 }
 
 // Definition of metrics sent by a node.
@@ -915,7 +923,7 @@ const file_common_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x11.common.ResourcesR\bcapacity\x12'\n" +
 	"\x05usage\x18\x04 \x01(\v2\x11.common.ResourcesR\x05usage\x12\x14\n" +
 	"\x05load1\x18\x05 \x01(\x01R\x05load1\x12\x14\n" +
-	"\x05kinds\x18\x06 \x03(\tR\x05kinds\"\xfe\x03\n" +
+	"\x05kinds\x18\x06 \x03(\tR\x05kinds\"\x94\x04\n" +
 	"\x0eInstanceMetric\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.common.ResourceStatusR\x06status\x12\x18\n" +
 	"\ametrics\x18\x02 \x01(\tR\ametrics\x12\x1f\n" +
@@ -933,7 +941,8 @@ const file_common_proto_rawDesc = "" +
 	"\vworkload_id\x18\f \x01(\tR\n" +
 	"workloadId\x12D\n" +
 	"\n" +
-	"timings_ms\x18\r \x03(\v2%.common.InstanceMetric.TimingsMsEntryR\ttimingsMs\x1a<\n" +
+	"timings_ms\x18\r \x03(\v2%.common.InstanceMetric.TimingsMsEntryR\ttimingsMs\x12\x14\n" +
+	"\x05ready\x18\x0e \x01(\bR\x05ready\x1a<\n" +
 	"\x0eTimingsMsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9e\x01\n" +

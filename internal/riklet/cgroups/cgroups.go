@@ -380,3 +380,13 @@ func removeTree(dir string) error {
 		}
 	}
 }
+
+// Host is the node's cgroups as a value, for the runtimes that declare
+// the part they use as an interface (their tests use stateful fakes).
+type Host struct{}
+
+func (Host) Create(path string, l Limits) error { return Create(path, l) }
+func (Host) Remove(path string) error           { return Remove(path) }
+func (Host) Procs(path string) []int            { return Procs(path) }
+func (Host) Children(path string) []string      { return Children(path) }
+func (Host) OOMKilled(path string) bool         { return OOMKilled(path) }

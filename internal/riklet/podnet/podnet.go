@@ -25,6 +25,7 @@ import (
 
 	"github.com/rik-org/rik/internal/nsenter"
 	"github.com/rik-org/rik/internal/riklet/sdn/ipam"
+	"github.com/rik-org/rik/internal/workload"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -134,8 +135,8 @@ func (m *Manager) NetnsPath(id string) string {
 }
 
 func validID(id string) error {
-	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
-		return fmt.Errorf("pod network: invalid id %q", id)
+	if err := workload.ValidInstanceID(id); err != nil {
+		return fmt.Errorf("pod network: %w", err)
 	}
 	return nil
 }

@@ -42,6 +42,8 @@ type Config struct {
 	InitBinary    string // static rik-init; "" = next to the executable, then PATH
 	FunctionCIDR  string // default 10.62.0.0/16
 
+	Firewall string // auto|nftables|iptables: where port mappings and guards live
+
 	// What the node admits, checked again here whatever the controller
 	// said: where rootfs come from, which host ports are never mapped.
 	RootfsDirs        list  // file:// rootfs only under these; nil: /var/lib/rik/rootfs
@@ -80,6 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+	fs.StringVar(&c.Firewall, "firewall", sdn.FirewallAuto, "firewall backend for port mappings and guards: auto (nftables when the kernel can, else iptables), nftables or iptables")
 	c.registerAdmissionFlags(fs)
 	c.Sandbox.registerFlags(fs)
 }
@@ -124,6 +127,9 @@ func (c Config) Validate() error {
 	case "", "auto", "qemu", "firecracker":
 	default:
 		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
+	}
+	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
+		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
 	}
 	if err := c.Sandbox.validate(); err != nil {
 		return err
@@ -196,7 +202,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 }
 
 // Uninstall removes what the node's runtimes put on the host's network:
-// rik's iptables jumps and chains, its TAPs and SDN state (sdn.Uninstall),
+// rik's nftables table, its iptables jumps and chains (whichever
+// --firewall was used), its TAPs and SDN state (sdn.Uninstall),
 // and the pod bridge when no pod is attached (podnet.RemoveBridge). It
 // stops nothing: the caller makes sure no instance runs any more. It is
 // idempotent.
@@ -248,6 +255,7 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			StateDir:       n.cfg.StateDir,
 			ReservedPorts:  n.cfg.ReservedPorts,
 			ProtectedPorts: n.cfg.ProtectedPorts,
+			Firewall:       n.cfg.Firewall,
 			Logger:         n.cfg.Logger.With("component", "sdn"),
 		})
 	})

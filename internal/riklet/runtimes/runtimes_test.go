@@ -101,3 +101,34 @@ func TestSandboxFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFirewallFlag(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+		err  string
+	}{
+		{args: nil, want: "auto"},
+		{args: []string{"--firewall", "nftables"}, want: "nftables"},
+		{args: []string{"--firewall", "iptables"}, want: "iptables"},
+		{args: []string{"--firewall", "ipchains"}, err: `--firewall "ipchains": want auto, nftables or iptables`},
+	} {
+		c := Config{PodCIDR: "10.63.0.0/16", FunctionCIDR: "10.62.0.0/16", Sandbox: Sandbox{VMUIDs: "2000000000-2000000009"}}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.RegisterFlags(fs)
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Validate()
+		if tt.err != "" {
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("%v: Validate = %v, want %q", tt.args, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || c.Firewall != tt.want {
+			t.Errorf("%v: Firewall %q, Validate %v; want %q", tt.args, c.Firewall, err, tt.want)
+		}
+	}
+}

@@ -47,46 +47,60 @@ func TestUninstallCallsBoth(t *testing.T) {
 	}
 }
 
-// For real, inside a throwaway namespace: what a node's SDN and pod bridge
-// put there is gone afterwards.
+// For real, inside a throwaway namespace, with each firewall backend:
+// what a node's SDN and pod bridge put there is gone afterwards.
 func TestRootUninstall(t *testing.T) {
-	ns := netns.New(t)
-	testutil.RequireTool(t, "iptables", "iptables-save")
-	ctx := context.Background()
-	dir := t.TempDir()
-	var saved, links string
-	err := nsenter.Do(ns.Path, func() error {
-		if out, err := exec.Command("ip", "link", "add", "rik0", "type", "bridge").CombinedOutput(); err != nil {
-			return errors.New(string(out))
-		}
-		if _, err := sdn.New(ctx, sdn.Config{StateDir: dir}); err != nil {
-			return err
-		}
-		if out, _ := exec.Command("iptables-save").CombinedOutput(); !strings.Contains(string(out), ":RIKLET ") {
-			return errors.New("test broken: no RIKLET chain after sdn.New:\n" + string(out))
-		}
-		if err := Uninstall(ctx, Config{StateDir: dir, Bridge: "rik0"}); err != nil {
-			return err
-		}
-		out, err := exec.Command("iptables-save").CombinedOutput()
-		saved = string(out)
-		if err != nil {
-			return err
-		}
-		out, err = exec.Command("ip", "-o", "link", "show").CombinedOutput()
-		links = string(out)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(saved, "RIKLET") {
-		t.Errorf("rik's chains left:\n%s", saved)
-	}
-	if strings.Contains(links, "rik0") {
-		t.Errorf("bridge left:\n%s", links)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "sdn")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("sdn state left: %v", err)
+	for _, fw := range []string{sdn.FirewallIptables, sdn.FirewallNftables} {
+		t.Run(fw, func(t *testing.T) {
+			ns := netns.New(t)
+			testutil.RequireTool(t, "iptables", "iptables-save", "nft")
+			ctx := context.Background()
+			dir := t.TempDir()
+			var saved, tables, links string
+			err := nsenter.Do(ns.Path, func() error {
+				if out, err := exec.Command("ip", "link", "add", "rik0", "type", "bridge").CombinedOutput(); err != nil {
+					return errors.New(string(out))
+				}
+				if _, err := sdn.New(ctx, sdn.Config{StateDir: dir, Firewall: fw}); err != nil {
+					return err
+				}
+				ipt, _ := exec.Command("iptables-save").CombinedOutput()
+				nft, _ := exec.Command("nft", "list", "tables").CombinedOutput()
+				if !strings.Contains(string(ipt), ":RIKLET ") && !strings.Contains(string(nft), "table ip rik") {
+					return errors.New("test broken: no rik rules after sdn.New:\n" + string(ipt) + string(nft))
+				}
+				if err := Uninstall(ctx, Config{StateDir: dir, Bridge: "rik0"}); err != nil {
+					return err
+				}
+				out, err := exec.Command("iptables-save").CombinedOutput()
+				saved = string(out)
+				if err != nil {
+					return err
+				}
+				out, err = exec.Command("nft", "list", "tables").CombinedOutput()
+				tables = string(out)
+				if err != nil {
+					return err
+				}
+				out, err = exec.Command("ip", "-o", "link", "show").CombinedOutput()
+				links = string(out)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(saved, "RIKLET") {
+				t.Errorf("rik's chains left:\n%s", saved)
+			}
+			if strings.Contains(tables, "rik") {
+				t.Errorf("rik's table left:\n%s", tables)
+			}
+			if strings.Contains(links, "rik0") {
+				t.Errorf("bridge left:\n%s", links)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "sdn")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("sdn state left: %v", err)
+			}
+		})
 	}
 }

@@ -5,13 +5,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
+	"testing"
 
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -21,8 +25,9 @@ import (
 type fakeIptables struct {
 	mu          sync.Mutex
 	tables      map[string]map[string][]string
-	restores    int   // Restore calls
-	failRestore error // returned by Restore when set
+	policies    map[string]string // "filter/FORWARD" -> "DROP"; ACCEPT when missing
+	restores    int               // Restore calls
+	failRestore error             // returned by Restore when set
 }
 
 func newFakeIptables() *fakeIptables {
@@ -42,7 +47,7 @@ func newFakeIptables() *fakeIptables {
 				"-j RETURN",
 			},
 		},
-	}}
+	}, policies: map[string]string{}}
 }
 
 func (f *fakeIptables) Restore(ctx context.Context, rules []byte) error {
@@ -171,6 +176,27 @@ func (f *fakeIptables) DeleteChain(ctx context.Context, table, chain string) err
 	}
 	delete(t, chain)
 	return nil
+}
+
+func (f *fakeIptables) List(ctx context.Context, table, chain string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rules, ok := f.tables[table][chain]
+	if !ok {
+		return nil, fmt.Errorf("no chain %s/%s", table, chain)
+	}
+	var out []string
+	if chain == strings.ToUpper(chain) { // a built-in chain
+		policy := f.policies[table+"/"+chain]
+		if policy == "" {
+			policy = "ACCEPT"
+		}
+		out = append(out, "-P "+chain+" "+policy)
+	}
+	for _, r := range rules {
+		out = append(out, "-A "+chain+" "+r)
+	}
+	return out, nil
 }
 
 // snapshot returns a deep copy of every table.
@@ -310,4 +336,165 @@ func (h *fakeHost) sysctl(key string) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.sysctls[key]
+}
+
+// fakeNft is a stateful nftClient: rik's table (nil when there is none)
+// with its port map, under the kernel's rules for element changes.
+type fakeNft struct {
+	mu      sync.Mutex
+	table   *fakeNftTable
+	batches int   // transactions sent
+	changed int   // elements deleted and added by the last Update
+	fail    error // returned by every transaction when set
+}
+
+type fakeNftTable struct {
+	cfg   ruleConfig
+	elems map[hostPort]dnat // by dnat.key()
+}
+
+func (f *fakeNft) Replace(ctx context.Context, t nftTable) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches++
+	if f.fail != nil {
+		return f.fail
+	}
+	next := &fakeNftTable{cfg: t.Cfg, elems: map[hostPort]dnat{}}
+	for _, d := range t.Mappings {
+		if _, dup := next.elems[d.key()]; dup {
+			return fmt.Errorf("adding %s twice: %w", d.key(), syscall.EEXIST)
+		}
+		next.elems[d.key()] = d
+	}
+	f.table = next
+	return nil
+}
+
+func (f *fakeNft) Update(ctx context.Context, del, add []dnat) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches++
+	if f.fail != nil {
+		return f.fail
+	}
+	if f.table == nil {
+		return fmt.Errorf("map ports: %w", syscall.ENOENT)
+	}
+	elems := maps.Clone(f.table.elems)
+	for _, d := range del {
+		if _, ok := elems[d.key()]; !ok {
+			return fmt.Errorf("deleting %s: %w", d.key(), syscall.ENOENT)
+		}
+		delete(elems, d.key())
+	}
+	for _, d := range add {
+		if cur, ok := elems[d.key()]; ok && cur != d {
+			return fmt.Errorf("adding %s: %w", d.key(), syscall.EEXIST)
+		}
+		elems[d.key()] = d
+	}
+	f.table.elems = elems
+	f.changed = len(del) + len(add)
+	return nil
+}
+
+func (f *fakeNft) Mappings(ctx context.Context) ([]dnat, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.table == nil {
+		return nil, fmt.Errorf("table ip rik: %w", os.ErrNotExist)
+	}
+	return slices.Collect(maps.Values(f.table.elems)), nil
+}
+
+func (f *fakeNft) Delete(ctx context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	had := f.table != nil
+	f.table = nil
+	return had, nil
+}
+
+// testBackend is one firewall backend over stateful fakes: the iptables
+// backend (with the nftables table it removes), or the nftables backend
+// (with the iptables it keeps RIKLET-FORWARD in).
+type testBackend struct {
+	name string
+	fw   firewall
+	ipt  *fakeIptables
+	nft  *fakeNft
+}
+
+func newTestBackend(name string) *testBackend {
+	b := &testBackend{name: name, ipt: newFakeIptables(), nft: &fakeNft{}}
+	if name == FirewallIptables {
+		b.fw = &iptFirewall{ipt: b.ipt, nft: b.nft, log: discard}
+	} else {
+		b.fw = &nftFirewall{nft: b.nft, ipt: b.ipt, log: discard}
+	}
+	return b
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+// forEachBackend runs fn once per firewall backend.
+func forEachBackend(t *testing.T, fn func(t *testing.T, b *testBackend)) {
+	for _, name := range []string{FirewallIptables, FirewallNftables} {
+		t.Run(name, func(t *testing.T) { fn(t, newTestBackend(name)) })
+	}
+}
+
+// reboot returns the same backend as found by a riklet that restarts
+// after the node rebooted: nothing programmed.
+func (b *testBackend) reboot() *testBackend { return newTestBackend(b.name) }
+
+var dnatRule = regexp.MustCompile(`^-p (tcp|udp) -m (?:tcp|udp) --dport (\d+) -m comment --comment "rik:([^"]+)" -j DNAT --to-destination (\S+)$`)
+
+// mappings lists the port mappings the backend holds, like
+// "tcp 8080 -> 10.62.0.1:80 fn-a", sorted.
+func (b *testBackend) mappings(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	if b.name == FirewallIptables {
+		for _, r := range b.ipt.chain("nat", chainDNAT) {
+			m := dnatRule.FindStringSubmatch(r)
+			if m == nil {
+				t.Fatalf("unexpected rule in %s: %q", chainDNAT, r)
+			}
+			out = append(out, fmt.Sprintf("%s %s -> %s %s", m[1], m[2], m[4], m[3]))
+		}
+	} else {
+		ds, err := b.nft.Mappings(context.Background())
+		if err != nil {
+			return nil
+		}
+		for _, d := range ds {
+			out = append(out, fmt.Sprintf("%s %d -> %s %s", strings.ToLower(d.Port.Protocol), d.Port.Port,
+				netip.AddrPortFrom(d.IP, uint16(d.Port.TargetPort)), d.ID))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// applies counts the transactions sent: iptables-restore runs or netlink
+// batches.
+func (b *testBackend) applies() int {
+	if b.name == FirewallIptables {
+		return b.ipt.restoreCount()
+	}
+	b.nft.mu.Lock()
+	defer b.nft.mu.Unlock()
+	return b.nft.batches
+}
+
+// failApplies makes every transaction fail with err; nil heals.
+func (b *testBackend) failApplies(err error) {
+	b.ipt.mu.Lock()
+	b.ipt.failRestore = err
+	b.ipt.mu.Unlock()
+	b.nft.mu.Lock()
+	b.nft.fail = err
+	b.nft.mu.Unlock()
 }

@@ -62,8 +62,8 @@ func TestParseProcNet(t *testing.T) {
 func TestAdmitPorts(t *testing.T) {
 	ctx := context.Background()
 	cfg := Config{StateDir: t.TempDir(), ReservedPorts: []int{9000}}
-	ipt, host := newFakeIptables(), newFakeHost()
-	m, err := newManager(ctx, cfg, ipt, host)
+	b, host := newTestBackend(FirewallNftables), newFakeHost()
+	m, err := newManager(ctx, cfg, b.fw, host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +95,8 @@ func TestAdmitPorts(t *testing.T) {
 			t.Errorf("%+v: err = %v\n want %v: %s", tt.port, err, tt.want, tt.msg)
 		}
 	}
-	if len(dnatRules(ipt)) != 0 || len(m.st) != 0 {
-		t.Errorf("refused mappings left rules %v, state %v", dnatRules(ipt), m.st)
+	if len(b.mappings(t)) != 0 || len(m.st) != 0 {
+		t.Errorf("refused mappings left mappings %v, state %v", b.mappings(t), m.st)
 	}
 	if taps, _ := host.Taps(ctx); len(taps) != 0 {
 		t.Errorf("refused function left taps %v", taps)
@@ -114,12 +114,12 @@ func TestAdmitPorts(t *testing.T) {
 	if err := m.Expose(ctx, "p", pod, []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "UDP"}, {Port: 18001}}); err != nil {
 		t.Errorf("Expose again: %v", err)
 	}
-	if len(dnatRules(ipt)) != 2 {
-		t.Errorf("rules: %v", dnatRules(ipt))
+	if len(b.mappings(t)) != 2 {
+		t.Errorf("mappings: %v", b.mappings(t))
 	}
 	// Without a reserved list, the node's default (22) still stands, and
 	// rik's ports and the system's.
-	m2, _ := newManager(ctx, Config{StateDir: t.TempDir()}, newFakeIptables(), newFakeHost())
+	m2, _ := newManager(ctx, Config{StateDir: t.TempDir()}, newTestBackend(FirewallNftables).fw, newFakeHost())
 	for _, port := range []int{22, 80, 4996, 5000} {
 		if err := m2.Expose(ctx, "q", pod, []workload.PortMapping{{Port: port}}); !errors.Is(err, ErrPortRefused) {
 			t.Errorf("default policy, port %d: %v", port, err)
@@ -135,7 +135,7 @@ func (failingHost) ListeningPorts(context.Context) (map[string]bool, error) {
 }
 
 func TestAdmitPortsFailsClosed(t *testing.T) {
-	m, err := newManager(context.Background(), Config{StateDir: t.TempDir()}, newFakeIptables(), failingHost{newFakeHost()})
+	m, err := newManager(context.Background(), Config{StateDir: t.TempDir()}, newTestBackend(FirewallNftables).fw, failingHost{newFakeHost()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestAdmitPortsSeesRealListeners(t *testing.T) {
 		t.Errorf("listening in the namespace = %v, want only tcp port 18090", got)
 	}
 	// The Manager reads the namespace it programs (Config.Netns).
-	m, err := newManager(context.Background(), Config{StateDir: t.TempDir(), Netns: ns.Path}, newFakeIptables(), netlinkHost{})
+	m, err := newManager(context.Background(), Config{StateDir: t.TempDir(), Netns: ns.Path}, newTestBackend(FirewallNftables).fw, netlinkHost{})
 	if err != nil {
 		t.Fatal(err)
 	}

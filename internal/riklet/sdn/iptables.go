@@ -25,6 +25,9 @@ type iptables interface {
 	// DeleteChain flushes and deletes table/chain, which must exist and be
 	// the target of no rule.
 	DeleteChain(ctx context.Context, table, chain string) error
+	// List returns table/chain as iptables -S prints it: the policy of a
+	// built-in chain ("-P FORWARD DROP"), then one "-A ..." per rule.
+	List(ctx context.Context, table, chain string) ([]string, error)
 }
 
 // execIptables runs the iptables binaries of one flavour.
@@ -134,4 +137,18 @@ func (x *execIptables) DeleteChain(ctx context.Context, table, chain string) err
 	}
 	_, err := x.run(ctx, -1, fmt.Sprintf("deleting chain %s %s", table, chain), "-t", table, "-X", chain)
 	return err
+}
+
+func (x *execIptables) List(ctx context.Context, table, chain string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, x.IptablesBin, "-w", "5", "-t", table, "-S", chain).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("listing %s %s: %w: %s", table, chain, err, bytes.TrimSpace(out))
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
 }

@@ -20,13 +20,13 @@ import (
 // through a hostile route, IPv6 through the TAP) but reach an unprotected
 // port; another host still reaches the protected ones.
 func TestRootProtectedPorts(t *testing.T) {
-	forEachFlavour(t, func(t *testing.T, ipt *execIptables) {
+	forEachRealBackend(t, func(t *testing.T, rb realBackend) {
 		ctx := context.Background()
-		n := newTestNode(t, ipt)
+		n := newTestNode(t, rb)
 		guest, pod := netns.New(t), n.pod(t)
 
 		cfg := Config{StateDir: t.TempDir(), Netns: n.node.Path, PodBridge: "podbr0", ProtectedPorts: []int{6060}}
-		m, err := newManager(ctx, cfg, ipt, vethHost{guest: guest})
+		m, err := newManager(ctx, cfg, rb.firewall(), vethHost{guest: guest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestRootProtectedPorts(t *testing.T) {
 			t.Errorf("another host cannot reach %s:5000: %q, %v", nodeAddr, got, err)
 		}
 		if t.Failed() {
-			t.Logf("iptables-save:\n%s", n.save(t))
+			t.Log(n.dump(t))
 		}
 	})
 }
@@ -92,15 +92,17 @@ func TestRootProtectedPorts(t *testing.T) {
 func TestRootGuestIPv6Closed(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "ip", "sysctl")
+	requireNftables(t)
 	ctx := context.Background()
 	ipt, err := detectIptables(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	{
-		n := newTestNode(t, ipt)
+		rb := realBackend{ipt: ipt, nft: true}
+		n := newTestNode(t, rb)
 		guest := netns.New(t)
-		m, err := newManager(ctx, Config{StateDir: t.TempDir(), Netns: n.node.Path}, ipt, vethHost{guest: guest})
+		m, err := newManager(ctx, Config{StateDir: t.TempDir(), Netns: n.node.Path}, rb.firewall(), vethHost{guest: guest})
 		if err != nil {
 			t.Fatal(err)
 		}

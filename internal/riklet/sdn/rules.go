@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/rik-org/rik/internal/workload"
 )
 
 // rik's own chains. Nothing else is ever written by the SDN, apart from the
@@ -52,47 +49,33 @@ var jumps = []jump{
 	{"filter", "INPUT", []string{"-m", "comment", "--comment", "rik", "-j", chainInput}},
 }
 
-// dnat is one exposed port.
-type dnat struct {
-	ID   string
-	IP   netip.Addr
-	Port workload.PortMapping
-}
+// ipChain is one of rik's iptables chains.
+type ipChain struct{ table, name string }
+
+// ipChains are rik's iptables chains, in the order they are removed.
+var ipChains = []ipChain{{"nat", chainDNAT}, {"nat", chainPost}, {"filter", chainForward}, {"filter", chainInput}}
 
 // render returns the iptables-restore input (for --noflush) holding the
 // whole content of rik's chains for state s. Declaring a chain in
 // --noflush mode flushes that chain only, so applying the text replaces
 // rik's rules and leaves every other chain alone. Same input, same text.
 func render(cfg ruleConfig, s state) []byte {
-	var rules []dnat
-	for id, e := range s {
-		for _, p := range e.Ports {
-			rules = append(rules, dnat{ID: id, IP: e.IP, Port: p})
-		}
-	}
-	sort.Slice(rules, func(i, j int) bool {
-		a, b := rules[i], rules[j]
-		if a.Port.Protocol != b.Port.Protocol {
-			return a.Port.Protocol < b.Port.Protocol
-		}
-		if a.Port.Port != b.Port.Port {
-			return a.Port.Port < b.Port.Port
-		}
-		return a.ID < b.ID
-	})
-
 	var b bytes.Buffer
 	b.WriteString("*nat\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", chainDNAT, chainPost)
-	for _, r := range rules {
+	for _, r := range dnats(s) {
 		proto := strings.ToLower(r.Port.Protocol)
 		fmt.Fprintf(&b, "-A %s -p %s -m %s --dport %d -m comment --comment \"rik:%s\" -j DNAT --to-destination %s\n",
 			chainDNAT, proto, proto, r.Port.Port, r.ID, netip.AddrPortFrom(r.IP, uint16(r.Port.TargetPort)))
 	}
-	for _, p := range []netip.Prefix{cfg.FunctionPool, cfg.PodCIDR} {
-		if p.IsValid() {
-			fmt.Fprintf(&b, "-A %s -s %s ! -d %s -j MASQUERADE\n", chainPost, p.Masked(), p.Masked())
-		}
+	for _, p := range pools(cfg) {
+		fmt.Fprintf(&b, "-A %s -s %s ! -d %s -j MASQUERADE\n", chainPost, p, p)
+	}
+	// Hairpin: a guest or pod reaching a mapping of its own pool through a
+	// node address. Without it the reply would go straight back, not
+	// through the node, and miss the reverse translation.
+	for _, p := range pools(cfg) {
+		fmt.Fprintf(&b, "-A %s -s %s -d %s -m conntrack --ctstate DNAT -j MASQUERADE\n", chainPost, p, p)
 	}
 	for _, dev := range devices(cfg) {
 		fmt.Fprintf(&b, "-A %s -s 127.0.0.0/8 -o %s -j MASQUERADE\n", chainPost, dev)
@@ -101,10 +84,7 @@ func render(cfg ruleConfig, s state) []byte {
 
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", chainForward, chainInput)
-	fmt.Fprintf(&b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainForward)
-	for _, dev := range devices(cfg) {
-		fmt.Fprintf(&b, "-A %s -i %s -j ACCEPT\n-A %s -o %s -j ACCEPT\n", chainForward, dev, chainForward, dev)
-	}
+	writeForward(&b, cfg)
 	for _, dev := range devices(cfg) {
 		fmt.Fprintf(&b, "-A %s -i %s -d 127.0.0.0/8 -m conntrack --ctstate NEW,INVALID -j DROP\n", chainInput, dev)
 	}
@@ -121,6 +101,36 @@ func render(cfg ruleConfig, s state) []byte {
 	}
 	b.WriteString("COMMIT\n")
 	return b.Bytes()
+}
+
+// renderForward returns the iptables-restore input for RIKLET-FORWARD
+// alone: what the nftables backend keeps in iptables when the node's
+// iptables FORWARD chain would drop rik's traffic (an accept in rik's
+// table cannot overrule a drop in another).
+func renderForward(cfg ruleConfig) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "*filter\n:%s - [0:0]\n", chainForward)
+	writeForward(&b, cfg)
+	b.WriteString("COMMIT\n")
+	return b.Bytes()
+}
+
+func writeForward(b *bytes.Buffer, cfg ruleConfig) {
+	fmt.Fprintf(b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n", chainForward)
+	for _, dev := range devices(cfg) {
+		fmt.Fprintf(b, "-A %s -i %s -j ACCEPT\n-A %s -o %s -j ACCEPT\n", chainForward, dev, chainForward, dev)
+	}
+}
+
+// pools are the address ranges of rik's guests and pods.
+func pools(cfg ruleConfig) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []netip.Prefix{cfg.FunctionPool, cfg.PodCIDR} {
+		if p.IsValid() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // protectedPorts returns DefaultProtectedPorts and extra, sorted, each

@@ -1,12 +1,13 @@
 // Package sdn is the riklet's software-defined network: it gives each
 // Function a /30 and a TAP device, and exposes Function and Pod ports on
-// the node's addresses with DNAT rules in rik's own iptables chains.
+// the node's addresses with DNAT, in rik's own nftables table or iptables
+// chains (the firewall backends, Config.Firewall).
 //
 // The desired state (instance id -> address, ports) is kept in a file
-// under <StateDir>/sdn/; rik's chains are rendered from it by a pure
-// function and applied in one iptables-restore --noflush batch, so a
-// change costs the same whatever the number of rules, and a restart
-// rebuilds exactly what the owned instances need.
+// under <StateDir>/sdn/. At start and on reconcile the backend rebuilds
+// rik's rules from it; a change is then applied as a difference: with
+// nftables one map element per mapping in one netlink batch, with
+// iptables one iptables-restore --noflush batch of rik's chains.
 package sdn
 
 import (
@@ -18,7 +19,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sync"
 
 	"github.com/rik-org/rik/internal/nsenter"
@@ -58,6 +58,9 @@ type Config struct {
 	// (e.g. /var/run/netns/node) instead of the riklet's own. For tests and
 	// nodes-in-namespaces end-to-end runs.
 	Netns string
+	// Firewall is the backend: FirewallAuto (the default: nftables when
+	// the kernel can, else iptables), FirewallNftables or FirewallIptables.
+	Firewall string
 }
 
 // FunctionNet is the network of one Function.
@@ -76,7 +79,7 @@ type Manager struct {
 	cfg       Config
 	protected []int // DefaultProtectedPorts and Config.ProtectedPorts
 	log       *slog.Logger
-	ipt       iptables
+	fw        firewall
 	host      netHost
 	pool      *ipam.Pool
 	statePath string
@@ -85,17 +88,28 @@ type Manager struct {
 	st state // what is programmed (and persisted)
 }
 
-// New returns a Manager for the node and ensures rik's chains (rebuilt from
-// the persisted state), the jumps to them and ip_forward. It is idempotent.
+// New returns a Manager for the node and ensures rik's rules (rebuilt from
+// the persisted state, with the backend Config.Firewall picks) and
+// ip_forward. It is idempotent.
 func New(ctx context.Context, cfg Config) (*Manager, error) {
-	ipt, err := detectIptables(ctx)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var fw firewall
+	err := (&Manager{cfg: cfg}).inNetns(func() error {
+		var err error
+		fw, err = newFirewall(ctx, cfg.Firewall, log)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("starting sdn: %w", err)
 	}
-	return newManager(ctx, cfg, ipt, netlinkHost{})
+	log.Info("firewall backend", "backend", fw.Name())
+	return newManager(ctx, cfg, fw, netlinkHost{})
 }
 
-func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*Manager, error) {
+func newManager(ctx context.Context, cfg Config, fw firewall, host netHost) (*Manager, error) {
 	if !cfg.FunctionPool.IsValid() {
 		cfg.FunctionPool = DefaultFunctionPool
 	}
@@ -141,7 +155,7 @@ func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*M
 		cfg:       cfg,
 		protected: protected,
 		log:       cfg.Logger,
-		ipt:       ipt,
+		fw:        fw,
 		host:      host,
 		pool:      pool,
 		statePath: statePath,
@@ -153,22 +167,14 @@ func newManager(ctx context.Context, cfg Config, ipt iptables, host netHost) (*M
 	return m, nil
 }
 
-// ensureBase enables forwarding, writes rik's chains from the current state
-// and makes sure the jumps to them exist.
+// ensureBase enables forwarding and rebuilds rik's rules from the current
+// state.
 func (m *Manager) ensureBase(ctx context.Context) error {
 	return m.inNetns(func() error {
 		if err := m.host.SetSysctl(ctx, "net/ipv4/ip_forward", "1"); err != nil {
 			return err
 		}
-		if err := m.ipt.Restore(ctx, render(m.ruleConfig(), m.st)); err != nil {
-			return fmt.Errorf("writing rik chains: %w", err)
-		}
-		for _, j := range jumps {
-			if err := m.ipt.Ensure(ctx, j.Table, j.Chain, j.Rule...); err != nil {
-				return err
-			}
-		}
-		return nil
+		return m.fw.Sync(ctx, m.ruleConfig(), m.st)
 	})
 }
 
@@ -424,7 +430,7 @@ func (m *Manager) Lookup(id string) (FunctionNet, bool) {
 // commitEntry sets id's entry, unless it is already what is programmed.
 // The caller holds m.mu.
 func (m *Manager) commitEntry(ctx context.Context, id string, e entry) error {
-	if cur, ok := m.st[id]; ok && reflect.DeepEqual(cur, e) {
+	if cur, ok := m.st[id]; ok && cur.equal(e) {
 		return nil
 	}
 	next := m.st.clone()
@@ -432,22 +438,29 @@ func (m *Manager) commitEntry(ctx context.Context, id string, e entry) error {
 	return m.commit(ctx, next)
 }
 
-// commit persists next and programs rik's chains from it, in one batch.
-// On failure the previous state is restored. The caller holds m.mu.
+// commit persists next and programs the difference from the current
+// state, in one batch. When that fails (the rules are not what rik
+// programmed: someone flushed them), it rebuilds them all from next; when
+// that fails too, the previous state is restored. The caller holds m.mu.
 func (m *Manager) commit(ctx context.Context, next state) error {
 	if err := saveState(m.statePath, next); err != nil {
 		return err
 	}
-	err := m.inNetns(func() error { return m.ipt.Restore(ctx, render(m.ruleConfig(), next)) })
+	rc := m.ruleConfig()
+	err := m.inNetns(func() error { return m.fw.Update(ctx, rc, m.st, next) })
+	if err != nil {
+		m.log.Warn("updating rik's rules failed, rebuilding them", "backend", m.fw.Name(), "err", err)
+		err = m.inNetns(func() error { return m.fw.Sync(ctx, rc, next) })
+	}
 	if err != nil {
 		if serr := saveState(m.statePath, m.st); serr != nil {
 			m.log.Error("restoring sdn state after a failed apply", "err", serr)
 		}
-		// One table may have been committed before the other failed.
-		if rerr := m.inNetns(func() error { return m.ipt.Restore(ctx, render(m.ruleConfig(), m.st)) }); rerr != nil {
-			m.log.Error("restoring rik chains after a failed apply", "err", rerr)
+		// Part of the rebuild may have been committed.
+		if rerr := m.inNetns(func() error { return m.fw.Sync(ctx, rc, m.st) }); rerr != nil {
+			m.log.Error("restoring rik's rules after a failed apply", "err", rerr)
 		}
-		return fmt.Errorf("writing rik chains: %w", err)
+		return err
 	}
 	m.st = next
 	return nil

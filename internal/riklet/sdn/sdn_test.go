@@ -147,6 +147,8 @@ func TestRender(t *testing.T) {
 			":RIKLET - [0:0]\n:RIKLET-POSTROUTING - [0:0]\n" + dnat +
 			"-A RIKLET-POSTROUTING -s 10.62.0.0/16 ! -d 10.62.0.0/16 -j MASQUERADE\n" +
 			"-A RIKLET-POSTROUTING -s 10.63.0.0/16 ! -d 10.63.0.0/16 -j MASQUERADE\n" +
+			"-A RIKLET-POSTROUTING -s 10.62.0.0/16 -d 10.62.0.0/16 -m conntrack --ctstate DNAT -j MASQUERADE\n" +
+			"-A RIKLET-POSTROUTING -s 10.63.0.0/16 -d 10.63.0.0/16 -m conntrack --ctstate DNAT -j MASQUERADE\n" +
 			"-A RIKLET-POSTROUTING -s 127.0.0.0/8 -o rik+ -j MASQUERADE\n" +
 			"-A RIKLET-POSTROUTING -s 127.0.0.0/8 -o cni0 -j MASQUERADE\n" +
 			"COMMIT\n" +
@@ -253,25 +255,24 @@ func TestRenderBridgeCoveredByTapPattern(t *testing.T) {
 	}
 }
 
-// newTestManager returns a Manager over fakes, in a fresh state dir.
-func newTestManager(t *testing.T) (*Manager, *fakeIptables, *fakeHost, Config) {
+// newTestManager returns a Manager over fakes with backend b, in a fresh
+// state dir.
+func newTestManager(t *testing.T, b *testBackend) (*Manager, *fakeHost, Config) {
 	t.Helper()
 	cfg := Config{StateDir: t.TempDir()}
-	ipt, host := newFakeIptables(), newFakeHost()
-	m, err := newManager(context.Background(), cfg, ipt, host)
+	host := newFakeHost()
+	m, err := newManager(context.Background(), cfg, b.fw, host)
 	if err != nil {
 		t.Fatalf("newManager: %v", err)
 	}
-	return m, ipt, host, cfg
+	return m, host, cfg
 }
 
-func dnatRules(ipt *fakeIptables) []string { return ipt.chain("nat", chainDNAT) }
-
 func TestNewEnsuresChainsAndJumpsOnce(t *testing.T) {
-	m, ipt, host, cfg := newTestManager(t)
-	_ = m
+	b := newTestBackend(FirewallIptables)
+	_, host, cfg := newTestManager(t, b)
 	for range 2 { // a second start changes nothing
-		if _, err := newManager(context.Background(), cfg, ipt, host); err != nil {
+		if _, err := newManager(context.Background(), cfg, b.fw, host); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -286,12 +287,12 @@ func TestNewEnsuresChainsAndJumpsOnce(t *testing.T) {
 	}
 	for tc, rules := range want {
 		table, chain, _ := strings.Cut(tc, "/")
-		if diff := cmp.Diff(rules, ipt.chain(table, chain)); diff != "" {
+		if diff := cmp.Diff(rules, b.ipt.chain(table, chain)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc, diff)
 		}
 	}
-	if n := len(ipt.chain("nat", chainPost)); n != 3 {
-		t.Errorf("%s has %d rules, want 3", chainPost, n)
+	if n := len(b.ipt.chain("nat", chainPost)); n != 5 {
+		t.Errorf("%s has %d rules, want 5", chainPost, n)
 	}
 	if got := host.sysctl("net/ipv4/ip_forward"); got != "1" {
 		t.Errorf("ip_forward = %q, want 1", got)
@@ -302,67 +303,68 @@ func TestNewEnsuresChainsAndJumpsOnce(t *testing.T) {
 var cmpNet = cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})
 
 func TestSetupFunction(t *testing.T) {
-	m, ipt, host, _ := newTestManager(t)
-	ctx := context.Background()
-	ports := []workload.PortMapping{{Port: 8080, TargetPort: 80}}
-	n, err := m.SetupFunction(ctx, "fn-a", ports)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := FunctionNet{
-		Tap:     TapName("fn-a"),
-		GuestIP: netip.MustParseAddr("10.62.0.1"),
-		TapIP:   netip.MustParseAddr("10.62.0.2"),
-		Prefix:  netip.MustParsePrefix("10.62.0.0/30"),
-		MAC:     GuestMAC("fn-a"),
-		Ports:   []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}},
-	}
-	if diff := cmp.Diff(want, n, cmpNet); diff != "" {
-		t.Errorf("FunctionNet (-want +got):\n%s", diff)
-	}
-	l, ok := host.link(n.Tap)
-	if !ok || !l.tap || !l.up || l.addr != netip.MustParsePrefix("10.62.0.2/30") {
-		t.Errorf("tap %s = %+v, %v; want an up tap with 10.62.0.2/30", n.Tap, l, ok)
-	}
-	if got := host.sysctl("net/ipv6/conf/" + n.Tap + "/disable_ipv6"); got != "1" {
-		t.Errorf("disable_ipv6 on tap = %q, want 1", got)
-	}
-	if got := host.sysctl("net/ipv4/conf/" + n.Tap + "/route_localnet"); got != "1" {
-		t.Errorf("route_localnet on tap = %q, want 1", got)
-	}
-	wantRules := []string{`-p tcp -m tcp --dport 8080 -m comment --comment "rik:fn-a" -j DNAT --to-destination 10.62.0.1:80`}
-	if diff := cmp.Diff(wantRules, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET (-want +got):\n%s", diff)
-	}
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, _ := newTestManager(t, b)
+		ctx := context.Background()
+		ports := []workload.PortMapping{{Port: 8080, TargetPort: 80}}
+		n, err := m.SetupFunction(ctx, "fn-a", ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := FunctionNet{
+			Tap:     TapName("fn-a"),
+			GuestIP: netip.MustParseAddr("10.62.0.1"),
+			TapIP:   netip.MustParseAddr("10.62.0.2"),
+			Prefix:  netip.MustParsePrefix("10.62.0.0/30"),
+			MAC:     GuestMAC("fn-a"),
+			Ports:   []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}},
+		}
+		if diff := cmp.Diff(want, n, cmpNet); diff != "" {
+			t.Errorf("FunctionNet (-want +got):\n%s", diff)
+		}
+		l, ok := host.link(n.Tap)
+		if !ok || !l.tap || !l.up || l.addr != netip.MustParsePrefix("10.62.0.2/30") {
+			t.Errorf("tap %s = %+v, %v; want an up tap with 10.62.0.2/30", n.Tap, l, ok)
+		}
+		if got := host.sysctl("net/ipv6/conf/" + n.Tap + "/disable_ipv6"); got != "1" {
+			t.Errorf("disable_ipv6 on tap = %q, want 1", got)
+		}
+		if got := host.sysctl("net/ipv4/conf/" + n.Tap + "/route_localnet"); got != "1" {
+			t.Errorf("route_localnet on tap = %q, want 1", got)
+		}
+		if diff := cmp.Diff([]string{"tcp 8080 -> 10.62.0.1:80 fn-a"}, b.mappings(t)); diff != "" {
+			t.Errorf("mappings (-want +got):\n%s", diff)
+		}
 
-	// Idempotent: same answer, nothing reprogrammed.
-	restores := ipt.restoreCount()
-	again, err := m.SetupFunction(ctx, "fn-a", ports)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(n, again, cmpNet); diff != "" {
-		t.Errorf("second SetupFunction (-first +second):\n%s", diff)
-	}
-	if ipt.restoreCount() != restores {
-		t.Errorf("second SetupFunction reprogrammed iptables")
-	}
-	if got, ok := m.Lookup("fn-a"); !ok || !cmp.Equal(got, n, cmpNet) {
-		t.Errorf("Lookup = %+v, %v", got, ok)
-	}
+		// Idempotent: same answer, nothing reprogrammed.
+		applies := b.applies()
+		again, err := m.SetupFunction(ctx, "fn-a", ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(n, again, cmpNet); diff != "" {
+			t.Errorf("second SetupFunction (-first +second):\n%s", diff)
+		}
+		if b.applies() != applies {
+			t.Errorf("second SetupFunction reprogrammed the firewall")
+		}
+		if got, ok := m.Lookup("fn-a"); !ok || !cmp.Equal(got, n, cmpNet) {
+			t.Errorf("Lookup = %+v, %v", got, ok)
+		}
 
-	// A second function gets the next /30.
-	n2, err := m.SetupFunction(ctx, "fn-b", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n2.Prefix != netip.MustParsePrefix("10.62.0.4/30") || n2.GuestIP != netip.MustParseAddr("10.62.0.5") {
-		t.Errorf("second function got %s guest %s", n2.Prefix, n2.GuestIP)
-	}
+		// A second function gets the next /30.
+		n2, err := m.SetupFunction(ctx, "fn-b", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n2.Prefix != netip.MustParsePrefix("10.62.0.4/30") || n2.GuestIP != netip.MustParseAddr("10.62.0.5") {
+			t.Errorf("second function got %s guest %s", n2.Prefix, n2.GuestIP)
+		}
+	})
 }
 
 func TestSetupFunctionRejectsBadInput(t *testing.T) {
-	m, _, host, _ := newTestManager(t)
+	m, host, _ := newTestManager(t, newTestBackend(FirewallNftables))
 	ctx := context.Background()
 	for _, tc := range []struct {
 		id    string
@@ -386,318 +388,390 @@ func TestSetupFunctionRejectsBadInput(t *testing.T) {
 }
 
 func TestPortConflicts(t *testing.T) {
-	m, ipt, host, _ := newTestManager(t)
-	ctx := context.Background()
-	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
-		t.Fatal(err)
-	}
-	before := dnatRules(ipt)
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, _ := newTestManager(t, b)
+		ctx := context.Background()
+		if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+			t.Fatal(err)
+		}
+		before := b.mappings(t)
 
-	_, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}})
-	if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "8080") || !strings.Contains(err.Error(), "fn-a") {
-		t.Errorf("function on a taken port: err = %v, want ErrPortConflict naming 8080 and fn-a", err)
-	}
-	if _, ok := host.link(TapName("fn-b")); ok {
-		t.Errorf("refused function left its tap")
-	}
-	if _, ok := m.pool.Lookup("fn-b"); ok {
-		t.Errorf("refused function left its lease")
-	}
+		_, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}})
+		if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "8080") || !strings.Contains(err.Error(), "fn-a") {
+			t.Errorf("function on a taken port: err = %v, want ErrPortConflict naming 8080 and fn-a", err)
+		}
+		if _, ok := host.link(TapName("fn-b")); ok {
+			t.Errorf("refused function left its tap")
+		}
+		if _, ok := m.pool.Lookup("fn-b"); ok {
+			t.Errorf("refused function left its lease")
+		}
 
-	err = m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 9000}, {Port: 8080}})
-	if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "fn-a") {
-		t.Errorf("pod on a taken port: err = %v, want ErrPortConflict naming fn-a", err)
-	}
-	if diff := cmp.Diff(before, dnatRules(ipt)); diff != "" {
-		t.Errorf("refused requests changed RIKLET (-before +after):\n%s", diff)
-	}
+		err = m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 9000}, {Port: 8080}})
+		if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "fn-a") {
+			t.Errorf("pod on a taken port: err = %v, want ErrPortConflict naming fn-a", err)
+		}
+		if diff := cmp.Diff(before, b.mappings(t)); diff != "" {
+			t.Errorf("refused requests changed the mappings (-before +after):\n%s", diff)
+		}
 
-	// UDP 8080 is another port.
-	if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 8080, Protocol: "UDP"}}); err != nil {
-		t.Errorf("udp 8080 next to tcp 8080: %v", err)
-	}
-	// Once fn-a is gone its port is free.
-	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
-		t.Errorf("port freed by teardown: %v", err)
-	}
+		// UDP 8080 is another port.
+		if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 8080, Protocol: "UDP"}}); err != nil {
+			t.Errorf("udp 8080 next to tcp 8080: %v", err)
+		}
+		// Once fn-a is gone its port is free.
+		if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+			t.Errorf("port freed by teardown: %v", err)
+		}
+		want := []string{"tcp 8080 -> 10.62.0.1:80 fn-b", "udp 8080 -> 10.63.0.5:8080 pod-c"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestSetupFunctionRollsBack(t *testing.T) {
-	m, ipt, host, cfg := newTestManager(t)
-	ctx := context.Background()
-	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}}); err != nil {
-		t.Fatal(err)
-	}
-	before := dnatRules(ipt)
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, cfg := newTestManager(t, b)
+		ctx := context.Background()
+		if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}}); err != nil {
+			t.Fatal(err)
+		}
+		before := b.mappings(t)
 
-	ipt.failRestore = errors.New("iptables-restore: boom")
-	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}}); err == nil {
-		t.Fatal("SetupFunction with a failing iptables: want error")
-	}
-	ipt.failRestore = nil
-	if _, ok := host.link(TapName("fn-b")); ok {
-		t.Errorf("failed setup left its tap")
-	}
-	if _, ok := m.pool.Lookup("fn-b"); ok {
-		t.Errorf("failed setup left its lease")
-	}
-	if diff := cmp.Diff(before, dnatRules(ipt)); diff != "" {
-		t.Errorf("failed setup changed RIKLET (-before +after):\n%s", diff)
-	}
+		b.failApplies(errors.New("firewall: boom"))
+		if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}}); err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Fatalf("SetupFunction with a failing firewall = %v, want its error", err)
+		}
+		b.failApplies(nil)
+		if _, ok := host.link(TapName("fn-b")); ok {
+			t.Errorf("failed setup left its tap")
+		}
+		if _, ok := m.pool.Lookup("fn-b"); ok {
+			t.Errorf("failed setup left its lease")
+		}
+		if diff := cmp.Diff(before, b.mappings(t)); diff != "" {
+			t.Errorf("failed setup changed the mappings (-before +after):\n%s", diff)
+		}
 
-	host.failAdd = errors.New("netlink: boom")
-	if _, err := m.SetupFunction(ctx, "fn-c", nil); err == nil {
-		t.Fatal("SetupFunction with a failing netlink: want error")
-	}
-	host.failAdd = nil
-	if _, ok := m.pool.Lookup("fn-c"); ok {
-		t.Errorf("failed setup left its lease")
-	}
+		host.failAdd = errors.New("netlink: boom")
+		if _, err := m.SetupFunction(ctx, "fn-c", nil); err == nil {
+			t.Fatal("SetupFunction with a failing netlink: want error")
+		}
+		host.failAdd = nil
+		if _, ok := m.pool.Lookup("fn-c"); ok {
+			t.Errorf("failed setup left its lease")
+		}
 
-	// The persisted state did not keep the failed setups either.
-	m2, err := newManager(ctx, cfg, newFakeIptables(), host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m2.st["fn-b"]; ok {
-		t.Errorf("failed setup persisted")
-	}
-	if _, ok := m2.st["fn-a"]; !ok {
-		t.Errorf("fn-a lost from the persisted state")
-	}
-	// A retry after the failure gets a fresh, working network.
-	n, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Prefix != netip.MustParsePrefix("10.62.0.4/30") {
-		t.Errorf("retry got %s, want the block the failure released", n.Prefix)
-	}
+		// The persisted state did not keep the failed setups either.
+		m2, err := newManager(ctx, cfg, b.reboot().fw, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m2.st["fn-b"]; ok {
+			t.Errorf("failed setup persisted")
+		}
+		if _, ok := m2.st["fn-a"]; !ok {
+			t.Errorf("fn-a lost from the persisted state")
+		}
+		// A retry after the failure gets a fresh, working network.
+		n, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Prefix != netip.MustParsePrefix("10.62.0.4/30") {
+			t.Errorf("retry got %s, want the block the failure released", n.Prefix)
+		}
+	})
 }
 
 func TestTeardownRemovesExactlyTheInstance(t *testing.T) {
-	m, ipt, host, _ := newTestManager(t)
-	ctx := context.Background()
-	if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}, {Port: 8081, TargetPort: 81}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090, TargetPort: 90}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.7"), []workload.PortMapping{{Port: 7070}}); err != nil {
-		t.Fatal(err)
-	}
-	// A pod id given to TeardownFunction removes nothing of the pod.
-	if err := m.TeardownFunction(ctx, "pod-c"); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		`-p tcp -m tcp --dport 7070 -m comment --comment "rik:pod-c" -j DNAT --to-destination 10.63.0.7:7070`,
-		`-p tcp -m tcp --dport 9090 -m comment --comment "rik:fn-b" -j DNAT --to-destination 10.62.0.5:90`,
-	}
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET after teardown (-want +got):\n%s", diff)
-	}
-	if _, ok := host.link(TapName("fn-a")); ok {
-		t.Errorf("tap of fn-a still there")
-	}
-	if _, ok := host.link(TapName("fn-b")); !ok {
-		t.Errorf("tap of fn-b removed")
-	}
-	if diff := cmp.Diff([]string{"fn-b"}, m.pool.Owners()); diff != "" {
-		t.Errorf("leases (-want +got):\n%s", diff)
-	}
-	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
-		t.Errorf("second teardown: %v", err)
-	}
-	if err := m.TeardownFunction(ctx, "never-seen"); err != nil {
-		t.Errorf("teardown of an unknown id: %v", err)
-	}
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, _ := newTestManager(t, b)
+		ctx := context.Background()
+		if _, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}, {Port: 8081, TargetPort: 81}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.SetupFunction(ctx, "fn-b", []workload.PortMapping{{Port: 9090, TargetPort: 90}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Expose(ctx, "pod-c", netip.MustParseAddr("10.63.0.7"), []workload.PortMapping{{Port: 7070}}); err != nil {
+			t.Fatal(err)
+		}
+		// A pod id given to TeardownFunction removes nothing of the pod.
+		if err := m.TeardownFunction(ctx, "pod-c"); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"tcp 7070 -> 10.63.0.7:7070 pod-c", "tcp 9090 -> 10.62.0.5:90 fn-b"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings after teardown (-want +got):\n%s", diff)
+		}
+		if _, ok := host.link(TapName("fn-a")); ok {
+			t.Errorf("tap of fn-a still there")
+		}
+		if _, ok := host.link(TapName("fn-b")); !ok {
+			t.Errorf("tap of fn-b removed")
+		}
+		if diff := cmp.Diff([]string{"fn-b"}, m.pool.Owners()); diff != "" {
+			t.Errorf("leases (-want +got):\n%s", diff)
+		}
+		if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+			t.Errorf("second teardown: %v", err)
+		}
+		if err := m.TeardownFunction(ctx, "never-seen"); err != nil {
+			t.Errorf("teardown of an unknown id: %v", err)
+		}
 
-	if err := m.Unexpose(ctx, "fn-b"); err != nil { // a function id: nothing to do
-		t.Fatal(err)
-	}
-	if err := m.Unexpose(ctx, "pod-c"); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Unexpose(ctx, "pod-c"); err != nil {
-		t.Errorf("second Unexpose: %v", err)
-	}
-	want = want[1:]
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET after unexpose (-want +got):\n%s", diff)
-	}
+		if err := m.Unexpose(ctx, "fn-b"); err != nil { // a function id: nothing to do
+			t.Fatal(err)
+		}
+		if err := m.Unexpose(ctx, "pod-c"); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Unexpose(ctx, "pod-c"); err != nil {
+			t.Errorf("second Unexpose: %v", err)
+		}
+		if diff := cmp.Diff(want[1:], b.mappings(t)); diff != "" {
+			t.Errorf("mappings after unexpose (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestExpose(t *testing.T) {
-	m, ipt, host, _ := newTestManager(t)
-	ctx := context.Background()
-	ip := netip.MustParseAddr("10.63.0.9")
-	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
-		t.Fatal(err)
-	}
-	if got := host.sysctl("net/ipv4/conf/rik0/route_localnet"); got != "1" {
-		t.Errorf("route_localnet on the pod bridge = %q, want 1", got)
-	}
-	restores := ipt.restoreCount()
-	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "tcp"}}); err != nil {
-		t.Fatal(err)
-	}
-	if ipt.restoreCount() != restores {
-		t.Errorf("exposing the same ports again reprogrammed iptables")
-	}
-	// New ports replace the old ones.
-	if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8443, TargetPort: 443}}); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{`-p tcp -m tcp --dport 8443 -m comment --comment "rik:pod-a" -j DNAT --to-destination 10.63.0.9:443`}
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET (-want +got):\n%s", diff)
-	}
-	// No ports: nothing exposed.
-	if err := m.Expose(ctx, "pod-a", ip, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := dnatRules(ipt); len(got) != 0 {
-		t.Errorf("RIKLET after exposing nothing: %v", got)
-	}
-	for _, bad := range []netip.Addr{{}, netip.MustParseAddr("fd00::1")} {
-		if err := m.Expose(ctx, "pod-a", bad, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
-			t.Errorf("Expose to %v: err = %v, want ErrInvalid", bad, err)
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, _ := newTestManager(t, b)
+		ctx := context.Background()
+		ip := netip.MustParseAddr("10.63.0.9")
+		if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80}}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if _, err := m.SetupFunction(ctx, "fn", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Expose(ctx, "fn", ip, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Expose of a function id: err = %v, want ErrInvalid", err)
-	}
+		if got := host.sysctl("net/ipv4/conf/rik0/route_localnet"); got != "1" {
+			t.Errorf("route_localnet on the pod bridge = %q, want 1", got)
+		}
+		applies := b.applies()
+		if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "tcp"}}); err != nil {
+			t.Fatal(err)
+		}
+		if b.applies() != applies {
+			t.Errorf("exposing the same ports again reprogrammed the firewall")
+		}
+		// New ports replace the old ones.
+		if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8443, TargetPort: 443}}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"tcp 8443 -> 10.63.0.9:443 pod-a"}, b.mappings(t)); diff != "" {
+			t.Errorf("mappings (-want +got):\n%s", diff)
+		}
+		// The same port to another target: replaced.
+		if err := m.Expose(ctx, "pod-a", ip, []workload.PortMapping{{Port: 8443, TargetPort: 8443}}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"tcp 8443 -> 10.63.0.9:8443 pod-a"}, b.mappings(t)); diff != "" {
+			t.Errorf("mappings (-want +got):\n%s", diff)
+		}
+		// No ports: nothing exposed.
+		if err := m.Expose(ctx, "pod-a", ip, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.mappings(t); len(got) != 0 {
+			t.Errorf("mappings after exposing nothing: %v", got)
+		}
+		for _, bad := range []netip.Addr{{}, netip.MustParseAddr("fd00::1")} {
+			if err := m.Expose(ctx, "pod-a", bad, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Expose to %v: err = %v, want ErrInvalid", bad, err)
+			}
+		}
+		if _, err := m.SetupFunction(ctx, "fn", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Expose(ctx, "fn", ip, []workload.PortMapping{{Port: 1}}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Expose of a function id: err = %v, want ErrInvalid", err)
+		}
+	})
 }
 
 func TestReconcile(t *testing.T) {
-	m, ipt, host, cfg := newTestManager(t)
-	ctx := context.Background()
-	for i, id := range []string{"fn-keep", "fn-gone"} {
-		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, cfg := newTestManager(t, b)
+		ctx := context.Background()
+		for i, id := range []string{"fn-keep", "fn-gone"} {
+			if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.Expose(ctx, "pod-keep", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := m.Expose(ctx, "pod-keep", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Expose(ctx, "pod-gone", netip.MustParseAddr("10.63.0.3"), []workload.PortMapping{{Port: 7001}}); err != nil {
-		t.Fatal(err)
-	}
-	// An orphan TAP and lease from a crash before the state was written.
-	host.links[TapName("crashed")] = fakeLink{tap: true}
-	if _, err := m.pool.Allocate("crashed"); err != nil {
-		t.Fatal(err)
-	}
+		if err := m.Expose(ctx, "pod-gone", netip.MustParseAddr("10.63.0.3"), []workload.PortMapping{{Port: 7001}}); err != nil {
+			t.Fatal(err)
+		}
+		// An orphan TAP and lease from a crash before the state was written.
+		host.links[TapName("crashed")] = fakeLink{tap: true}
+		if _, err := m.pool.Allocate("crashed"); err != nil {
+			t.Fatal(err)
+		}
 
-	// The riklet restarts: the node rebooted, so the chains are empty.
-	ipt = newFakeIptables()
-	m2, err := newManager(ctx, cfg, ipt, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		`-p tcp -m tcp --dport 7000 -m comment --comment "rik:pod-keep" -j DNAT --to-destination 10.63.0.2:7000`,
-		`-p tcp -m tcp --dport 8007 -m comment --comment "rik:fn-keep" -j DNAT --to-destination 10.62.0.1:8007`,
-	}
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET after reconcile (-want +got):\n%s", diff)
-	}
-	taps, _ := host.Taps(ctx)
-	if diff := cmp.Diff([]string{TapName("fn-keep")}, taps); diff != "" {
-		t.Errorf("taps (-want +got):\n%s", diff)
-	}
-	if _, ok := host.link("rik0"); !ok {
-		t.Errorf("reconcile deleted the pod bridge")
-	}
-	if diff := cmp.Diff([]string{"fn-keep"}, m2.pool.Owners()); diff != "" {
-		t.Errorf("leases (-want +got):\n%s", diff)
-	}
-	if !slices.Contains(ipt.chain("nat", "PREROUTING"), "-m addrtype --dst-type LOCAL -m comment --comment rik -j RIKLET") {
-		t.Errorf("jump to RIKLET missing after reconcile")
-	}
+		// The riklet restarts: the node rebooted, so nothing is programmed.
+		b = b.reboot()
+		m2, err := newManager(ctx, cfg, b.fw, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"tcp 7000 -> 10.63.0.2:7000 pod-keep", "tcp 8007 -> 10.62.0.1:8007 fn-keep"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings after reconcile (-want +got):\n%s", diff)
+		}
+		taps, _ := host.Taps(ctx)
+		if diff := cmp.Diff([]string{TapName("fn-keep")}, taps); diff != "" {
+			t.Errorf("taps (-want +got):\n%s", diff)
+		}
+		if _, ok := host.link("rik0"); !ok {
+			t.Errorf("reconcile deleted the pod bridge")
+		}
+		if diff := cmp.Diff([]string{"fn-keep"}, m2.pool.Owners()); diff != "" {
+			t.Errorf("leases (-want +got):\n%s", diff)
+		}
 
-	// Reconciling the same state again changes nothing.
-	before := render(m2.ruleConfig(), m2.st)
-	if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(string(before), string(render(m2.ruleConfig(), m2.st))); diff != "" {
-		t.Errorf("second reconcile changed the rules:\n%s", diff)
-	}
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET after second reconcile (-want +got):\n%s", diff)
-	}
+		// Reconciling the same state again changes nothing.
+		if err := m2.Reconcile(ctx, []string{"fn-keep", "pod-keep"}); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings after second reconcile (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// A riklet killed between writing its state and programming the
+// firewall, or whose rules someone changed: the next start makes the
+// mappings exactly the state's again, removing those nobody owns.
+func TestStartRepairsMappings(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, host, cfg := newTestManager(t, b)
+		ctx := context.Background()
+		if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
+			t.Fatal(err)
+		}
+		// Crash after the state was saved, before pod-b's mapping was
+		// programmed; a stray mapping of an instance nobody knows.
+		st := m.st.clone()
+		st["pod-b"] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.3"), Ports: []workload.PortMapping{{Port: 7001, TargetPort: 7001, Protocol: "TCP"}}}
+		if err := saveState(m.statePath, st); err != nil {
+			t.Fatal(err)
+		}
+		stray := state{"stray": {Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.9"), Ports: []workload.PortMapping{{Port: 6000, TargetPort: 1, Protocol: "TCP"}}}}
+		if err := b.fw.Update(ctx, testRuleConfig, state{}, stray); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newManager(ctx, cfg, b.fw, host); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"tcp 7000 -> 10.63.0.2:7000 pod-a", "tcp 7001 -> 10.63.0.3:7001 pod-b"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings after restart (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// A change that cannot be applied as a difference (the rules are not
+// what rik left) rebuilds the whole of rik's rules.
+func TestChangeRebuildsWhenRulesDrifted(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, _, _ := newTestManager(t, b)
+		ctx := context.Background()
+		if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.nft.Delete(ctx); err != nil { // someone deleted rik's table
+			t.Fatal(err)
+		}
+		if err := b.ipt.Restore(ctx, []byte("*nat\n:RIKLET - [0:0]\nCOMMIT\n")); err != nil { // or flushed RIKLET
+			t.Fatal(err)
+		}
+		if err := m.Expose(ctx, "pod-b", netip.MustParseAddr("10.63.0.3"), []workload.PortMapping{{Port: 7001}}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"tcp 7000 -> 10.63.0.2:7000 pod-a", "tcp 7001 -> 10.63.0.3:7001 pod-b"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // RIK leaked a /30 per Function and ran dry after 64; rik must not.
 func TestFunctionsNeverRunDry(t *testing.T) {
-	cfg := Config{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.62.0.0/24")} // 64 blocks
-	ipt, host := newFakeIptables(), newFakeHost()
-	m, err := newManager(context.Background(), cfg, ipt, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for i := range 200 {
-		id := fmt.Sprintf("fn-%d", i)
-		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 10000 + i%5}}); err != nil {
-			t.Fatalf("setup %d: %v", i, err)
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		cfg := Config{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.62.0.0/24")} // 64 blocks
+		host := newFakeHost()
+		m, err := newManager(context.Background(), cfg, b.fw, host)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := m.TeardownFunction(ctx, id); err != nil {
-			t.Fatalf("teardown %d: %v", i, err)
+		ctx := context.Background()
+		for i := range 200 {
+			id := fmt.Sprintf("fn-%d", i)
+			if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 10000 + i%5}}); err != nil {
+				t.Fatalf("setup %d: %v", i, err)
+			}
+			if err := m.TeardownFunction(ctx, id); err != nil {
+				t.Fatalf("teardown %d: %v", i, err)
+			}
 		}
-	}
-	if taps, _ := host.Taps(ctx); len(taps) != 0 {
-		t.Errorf("taps left: %v", taps)
-	}
-	if got := dnatRules(ipt); len(got) != 0 {
-		t.Errorf("rules left: %v", got)
-	}
+		if taps, _ := host.Taps(ctx); len(taps) != 0 {
+			t.Errorf("taps left: %v", taps)
+		}
+		if got := b.mappings(t); len(got) != 0 {
+			t.Errorf("mappings left: %v", got)
+		}
+	})
 }
 
-// One change is one batch, whatever the number of rules already there.
+// One change is one batch, whatever the number of mappings already there;
+// with nftables, that batch changes one element.
 func TestOneChangeOneBatch(t *testing.T) {
-	m, ipt, _, _ := newTestManager(t)
-	ctx := context.Background()
-	m.mu.Lock()
-	next := state{}
-	for i := range 1000 {
-		next[fmt.Sprintf("pod-%d", i)] = entry{Kind: workload.KindPod, IP: netip.MustParseAddr("10.63.0.2"),
-			Ports: []workload.PortMapping{{Port: 20000 + i, TargetPort: 80, Protocol: "TCP"}}}
-	}
-	err := m.commit(ctx, next)
-	m.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := ipt.restoreCount()
-	if _, err := m.SetupFunction(ctx, "fn", []workload.PortMapping{{Port: 8080}}); err != nil {
-		t.Fatal(err)
-	}
-	if n := ipt.restoreCount() - before; n != 1 {
-		t.Errorf("adding one function with 1000 rules present took %d iptables-restore runs, want 1", n)
-	}
-	if n := len(dnatRules(ipt)); n != 1001 {
-		t.Errorf("RIKLET has %d rules, want 1001", n)
-	}
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, _, _ := newTestManager(t, b)
+		ctx := context.Background()
+		m.mu.Lock()
+		err := m.commit(ctx, benchState(1000))
+		m.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := b.applies()
+		if _, err := m.SetupFunction(ctx, "fn", []workload.PortMapping{{Port: 8080}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := b.applies() - before; n != 1 {
+			t.Errorf("adding one function with 1000 mappings present took %d batches, want 1", n)
+		}
+		if n := len(b.mappings(t)); n != 1001 {
+			t.Errorf("%d mappings, want 1001", n)
+		}
+		if err := m.TeardownFunction(ctx, "fn"); err != nil {
+			t.Fatal(err)
+		}
+		if n := b.applies() - before; n != 2 {
+			t.Errorf("removing it took %d batches, want 1", n-1)
+		}
+		if b.name == FirewallNftables && b.nft.changed != 1 {
+			t.Errorf("removing one mapping changed %d map elements, want 1", b.nft.changed)
+		}
+	})
 }
 
 func TestStateFileDropsGarbage(t *testing.T) {
-	m, _, host, cfg := newTestManager(t)
+	b := newTestBackend(FirewallNftables)
+	m, host, cfg := newTestManager(t, b)
 	ctx := context.Background()
 	if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.2"), []workload.PortMapping{{Port: 7000}}); err != nil {
 		t.Fatal(err)
@@ -711,7 +785,7 @@ func TestStateFileDropsGarbage(t *testing.T) {
 	if err := saveState(m.statePath, st); err != nil {
 		t.Fatal(err)
 	}
-	m2, err := newManager(ctx, cfg, newFakeIptables(), host)
+	m2, err := newManager(ctx, cfg, b.reboot().fw, host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,7 +795,7 @@ func TestStateFileDropsGarbage(t *testing.T) {
 }
 
 func TestTeardownKeepsLeaseWhileTapRemains(t *testing.T) {
-	m, _, host, _ := newTestManager(t)
+	m, host, _ := newTestManager(t, newTestBackend(FirewallNftables))
 	ctx := context.Background()
 	if _, err := m.SetupFunction(ctx, "fn-a", nil); err != nil {
 		t.Fatal(err)
@@ -749,7 +823,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{StateDir: t.TempDir(), PodCIDR: netip.MustParsePrefix("fd00::/64")},
 		{StateDir: t.TempDir(), FunctionPool: netip.MustParsePrefix("10.62.0.0/31")}, // smaller than a /30
 	} {
-		if _, err := newManager(context.Background(), cfg, newFakeIptables(), newFakeHost()); err == nil {
+		if _, err := newManager(context.Background(), cfg, newTestBackend(FirewallNftables).fw, newFakeHost()); err == nil {
 			t.Errorf("newManager(%+v): want error", cfg)
 		}
 	}
@@ -758,88 +832,97 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // Each runtime reconciles its own kind: the pod runtime's recovery must not
 // drop the rules of Functions, nor the function runtime's those of pods.
 func TestReconcileKind(t *testing.T) {
-	m, ipt, _, _ := newTestManager(t)
-	ctx := context.Background()
-	for i, id := range []string{"fn-keep", "fn-gone"} {
-		if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, _, _ := newTestManager(t, b)
+		ctx := context.Background()
+		for i, id := range []string{"fn-keep", "fn-gone"} {
+			if _, err := m.SetupFunction(ctx, id, []workload.PortMapping{{Port: 8007 + i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, id := range []string{"pod-keep", "pod-gone"} {
+			if err := m.Expose(ctx, id, netip.MustParseAddr("10.63.0.4"), []workload.PortMapping{{Port: 7000 + i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.ReconcileKind(ctx, workload.KindPod, []string{"pod-keep"}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	for i, id := range []string{"pod-keep", "pod-gone"} {
-		if err := m.Expose(ctx, id, netip.MustParseAddr("10.63.0.2").Next().Next(), []workload.PortMapping{{Port: 7000 + i}}); err != nil {
+		if err := m.ReconcileKind(ctx, workload.KindFunction, []string{"fn-keep"}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := m.ReconcileKind(ctx, workload.KindPod, []string{"pod-keep"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.ReconcileKind(ctx, workload.KindFunction, []string{"fn-keep"}); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		`-p tcp -m tcp --dport 7000 -m comment --comment "rik:pod-keep" -j DNAT --to-destination 10.63.0.4:7000`,
-		`-p tcp -m tcp --dport 8007 -m comment --comment "rik:fn-keep" -j DNAT --to-destination 10.62.0.1:8007`,
-	}
-	if diff := cmp.Diff(want, dnatRules(ipt)); diff != "" {
-		t.Errorf("RIKLET after per-kind reconcile (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]string{"fn-keep"}, m.pool.Owners()); diff != "" {
-		t.Errorf("leases (-want +got):\n%s", diff)
-	}
+		want := []string{"tcp 7000 -> 10.63.0.4:7000 pod-keep", "tcp 8007 -> 10.62.0.1:8007 fn-keep"}
+		if diff := cmp.Diff(want, b.mappings(t)); diff != "" {
+			t.Errorf("mappings after per-kind reconcile (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{"fn-keep"}, m.pool.Owners()); diff != "" {
+			t.Errorf("leases (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // A teardown whose rules could not be removed keeps the lease: the DNAT
 // rules still point at the address, which must not go to another Function.
 func TestTeardownKeepsLeaseWhileRulesRemain(t *testing.T) {
-	m, ipt, _, _ := newTestManager(t)
-	ctx := context.Background()
-	a, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipt.failRestore = errors.New("iptables-restore: boom")
-	if err := m.TeardownFunction(ctx, "fn-a"); err == nil {
-		t.Fatal("teardown with a failing iptables: want error")
-	}
-	ipt.failRestore = nil
-	if _, ok := m.pool.Lookup("fn-a"); !ok {
-		t.Errorf("lease released while a DNAT rule still points at %s", a.GuestIP)
-	}
-	b, err := m.SetupFunction(ctx, "fn-b", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Prefix.Overlaps(a.Prefix) {
-		t.Errorf("fn-b got %s, still in use by fn-a's rules", b.Prefix)
-	}
-	if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m.pool.Lookup("fn-a"); ok {
-		t.Errorf("lease kept after a successful teardown")
-	}
-	if rules := dnatRules(ipt); len(rules) != 0 {
-		t.Errorf("RIKLET after teardown: %v", rules)
-	}
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		m, _, _ := newTestManager(t, b)
+		ctx := context.Background()
+		a, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.failApplies(errors.New("firewall: boom"))
+		if err := m.TeardownFunction(ctx, "fn-a"); err == nil {
+			t.Fatal("teardown with a failing firewall: want error")
+		}
+		b.failApplies(nil)
+		if _, ok := m.pool.Lookup("fn-a"); !ok {
+			t.Errorf("lease released while a DNAT rule still points at %s", a.GuestIP)
+		}
+		bn, err := m.SetupFunction(ctx, "fn-b", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bn.Prefix.Overlaps(a.Prefix) {
+			t.Errorf("fn-b got %s, still in use by fn-a's rules", bn.Prefix)
+		}
+		if err := m.TeardownFunction(ctx, "fn-a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.pool.Lookup("fn-a"); ok {
+			t.Errorf("lease kept after a successful teardown")
+		}
+		if got := b.mappings(t); len(got) != 0 {
+			t.Errorf("mappings after teardown: %v", got)
+		}
+	})
 }
 
 func TestNewProtectsPorts(t *testing.T) {
-	cfg := Config{StateDir: t.TempDir(), ProtectedPorts: []int{22, 4995}}
-	ipt := newFakeIptables()
-	if _, err := newManager(context.Background(), cfg, ipt, newFakeHost()); err != nil {
-		t.Fatal(err)
-	}
-	rules := strings.Join(ipt.chain("filter", chainInput), "\n")
-	for _, want := range []string{
-		"-i rik+ -p tcp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with tcp-reset",
-		"-i rik+ -p udp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with icmp-port-unreachable",
-	} {
-		if !strings.Contains(rules, want) {
-			t.Errorf("%s lacks %q:\n%s", chainInput, want, rules)
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		cfg := Config{StateDir: t.TempDir(), ProtectedPorts: []int{22, 4995}}
+		if _, err := newManager(context.Background(), cfg, b.fw, newFakeHost()); err != nil {
+			t.Fatal(err)
 		}
-	}
-	cfg.ProtectedPorts = []int{70000}
-	if _, err := newManager(context.Background(), cfg, newFakeIptables(), newFakeHost()); err == nil || !strings.Contains(err.Error(), "70000") {
-		t.Errorf("newManager with port 70000 = %v", err)
-	}
+		want := []int{22, 2379, 2380, 4995, 4996, 5000}
+		if b.name == FirewallNftables {
+			if got := b.nft.table.cfg.ProtectedPorts; !slices.Equal(got, want) {
+				t.Errorf("protected ports of rik's table = %v, want %v", got, want)
+			}
+		} else {
+			rules := strings.Join(b.ipt.chain("filter", chainInput), "\n")
+			for _, want := range []string{
+				"-i rik+ -p tcp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with tcp-reset",
+				"-i rik+ -p udp -m multiport --dports 22,2379,2380,4995,4996,5000 -j REJECT --reject-with icmp-port-unreachable",
+			} {
+				if !strings.Contains(rules, want) {
+					t.Errorf("%s lacks %q:\n%s", chainInput, want, rules)
+				}
+			}
+		}
+		cfg.ProtectedPorts = []int{70000}
+		if _, err := newManager(context.Background(), cfg, b.fw, newFakeHost()); err == nil || !strings.Contains(err.Error(), "70000") {
+			t.Errorf("newManager with port 70000 = %v", err)
+		}
+	})
 }

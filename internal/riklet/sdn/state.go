@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -27,15 +27,19 @@ type entry struct {
 	Ports []workload.PortMapping `json:"ports,omitempty"`
 }
 
+// equal reports whether e and o program the same network.
+func (e entry) equal(o entry) bool {
+	return e.Kind == o.Kind && e.IP == o.IP && slices.Equal(e.Ports, o.Ports)
+}
+
 // state is the desired network state of the node: instance id -> entry.
 type state map[string]entry
 
-// idPattern bounds ids to what is safe in a rule comment and a file.
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
+// checkID refuses an id that cannot name a rule comment, a device or a
+// file: the one rule for instance ids (workload.ValidInstanceID).
 func checkID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("instance id %q: want 1-128 of [A-Za-z0-9._-]: %w", id, ErrInvalid)
+	if err := workload.ValidInstanceID(id); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrInvalid)
 	}
 	return nil
 }
@@ -90,17 +94,17 @@ func portKey(p workload.PortMapping) string {
 // conflict returns an error wrapping ErrPortConflict naming the first of
 // ports (normalised) that another instance than id already exposes.
 func (s state) conflict(id string, ports []workload.PortMapping) error {
-	owners := map[string]string{}
+	owners := map[hostPort]string{}
 	for other, e := range s {
 		if other == id {
 			continue
 		}
 		for _, p := range e.Ports {
-			owners[portKey(p)] = other
+			owners[hostPort{p.Protocol, p.Port}] = other
 		}
 	}
 	for _, p := range ports {
-		if other, ok := owners[portKey(p)]; ok {
+		if other, ok := owners[hostPort{p.Protocol, p.Port}]; ok {
 			return fmt.Errorf("%s is exposed by instance %s: %w", portKey(p), other, ErrPortConflict)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 )
 
@@ -14,39 +13,44 @@ import (
 // an iptables that keeps answering "deleted" cannot loop forever.
 const maxCopies = 100
 
-// Uninstall removes everything the SDN put on the node: the jumps to rik's
-// chains, the chains (nat RIKLET, RIKLET-POSTROUTING; filter
+// Uninstall removes everything the SDN put on the node, whichever
+// firewall backend did: rik's nftables table (ip rik), the jumps to rik's
+// iptables chains and the chains (nat RIKLET, RIKLET-POSTROUTING; filter
 // RIKLET-FORWARD, RIKLET-INPUT), every rik TAP and, when Config.StateDir
-// is set, the state under <StateDir>/sdn/. It touches no other rule,
-// chain or device, and is idempotent: on a clean node it changes nothing.
-// The caller makes sure no instance of the node still runs. ip_forward is
-// left as it is (rik cannot know what it was before).
+// is set, the state under <StateDir>/sdn/. It touches no other table,
+// rule, chain or device, and is idempotent: on a clean node it changes
+// nothing. The caller makes sure no instance of the node still runs.
+// ip_forward is left as it is (rik cannot know what it was before).
 //
 // A rule of someone else's jumping to a rik chain is left alone, and that
 // chain is then kept (the error says so).
 func Uninstall(ctx context.Context, cfg Config) error {
-	var ipt iptables // stays nil without iptables: rik cannot have written rules
-	if _, err := exec.LookPath("iptables"); err == nil {
-		x, err := detectIptables(ctx)
-		if err != nil {
-			return fmt.Errorf("uninstalling sdn: %w", err)
-		}
-		ipt = x
+	var (
+		ipt iptables  // stays nil without iptables: rik cannot have written rules
+		nft nftClient // stays nil when the kernel has no usable nftables: the same
+	)
+	err := (&Manager{cfg: cfg}).inNetns(func() error {
+		var err error
+		ipt, err = nodeIptables(ctx)
+		nft, _ = nodeNftables(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("uninstalling sdn: %w", err)
 	}
-	return uninstall(ctx, cfg, ipt, netlinkHost{})
+	return uninstall(ctx, cfg, ipt, nft, netlinkHost{})
 }
 
-// uninstall is Uninstall over given iptables (nil: none) and host.
-func uninstall(ctx context.Context, cfg Config, ipt iptables, host netHost) error {
+// uninstall is Uninstall over given iptables and nftables (nil: none) and
+// host.
+func uninstall(ctx context.Context, cfg Config, ipt iptables, nft nftClient, host netHost) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{cfg: cfg} // for inNetns
 	var errs []error
-	if ipt != nil {
-		errs = append(errs, m.inNetns(func() error { return removeChains(ctx, ipt, log) }))
-	}
+	errs = append(errs, m.inNetns(func() error { return removeAll(ctx, ipt, nft, log) }))
 	errs = append(errs, m.inNetns(func() error {
 		taps, err := host.Taps(ctx)
 		if err != nil {
@@ -71,11 +75,9 @@ func uninstall(ctx context.Context, cfg Config, ipt iptables, host netHost) erro
 	return nil
 }
 
-// removeChains deletes rik's jumps, then rik's chains. A chain that is
-// still the target of a rule after its jumps are gone is kept.
-func removeChains(ctx context.Context, ipt iptables, log *slog.Logger) error {
-	type chain struct{ table, name string }
-	chains := []chain{{"nat", chainDNAT}, {"nat", chainPost}, {"filter", chainForward}, {"filter", chainInput}}
+// removeChains deletes rik's jumps to chains, then the chains. A chain
+// that is still the target of a rule after its jumps are gone is kept.
+func removeChains(ctx context.Context, ipt iptables, log *slog.Logger, chains []ipChain) error {
 	var errs []error
 	for _, c := range chains {
 		ok, err := ipt.HasChain(ctx, c.table, c.name)

@@ -2,6 +2,8 @@ package sdn
 
 import (
 	"context"
+	"errors"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,10 +19,21 @@ func (n *testNode) normalSave(t *testing.T) string {
 	return saveNoise.ReplaceAllString(n.save(t), "")
 }
 
+// hasRikTable reports whether rik's nftables table is on the node.
+func (n *testNode) hasRikTable(t *testing.T) bool {
+	t.Helper()
+	err := n.node.Do(func() error { _, err := (netlinkNft{}).Mappings(context.Background()); return err })
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
 func TestRootUninstall(t *testing.T) {
-	forEachFlavour(t, func(t *testing.T, ipt *execIptables) {
+	forEachRealBackend(t, func(t *testing.T, rb realBackend) {
 		ctx := context.Background()
-		n := newTestNode(t, ipt)
+		n := newTestNode(t, rb)
+		ipt := rb.ipt
 		for _, args := range [][]string{
 			{"-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "1", "-j", "RETURN"},
 			{"-t", "nat", "-N", "FOREIGN"},
@@ -40,29 +53,40 @@ func TestRootUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A second copy of a jump, as a crashed older riklet could leave.
-		n.node.Run(t, ipt.IptablesBin, append([]string{"-t", "nat", "-A", "OUTPUT"}, jumps[1].Rule...)...)
-		if saved := n.normalSave(t); saved == before || !strings.Contains(saved, "rik:fn-u") {
-			t.Fatalf("test broken: rik's rules not programmed:\n%s", saved)
+		n.node.Run(t, ipt.IptablesBin, append([]string{"-t", "filter", "-A", "FORWARD"}, jumps[3].Rule...)...)
+		if got := n.mappings(t); len(got) != 1 || !strings.HasSuffix(got[0], " fn-u") || n.hasRikTable(t) != rb.nft {
+			t.Fatalf("test broken: rik's rules not programmed: %q\n%s", got, n.dump(t))
 		}
 
 		cfg := Config{StateDir: dir, Netns: n.node.Path}
 		for i := range 2 {
-			if err := uninstall(ctx, cfg, ipt, netlinkHost{}); err != nil {
+			if err := uninstall(ctx, cfg, ipt, netlinkNft{}, netlinkHost{}); err != nil {
 				t.Fatalf("uninstall #%d: %v", i+1, err)
 			}
 			if after := n.normalSave(t); after != before {
 				t.Errorf("after uninstall #%d:\n%s\nwant as before rik:\n%s", i+1, after, before)
+			}
+			if n.hasRikTable(t) {
+				t.Errorf("after uninstall #%d, rik's nftables table is still there", i+1)
 			}
 			links := n.node.Run(t, "ip", "-o", "link", "show")
 			if strings.Contains(links, fn.Tap) || !strings.Contains(links, ": eth0@") {
 				t.Errorf("after uninstall #%d, links:\n%s", i+1, links)
 			}
 		}
+	})
+}
 
-		// A rule not rik's jumping to RIKLET keeps it, and is kept.
+// A rule not rik's jumping to RIKLET keeps it, and is kept.
+func TestRootUninstallKeepsForeignJump(t *testing.T) {
+	forEachFlavour(t, func(t *testing.T, ipt *execIptables) {
+		ctx := context.Background()
+		rb := realBackend{ipt: ipt}
+		n := newTestNode(t, rb)
+		dir := t.TempDir()
 		n.manager(t, dir, netlinkHost{})
 		n.node.Run(t, ipt.IptablesBin, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "2", "-j", "RIKLET")
-		if err := uninstall(ctx, cfg, ipt, netlinkHost{}); err == nil {
+		if err := uninstall(ctx, Config{StateDir: dir, Netns: n.node.Path}, ipt, netlinkNft{}, netlinkHost{}); err == nil {
 			t.Error("uninstall with a foreign jump to RIKLET: no error")
 		}
 		saved := n.normalSave(t)

@@ -16,67 +16,75 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// Uninstall takes the node back to what it was before rik: rik's chains,
-// jumps, TAPs and state go, every other rule and device stays.
+// Uninstall takes the node back to what it was before rik: rik's table,
+// chains, jumps, TAPs and state go, every other rule and device stays.
 func TestUninstallLeavesTheNodeAsBefore(t *testing.T) {
-	ctx := context.Background()
-	ipt, host := newFakeIptables(), newFakeHost()
-	before := ipt.snapshot()
-	cfg := Config{StateDir: t.TempDir()}
-	m, err := newManager(ctx, cfg, ipt, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fn, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 9090}}); err != nil {
-		t.Fatal(err)
-	}
-	// A jump inserted twice (e.g. by two riklet versions) goes entirely.
-	if err := ipt.Restore(ctx, []byte("*nat\n-A PREROUTING "+strings.Join(jumps[0].Rule, " ")+"\nCOMMIT\n")); err != nil {
-		t.Fatal(err)
-	}
+	forEachBackend(t, func(t *testing.T, b *testBackend) {
+		ctx := context.Background()
+		host := newFakeHost()
+		before := b.ipt.snapshot()
+		cfg := Config{StateDir: t.TempDir()}
+		m, err := newManager(ctx, cfg, b.fw, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn, err := m.SetupFunction(ctx, "fn-a", []workload.PortMapping{{Port: 8080, TargetPort: 80}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Expose(ctx, "pod-a", netip.MustParseAddr("10.63.0.5"), []workload.PortMapping{{Port: 9090}}); err != nil {
+			t.Fatal(err)
+		}
+		// A jump inserted twice (e.g. by two riklet versions) goes entirely.
+		if err := b.ipt.Restore(ctx, []byte("*filter\n-A FORWARD "+strings.Join(jumps[3].Rule, " ")+"\nCOMMIT\n")); err != nil {
+			t.Fatal(err)
+		}
+		if len(b.mappings(t)) != 2 {
+			t.Fatalf("test broken: mappings %v", b.mappings(t))
+		}
 
-	for i := range 2 { // the second run finds nothing to do
-		if err := uninstall(ctx, cfg, ipt, host); err != nil {
-			t.Fatalf("uninstall #%d: %v", i+1, err)
-		}
-		if diff := cmp.Diff(before, ipt.snapshot(), cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("after uninstall #%d, tables differ from before rik (-before +after):\n%s", i+1, diff)
-		}
-		if _, ok := host.link(fn.Tap); ok {
-			t.Errorf("tap %s still there", fn.Tap)
-		}
-		for _, l := range []string{"lo", "eth0", "rik0"} {
-			if _, ok := host.link(l); !ok {
-				t.Errorf("uninstall deleted %s, not a rik tap", l)
+		for i := range 2 { // the second run finds nothing to do
+			if err := uninstall(ctx, cfg, b.ipt, b.nft, host); err != nil {
+				t.Fatalf("uninstall #%d: %v", i+1, err)
+			}
+			if diff := cmp.Diff(before, b.ipt.snapshot(), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("after uninstall #%d, tables differ from before rik (-before +after):\n%s", i+1, diff)
+			}
+			if b.nft.table != nil {
+				t.Errorf("after uninstall #%d, rik's nftables table is still there", i+1)
+			}
+			if _, ok := host.link(fn.Tap); ok {
+				t.Errorf("tap %s still there", fn.Tap)
+			}
+			for _, l := range []string{"lo", "eth0", "rik0"} {
+				if _, ok := host.link(l); !ok {
+					t.Errorf("uninstall deleted %s, not a rik tap", l)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(cfg.StateDir, "sdn")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("sdn state left: %v", err)
 			}
 		}
-		if _, err := os.Stat(filepath.Join(cfg.StateDir, "sdn")); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("sdn state left: %v", err)
-		}
-	}
 
-	// A riklet starting afterwards starts from nothing.
-	m2, err := newManager(ctx, cfg, ipt, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m2.Lookup("fn-a"); ok {
-		t.Error("fn-a's network survived uninstall")
-	}
-	if got := dnatRules(ipt); len(got) != 0 {
-		t.Errorf("DNAT rules after a fresh start: %v", got)
-	}
+		// A riklet starting afterwards starts from nothing.
+		m2, err := newManager(ctx, cfg, b.fw, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m2.Lookup("fn-a"); ok {
+			t.Error("fn-a's network survived uninstall")
+		}
+		if got := b.mappings(t); len(got) != 0 {
+			t.Errorf("mappings after a fresh start: %v", got)
+		}
+	})
 }
 
 // A node rik never ran on is left exactly as it is.
 func TestUninstallCleanNode(t *testing.T) {
-	ipt, host := newFakeIptables(), newFakeHost()
+	ipt, nft, host := newFakeIptables(), &fakeNft{}, newFakeHost()
 	before := ipt.snapshot()
-	if err := uninstall(context.Background(), Config{}, ipt, host); err != nil {
+	if err := uninstall(context.Background(), Config{}, ipt, nft, host); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(before, ipt.snapshot(), cmpopts.EquateEmpty()); diff != "" {
@@ -85,8 +93,8 @@ func TestUninstallCleanNode(t *testing.T) {
 	if host.delCalls != 0 {
 		t.Errorf("%d links deleted on a clean node", host.delCalls)
 	}
-	// No iptables at all: only TAPs are looked at.
-	if err := uninstall(context.Background(), Config{}, nil, host); err != nil {
+	// Neither iptables nor nftables: only TAPs are looked at.
+	if err := uninstall(context.Background(), Config{}, nil, nil, host); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -95,13 +103,14 @@ func TestUninstallCleanNode(t *testing.T) {
 // chain; the other chains still go, and the error says what happened.
 func TestUninstallKeepsForeignJumps(t *testing.T) {
 	ctx := context.Background()
-	m, ipt, host, cfg := newTestManager(t)
-	_ = m
+	b := newTestBackend(FirewallIptables)
+	_, host, cfg := newTestManager(t, b)
+	ipt := b.ipt
 	foreign := "-p tcp --dport 1 -j RIKLET"
 	if err := ipt.Restore(ctx, []byte("*nat\n-A OUTPUT "+foreign+"\nCOMMIT\n")); err != nil {
 		t.Fatal(err)
 	}
-	err := uninstall(ctx, cfg, ipt, host)
+	err := uninstall(ctx, cfg, ipt, b.nft, host)
 	if err == nil || !strings.Contains(err.Error(), "nat RIKLET") {
 		t.Fatalf("uninstall = %v, want an error about nat RIKLET", err)
 	}
@@ -125,19 +134,20 @@ func TestUninstallKeepsForeignJumps(t *testing.T) {
 // A TAP that cannot be deleted fails the uninstall and keeps the state.
 func TestUninstallTapFailure(t *testing.T) {
 	ctx := context.Background()
-	m, ipt, host, cfg := newTestManager(t)
+	b := newTestBackend(FirewallNftables)
+	m, host, cfg := newTestManager(t, b)
 	if _, err := m.SetupFunction(ctx, "fn-a", nil); err != nil {
 		t.Fatal(err)
 	}
 	host.failDel = errors.New("device busy")
-	if err := uninstall(ctx, cfg, ipt, host); err == nil || !strings.Contains(err.Error(), "device busy") {
+	if err := uninstall(ctx, cfg, b.ipt, b.nft, host); err == nil || !strings.Contains(err.Error(), "device busy") {
 		t.Fatalf("uninstall = %v, want the tap error", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "sdn", "state.json")); err != nil {
 		t.Errorf("state removed although a tap is left: %v", err)
 	}
 	host.failDel = nil
-	if err := uninstall(ctx, cfg, ipt, host); err != nil {
+	if err := uninstall(ctx, cfg, b.ipt, b.nft, host); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
 }

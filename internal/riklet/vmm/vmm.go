@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/rik-org/rik/internal/procfs"
 	"github.com/rik-org/rik/internal/riklet/cgroups"
 )
 
@@ -151,66 +152,21 @@ func enterNetns(path string) error {
 
 // StartTime returns the start time (clock ticks since boot) of pid.
 func StartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	return parseStartTime(string(b))
-}
-
-func parseStartTime(stat string) (uint64, error) {
-	// comm may hold spaces and parentheses: fields start after the last ')'.
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, errors.New("malformed stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := procfs.ReadStat(pid)
+	return st.StartTime, err
 }
 
 // SessionLeader reports whether pid leads its own session, as every VMM
 // StartDetached starts does (and a shell's tail or less does not).
 func SessionLeader(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	sid, err := parseSession(string(b))
-	return err == nil && sid == pid
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.Session == pid
 }
 
-func parseSession(stat string) (int, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state); session is field 6.
-	if len(f) < 4 {
-		return 0, errors.New("malformed stat")
-	}
-	return strconv.Atoi(f[3])
-}
-
-// Alive reports whether p still runs (and is not a zombie).
+// Alive reports whether p still runs (and is not a zombie). A process
+// without a start time is never p.
 func Alive(p Process) bool {
-	if p.Pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	st, err := parseStartTime(string(b))
-	if err != nil || st != p.StartTime {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return !strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z")
+	return p.StartTime != 0 && procfs.Alive(p.Pid, p.StartTime)
 }
 
 // CmdlineContains reports whether pid's command line contains s.
@@ -233,39 +189,12 @@ func Signal(p Process, sig syscall.Signal) error {
 	return nil
 }
 
-// Watch blocks until p exits or ctx is done. It uses a pidfd when it can,
-// else polls /proc.
+// Watch blocks until p exits or ctx is done.
 func Watch(ctx context.Context, p Process) error {
-	fd, err := unix.PidfdOpen(p.Pid, 0)
-	if err == nil {
-		defer unix.Close(fd)
-		if !Alive(p) { // the pid may have been reused before we opened it
-			return nil
-		}
-		for {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, 200)
-			if err != nil && !errors.Is(err, unix.EINTR) {
-				break // fall back to polling
-			}
-			if n > 0 {
-				return nil
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
+	if !Alive(p) {
+		return nil
 	}
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for Alive(p) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
+	return procfs.Watch(ctx, p.Pid, p.StartTime)
 }
 
 // WaitGone waits up to d for p to exit; it reports whether it did.

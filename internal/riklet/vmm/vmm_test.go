@@ -17,44 +17,6 @@ import (
 	"github.com/rik-org/rik/internal/testutil"
 )
 
-func TestParseStartTime(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    uint64
-		wantErr bool
-	}{
-		{"1234 (qemu) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 98765 1000 200", 98765, false},
-		{"1234 (we ird) (name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 42 1000 200", 42, false},
-		{"garbage", 0, true},
-		{"1 (x) S 1 2 3", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseStartTime(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseStartTime(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
-func TestParseSession(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    int
-		wantErr bool
-	}{
-		{"1234 (qemu) S 1 1234 1234 0 -1", 1234, false},
-		{"77 (sh -c) tail) S 70 70 12 34816 70", 12, false},
-		{"garbage", 0, true},
-		{"1 (x) S 1 2", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := parseSession(tt.in)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("parseSession(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func TestSessionLeaderNotForAChild(t *testing.T) {
 	cmd := exec.Command("/bin/sh", "-c", "sleep 30")
 	if err := cmd.Start(); err != nil {

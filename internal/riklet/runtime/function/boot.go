@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -18,8 +17,6 @@ const (
 	markerStarted = "rik-init: started "
 	markerExit    = "rik-init: exit "
 )
-
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // kernelCmdline builds the guest kernel command line (no I/O). haltReboot
 // makes rik-init end the VM with a reboot rather than a power off (a
@@ -59,8 +56,8 @@ func kernelCmdline(name string, fn workload.Function, net NetConfig, dns []netip
 
 // validateFunction checks what the runtime relies on, with field paths.
 func validateFunction(inst workloadInstance) error {
-	if !validID.MatchString(inst.ID) {
-		return fmt.Errorf("instance id %q: must be 1-64 of [A-Za-z0-9_.-]", inst.ID)
+	if err := workload.ValidInstanceID(inst.ID); err != nil {
+		return err
 	}
 	fn := inst.Function
 	if fn == nil {

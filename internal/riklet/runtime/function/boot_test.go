@@ -55,8 +55,8 @@ func TestValidateFunction(t *testing.T) {
 	}{
 		{"valid", workloadInstance{ID: "a-1", Function: ok}, ""},
 		{"uuid id", workloadInstance{ID: "0f1e2d3c-aaaa-4bbb-8ccc-000000000001", Function: ok}, ""},
-		{"path id", workloadInstance{ID: "../x", Function: ok}, "instance id"},
-		{"empty id", workloadInstance{ID: "", Function: ok}, "instance id"},
+		{"path id", workloadInstance{ID: "../x", Function: ok}, "instance_id"},
+		{"empty id", workloadInstance{ID: "", Function: ok}, "instance_id"},
 		{"no function", workloadInstance{ID: "a"}, "spec.function: required"},
 		{"no rootfs", workloadInstance{ID: "a", Function: with(func(e *workload.Execution) { e.Rootfs = "" })}, "spec.function.execution.rootfs: required"},
 		{"relative entrypoint", workloadInstance{ID: "a", Function: with(func(e *workload.Execution) { e.Entrypoint = "init" })}, "spec.function.execution.entrypoint"},

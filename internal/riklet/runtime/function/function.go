@@ -14,6 +14,7 @@
 package function
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/atomicfile"
+	"github.com/rik-org/rik/internal/riklet/cgroups"
 	"github.com/rik-org/rik/internal/riklet/initramfs"
 	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
@@ -155,7 +157,7 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 		return nil, err
 	}
 	cfg.Logger.Info("function runtime ready", "vmm", driver.Name(), "kernel", kernel, "pvh", pvh, "modules", mods)
-	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store, hostCgroups{}), nil
+	return newRuntime(ctx, cfg, report, driver, kernel, initrd, store, cgroups.Host{}), nil
 }
 
 func newRuntime(ctx context.Context, cfg Config, report runtime.Reporter, driver vmm.Driver, kernel, initrd string, store *rootfs.Store, cg cgroupHost) *Runtime {
@@ -254,30 +256,13 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 		r.report(runtime.Status{InstanceID: inst.ID, Phase: runtime.PhaseCreating, Message: msg, Timings: maps.Clone(timings)})
 	}
 
-	progress("fetching rootfs " + fn.Execution.Rootfs)
-	img, err := r.store.Fetch(ctx, fn.Execution.Rootfs, fn.Execution.SHA256, progress)
+	disk, reason, err := r.prepareDisk(ctx, v, inst, progress, mark)
 	if err != nil {
-		return failed(api.ReasonRootfsFailed, fmt.Errorf("fetching rootfs for %s: %w", inst.ID, err))
+		return failed(reason, err)
 	}
-	mark(TimingFetched)
-	if err := os.MkdirAll(v.dir, 0o700); err != nil {
-		return failed(api.ReasonError, fmt.Errorf("creating %s: %w", v.dir, err))
-	}
-	disk := filepath.Join(v.dir, "rootfs.ext4")
-	if err := rootfs.Clone(ctx, img, disk); err != nil {
-		return failed(api.ReasonRootfsFailed, err)
-	}
-
-	var nc NetConfig
-	if r.cfg.Network != nil {
-		progress("setting up network")
-		nc, err = r.cfg.Network.Setup(ctx, inst.ID, exposedPorts(fn.Exposure))
-		if err != nil {
-			return failed(api.ReasonNetworkFailed, fmt.Errorf("setting up network of %s: %w", inst.ID, err))
-		}
-	}
-	if nc.MAC == nil {
-		nc.MAC = macFor(inst.ID)
+	nc, err := r.setupNetwork(ctx, inst, progress)
+	if err != nil {
+		return failed(api.ReasonNetworkFailed, err)
 	}
 	mark(TimingNetworkReady)
 
@@ -310,7 +295,7 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 		return failed(api.ReasonError, err)
 	}
 	progress("booting")
-	if err := waitGuest(ctx, vc.ConsoleLog, proc, r.cfg.BootTimeout); err != nil {
+	if err := waitGuest(ctx, vc.ConsoleLog, func() bool { return vmm.Alive(proc) }, r.cfg.BootTimeout); err != nil {
 		return failed(api.ReasonBootFailed, fmt.Errorf("booting vm %s: %w", inst.ID, err))
 	}
 	mark(TimingGuestRunning)
@@ -325,6 +310,43 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	r.watch(v, proc)
 	r.log.Info("function started", "instance", inst.ID, "ip", nc.GuestIP, "timings", timings)
 	return st, nil
+}
+
+// prepareDisk fetches the rootfs of inst and clones it into v's
+// directory; it returns the disk's path, or the reason it failed.
+func (r *Runtime) prepareDisk(ctx context.Context, v *vm, inst runtime.Instance, progress func(string), mark func(string)) (string, string, error) {
+	ex := inst.Workload.Spec.Function.Execution
+	progress("fetching rootfs " + ex.Rootfs)
+	img, err := r.store.Fetch(ctx, ex.Rootfs, ex.SHA256, progress)
+	if err != nil {
+		return "", api.ReasonRootfsFailed, fmt.Errorf("fetching rootfs for %s: %w", inst.ID, err)
+	}
+	mark(TimingFetched)
+	if err := os.MkdirAll(v.dir, 0o700); err != nil {
+		return "", api.ReasonError, fmt.Errorf("creating %s: %w", v.dir, err)
+	}
+	disk := filepath.Join(v.dir, "rootfs.ext4")
+	if err := rootfs.Clone(ctx, img, disk); err != nil {
+		return "", api.ReasonRootfsFailed, err
+	}
+	return disk, "", nil
+}
+
+// setupNetwork gives inst its network (none without a Network) and its MAC.
+func (r *Runtime) setupNetwork(ctx context.Context, inst runtime.Instance, progress func(string)) (NetConfig, error) {
+	var nc NetConfig
+	if r.cfg.Network != nil {
+		progress("setting up network")
+		var err error
+		nc, err = r.cfg.Network.Setup(ctx, inst.ID, exposedPorts(inst.Workload.Spec.Function.Exposure))
+		if err != nil {
+			return NetConfig{}, fmt.Errorf("setting up network of %s: %w", inst.ID, err)
+		}
+	}
+	if nc.MAC == nil {
+		nc.MAC = macFor(inst.ID)
+	}
+	return nc, nil
 }
 
 // exposedPorts are the ports of exposure published on the node.
@@ -352,10 +374,15 @@ func (r *Runtime) setState(v *vm, s vmState) {
 	r.mu.Unlock()
 }
 
-// waitGuest waits for rik-init to start the guest's entrypoint.
-func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.Duration) error {
+// waitGuest waits for rik-init to start the guest's entrypoint, while
+// alive reports that the VM runs.
+func waitGuest(ctx context.Context, console string, alive func() bool, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		// Liveness first: a guest that started then ended before the
+		// check has written its marker by then, and counts as started (its
+		// end is the watcher's to report).
+		running := alive()
 		b, _ := os.ReadFile(console)
 		if strings.Contains(string(b), markerStarted) {
 			return nil
@@ -365,7 +392,7 @@ func waitGuest(ctx context.Context, console string, p vmm.Process, timeout time.
 			// itself (a Firecracker guest cannot power off).
 			return fmt.Errorf("guest init failed: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
-		if !vmm.Alive(p) {
+		if !running {
 			return fmt.Errorf("vm exited during boot: %s", strings.TrimSpace(string(logfile.TailLines(b, 5))))
 		}
 		if time.Now().After(deadline) {
@@ -399,7 +426,7 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 		for {
 			select {
 			case <-tick.C:
-				if err := rotate(console, r.cfg.ConsoleMaxBytes); err != nil {
+				if err := logfile.Rotate(console, r.cfg.ConsoleMaxBytes); err != nil {
 					r.log.Warn("rotating console log", "instance", v.id, "err", err)
 				}
 			case err := <-exited:
@@ -425,9 +452,9 @@ func (r *Runtime) watch(v *vm, p vmm.Process) {
 // exitStatus reads the guest's exit code from its console (and the rotated
 // part: the watcher may have rotated the exit line away just before).
 func exitStatus(id, console string) runtime.Status {
-	b, _ := os.ReadFile(console + ".1")
-	cur, _ := os.ReadFile(console)
-	b = append(b, cur...)
+	var buf bytes.Buffer
+	_, _ = logfile.Tail(console, 0, &buf)
+	b := buf.Bytes()
 	if code, ok := guestExitCode(b); ok {
 		reason := api.ReasonCompleted
 		if code != 0 {
@@ -440,26 +467,9 @@ func exitStatus(id, console string) runtime.Status {
 		Message: "vm exited without a guest exit code: " + strings.TrimSpace(string(logfile.TailLines(b, 3)))}
 }
 
-// rotate copies console.log to console.log.1 and truncates it when it is
-// larger than max (the VMM appends, so truncating is safe).
-func rotate(path string, max int64) error {
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() <= max {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path+".1", b, 0o600); err != nil {
-		return err
-	}
-	return os.Truncate(path, 0)
-}
-
 // Stop implements runtime.Runtime.
 func (r *Runtime) Stop(ctx context.Context, inst runtime.Instance) error {
-	if !validID.MatchString(inst.ID) {
+	if workload.ValidInstanceID(inst.ID) != nil {
 		return nil // cannot name anything of ours
 	}
 	v := r.entry(inst.ID)
@@ -565,63 +575,19 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 	found := map[string]runtime.Status{}
 	for _, e := range entries {
 		id := e.Name()
-		v := &vm{id: id, dir: filepath.Join(r.dir, id)}
-		if !e.IsDir() || !validID.MatchString(id) || !want[id] {
+		if !e.IsDir() || workload.ValidInstanceID(id) != nil || !want[id] {
 			r.log.Info("removing unowned function", "instance", id)
+			v := &vm{id: id, dir: filepath.Join(r.dir, id)}
 			v.stopping.Store(true)
 			if err := r.cleanup(ctx, v); err != nil {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		r.mu.Lock()
-		cur := r.vms[id]
-		watched := cur != nil && cur.watchDone != nil
-		var curProc vmm.Process
-		var curStatus runtime.Status
-		if watched {
-			curProc, curStatus = cur.state.Process, cur.status
+		st, err := r.recoverVM(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		r.mu.Unlock()
-		if watched && vmm.Alive(curProc) {
-			found[id] = curStatus // already watched (Recover called twice)
-			continue
-		}
-		s, err := readState(v.dir)
-		alive := err == nil && s.ID == id && vmm.Alive(s.Process) && vmm.CmdlineContains(s.Process.Pid, id)
-		if _, booted := s.Timings[TimingGuestRunning]; alive && !booted {
-			// The riklet stopped during this VM's Start: its guest was never
-			// seen running. Not adopted: it ends as a failed start.
-			r.log.Info("killing function whose start was interrupted", "instance", id, "pid", s.Process.Pid)
-			if err := r.kill(ctx, s); err != nil {
-				errs = append(errs, err)
-			}
-			st := runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
-				Message: "the riklet stopped while this vm was starting"}
-			r.mu.Lock()
-			v.state, v.status = s, st
-			r.vms[id] = v
-			r.mu.Unlock()
-			found[id] = st
-			continue
-		}
-		if alive {
-			st := runningStatus(s)
-			r.mu.Lock()
-			v.state, v.status, v.uid = s, st, s.VMM.UID
-			r.vms[id] = v
-			r.mu.Unlock()
-			r.watch(v, s.Process)
-			found[id] = st
-			r.log.Info("adopted function", "instance", id, "pid", s.Process.Pid)
-			continue
-		}
-		// Owned but not running: report how it ended; Stop or Start cleans up.
-		st := exitStatus(id, filepath.Join(v.dir, "console.log"))
-		r.mu.Lock()
-		v.state, v.status = s, st
-		r.vms[id] = v
-		r.mu.Unlock()
 		found[id] = st
 	}
 	errs = append(errs, r.removeStrays(ctx)...)
@@ -639,6 +605,52 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// recoverVM adopts owned VM id if its guest runs, kills it if its start was
+// interrupted, and otherwise reports how it ended (Stop or Start then
+// cleans up). An error is one of killing it.
+func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, error) {
+	r.mu.Lock()
+	cur := r.vms[id]
+	var curProc vmm.Process
+	var curStatus runtime.Status
+	watched := cur != nil && cur.watchDone != nil
+	if watched {
+		curProc, curStatus = cur.state.Process, cur.status
+	}
+	r.mu.Unlock()
+	if watched && vmm.Alive(curProc) {
+		return curStatus, nil // already watched (Recover called twice)
+	}
+	v := &vm{id: id, dir: filepath.Join(r.dir, id)}
+	s, err := readState(v.dir)
+	alive := err == nil && s.ID == id && vmm.Alive(s.Process) && vmm.CmdlineContains(s.Process.Pid, id)
+	_, booted := s.Timings[TimingGuestRunning]
+	var st runtime.Status
+	switch {
+	case alive && !booted:
+		// The riklet stopped during this VM's Start: its guest was never
+		// seen running. Not adopted: it ends as a failed start.
+		r.log.Info("killing function whose start was interrupted", "instance", id, "pid", s.Process.Pid)
+		err = r.kill(ctx, s)
+		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
+			Message: "the riklet stopped while this vm was starting"}
+	case alive:
+		st, err = runningStatus(s), nil
+		v.uid = s.VMM.UID
+	default:
+		st, err = exitStatus(id, filepath.Join(v.dir, "console.log")), nil
+	}
+	r.mu.Lock()
+	v.state, v.status = s, st
+	r.vms[id] = v
+	r.mu.Unlock()
+	if alive && booted {
+		r.watch(v, s.Process)
+		r.log.Info("adopted function", "instance", id, "pid", s.Process.Pid)
+	}
+	return st, err
 }
 
 // removeStrays kills the VMM processes no adopted VM owns, and removes
@@ -680,52 +692,29 @@ func (r *Runtime) removeStrays(ctx context.Context) []error {
 
 // Logs implements runtime.Runtime: the guest's console.
 func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.LogOptions, w io.Writer) error {
-	if !validID.MatchString(inst.ID) {
+	if workload.ValidInstanceID(inst.ID) != nil {
 		return runtime.ErrNotFound
 	}
 	path := filepath.Join(r.dir, inst.ID, "console.log")
-	old, _ := os.ReadFile(path + ".1")
-	cur, err := os.ReadFile(path)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return runtime.ErrNotFound
-		}
-		return fmt.Errorf("reading console of %s: %w", inst.ID, err)
+	off, err := logfile.Tail(path, opts.Tail, w)
+	if errors.Is(err, os.ErrNotExist) {
+		return runtime.ErrNotFound
 	}
-	if _, err := w.Write(logfile.TailLines(append(old, cur...), opts.Tail)); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("reading console of %s: %w", inst.ID, err)
 	}
 	if !opts.Follow {
 		return nil
 	}
-	off := int64(len(cur))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-		n, err := logfile.CopyFrom(path, off, w)
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil // stopped and removed
-			}
-			return err
-		}
-		off = n
-		r.mu.Lock()
-		v := r.vms[inst.ID]
-		// A VM being started has not ended either: keep following it.
-		running := v != nil && (v.startCancel != nil || v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process))
-		r.mu.Unlock()
-		if !running {
-			_, err := logfile.CopyFrom(path, off, w)
-			if os.IsNotExist(err) {
-				err = nil
-			}
-			return err
-		}
-	}
+	return logfile.Follow(ctx, path, off, w, func() bool { return r.running(inst.ID) })
+}
+
+// running reports whether VM id runs, or is being started.
+func (r *Runtime) running(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := r.vms[id]
+	return v != nil && (v.startCancel != nil || v.status.Phase == runtime.PhaseRunning && vmm.Alive(v.state.Process))
 }
 
 func writeState(dir string, s vmState) error {
@@ -777,7 +766,7 @@ func strayVMs(dir string) map[int]string {
 			continue
 		}
 		id, _, _ := strings.Cut(cmdline[i+len(prefix):], "/")
-		if validID.MatchString(id) && vmm.SessionLeader(pid) {
+		if workload.ValidInstanceID(id) == nil && vmm.SessionLeader(pid) {
 			out[pid] = id
 		}
 	}

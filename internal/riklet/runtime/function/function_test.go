@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/vmm"
@@ -278,6 +279,45 @@ func TestExitReported(t *testing.T) {
 	}
 }
 
+// TestWaitGuest: a guest that starts its entrypoint and ends between two
+// looks of waitGuest has started (its end is the watcher's to report), not
+// failed to boot. This made TestExitReported flaky under load ("vm exited
+// during boot") when the console was read before the liveness check.
+func TestWaitGuest(t *testing.T) {
+	tests := []struct {
+		name    string
+		console string // written by the "guest" as it ends, at the first liveness check
+		alive   bool   // whether it still runs then
+		want    string // "" = started
+	}{
+		{name: "started then ended", console: markerStarted + "/bin/job (pid 1)\nrik-init: exit 7\n"},
+		{name: "started, running", console: markerStarted + "/sbin/init (pid 1)\n", alive: true},
+		{name: "init failed", console: "rik-init: mounting root: no such device\n" + markerExit + "255\n", alive: true, want: "guest init failed: rik-init: mounting root"},
+		{name: "ended before init", console: "kernel panic\n", want: "vm exited during boot: kernel panic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			console := filepath.Join(t.TempDir(), "console.log")
+			looked := false
+			alive := func() bool {
+				if !looked { // the guest runs to this point between our looks
+					looked = true
+					if err := os.WriteFile(console, []byte(tt.console), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return tt.alive
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := waitGuest(ctx, console, alive, time.Minute)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("waitGuest = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestStartRollsBack(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -429,31 +469,12 @@ func TestLogs(t *testing.T) {
 	}
 }
 
-func TestRotate(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "console.log")
-	os.WriteFile(p, []byte(strings.Repeat("x", 100)), 0o600)
-	if err := rotate(p, 200); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(p); fi.Size() != 100 {
-		t.Errorf("rotated under the cap")
-	}
-	if err := rotate(p, 50); err != nil {
-		t.Fatal(err)
-	}
-	old, _ := os.ReadFile(p + ".1")
-	cur, _ := os.ReadFile(p)
-	if len(old) != 100 || len(cur) != 0 {
-		t.Errorf("after rotate: .1 has %d bytes, current %d", len(old), len(cur))
-	}
-}
-
 // TestExitStatusAfterRotate: the exit line rotated into console.log.1 just
 // before the watcher read it is still the guest's exit, not a crash.
 func TestExitStatusAfterRotate(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "console.log")
 	os.WriteFile(p, []byte("guest output\nrik-init: exit 4\n"), 0o600)
-	if err := rotate(p, 1); err != nil {
+	if err := logfile.Rotate(p, 1); err != nil {
 		t.Fatal(err)
 	}
 	st := exitStatus("inst-rot", p)

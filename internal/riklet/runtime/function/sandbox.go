@@ -22,8 +22,8 @@ const (
 	vmmPids           = 256 // QEMU's threads: vCPUs, I/O workers (up to 64), RCU, main loop
 )
 
-// cgroupHost is what the runtime needs from the node's cgroups (package
-// cgroups; tests use a stateful fake).
+// cgroupHost is what the runtime needs from the node's cgroups
+// (cgroups.Host; tests use a stateful fake).
 type cgroupHost interface {
 	Create(path string, l cgroups.Limits) error
 	Remove(path string) error
@@ -31,15 +31,6 @@ type cgroupHost interface {
 	Children(path string) []string
 	OOMKilled(path string) bool
 }
-
-// hostCgroups is the real cgroupHost.
-type hostCgroups struct{}
-
-func (hostCgroups) Create(path string, l cgroups.Limits) error { return cgroups.Create(path, l) }
-func (hostCgroups) Remove(path string) error                   { return cgroups.Remove(path) }
-func (hostCgroups) Procs(path string) []int                    { return cgroups.Procs(path) }
-func (hostCgroups) Children(path string) []string              { return cgroups.Children(path) }
-func (hostCgroups) OOMKilled(path string) bool                 { return cgroups.OOMKilled(path) }
 
 // vmLimits sizes the cgroup of a VM with vcpus and memMiB (0: defaults).
 func vmLimits(vcpus, memMiB int) cgroups.Limits {

@@ -90,7 +90,7 @@ func BenchmarkStartRunningSeccomp(b *testing.B) {
 // code, which loads the seccomp filter, then the program it execs), a
 // measure the machine's load does not stretch as it does wall time.
 func initCPU(b *testing.B, r *Runtime, inst runtime.Instance) time.Duration {
-	st, err := r.runc.State(context.Background(), runcID(inst.ID, inst.Workload.Spec.Containers[0].Name))
+	st, err := r.ctrs.State(context.Background(), runcID(inst.ID, inst.Workload.Spec.Containers[0].Name))
 	if err != nil {
 		b.Fatal(err)
 	}

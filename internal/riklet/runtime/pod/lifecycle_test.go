@@ -1,133 +1,233 @@
 package pod
 
+// The pod lifecycle (start and its rollback, exits, stop, recovery) against
+// a fake node (fake_test.go): no root, no runc. The same paths run for
+// real, as root, in lifecycle_root_test.go.
+
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/riklet/runtime"
+	"github.com/rik-org/rik/internal/testutil/ociimage"
 	"github.com/rik-org/rik/internal/workload"
 )
 
-func TestExitCodes(t *testing.T) {
-	e := setup(t)
-	r := e.runtime(t)
-	ctx := context.Background()
-	tests := []struct {
-		script string
-		code   int
-		reason string
-	}{
-		{"echo bye; exit 3", 3, "Error"},
-		{"true", 0, "Completed"},
-		{"killed", 137, "Error"}, // SIGKILL from outside: 128+9
+type fakeEnv struct {
+	node   *fakeNode
+	ref    string // a small image in an in-process registry
+	rep    *reports
+	cfg    Config
+	images *image.Store
+}
+
+func newFakeEnv(t *testing.T) *fakeEnv {
+	t.Helper()
+	layer, err := ociimage.Layer([]ociimage.File{
+		{Name: "etc/", Typeflag: '5'},
+		{Name: "etc/passwd", Body: []byte("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n")},
+		{Name: "etc/group", Body: []byte("root:x:0:\napp:x:1000:\n")},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		script := tt.script
-		if script == "killed" {
-			script = "exec sleep 3600"
-		}
-		inst := instance("job", workload.Container{Name: "main", Image: e.ref, Command: []string{"sh", "-c", script}})
-		if _, err := r.Start(ctx, inst); err != nil {
-			t.Fatal(err)
-		}
-		if tt.script == "killed" {
-			if err := r.runc.Kill(ctx, runcID(inst.ID, "main"), 9, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		st := e.rep.waitExit(t, inst.ID)
-		if st.ExitCode == nil || *st.ExitCode != tt.code || st.Reason != tt.reason {
-			t.Errorf("%q: exit = %+v (code %v), want %d %s", tt.script, st, deref(st.ExitCode), tt.code, tt.reason)
-		}
-		if !strings.Contains(st.Message, "main") {
-			t.Errorf("message %q does not name the container", st.Message)
-		}
-		if tt.code == 3 {
-			var logs bytes.Buffer
-			if err := r.Logs(ctx, inst, runtime.LogOptions{}, &logs); err != nil || logs.String() != "bye\n" {
-				t.Errorf("logs of exited pod = %q, %v", logs.String(), err)
-			}
-		}
-		if err := r.Stop(ctx, inst); err != nil {
-			t.Fatal(err)
-		}
-		e.assertGone(t, r, inst.ID)
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.Config(img, v1.Config{Cmd: []string{"serve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := ociimage.NewRegistry(t)
+	e := &fakeEnv{node: newFakeNode(), ref: reg.Push(t, "tiny:1", img), rep: newReports()}
+	state := t.TempDir()
+	e.cfg = Config{StateDir: state, StopGrace: 50 * time.Millisecond, Logger: testLogger(t)}
+	e.cfg.Exposer = e.node
+	e.cfg.setDefaults()
+	if e.images, err = image.Open(filepath.Join(state, "images"), image.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// runtime returns a Runtime on the fake node, closed when the test ends.
+func (e *fakeEnv) runtime(t *testing.T) *Runtime {
+	t.Helper()
+	r, err := newRuntime(context.Background(), e.cfg, e.rep.report, e.images, e.node.host(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// ctr is a container of the test image running words (see fakeNode).
+func (e *fakeEnv) ctr(name string, words ...string) workload.Container {
+	return workload.Container{Name: name, Image: e.ref, Command: words}
+}
+
+// assertGone checks that nothing of pod id is left on the node.
+func (e *fakeEnv) assertGone(t *testing.T, r *Runtime, id string) {
+	t.Helper()
+	if left := e.node.leftovers(id, e.cfg.CgroupDir); len(left) > 0 {
+		t.Errorf("left behind by %s: %v", id, left)
+	}
+	if _, err := os.Stat(r.podDir(id)); !os.IsNotExist(err) {
+		t.Errorf("pod dir of %s left behind: %v", id, err)
+	}
+	if z := e.node.zombies(); len(z) > 0 {
+		t.Errorf("zombies left: %v", z)
+	}
+	if r.running(id) {
+		t.Errorf("%s still counted as running", id)
 	}
 }
 
-func deref(p *int) any {
-	if p == nil {
-		return nil
-	}
-	return *p
+// exited reports whether an exit of id was reported.
+func (e *fakeEnv) exited(id string) bool {
+	e.rep.mu.Lock()
+	defer e.rep.mu.Unlock()
+	return slices.ContainsFunc(e.rep.all, func(s runtime.Status) bool { return s.InstanceID == id && s.Phase == runtime.PhaseExited })
 }
 
-func TestRestartAfterExit(t *testing.T) {
-	e := setup(t)
+func TestFakeStartStop(t *testing.T) {
+	e := newFakeEnv(t)
 	r := e.runtime(t)
 	ctx := context.Background()
-	long := strings.Repeat("c", 63) // the longest container name
-	inst := instance("crash", workload.Container{Name: long, Image: e.ref, Command: []string{"sh", "-c", "echo run; sleep 0.2; exit 1"}})
-	for i := 0; i < 2; i++ { // the agent restarts with Stop + Start
-		if _, err := r.Start(ctx, inst); err != nil {
-			t.Fatal(err)
-		}
-		if st := e.rep.waitExit(t, inst.ID); st.ExitCode == nil || *st.ExitCode != 1 {
-			t.Fatalf("run %d: %+v", i, st)
-		}
-		if err := r.Stop(ctx, inst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Start directly after an exit (without Stop) also starts afresh.
-	if _, err := r.Start(ctx, inst); err != nil {
+	inst := instance("web", e.ctr("web", "print:hello"), e.ctr("side"))
+	inst.Workload.Spec.Containers[0].Ports = workload.PortList{{Port: 30080, TargetPort: 80}}
+	st, err := r.Start(ctx, inst)
+	if err != nil {
 		t.Fatal(err)
 	}
-	e.rep.waitExit(t, inst.ID)
-	if _, err := r.Start(ctx, inst); err != nil {
-		t.Fatal(err)
+	if st.Phase != runtime.PhaseRunning || st.IP != "10.63.0.2" || st.Message != "2/2 containers running" || len(st.Ports) != 1 {
+		t.Fatalf("status = %+v", st)
 	}
-	e.rep.waitExit(t, inst.ID)
+	if again, err := r.Start(ctx, inst); err != nil || again.IP != st.IP {
+		t.Errorf("second Start = %+v, %v", again, err)
+	}
+	if e.node.exposed[inst.ID][0] != (workload.PortMapping{Port: 30080, TargetPort: 80}) {
+		t.Errorf("exposed %v", e.node.exposed[inst.ID])
+	}
+	var logs bytes.Buffer
+	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &logs); err != nil || logs.String() != "hello\n" {
+		t.Errorf("logs = %q, %v", logs.String(), err)
+	}
 	if err := r.Stop(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
 	e.assertGone(t, r, inst.ID)
+	for _, name := range []string{"web", "side"} {
+		if got := e.node.signalsOf(runcID(inst.ID, name)); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+			t.Errorf("%s got signals %v, want SIGTERM alone", name, got)
+		}
+	}
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	// Stop keeps the logs, Forget removes them.
+	logs.Reset()
+	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &logs); err != nil || logs.String() != "hello\n" {
+		t.Errorf("logs after stop = %q, %v", logs.String(), err)
+	}
+	if err := r.Forget(inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &logs); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("logs after Forget: %v", err)
+	}
+	if e.exited(inst.ID) {
+		t.Error("a stopped pod reported an exit")
+	}
 }
 
-func TestStartFailuresRollBack(t *testing.T) {
-	e := setup(t)
+// A failure at any step of Start (network, each rootfs, each container,
+// exposure) leaves nothing behind and reports no exit.
+func TestFakeStartRollsBackAtEveryStep(t *testing.T) {
+	e := newFakeEnv(t)
 	r := e.runtime(t)
 	ctx := context.Background()
+	spec := []workload.Container{e.ctr("a"), e.ctr("b", "ignore-term")}
+	spec[1].Ports = workload.PortList{{Port: 30081, TargetPort: 81}}
+	var steps []string
+	for k := 1; ; k++ {
+		inst := instance("rb", spec...)
+		e.node.mu.Lock()
+		e.node.steps, e.node.failStep = nil, k
+		e.node.mu.Unlock()
+		st, err := r.Start(ctx, inst)
+		e.node.mu.Lock()
+		steps = e.node.steps
+		e.node.mu.Unlock()
+		if err == nil {
+			if k != 7 { // network, mount and run of a and b, expose: 6
+				t.Errorf("Start succeeded once %d steps could fail (%v), want 6", k-1, steps)
+			}
+			if err := r.Stop(ctx, inst); err != nil {
+				t.Fatal(err)
+			}
+			e.assertGone(t, r, inst.ID)
+			break
+		}
+		if len(steps) < k {
+			t.Fatalf("Start failed before step %d (%v): %+v, %v", k, steps, st, err)
+		}
+		t.Logf("failing step %d: %s", k, steps[k-1])
+		if !errors.Is(err, errInjected) || st.Phase != runtime.PhaseFailed || st.Reason != api.ReasonStartFailed {
+			t.Errorf("step %d (%s): Start = %+v, %v; want FAILED %s", k, steps[k-1], st, err, api.ReasonStartFailed)
+		}
+		e.assertGone(t, r, inst.ID)
+		if e.exited(inst.ID) {
+			t.Errorf("step %d (%s): rolled-back pod reported an exit", k, steps[k-1])
+		}
+		if k > 10 {
+			t.Fatal("Start never succeeds")
+		}
+	}
+	// What ran before the failure was stopped, gracefully first.
+	for rid, sigs := range e.node.signals {
+		if len(sigs) == 0 || sigs[0] != syscall.SIGTERM {
+			t.Errorf("%s got %v, want SIGTERM first", rid, sigs)
+		}
+	}
+}
+
+func TestFakeStartFailures(t *testing.T) {
+	e := newFakeEnv(t)
+	e.cfg.StartWait = 100 * time.Millisecond // hang-run gives up after this
+	r := e.runtime(t)
 	tests := []struct {
 		name   string
-		c      workload.Container
+		cs     []workload.Container
 		reason string
 		text   string
 	}{
-		{"bad reference", workload.Container{Name: "c", Image: "Not A Ref"}, "InvalidImageName", "spec.containers[0].image"},
-		{"missing image", workload.Container{Name: "c", Image: e.reg.Host + "/nope:1"}, "ImagePullFailed", "nope"},
-		{"unreachable registry", workload.Container{Name: "c", Image: "127.0.0.1:1/busybox"}, "ImagePullFailed", "127.0.0.1:1"},
-		{"missing binary", workload.Container{Name: "c", Image: e.ref, Command: []string{"/no/such/binary"}}, "StartFailed", "no/such/binary"},
-		{"no name", workload.Container{Image: e.ref}, "InvalidSpec", "spec.containers[0].name"},
+		{"missing binary", []workload.Container{e.ctr("ok"), e.ctr("broken", "/no/such/binary", "fail-run")}, api.ReasonStartFailed, "no/such/binary"},
+		{"runc run hangs", []workload.Container{e.ctr("slow", "hang-run")}, api.ReasonStartFailed, "runc run"},
+		{"bad reference", []workload.Container{{Name: "c", Image: "Not A Ref"}}, api.ReasonInvalidImageName, "spec.containers[0].image"},
+		{"missing image", []workload.Container{{Name: "c", Image: strings.Replace(e.ref, "tiny", "nope", 1)}}, api.ReasonImagePullFailed, "nope"},
+		{"no name", []workload.Container{{Image: e.ref}}, api.ReasonInvalidSpec, "spec.containers[0].name"},
+		{"privileged", []workload.Container{{Name: "c", Image: e.ref, SecurityContext: &workload.SecurityContext{Privileged: true}}}, api.ReasonPrivilegedRefused, "privileged"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			inst := instance("bad", tt.c)
-			st, err := r.Start(ctx, inst)
+			inst := instance("bad", tt.cs...)
+			st, err := r.Start(context.Background(), inst)
 			if err == nil {
 				t.Fatal("Start succeeded")
 			}
@@ -135,116 +235,156 @@ func TestStartFailuresRollBack(t *testing.T) {
 				t.Errorf("status = %+v, want FAILED %s mentioning %q", st, tt.reason, tt.text)
 			}
 			e.assertGone(t, r, inst.ID)
+			if e.exited(inst.ID) {
+				t.Error("a failed start reported an exit")
+			}
 		})
 	}
-	// A second container failing removes the first, already running.
-	inst := instance("half", workload.Container{Name: "ok", Image: e.ref, Command: []string{"sleep", "3600"}},
-		workload.Container{Name: "broken", Image: e.ref, Command: []string{"/no/such/binary"}})
-	if _, err := r.Start(ctx, inst); err == nil {
-		t.Fatal("Start succeeded")
-	}
-	e.assertGone(t, r, inst.ID)
-	for _, s := range e.rep.all {
-		if s.Phase == runtime.PhaseExited {
-			t.Errorf("rolled-back pod reported %+v", s)
-		}
-	}
 }
 
-func TestProgressReported(t *testing.T) {
-	e := setup(t)
-	r := e.runtime(t)
-	inst := instance("p", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "60"}})
-	if _, err := r.Start(context.Background(), inst); err != nil {
-		t.Fatal(err)
-	}
-	defer r.Stop(context.Background(), inst)
-	e.rep.mu.Lock()
-	defer e.rep.mu.Unlock()
-	var msgs []string
-	for _, s := range e.rep.all {
-		if s.InstanceID == inst.ID && s.Phase == runtime.PhaseCreating {
-			msgs = append(msgs, s.Message)
-		}
-	}
-	if !strings.Contains(strings.Join(msgs, "\n"), "layer 1/1") {
-		t.Errorf("progress = %q", msgs)
-	}
-}
-
-// fakeExposer records exposures.
-type fakeExposer struct {
-	mu      sync.Mutex
-	exposed map[string][]workload.PortMapping
-	ips     map[string]netip.Addr
-	fail    bool
-
-	onExpose func(id string) // called by Expose once it succeeded
-}
-
-func (f *fakeExposer) Expose(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail {
-		return errors.New("no iptables today")
-	}
-	f.exposed[id] = ports
-	f.ips[id] = ip
-	if f.onExpose != nil {
-		f.onExpose(id)
-	}
-	return nil
-}
-
-func (f *fakeExposer) Unexpose(ctx context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.exposed, id)
-	return nil
-}
-
-func TestExposer(t *testing.T) {
-	e := setup(t)
-	ex := &fakeExposer{exposed: map[string][]workload.PortMapping{}, ips: map[string]netip.Addr{}}
-	e.cfg.Exposer = ex
+func TestFakeExitReported(t *testing.T) {
+	e := newFakeEnv(t)
 	r := e.runtime(t)
 	ctx := context.Background()
-	inst := instance("web", workload.Container{Name: "web", Image: e.ref, Command: []string{"httpd", "-f", "-p", "8080", "-h", "/www"},
-		Ports: workload.PortList{{Port: 30080, TargetPort: 8080}, {TargetPort: 9999}}})
-	st, err := r.Start(ctx, inst)
-	if err != nil {
+	tests := []struct {
+		name   string
+		words  []string
+		kill   bool // from outside, as the OOM killer does
+		oom    bool
+		code   int
+		reason string
+	}{
+		{name: "error", words: []string{"print:bye", "exit:3"}, code: 3, reason: api.ReasonError},
+		{name: "completed", words: []string{"exit:0"}, code: 0, reason: api.ReasonCompleted},
+		{name: "killed", kill: true, code: 137, reason: api.ReasonError},
+		{name: "oom", kill: true, oom: true, code: 137, reason: api.ReasonOOMKilled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst := instance("job", e.ctr("main", tt.words...))
+			if tt.oom {
+				e.node.mu.Lock()
+				e.node.oom[r.cgroup(inst.ID, "main")] = true
+				e.node.mu.Unlock()
+			}
+			if _, err := r.Start(ctx, inst); err != nil {
+				t.Fatal(err)
+			}
+			if tt.kill {
+				e.node.exit(runcID(inst.ID, "main"), 137)
+			}
+			st := e.rep.waitExit(t, inst.ID)
+			if st.ExitCode == nil || *st.ExitCode != tt.code || st.Reason != tt.reason || !strings.Contains(st.Message, "main") {
+				t.Errorf("exit = %+v (code %v), want %d %s naming the container", st, deref(st.ExitCode), tt.code, tt.reason)
+			}
+			if r.running(inst.ID) {
+				t.Error("an exited pod is running")
+			}
+			// Start again without Stop starts afresh; Stop removes all.
+			if _, err := r.Start(ctx, instanceWithID(inst.ID, e.ctr("main"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Stop(ctx, inst); err != nil {
+				t.Fatal(err)
+			}
+			e.assertGone(t, r, inst.ID)
+		})
+	}
+}
+
+func instanceWithID(id string, cs ...workload.Container) runtime.Instance {
+	inst := instance("again", cs...)
+	inst.ID = id
+	return inst
+}
+
+// Stop sends SIGTERM, waits StopGrace, then SIGKILL to all processes of
+// a container that did not end.
+func TestFakeStopGraceThenKill(t *testing.T) {
+	e := newFakeEnv(t)
+	r := e.runtime(t)
+	ctx := context.Background()
+	inst := instance("stop", e.ctr("polite"), e.ctr("stubborn", "ignore-term"))
+	if _, err := r.Start(ctx, inst); err != nil {
 		t.Fatal(err)
-	}
-	want := []workload.PortMapping{{Port: 30080, TargetPort: 8080}}
-	if len(st.Ports) != 1 || st.Ports[0] != want[0] {
-		t.Errorf("status ports = %v, want %v", st.Ports, want)
-	}
-	if got := ex.exposed[inst.ID]; len(got) != 1 || got[0] != want[0] || ex.ips[inst.ID].String() != st.IP {
-		t.Errorf("exposed %v at %s", got, ex.ips[inst.ID])
 	}
 	if err := r.Stop(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ex.exposed[inst.ID]; ok {
-		t.Error("not unexposed on stop")
+	if got := e.node.signalsOf(runcID(inst.ID, "polite")); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM}) {
+		t.Errorf("polite got %v, want SIGTERM alone", got)
 	}
-	// Exposure failing fails the start and rolls back.
-	ex.fail = true
-	inst2 := instance("web", inst.Workload.Spec.Containers...)
-	if _, err := r.Start(ctx, inst2); err == nil || !strings.Contains(err.Error(), "exposing") {
-		t.Errorf("Start with failing exposer: %v", err)
+	if got := e.node.signalsOf(runcID(inst.ID, "stubborn")); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) {
+		t.Errorf("stubborn got %v, want SIGTERM then SIGKILL", got)
 	}
-	e.assertGone(t, r, inst2.ID)
+	e.assertGone(t, r, inst.ID)
+	if e.exited(inst.ID) {
+		t.Error("a stopped pod reported an exit")
+	}
 }
 
-func TestRecoverAdoptsAndCleans(t *testing.T) {
-	e := setup(t)
+// A Stop that cannot stop a container (its context is done) fails and
+// keeps the pod's network and address; a later Stop removes all.
+func TestFakeStopCancelledKeepsNetwork(t *testing.T) {
+	e := newFakeEnv(t)
+	r := e.runtime(t)
+	inst := instance("stubborn", e.ctr("c", "ignore-term"))
+	if _, err := r.Start(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Stop(cctx, inst); err == nil {
+		t.Error("Stop with a cancelled context succeeded, but could not stop the container")
+	}
+	if owners, _ := e.node.Owners(); !slices.Contains(owners, inst.ID) {
+		t.Errorf("network of %s released while its container may still run (owners %v)", inst.ID, owners)
+	}
+	if left := e.node.leftovers(inst.ID, e.cfg.CgroupDir); !slices.Contains(left, "running init of "+runcID(inst.ID, "c")) {
+		t.Errorf("the container was not left running: %v", left)
+	}
+	if err := r.Stop(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, r, inst.ID)
+}
+
+// A record runc keeps but cannot load (a killed `runc run`) is removed by
+// Stop, so the pod can start again.
+func TestFakeStopRemovesUnloadableContainer(t *testing.T) {
+	e := newFakeEnv(t)
+	r := e.runtime(t)
+	ctx := context.Background()
+	inst := instance("broken", e.ctr("c"))
+	e.node.mu.Lock()
+	e.node.records[runcID(inst.ID, "c")] = true
+	e.node.mu.Unlock()
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if e.node.HasRecord(runcID(inst.ID, "c")) {
+		t.Fatal("the broken record is still there")
+	}
+	if _, err := r.Start(ctx, inst); err != nil {
+		t.Fatalf("start after a broken runc run: %v", err)
+	}
+	if err := r.Stop(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone(t, r, inst.ID)
+}
+
+// After a riklet restart, Recover adopts the owned pods still running,
+// reports the others exited, and removes all of the pods nobody owns.
+func TestFakeRecoverAdoptsAndCleans(t *testing.T) {
+	e := newFakeEnv(t)
 	r1 := e.runtime(t)
 	ctx := context.Background()
-	web := instance("web", workload.Container{Name: "web", Image: e.ref, Command: []string{"httpd", "-f", "-p", "80", "-h", "/www"}})
-	orphan := instance("orphan", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
-	gone := instance("gone", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
-	var ips = map[string]string{}
+	web := instance("web", e.ctr("web"))
+	web.Workload.Spec.Containers[0].Ports = workload.PortList{{Port: 30082, TargetPort: 80}}
+	orphan := instance("orphan", e.ctr("c", "ignore-term"))
+	gone := instance("gone", e.ctr("c"))
+	ips := map[string]string{}
 	for _, inst := range []runtime.Instance{web, orphan, gone} {
 		st, err := r1.Start(ctx, inst)
 		if err != nil {
@@ -254,10 +394,9 @@ func TestRecoverAdoptsAndCleans(t *testing.T) {
 	}
 	// The riklet goes away; the containers do not. "gone" dies meanwhile.
 	r1.Close()
-	if err := r1.runc.Kill(ctx, runcID(gone.ID, "c"), 9, nil); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	e.node.restart()
+	e.node.exit(runcID(gone.ID, "c"), 1)
+	e.node.Unexpose(ctx, web.ID) // as a rebuilt firewall would be
 
 	r2 := e.runtime(t)
 	statuses, err := r2.Recover(ctx, []runtime.Instance{web, gone})
@@ -271,20 +410,22 @@ func TestRecoverAdoptsAndCleans(t *testing.T) {
 	if s := byID[web.ID]; s.Phase != runtime.PhaseRunning || s.IP != ips[web.ID] {
 		t.Errorf("web after recover = %+v, want RUNNING at %s", s, ips[web.ID])
 	}
-	if s := byID[gone.ID]; s.Phase != runtime.PhaseExited {
-		t.Errorf("gone after recover = %+v, want EXITED", s)
+	if _, ok := e.node.exposed[web.ID]; !ok {
+		t.Error("adopted pod not exposed again")
+	}
+	if s := byID[gone.ID]; s.Phase != runtime.PhaseExited || s.Reason != api.ReasonUnknown {
+		t.Errorf("gone after recover = %+v, want EXITED %s", s, api.ReasonUnknown)
 	}
 	e.assertGone(t, r2, orphan.ID)
-	if body, err := httpGet(e.host, net.JoinHostPort(ips[web.ID], "80"), "/index.html"); err != nil || body != "hello from rik\n" {
-		t.Errorf("adopted pod not reachable: %q, %v", body, err)
+	if _, err := os.Stat(r2.logDir(orphan.ID)); !os.IsNotExist(err) {
+		t.Errorf("logs of the orphan kept: %v", err)
 	}
-	// Starting an adopted pod is a no-op; its exit is still seen.
+	// Starting an adopted pod is a no-op; its exit is still seen, with an
+	// unknown code (it is not the new riklet's child).
 	if st, err := r2.Start(ctx, web); err != nil || st.IP != ips[web.ID] {
 		t.Errorf("Start of adopted pod = %+v, %v", st, err)
 	}
-	if err := r2.runc.Kill(ctx, runcID(web.ID, "web"), 9, nil); err != nil {
-		t.Fatal(err)
-	}
+	e.node.exit(runcID(web.ID, "web"), 0)
 	if st := e.rep.waitExit(t, web.ID); st.ExitCode != nil || st.Reason != api.ReasonUnknown {
 		t.Errorf("adopted exit = %+v", st)
 	}
@@ -296,132 +437,24 @@ func TestRecoverAdoptsAndCleans(t *testing.T) {
 	}
 }
 
-func TestNewWithoutRunc(t *testing.T) {
-	_, err := New(context.Background(), Config{StateDir: t.TempDir(), RuncBinary: "/no/such/runc"}, nil)
-	if err == nil || !strings.Contains(err.Error(), "runc not found") {
-		t.Errorf("New = %v, want runc not found", err)
-	}
-}
-
-func TestLogsFollowAndRotation(t *testing.T) {
-	e := setup(t)
-	e.cfg.LogMaxSize = 4096
-	r := e.runtime(t)
-	ctx := context.Background()
-	inst := instance("chatty", workload.Container{Name: "c", Image: e.ref, Command: []string{"sh", "-c",
-		`i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done; sleep 1.5; echo last; exec sleep 3600`}})
-	if _, err := r.Start(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
-	defer r.Stop(ctx, inst)
-	// Follow: returns what comes next; stops with ctx.
-	fctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-	defer cancel()
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(r.Logs(fctx, inst, runtime.LogOptions{Follow: true, Tail: 1}, pw))
-	}()
-	sc := bufio.NewScanner(pr)
-	var lines []string
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if sc.Text() == "last" {
-			cancel()
-			break
-		}
-	}
-	if len(lines) == 0 || lines[len(lines)-1] != "last" {
-		t.Fatalf("follow got %d lines, last %q", len(lines), lines)
-	}
-	// ~3 KB then more: rotated once above 4 KiB? The total is below: no .1.
-	// Push the log over the limit and wait for rotation.
-	path := filepath.Join(r.logDir(inst.ID), "c.log")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(strings.Repeat("z", 5000) + "\n")
-	f.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path + ".1"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if fi, err := os.Stat(path); err != nil || fi.Size() > 4096 {
-		t.Fatalf("log not rotated: %v", err)
-	}
-	// Tail reads through the rotated file.
-	var out bytes.Buffer
-	if err := r.Logs(ctx, inst, runtime.LogOptions{Tail: 2}, &out); err != nil {
-		t.Fatal(err)
-	}
-	if want := "last\n" + strings.Repeat("z", 5000) + "\n"; out.String() != want {
-		t.Errorf("tail 2 after rotation = %.40q...", out.String())
-	}
-	if err := r.Logs(ctx, inst, runtime.LogOptions{Container: "nope"}, &out); !errors.Is(err, runtime.ErrNotFound) {
-		t.Errorf("logs of unknown container: %v", err)
-	}
-}
-
-func TestStopGraceful(t *testing.T) {
-	e := setup(t)
-	e.cfg.StopGrace = 5 * time.Second
-	r := e.runtime(t)
-	ctx := context.Background()
-	inst := instance("polite", workload.Container{Name: "c", Image: e.ref, Command: []string{"sh", "-c",
-		`trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done`}})
-	if _, err := r.Start(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 100; i++ { // the trap is set once "ready" is out
-		var out bytes.Buffer
-		r.Logs(ctx, inst, runtime.LogOptions{}, &out)
-		if strings.Contains(out.String(), "ready") {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	began := time.Now()
-	if err := r.Stop(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(began); d > 3*time.Second {
-		t.Errorf("Stop took %s: SIGTERM not delivered or not waited for", d)
-	}
-	var out bytes.Buffer
-	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &out); err != nil || !strings.Contains(out.String(), "got-term") {
-		t.Errorf("logs after stop = %q, %v", out.String(), err)
-	}
-	e.assertGone(t, r, inst.ID)
-	if err := r.Forget(inst.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Logs(ctx, inst, runtime.LogOptions{}, &out); !errors.Is(err, runtime.ErrNotFound) {
-		t.Errorf("logs after Forget: %v", err)
-	}
-}
-
-// A riklet that dies right after exposing a pod's ports must find them in
-// the pod's record, or the ports stay exposed after the pod is stopped.
-func TestExposedPortsRecordedBeforeExposing(t *testing.T) {
-	e := setup(t)
-	ex := &fakeExposer{exposed: map[string][]workload.PortMapping{}, ips: map[string]netip.Addr{}}
-	e.cfg.Exposer = ex
+// A riklet that dies right after exposing a pod's ports finds them in the
+// pod's record: they are unexposed when the pod is stopped.
+func TestFakeExposedPortsRecordedBeforeExposing(t *testing.T) {
+	e := newFakeEnv(t)
 	r1 := e.runtime(t)
 	ctx := context.Background()
-	inst := instance("web", workload.Container{Name: "web", Image: e.ref, Command: []string{"sleep", "3600"},
-		Ports: workload.PortList{{Port: 30081, TargetPort: 8080}}})
+	inst := instance("web", e.ctr("web"))
+	inst.Workload.Spec.Containers[0].Ports = workload.PortList{{Port: 30083, TargetPort: 8080}}
 	record := filepath.Join(r1.podDir(inst.ID), "pod.json")
 	var atExpose []byte
-	ex.onExpose = func(string) { atExpose, _ = os.ReadFile(record) }
+	e.node.onExpose = func(string) { atExpose, _ = os.ReadFile(record) }
 	if _, err := r1.Start(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
 	// The riklet dies as Expose returns: its record is what it was then.
 	r1.Close()
-	ex.onExpose = nil
+	e.node.restart()
+	e.node.onExpose = nil
 	if err := os.WriteFile(record, atExpose, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -432,101 +465,5 @@ func TestExposedPortsRecordedBeforeExposing(t *testing.T) {
 	if err := r2.Stop(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := ex.exposed[inst.ID]; ok {
-		t.Errorf("ports %v still exposed after the pod was stopped", got)
-	}
 	e.assertGone(t, r2, inst.ID)
-}
-
-// When `runc run` does not return in StartWait, the container's init, left
-// to the riklet (a subreaper), is stopped and reaped: no zombie stays.
-func TestStartTimeoutReapsInit(t *testing.T) {
-	e := setup(t)
-	real, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A runc whose `run` starts the container, then hangs.
-	slow := filepath.Join(t.TempDir(), "slow-runc")
-	script := "#!/bin/sh\n" + real + ` "$@"; rc=$?
-for a in "$@"; do [ "$a" = run ] && exec sleep 30; done
-exit $rc
-`
-	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e.cfg.RuncBinary = slow
-	e.cfg.StartWait = 5 * time.Second // well above what runc run takes
-	r := e.runtime(t)
-	for _, cmd := range [][]string{{"sleep", "3600"}, {"true"}} { // still running, or ended
-		inst := instance("slow", workload.Container{Name: "c", Image: e.ref, Command: cmd})
-		if _, err := r.Start(context.Background(), inst); err == nil {
-			t.Fatal("Start succeeded with a runc that hangs")
-		}
-		e.assertGone(t, r, inst.ID)
-	}
-}
-
-// Stop with a context already done returns an error instead of waiting
-// forever for the container to end by itself; a later Stop removes all.
-func TestStopWithCancelledContext(t *testing.T) {
-	e := setup(t)
-	r := e.runtime(t)
-	inst := instance("stubborn", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
-	if _, err := r.Start(context.Background(), inst); err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Stop(cctx, inst) }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("Stop with a cancelled context succeeded, but could not stop the container")
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("Stop with a cancelled context hangs")
-	}
-	// Issue 8 (3): the container still runs, so its network and address
-	// lease stay: another pod must not get its address.
-	owners, err := r.net.Owners()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(owners, inst.ID) {
-		t.Errorf("network of %s released while its container may still run (owners %v)", inst.ID, owners)
-	}
-	if err := r.Stop(context.Background(), inst); err != nil {
-		t.Fatal(err)
-	}
-	e.assertGone(t, r, inst.ID)
-}
-
-// Found by the chaos suite: a `runc run` killed under CPU starvation left
-// runc's directory of the container without a state; every later start
-// failed ("container with given ID already exists") and the pod never ran
-// again. Stop removes such a leftover.
-func TestStopRemovesUnloadableContainer(t *testing.T) {
-	e := setup(t)
-	r := e.runtime(t)
-	ctx := context.Background()
-	inst := instance("broken", workload.Container{Name: "c", Image: e.ref, Command: []string{"sleep", "3600"}})
-	dir := filepath.Join(r.cfg.RuncRoot, runcID(inst.ID, "c"))
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Stop(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("runc's directory of the broken container is still there: %v", err)
-	}
-	if _, err := r.Start(ctx, inst); err != nil {
-		t.Fatalf("start after a broken runc run: %v", err)
-	}
-	if err := r.Stop(ctx, inst); err != nil {
-		t.Fatal(err)
-	}
-	e.assertGone(t, r, inst.ID)
 }

@@ -1,7 +1,6 @@
 package pod
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,43 +32,17 @@ func (r *Runtime) Logs(ctx context.Context, inst runtime.Instance, opts runtime.
 		return fmt.Errorf("logs of %s: container %q: %w", inst.ID, name, runtime.ErrNotFound)
 	}
 	path := filepath.Join(r.logDir(inst.ID), name+".log")
-	cur, err := os.ReadFile(path)
+	off, err := logfile.Tail(path, opts.Tail, w)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("logs of %s/%s: %w", inst.ID, name, runtime.ErrNotFound)
 	}
 	if err != nil {
-		return fmt.Errorf("reading logs of %s/%s: %w", inst.ID, name, err)
-	}
-	offset := int64(len(cur))
-	if opts.Tail <= 0 || bytes.Count(cur, []byte("\n")) < opts.Tail {
-		if old, err := os.ReadFile(path + ".1"); err == nil {
-			cur = append(old, cur...)
-		}
-	}
-	if _, err := w.Write(logfile.TailLines(cur, opts.Tail)); err != nil {
-		return err
+		return fmt.Errorf("logs of %s/%s: %w", inst.ID, name, err)
 	}
 	if !opts.Follow {
 		return nil
 	}
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		running := r.running(inst.ID)
-		next, err := logfile.CopyFrom(path, offset, w)
-		if err != nil && !errors.Is(err, os.ErrNotExist) { // not yet, or no more
-			return err
-		}
-		if !running && next == offset { // nothing more to copy
-			return nil
-		}
-		offset = next
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
+	return logfile.Follow(ctx, path, off, w, func() bool { return r.running(inst.ID) })
 }
 
 // Forget removes the logs of a stopped pod (Stop keeps them, so the logs
@@ -114,40 +87,9 @@ func (r *Runtime) rotateLoop(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		for _, path := range paths {
-			if err := rotate(path, r.cfg.LogMaxSize); err != nil {
+			if err := logfile.Rotate(path, r.cfg.LogMaxSize); err != nil {
 				r.log.Warn("rotating log", "path", path, "err", err)
 			}
 		}
 	}
-}
-
-// rotate copies path to path.1 and truncates it when it is above max. The
-// writer holds the file with O_APPEND, so it goes on at the new end.
-func rotate(path string, max int64) error {
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() <= max {
-		return nil
-	}
-	in, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp := path + ".1.tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path+".1"); err != nil {
-		return err
-	}
-	return os.Truncate(path, 0)
 }

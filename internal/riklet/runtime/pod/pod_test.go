@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rik-org/rik/internal/riklet/cgroups"
+	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/testutil/netns"
@@ -159,7 +160,7 @@ func mounted(prefix string) []string {
 // assertGone checks that nothing of pod id is left on the node.
 func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 	t.Helper()
-	list, err := r.runc.List(context.Background())
+	list, err := r.ctrs.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +179,8 @@ func (e *env) assertGone(t *testing.T, r *Runtime, id string) {
 			t.Errorf("cgroup %s left behind", filepath.Join(root, e.cgroup, id))
 		}
 	}
-	if _, err := os.Stat(r.net.NetnsPath(id)); err == nil {
-		t.Errorf("netns %s left behind", r.net.NetnsPath(id))
+	if _, err := os.Stat(r.net.(*podnet.Manager).NetnsPath(id)); err == nil {
+		t.Errorf("netns %s left behind", r.net.(*podnet.Manager).NetnsPath(id))
 	}
 	if slices.Contains(e.host.Links(t), "rikp"+hashOf(id)) {
 		t.Errorf("veth of %s left behind", id)

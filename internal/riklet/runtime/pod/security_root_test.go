@@ -23,7 +23,7 @@ import (
 // container name of pod id.
 func procStatus(t *testing.T, r *Runtime, id, name string) map[string]string {
 	t.Helper()
-	st, err := r.runc.State(context.Background(), runcID(id, name))
+	st, err := r.ctrs.State(context.Background(), runcID(id, name))
 	if err != nil {
 		t.Fatalf("runc state %s: %v", name, err)
 	}

@@ -1,7 +1,6 @@
 package pod
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/rik-org/rik/internal/riklet/image"
-	"github.com/rik-org/rik/internal/riklet/logfile"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -173,41 +171,6 @@ func TestOpenInRootRefusesSymlinks(t *testing.T) {
 			f.Close()
 			t.Errorf("openInRoot(%s) succeeded", p)
 		}
-	}
-}
-
-func TestRotate(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.log")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	f.WriteString(strings.Repeat("x", 100) + "\n")
-	if err := rotate(path, 1000); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path + ".1"); err == nil {
-		t.Fatal("rotated below the limit")
-	}
-	f.WriteString(strings.Repeat("y", 1000) + "\n")
-	if err := rotate(path, 1000); err != nil {
-		t.Fatal(err)
-	}
-	old, _ := os.ReadFile(path + ".1")
-	if len(old) != 1102 {
-		t.Errorf("rotated file holds %d bytes, want 1102", len(old))
-	}
-	// The writer goes on at the start of the truncated file.
-	f.WriteString("after\n")
-	cur, _ := os.ReadFile(path)
-	if !bytes.Equal(cur, []byte("after\n")) {
-		t.Errorf("current log = %q", cur)
-	}
-	var offset int64 = 500 // a follower past the new end starts over
-	var out bytes.Buffer
-	if next, err := logfile.CopyFrom(path, offset, &out); err != nil || next != 6 || out.String() != "after\n" {
-		t.Errorf("CopyFrom after rotation = %d %q %v", next, out.String(), err)
 	}
 }
 

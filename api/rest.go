@@ -1,0 +1,104 @@
+package api
+
+import "time"
+
+// The REST API's wire types (described in openapi.yaml), shared by the
+// controller that serves them and rikctl that reads them. Workloads and
+// instances are api.Item[workload.Workload] and api.Item[workload.Instance]
+// (internal/workload owns those values).
+
+// Item is RIK's shape of every object the REST API answers with or lists,
+// and of the records in the store: {id, name, value}.
+type Item[T any] struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Value T      `json:"value"`
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// IDRequest is the body of workloads.delete, instances.delete and
+// tokens.delete: an id or a name.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// CreateInstancesRequest is the body of instances.create.
+type CreateInstancesRequest struct {
+	WorkloadID string  `json:"workload_id"`        // id or name
+	Name       *string `json:"name,omitempty"`     // default: <workload>-<random>
+	Replicas   *int    `json:"replicas,omitempty"` // default 1
+}
+
+// Node is the value of a nodes.list item: cpu in millicores, memory and
+// disk in MiB.
+type Node struct {
+	Name      string            `json:"name"`
+	Status    string            `json:"status"`
+	Capacity  Resources         `json:"capacity"`
+	Usage     Resources         `json:"usage"`
+	Allocated Allocation        `json:"allocated"`
+	Kinds     []string          `json:"kinds"`
+	Labels    map[string]string `json:"labels"`
+	Address   string            `json:"address"`
+	Instances int32             `json:"instances"`
+	Load1     float64           `json:"load1"`
+	// LastHeartbeat is RFC 3339; empty before the first one.
+	LastHeartbeat string `json:"lastHeartbeat"`
+	// Stale marks a stored record served while the scheduler is
+	// unreachable (its status is then NodeStatusUnknown).
+	Stale bool `json:"stale,omitempty"`
+}
+
+// NodeStatusUnknown is the status of a stored node served while the
+// scheduler is unreachable.
+const NodeStatusUnknown = "Unknown"
+
+// Resources in API units: cpu millicores, memory and disk MiB.
+type Resources struct {
+	CPU    int64 `json:"cpu"`
+	Memory int64 `json:"memory"`
+	Disk   int64 `json:"disk"`
+}
+
+// Allocation is what the instances placed on a node asked for.
+type Allocation struct {
+	CPU    int64 `json:"cpu"`
+	Memory int64 `json:"memory"`
+}
+
+// Token is the value of a tokens.list item: never its secret.
+type Token struct {
+	Role        string     `json:"role"` // admin, operator or viewer
+	Description string     `json:"description,omitempty"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	ExpiresAt   *time.Time `json:"expiresAt,omitempty"`
+	Expired     bool       `json:"expired,omitempty"`
+}
+
+// CreateTokenRequest is the body of tokens.create.
+type CreateTokenRequest struct {
+	Role        string `json:"role"`
+	Description string `json:"description,omitempty"`
+	// TTL is a duration such as "24h" or "90m"; empty or "0": no expiry.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// CreatedToken is the answer of tokens.create: the item and, this once,
+// the bearer token itself.
+type CreatedToken struct {
+	Item[Token]
+	Token string `json:"token"`
+}
+
+// Health is the answer of /healthz (Leader set) and /readyz.
+type Health struct {
+	Status    string `json:"status"`    // ok; ready or not ready
+	Scheduler string `json:"scheduler"` // connected or disconnected
+	// Leader says whether this controller holds the ingestion lease
+	// (/healthz only).
+	Leader *bool `json:"leader,omitempty"`
+}

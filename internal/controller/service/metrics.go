@@ -1,0 +1,52 @@
+package service
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rik-org/rik/internal/workload"
+)
+
+var allStatuses = []workload.Status{
+	workload.StatusUnknown, workload.StatusPending, workload.StatusCreating, workload.StatusRunning,
+	workload.StatusFailed, workload.StatusDestroying, workload.StatusTerminated,
+}
+
+// metrics are what the service counts: the instances in the store by
+// status (from its watch) and the watches established.
+type metrics struct {
+	instances *prometheus.GaugeVec
+	watches   prometheus.Counter
+}
+
+// newMetrics makes the metrics, registered with reg unless nil; the
+// number of event subscribers is read from events.
+func newMetrics(reg prometheus.Registerer, events *broker) *metrics {
+	m := &metrics{
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rik_controller_instances",
+			Help: "Instances in the store, by status."}, []string{"status"}),
+		watches: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_store_watches_total",
+			Help: "Watches of the instance records established (the first, and one after each break)."}),
+	}
+	subscribers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rik_controller_event_subscribers",
+		Help: "Clients following the event stream."}, func() float64 { return float64(events.count()) })
+	if reg != nil {
+		reg.MustRegister(m.instances, m.watches, subscribers)
+	}
+	for _, st := range allStatuses {
+		m.instances.WithLabelValues(string(st)).Set(0)
+	}
+	return m
+}
+
+func (m *metrics) resetInstances(cache map[string]InstanceRecord) {
+	counts := map[workload.Status]int{}
+	for _, r := range cache {
+		counts[r.Value.Status]++
+	}
+	for _, st := range allStatuses {
+		m.instances.WithLabelValues(string(st)).Set(float64(counts[st]))
+	}
+}
+
+func (m *metrics) instanceSeen(st workload.Status) { m.instances.WithLabelValues(string(st)).Inc() }
+func (m *metrics) instanceGone(st workload.Status) { m.instances.WithLabelValues(string(st)).Dec() }
