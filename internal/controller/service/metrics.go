@@ -20,7 +20,7 @@ type metrics struct {
 
 // newMetrics makes the metrics, registered with reg unless nil; the
 // number of event subscribers is read from events.
-func newMetrics(reg prometheus.Registerer, events *broker) *metrics {
+func newMetrics(reg prometheus.Registerer, events *feed) *metrics {
 	m := &metrics{
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rik_controller_instances",
 			Help: "Instances in the store, by status."}, []string{"status"}),

@@ -112,7 +112,7 @@ type Service struct {
 
 	repo      *repo
 	tokens    *tokenStore
-	events    *broker
+	events    *feed
 	orphans   orphans
 	quota     quota
 	metrics   *metrics
@@ -130,7 +130,7 @@ func New(cfg Config) *Service {
 	setDefault(&cfg.ResyncEvery, DefaultResyncEvery)
 	setDefault(&cfg.NodesEvery, DefaultNodesEvery)
 	setDefault(&cfg.NodesRefresh, DefaultNodesRefresh)
-	events := newBroker()
+	events := newFeed()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,
 		repo:      newRepo(cfg.Store),
@@ -151,7 +151,7 @@ func setDefault(v *time.Duration, def time.Duration) {
 // records (events and metrics), the periodic resync and the node sync.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { s.watchInstances(ctx) })
+	wg.Go(func() { s.watchRecords(ctx) })
 	wg.Go(func() { s.resyncLoop(ctx) })
 	wg.Go(func() { s.nodesLoop(ctx) })
 	wg.Wait()
