@@ -122,16 +122,18 @@ async function follow() {
   setState('connecting');
   for (;;) {
     const parser = new SSEParser((ev) => {
-      lastId = ev.id;
       if (ev.event !== 'instance') return;
       try {
         apply(JSON.parse(ev.data));
       } catch { return; }
       notify();
     });
+    parser.lastId = lastId;
     let connected = false;
     try {
-      await stream('events', (text) => {
+      // Resumed from the last id: the server sends what was missed (the
+      // listing on connecting covers a resync's removals).
+      await stream('events?kinds=instance', (text) => {
         if (!connected) {
           connected = true;
           wait = 1000;
@@ -145,6 +147,8 @@ async function follow() {
         setState('offline');
         return;
       }
+    } finally {
+      lastId = parser.lastId;
     }
     setState('reconnecting');
     await sleep(wait);
