@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/rik-org/rik/internal/ui"
 )
 
 // BenchmarkFirstPaint measures the time from navigation start to the first
@@ -49,6 +51,26 @@ func BenchmarkFirstPaint(b *testing.B) {
 		}
 		report(b, all)
 	})
+}
+
+// BenchmarkFirstPaintFiles is BenchmarkFirstPaint's first visits without
+// a cluster in the process: the dashboard's files served by ui.Handler
+// over HTTPS on loopback, and the one-paragraph page, in turns. The page
+// paints before any API answer (it asks for them after), so this is its
+// first paint with less else competing for the CPU.
+func BenchmarkFirstPaintFiles(b *testing.B) {
+	br := newBrowser(b)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/plain" {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			_, _ = w.Write([]byte("<!doctype html><title>rik</title><p>rik</p>"))
+			return
+		}
+		ui.Handler().ServeHTTP(w, r)
+	}))
+	b.Cleanup(srv.Close)
+	b.Run("plain-page", func(b *testing.B) { firstVisits(b, br, srv.URL+"/plain") })
+	b.Run("dashboard", func(b *testing.B) { firstVisits(b, br, srv.URL+ui.Prefix) })
 }
 
 // firstVisits loads url, each time in a new browser context.
