@@ -116,7 +116,7 @@ func (b *browser) failed(what string, err error) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
-	html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+	html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
 	b.t.Fatalf("%s: %v\npage: %s", what, err, html)
 }
 

@@ -118,9 +118,13 @@ func TestDashboard(t *testing.T) {
 	}
 	b.do("delete", chromedp.Click(chromedp.CSS("#delete")), chromedp.WaitVisible(chromedp.CSS("dialog#confirm[open]")))
 	question := b.text("#confirm-text")
-	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")), chromedp.WaitNotPresent(chromedp.CSS("dialog#confirm[open]")))
 	if !strings.Contains(question, "web-ui") {
 		t.Errorf("confirmation asks %q", question)
+	}
+	b.until("deleted, said", `document.getElementById('flash').textContent !== ''`)
+	if said := b.text("#flash"); !strings.Contains(said, "is being deleted") {
+		t.Fatalf("after confirming the delete: %q", said)
 	}
 	b.until("back to the list", `location.hash === '#/instances'`)
 	b.until("instance gone from the list", js(`!document.querySelector('tr[data-id=%q]') && !!document.querySelector('main tbody')`, id))

@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer, events *feed) *metrics {
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rik_controller_instances",
 			Help: "Instances in the store, by status."}, []string{"status"}),
 		watches: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_store_watches_total",
-			Help: "Watches of the instance records established (the first, and one after each break)."}),
+			Help: "Watches of the store's records established (the first, and one after each break)."}),
 	}
 	subscribers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rik_controller_event_subscribers",
 		Help: "Clients following the event stream."}, func() float64 { return float64(events.count()) })

@@ -100,5 +100,9 @@ const dialog = document.getElementById('confirm');
 document.getElementById('confirm-ok').addEventListener('click', () => dialog.close('ok'));
 document.getElementById('confirm-cancel').addEventListener('click', () => dialog.close('cancel'));
 window.addEventListener('hashchange', route);
-live.start();
-route();
+// Start once the page's frame (header, "Loading…") is painted: the first
+// paint waits for no script or API call.
+requestAnimationFrame(() => setTimeout(() => {
+  live.start();
+  route();
+}, 0));
