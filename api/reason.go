@@ -37,4 +37,8 @@ const (
 	ReasonBootFailed        = "BootFailed"
 	ReasonVMCrashed         = "VMCrashed"
 	ReasonPrivilegedRefused = "PrivilegedNotAllowed"
+	// ReasonLivenessProbeFailed: the instance was stopped because a
+	// liveness probe failed (the message says which and why); it is
+	// restarted under its restart policy (Never: it ends FAILED).
+	ReasonLivenessProbeFailed = "LivenessProbeFailed"
 )

@@ -94,11 +94,19 @@ type CreatedToken struct {
 	Token string `json:"token"`
 }
 
-// Health is the answer of /healthz (Leader set) and /readyz.
+// Health is the answer of /healthz (Leader and Version set) and /readyz
+// (Reason set when not ready).
 type Health struct {
 	Status    string `json:"status"`    // ok; ready or not ready
 	Scheduler string `json:"scheduler"` // connected or disconnected
 	// Leader says whether this controller holds the ingestion lease
 	// (/healthz only).
 	Leader *bool `json:"leader,omitempty"`
+	// Reason says why the controller is not ready: its store or its
+	// scheduler link (/readyz only).
+	Reason string `json:"reason,omitempty"`
+	// Version is the controller's build (/healthz only), shown by
+	// `rikctl version`.
+	Version   string `json:"version,omitempty"`
+	GoVersion string `json:"goVersion,omitempty"`
 }

@@ -1,24 +1,9 @@
 // Command controller runs rik's controller: the REST API and desired state.
 //
-// Environment (RIK's): PORT (5000), DATABASE_LOCATION (/var/lib/rik/data/),
-// SCHEDULER_URL (http://localhost:4996), RIK_STORE (etcd://h:p,h:p to use
-// etcd instead of the embedded store), LOG_LEVEL (debug|info|warn|error).
-//
-// Flags, each with an environment equivalent (the flag wins):
-//
-//	--listen ADDR            RIK_LISTEN            API address (default :$PORT)
-//	--tls-cert FILE          RIK_TLS_CERT          serving certificate (PEM), with --tls-key
-//	--tls-key FILE           RIK_TLS_KEY           its private key (PEM)
-//	--ca-cert FILE           RIK_CA_CERT           the cluster CA: the scheduler is dialled over mutual TLS with the pair above
-//	--insecure               RIK_INSECURE=true     plain HTTP, no tokens (RIK's clients)
-//	--admin-token-file FILE  RIK_ADMIN_TOKEN_FILE  where the first admin token goes (default $DATABASE_LOCATION/admin.token)
-//	--max-conns-per-ip N     RIK_MAX_CONNS_PER_IP  open connections per client address (default 100, -1: no cap)
-//	--read-timeout D         RIK_READ_TIMEOUT      time to send one request's headers and body (default 30s)
-//
-// Admission (flag, or environment): --rootfs-dir (RIK_ROOTFS_DIRS),
-// --reserved-ports (RIK_RESERVED_PORTS), --default-cpu (RIK_DEFAULT_CPU),
-// --default-memory (RIK_DEFAULT_MEMORY), --max-instances
-// (RIK_MAX_INSTANCES), --max-pending (RIK_MAX_PENDING); see -h.
+// Every flag is also read from RIK_<FLAG> (e.g. RIK_LISTEN, RIK_STORE) and
+// from /etc/rik/controller.yaml (or --config); RIK's environment (PORT,
+// DATABASE_LOCATION, SCHEDULER_URL, LOG_LEVEL) keeps working. See
+// `controller --help`.
 //
 // Without --insecure the controller needs a certificate: it serves HTTPS
 // and asks every client but /healthz and /readyz for a bearer token; it
@@ -29,9 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -40,25 +23,30 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/rik-org/rik/internal/cliconf"
 	"github.com/rik-org/rik/internal/controller"
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/store/backend"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newCommand(os.Getenv, run).ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)
 		os.Exit(1)
 	}
 }
 
-// options are the controller's settings from flags and environment.
+// options are the controller's settings.
 type options struct {
 	listen         string
 	dataDir        string
+	store          string
+	schedulerAddr  string
 	tlsCert        string
 	tlsKey         string
 	caCert         string
@@ -67,54 +55,72 @@ type options struct {
 	maxConnsPerIP  int
 	readTimeout    time.Duration
 	admission      controller.Admission
+	admissionFn    func() (controller.Admission, error) // reads the admission flags
+	log            *slog.Logger
 }
 
-// parseOptions reads flags, with defaults from the environment.
-func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
-	env := func(name, def string) string { return envOr(getenv, name, def) }
-	var o options
-	port := env("PORT", "5000")
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return o, fmt.Errorf("PORT %q: must be a port number", port)
+// envAliases are RIK's environment variables, read after RIK_<FLAG>.
+var envAliases = map[string][]string{
+	"data-dir":       {"DATABASE_LOCATION"},
+	"scheduler-addr": {"SCHEDULER_URL"},
+	"log-level":      {"LOG_LEVEL"},
+	"rootfs-dir":     {"RIK_ROOTFS_DIRS"},
+}
+
+// newCommand is the controller's command line; run is called with the
+// options it reads. getenv is the environment.
+func newCommand(getenv func(string) string, run func(context.Context, options) error) *cobra.Command {
+	var (
+		o       options
+		logging cliconf.Logging
+	)
+	port := envOr(getenv, "PORT", "5000") // RIK's: the default of --listen
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "rik's controller: the REST API and the cluster's desired state",
+		Long: "The controller serves the REST API (/api/v0) over HTTPS with bearer tokens (or plain HTTP with\n" +
+			"--insecure), keeps the desired state in its store (embedded in --data-dir, or etcd with --store)\n" +
+			"and sends orders to the scheduler.\n\n" +
+			"Each flag is also read from the environment (RIK_<FLAG>, e.g. RIK_LISTEN; RIK's PORT,\n" +
+			"DATABASE_LOCATION, SCHEDULER_URL and LOG_LEVEL too) and from /etc/rik/controller.yaml (or\n" +
+			"--config); precedence: flag, environment, file, default.",
+		Example: "  controller --tls-cert controller.crt --tls-key controller.key --ca-cert ca.crt --listen 10.0.0.1:5000\n" +
+			"  controller --insecure --listen 127.0.0.1:5000 --scheduler-addr 127.0.0.1:4996\n" +
+			"  RIK_STORE=etcd://10.0.0.5:2379 controller --config /etc/rik/controller.yaml",
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("PORT %q: must be a port number", port)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.finish(); err != nil {
+				return err
+			}
+			var err error
+			if o.log, err = logging.Logger(cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return run(cmd.Context(), o)
+		},
 	}
-	o.dataDir = env("DATABASE_LOCATION", "/var/lib/rik/data/")
-	insecure, err := envBool(getenv, "RIK_INSECURE")
-	if err != nil {
-		return o, err
-	}
-	maxConns, err := envInt(getenv, "RIK_MAX_CONNS_PER_IP", controller.DefaultMaxConnsPerIP)
-	if err != nil {
-		return o, err
-	}
-	readTimeout, err := envDuration(getenv, "RIK_READ_TIMEOUT", controller.DefaultReadTimeout)
-	if err != nil {
-		return o, err
-	}
-	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.listen, "listen", env("RIK_LISTEN", ":"+port), "API address (env RIK_LISTEN; default :$PORT)")
-	fs.StringVar(&o.tlsCert, "tls-cert", getenv("RIK_TLS_CERT"), "serving certificate, PEM (env RIK_TLS_CERT), e.g. from `rik ca issue controller`")
-	fs.StringVar(&o.tlsKey, "tls-key", getenv("RIK_TLS_KEY"), "private key of --tls-cert, PEM (env RIK_TLS_KEY)")
-	fs.StringVar(&o.caCert, "ca-cert", getenv("RIK_CA_CERT"), "the cluster CA's certificate, to verify the scheduler (env RIK_CA_CERT)")
-	fs.BoolVar(&o.insecure, "insecure", insecure, "serve plain HTTP without tokens, for labs and RIK's clients (env RIK_INSECURE=true)")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", env("RIK_ADMIN_TOKEN_FILE", filepath.Join(o.dataDir, "admin.token")),
-		"where the first admin token is written, mode 0600 (env RIK_ADMIN_TOKEN_FILE)")
-	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", maxConns, "open connections allowed per client address, -1: no cap (env RIK_MAX_CONNS_PER_IP)")
-	fs.DurationVar(&o.readTimeout, "read-timeout", readTimeout, "time a client has to send one request, headers and body (env RIK_READ_TIMEOUT)")
-	admission, err := admissionFlags(fs)
-	if err != nil {
-		return o, err
-	}
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if o.admission, err = admission(); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return o, o.check()
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", ":"+port, "API address, host:port (RIK's PORT sets the default port)")
+	f.StringVar(&o.dataDir, "data-dir", "/var/lib/rik/data/", "directory of the embedded store and the admin token (RIK's DATABASE_LOCATION)")
+	f.StringVar(&o.store, "store", "", "etcd://host:port[,host:port] to keep the state in etcd instead of the embedded store")
+	f.StringVar(&o.schedulerAddr, "scheduler-addr", "http://localhost:4996", "the scheduler's address for controllers (RIK's SCHEDULER_URL)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serving certificate, PEM, e.g. from 'rik ca issue controller'")
+	f.StringVar(&o.tlsKey, "tls-key", "", "private key of --tls-cert, PEM")
+	f.StringVar(&o.caCert, "ca-cert", "", "the cluster CA's certificate, to verify the scheduler")
+	f.BoolVar(&o.insecure, "insecure", false, "serve plain HTTP without tokens, for labs and RIK's clients")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "where the first admin token is written, mode 0600 (default <data-dir>/admin.token)")
+	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", controller.DefaultMaxConnsPerIP, "open connections allowed per client address, -1: no cap")
+	f.DurationVar(&o.readTimeout, "read-timeout", controller.DefaultReadTimeout, "time a client has to send one request, headers and body")
+	o.admissionFn = admissionFlags(f)
+	logging.AddFlags(f)
+	cliconf.Setup(cmd, cliconf.Options{Component: "controller", EnvAliases: envAliases, Getenv: getenv})
+	return cmd
 }
 
 func (o options) check() error {
@@ -148,18 +154,20 @@ func (o options) tlsConfig() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-func run(args []string) error {
-	var level slog.Level
-	if v := os.Getenv("LOG_LEVEL"); v != "" {
-		if err := level.UnmarshalText([]byte(v)); err != nil {
-			return fmt.Errorf("LOG_LEVEL %q: %w", v, err)
-		}
+// finish completes the options once the flags are parsed, and checks
+// them.
+func (o *options) finish() error {
+	if o.adminTokenFile == "" {
+		o.adminTokenFile = filepath.Join(o.dataDir, "admin.token")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	o, err := parseOptions(args, os.Getenv, os.Stderr)
-	if err != nil {
+	var err error
+	if o.admission, err = o.admissionFn(); err != nil {
 		return err
 	}
+	return o.check()
+}
+
+func run(ctx context.Context, o options) error {
 	tlsCfg, err := o.tlsConfig()
 	if err != nil {
 		return err
@@ -168,14 +176,11 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	log := o.log
 	if o.insecure {
 		log.Warn("insecure: plain HTTP, no authentication: anyone who reaches " + o.listen + " owns the cluster")
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	st, err := backend.Open(ctx, o.dataDir, os.Getenv("RIK_STORE"))
+	st, err := backend.Open(ctx, o.dataDir, o.store)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -184,7 +189,7 @@ func run(args []string) error {
 	return controller.Run(ctx, controller.Config{
 		Addr:           o.listen,
 		Store:          st,
-		SchedulerAddr:  envOr(os.Getenv, "SCHEDULER_URL", "http://localhost:4996"),
+		SchedulerAddr:  o.schedulerAddr,
 		Logger:         log,
 		TLS:            tlsCfg,
 		Insecure:       o.insecure,
@@ -222,40 +227,4 @@ func envOr(getenv func(string) string, name, def string) string {
 		return v
 	}
 	return def
-}
-
-func envBool(getenv func(string) string, name string) (bool, error) {
-	v := getenv(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("%s %q: want true or false", name, v)
-	}
-	return b, nil
-}
-
-func envInt(getenv func(string) string, name string, def int) (int, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q: want an integer", name, v)
-	}
-	return n, nil
-}
-
-func envDuration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s %q: want a duration such as 30s", name, v)
-	}
-	return d, nil
 }

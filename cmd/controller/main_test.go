@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,8 +25,9 @@ func TestParseOptions(t *testing.T) {
 		{name: "insecure with cert", args: []string{"--insecure", "--tls-cert", "c", "--tls-key", "k"}, wantErr: "--insecure serves plain HTTP"},
 		{name: "bad PORT", env: map[string]string{"PORT": "http"}, args: []string{"--insecure"}, wantErr: `PORT "http"`},
 		{name: "bad RIK_INSECURE", env: map[string]string{"RIK_INSECURE": "maybe"}, wantErr: "RIK_INSECURE"},
+		{name: "bad log format", args: []string{"--insecure", "--log-format", "xml"}, wantErr: "--log-format"},
 		{name: "zero conns", args: []string{"--insecure", "--max-conns-per-ip", "0"}, wantErr: "--max-conns-per-ip"},
-		{name: "arguments", args: []string{"--insecure", "x"}, wantErr: "unexpected arguments"},
+		{name: "arguments", args: []string{"--insecure", "x"}, wantErr: `unknown command "x"`},
 		{name: "insecure defaults", args: []string{"--insecure"}, want: func(o options) bool {
 			return o.insecure && o.listen == ":5000" && o.adminTokenFile == "/var/lib/rik/data/admin.token" &&
 				o.maxConnsPerIP == 100 && o.readTimeout == 30*time.Second
@@ -43,9 +45,12 @@ func TestParseOptions(t *testing.T) {
 		{name: "flags win", env: map[string]string{"RIK_LISTEN": "127.0.0.1:7000", "RIK_TLS_CERT": "c", "RIK_TLS_KEY": "k"},
 			args: []string{"--listen", ":8000", "--tls-cert", "c2", "--max-conns-per-ip", "5"},
 			want: func(o options) bool { return o.listen == ":8000" && o.tlsCert == "c2" && o.maxConnsPerIP == 5 }},
+		{name: "RIK's SCHEDULER_URL and RIK_STORE", env: map[string]string{"SCHEDULER_URL": "http://s:4996", "RIK_STORE": "etcd://e:2379"},
+			args: []string{"--insecure"},
+			want: func(o options) bool { return o.schedulerAddr == "http://s:4996" && o.store == "etcd://e:2379" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			o, err := parseArgs(tc.args, tc.env)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -57,6 +62,17 @@ func TestParseOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parseArgs runs the command line with env as the environment, and
+// returns the options it gives (the file is /dev/null: none).
+func parseArgs(args []string, env map[string]string) (options, error) {
+	var got options
+	cmd := newCommand(func(k string) string { return env[k] }, func(_ context.Context, o options) error { got = o; return nil })
+	cmd.SetArgs(append([]string{"--config", "/dev/null"}, args...))
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	return got, cmd.ExecuteContext(context.Background())
 }
 
 func TestTLSConfigLoadsPair(t *testing.T) {

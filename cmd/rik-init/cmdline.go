@@ -4,19 +4,22 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // bootConfig is what rik-init reads from the kernel command line.
 type bootConfig struct {
-	IP       netip.Prefix // rik.ip=10.62.0.1/30: eth0's address; invalid = no network
-	GW       netip.Addr   // rik.gw=10.62.0.2: default route
-	DNS      []netip.Addr // rik.dns=1.1.1.1,8.8.8.8
-	Root     string       // rik.root=/dev/vda
-	FSType   string       // rik.rootfstype=ext4
-	Init     string       // rik.init=/sbin/init
-	Args     []string     // rik.args=a,b (comma separated)
-	Hostname string       // rik.hostname=name
-	Reboot   bool         // rik.halt=reboot: end the VM with a reboot (Firecracker), not a power off
+	IP       netip.Prefix      // rik.ip=10.62.0.1/30: eth0's address; invalid = no network
+	GW       netip.Addr        // rik.gw=10.62.0.2: default route
+	DNS      []netip.Addr      // rik.dns=1.1.1.1,8.8.8.8
+	Root     string            // rik.root=/dev/vda
+	FSType   string            // rik.rootfstype=ext4
+	Init     string            // rik.init=/sbin/init
+	Args     []string          // rik.args=a,b (comma separated)
+	Hostname string            // rik.hostname=name
+	Reboot   bool              // rik.halt=reboot: end the VM with a reboot (Firecracker), not a power off
+	Env      []workload.EnvVar // the entrypoint's environment (from execConfigPath, not the command line)
 }
 
 // parseCmdline parses the rik.* parameters of a kernel command line; other

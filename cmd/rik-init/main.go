@@ -4,7 +4,8 @@
 // initramfs built by the riklet: it mounts /proc, /sys and /dev, loads the
 // kernel modules listed in /rik/modules.order, configures eth0 from the
 // kernel command line (rik.ip=, rik.gw=, rik.dns=), mounts the root disk
-// (rik.root=) and runs the entrypoint (rik.init=, default /sbin/init) in it.
+// (rik.root=) and runs the entrypoint (rik.init=, default /sbin/init) in it,
+// with the arguments and environment of the initramfs's /rik/exec.json.
 // It stays PID 1: it reaps zombies, forwards a stop request (SIGTERM,
 // SIGINT from Ctrl-Alt-Del, ACPI power button) to the entrypoint, and when
 // the entrypoint exits prints "rik-init: exit <code>" on the console and
@@ -29,6 +30,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/rik-org/rik/internal/version"
 )
 
 const (
@@ -39,6 +42,9 @@ const (
 )
 
 func main() {
+	if os.Getpid() != 1 && len(os.Args) == 2 && answerFlag(os.Args[1]) { // as PID 1, argv comes from the kernel
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "rik-init: must run as PID 1 in a rik microVM")
 		os.Exit(2)
@@ -49,6 +55,24 @@ func main() {
 	}
 	logf("exit %d", code)
 	halt(cfg.Reboot)
+}
+
+// answerFlag prints what --help or --version ask for and says whether
+// arg was one of them. rik-init takes no other flag: it is the guest's
+// PID 1, configured by the kernel command line.
+func answerFlag(arg string) bool {
+	switch arg {
+	case "--version", "-v":
+		fmt.Println(version.String("rik-init"))
+	case "--help", "-h":
+		fmt.Println("rik-init is the PID 1 of a rik Function's microVM, put in its initramfs by the riklet.\n" +
+			"It takes no flags: it reads rik.ip=, rik.gw=, rik.dns=, rik.root= and rik.init= from the\n" +
+			"kernel command line, mounts the root disk and runs the entrypoint.\n\n" +
+			"  --help      this text\n  --version   the version")
+	default:
+		return false
+	}
+	return true
 }
 
 func logf(format string, args ...any) {
@@ -67,6 +91,12 @@ func run() (bootConfig, int, error) {
 	if cfg, err = parseCmdline(string(raw)); err != nil {
 		return cfg, 255, fmt.Errorf("parsing kernel command line: %w", err)
 	}
+	ex, err := readExecConfig(execConfigPath) // before the initramfs goes away
+	if err != nil {
+		return cfg, 255, err
+	}
+	cfg.Args = append(cfg.Args, ex.Args...)
+	cfg.Env = ex.Env
 	loadModules()
 	code, err := boot(cfg)
 	return cfg, code, err
@@ -246,7 +276,7 @@ func runEntrypoint(cfg bootConfig) (int, error) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	go watchPowerButton(sigs)
 
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"}
+	env := entrypointEnv(cfg.Env)
 	argv := append([]string{cfg.Init}, cfg.Args...)
 	proc, err := os.StartProcess(cfg.Init, argv, &os.ProcAttr{
 		Dir:   "/",

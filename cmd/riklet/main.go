@@ -1,5 +1,9 @@
 // Command riklet is rik's node agent: it registers with the scheduler and
 // runs the Pods and Functions it is ordered to run.
+//
+// Every flag is also read from RIK_<FLAG> (e.g. RIK_SCHEDULER_ADDR,
+// RIK_JOIN_TOKEN) and from /etc/rik/riklet.yaml (or --config); RIK's
+// --master-ip stays accepted. See `riklet --help`.
 package main
 
 import (
@@ -8,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -18,27 +21,36 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/rik-org/rik/internal/cliconf"
 	"github.com/rik-org/rik/internal/riklet"
 	"github.com/rik-org/rik/internal/riklet/ledger"
 	"github.com/rik-org/rik/internal/riklet/runtimes"
+	"github.com/rik-org/rik/internal/riklet/vmm"
 )
 
 // flags are riklet's command line.
 type flags struct {
-	masterAddr string
-	hostname   string
-	stateDir   string
-	labels     map[string]string
-	heartbeat  time.Duration
-	logLevel   slog.Level
-	runtimes   runtimes.Config
-	uninstall  bool
+	masterAddr  string
+	hostname    string
+	stateDir    string
+	labels      map[string]string
+	heartbeat   time.Duration
+	metricsAddr string
+	logging     cliconf.Logging
+	runtimes    runtimes.Config
+	uninstall   bool
 	// security
 	pkiDir     string
 	joinToken  string
 	caCertHash string
 	insecure   bool
 }
+
+// DefaultMetricsAddr serves /metrics and /healthz: loopback, for neither
+// asks for credentials.
+const DefaultMetricsAddr = "127.0.0.1:4998"
 
 // labelFlag collects repeated --label k=v.
 type labelFlag map[string]string
@@ -54,80 +66,107 @@ func (l labelFlag) Set(s string) error {
 	return nil
 }
 
-func parseFlags(args []string, stderr io.Writer) (flags, error) {
-	f := flags{labels: map[string]string{}}
-	fs := flag.NewFlagSet("riklet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&f.masterAddr, "master-ip", riklet.DefaultMasterAddr, "scheduler address for workers (host:port, http://host:port accepted)")
+// defineFlags defines riklet's own flags and the runtimes' on fs.
+func defineFlags(fs *flag.FlagSet, f *flags) {
+	fs.StringVar(&f.masterAddr, "scheduler-addr", riklet.DefaultMasterAddr, "the scheduler's address for workers (host:port, http://host:port accepted; RIK's --master-ip)")
 	fs.StringVar(&f.hostname, "hostname", "", "node name (default: the host name)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/riklet", "directory of the ledger and runtime state")
-	fs.Var(labelFlag(f.labels), "label", "node label key=value (repeatable)")
+	fs.Var(labelFlag(f.labels), "label", "node label `key=value` (repeatable)")
 	fs.DurationVar(&f.heartbeat, "heartbeat", 5*time.Second, "heartbeat interval (at most: shortened to what the scheduler's node timeout needs)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", DefaultMetricsAddr, "serve /metrics and /healthz on this address, without authentication (keep it on loopback or a trusted network); empty: off")
 	f.runtimes.RegisterFlags(fs)
 	fs.StringVar(&f.pkiDir, "pki-dir", "", "node certificate, key and cluster CA certificate (default <state-dir>/pki)")
-	fs.StringVar(&f.joinToken, "join-token", os.Getenv("RIK_JOIN_TOKEN"), "bootstrap token to join the cluster when the node has no certificate (`rik token create`; default $RIK_JOIN_TOKEN)")
-	fs.StringVar(&f.caCertHash, "ca-cert-hash", "", "sha256:<hex> pin of the cluster CA's public key, printed by `rik ca init` (required with --join-token)")
+	fs.StringVar(&f.joinToken, "join-token", "", "bootstrap token to join the cluster when the node has no certificate ('rik token create')")
+	fs.StringVar(&f.caCertHash, "ca-cert-hash", "", "sha256:<hex> pin of the cluster CA's public key, printed by 'rik ca init' (required with --join-token)")
 	fs.BoolVar(&f.insecure, "insecure", false, "talk to the scheduler in plaintext, without certificate (a scheduler run with --insecure, or RIK's)")
 	fs.BoolVar(&f.uninstall, "uninstall", false, "remove rik's network from this node (iptables chains and jumps, TAPs, pod bridge) and exit; refused while the ledger lists instances; run it with the riklet stopped")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return f, err
-	}
-	if fs.NArg() > 0 {
-		return f, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return f, fmt.Errorf("--log-level: %w", err)
-	}
+}
+
+// check completes and checks the flags once parsed.
+func (f *flags) check() error {
 	if f.heartbeat <= 0 {
-		return f, errors.New("--heartbeat: must be positive")
+		return errors.New("--heartbeat: must be positive")
 	}
 	if f.stateDir == "" {
-		return f, errors.New("--state-dir: required")
+		return errors.New("--state-dir: required")
 	}
 	if err := f.runtimes.Validate(); err != nil {
-		return f, err
+		return err
 	}
 	if f.hostname == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return f, fmt.Errorf("reading hostname: %w", err)
+			return fmt.Errorf("reading hostname: %w", err)
 		}
 		f.hostname = h
 	}
-	return f, nil
+	return nil
+}
+
+// newCommand is riklet's command line; run is called with the flags it
+// reads and the logger they ask for.
+func newCommand(run func(context.Context, flags, *slog.Logger) error) *cobra.Command {
+	f := flags{labels: map[string]string{}}
+	cmd := &cobra.Command{
+		Use:   "riklet",
+		Short: "rik's node agent: runs the Pods and Functions the scheduler orders",
+		Long: "The riklet registers the node with the scheduler (joining with --join-token and --ca-cert-hash\n" +
+			"the first time), runs the Pods (runc) and Functions (microVMs) it is ordered to run, and\n" +
+			"programs the node's network for them. It runs as root.\n\n" +
+			"Each flag is also read from the environment (RIK_<FLAG>, e.g. RIK_SCHEDULER_ADDR) and from\n" +
+			"/etc/rik/riklet.yaml (or --config); precedence: flag, environment, file, default.",
+		Example: "  riklet --scheduler-addr 10.0.0.1:4995 --join-token abcdef.0123456789abcdef --ca-cert-hash sha256:...\n" +
+			"  riklet --insecure --scheduler-addr 127.0.0.1:4995 --kernel-path /var/lib/rik/vmlinux\n" +
+			"  riklet --uninstall",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			log, err := f.logging.Logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), f, log)
+		},
+	}
+	cliconf.AddGoFlags(cmd, func(fs *flag.FlagSet) { defineFlags(fs, &f) })
+	f.logging.AddFlags(cmd.Flags())
+	cliconf.Setup(cmd, cliconf.Options{Component: "riklet", FlagAliases: map[string]string{"master-ip": "scheduler-addr"}})
+	return cmd
 }
 
 func main() {
-	f, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newCommand(runRiklet).ExecuteContext(ctx)
+	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "riklet:", err)
-		os.Exit(2)
+		os.Exit(1)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+}
+
+// runRiklet runs the node agent, or removes its network (--uninstall).
+func runRiklet(ctx context.Context, f flags, log *slog.Logger) error {
+	if msg := f.runtimes.ResolveKernel(os.DirFS("/"), vmm.DefaultKernelDirs); msg != "" {
+		log.Info(msg) // --kernel-path auto
+	}
 	f.runtimes.StateDir = f.stateDir
 	f.runtimes.Logger = log
 	f.runtimes.ProtectAddrs(f.masterAddr) // pods may not reach a scheduler on this node
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if f.uninstall {
 		release, err := riklet.LockHost(riklet.DefaultHostLockDir) // not while a riklet runs here
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "riklet: not uninstalling:", err)
-			os.Exit(1)
+			return fmt.Errorf("not uninstalling: %w", err)
 		}
 		defer release()
 		if err := uninstall(ctx, f.stateDir, f.runtimes, runtimes.Uninstall); err != nil {
-			fmt.Fprintln(os.Stderr, "riklet:", err)
-			os.Exit(1)
+			return err
 		}
 		fmt.Fprintln(os.Stdout, "riklet: rik's network is removed from this node")
-		return
+		return nil
 	}
-	err = riklet.Run(ctx, riklet.Config{
+	return riklet.Run(ctx, riklet.Config{
 		MasterAddr:        f.masterAddr,
 		Hostname:          f.hostname,
 		StateDir:          f.stateDir,
@@ -140,11 +179,8 @@ func main() {
 		CACertHash:        f.caCertHash,
 		Insecure:          f.insecure,
 		HostLockDir:       riklet.DefaultHostLockDir,
+		MetricsAddr:       f.metricsAddr,
 	})
-	if err != nil {
-		log.Error("riklet failed", "error", err)
-		os.Exit(1)
-	}
 }
 
 // uninstall removes rik's network from the node. It stops nothing, so it

@@ -22,7 +22,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	if f.masterAddr != "http://10.0.0.1:4995" || f.hostname != "n1" || f.stateDir != "/tmp/x" ||
 		f.labels["zone"] != "a" || f.labels["disk"] != "ssd" || len(f.labels) != 2 ||
-		f.heartbeat != 2*time.Second || f.logLevel != slog.LevelDebug ||
+		f.heartbeat != 2*time.Second || f.logging.Level != "debug" ||
 		f.joinToken != "abcdef.0123456789abcdef" || f.caCertHash != "sha256:00" || f.pkiDir != "/etc/x" || !f.insecure {
 		t.Errorf("flags = %+v", f)
 	}
@@ -30,7 +30,7 @@ func TestParseFlags(t *testing.T) {
 	f, err = parseFlags(nil, io.Discard)
 	host, _ := os.Hostname()
 	if err != nil || f.masterAddr != "127.0.0.1:4995" || f.stateDir != "/var/lib/riklet" || f.hostname != host ||
-		f.heartbeat != 5*time.Second || f.logLevel != slog.LevelInfo || f.insecure || f.pkiDir != "" {
+		f.heartbeat != 5*time.Second || f.logging.Level != "info" || f.insecure || f.pkiDir != "" || f.metricsAddr != DefaultMetricsAddr {
 		t.Errorf("defaults = %+v, %v", f, err)
 	}
 
@@ -43,6 +43,17 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%v: no error", bad)
 		}
 	}
+}
+
+// parseFlags runs the command line and returns the flags it reads (the
+// file is /dev/null: none).
+func parseFlags(args []string, stderr io.Writer) (flags, error) {
+	var got flags
+	cmd := newCommand(func(_ context.Context, f flags, _ *slog.Logger) error { got = f; return nil })
+	cmd.SetArgs(append([]string{"--config", "/dev/null"}, args...))
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(stderr)
+	return got, cmd.ExecuteContext(context.Background())
 }
 
 func TestUninstall(t *testing.T) {

@@ -4,6 +4,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,13 +15,22 @@ import (
 // directory is synced. The directory must exist: a record is never
 // written back into a directory someone removed.
 func Write(path string, data []byte, perm fs.FileMode) error {
+	return WriteFrom(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFrom is Write with the content streamed by fill. When fill fails,
+// path is left as it was.
+func WriteFrom(path string, perm fs.FileMode, fill func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := write(tmp, data, perm); err != nil {
+	if err := write(tmp, perm, fill); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -37,11 +47,11 @@ func Write(path string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
-func write(f *os.File, data []byte, perm fs.FileMode) error {
+func write(f *os.File, perm fs.FileMode, fill func(io.Writer) error) error {
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if err := fill(f); err != nil {
 		return err
 	}
 	return f.Sync()

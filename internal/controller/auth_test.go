@@ -158,6 +158,9 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 		}
 		path = strings.NewReplacer("workloads.instances/{id}", "workloads.instances/"+wl.ID,
 			"instances.get/{id}", "instances.get/"+in.ID).Replace(path)
+		if path == "/api/v0/events.list" {
+			path += "?kind=workload&name=" + wl.Name
+		}
 		r := e.as(viewer, "GET", path, nil)
 		if r.code != 200 {
 			t.Errorf("viewer GET %s: %d %s", path, r.code, r.body)

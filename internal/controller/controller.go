@@ -33,6 +33,7 @@ import (
 	"github.com/rik-org/rik/internal/controller/link"
 	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
+	"github.com/rik-org/rik/internal/version"
 )
 
 // Config configures a controller.
@@ -126,12 +127,13 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, link: l}
 	s.lease = lease.New(lease.Config{Store: cfg.Store, ID: controllerID(cfg), Logger: cfg.Logger,
 		Renew: t.leaseRenew, TTL: t.leaseTTL,
-		// Catch up on statuses as the holder: subscribe again, and the
-		// scheduler replays the last status of every instance (destroying
-		// those nobody owns) and answers the re-sent orders.
+		// Catch up on statuses as the holder: subscribe again, resuming
+		// after the last status the holders stored; the scheduler replays
+		// what changed since (destroying instances nobody owns) and
+		// answers the re-sent orders.
 		Gained: func(context.Context) { l.Resubscribe() }})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.BuildInfo(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rik_controller_scheduler_connected",
 			Help: "1 while the controller is subscribed to the scheduler.",
@@ -140,7 +142,11 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 				return 1
 			}
 			return 0
-		}))
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rik_controller_scheduler_subscribes_total",
+			Help: "Status streams the scheduler accepted: constant while the controller stays subscribed.",
+		}, func() float64 { return float64(l.Subscribes()) }))
 	s.svc = service.New(service.Config{Store: cfg.Store, Scheduler: l, Leader: s.lease,
 		Admission: admissionFor(cfg), Logger: cfg.Logger, Metrics: reg,
 		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})

@@ -21,6 +21,16 @@ var SchedulerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Time
 // (a Go duration, e.g. "5s").
 const HeartbeatHeader = "rik-heartbeat"
 
+// EpochHeader is the header of a status stream in which the scheduler names
+// its run: the sequence numbers of its statuses (WorkerStatus.seq) belong
+// to it.
+const EpochHeader = "rik-epoch"
+
+// HeadHeader is the header of a status stream with the sequence number of
+// the last status the scheduler had recorded when it subscribed the
+// caller: what it replays ends there.
+const HeadHeader = "rik-head"
+
 // WaitHeader waits for the response headers of stream, at most patience:
 // a server that sends none (not rik's) is given up on after patience, and
 // nil is returned. It returns the stream's error, or ctx's when ctx ends

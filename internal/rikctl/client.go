@@ -198,8 +198,17 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
+// url is the URL of an API route ("nodes.list"), or of a path from the
+// server's root ("/healthz").
+func (c *Client) url(path string) string {
+	if strings.HasPrefix(path, "/") {
+		return c.server + path
+	}
+	return c.server + "/api/v0/" + path
+}
+
 func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.server+"/api/v0/"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
 	if err != nil {
 		return nil, fmt.Errorf("building request to %s: %w", path, err)
 	}
@@ -220,7 +229,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 			return nil, fmt.Errorf("%s: the controller's certificate is not signed by a CA rikctl trusts: "+
 				"pass --certificate-authority or set cluster.certificate-authority in the config (%w)", c.server, err)
 		}
-		return nil, fmt.Errorf("%s %s: %w", method, c.server+"/api/v0/"+path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, c.url(path), err)
 	}
 	if err := c.explainStatus(resp); err != nil {
 		resp.Body.Close()

@@ -21,10 +21,6 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// Version is rikctl's version, set at build time with
-// -ldflags "-X github.com/rik-org/rik/internal/rikctl.Version=v1.2.3".
-var Version = "dev"
-
 // Env is what rikctl takes from its process; tests provide their own.
 type Env struct {
 	Stdin      io.Reader
@@ -79,12 +75,13 @@ type app struct {
 	server string // --server
 	token  string // --token
 	ca     string // --certificate-authority
+	ctx    string // --context
 }
 
 // client talks to the controller the flags, the environment and the
 // config file name, in this order of precedence.
 func (a *app) client() (*Client, error) {
-	cfg, err := LoadConfig(ConfigPath(a.env.Getenv))
+	cfg, err := LoadContext(ConfigPath(a.env.Getenv), a.ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +122,12 @@ func newRootCommand(a *app) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
 	root.PersistentFlags().StringVar(&a.server, "server", "", "controller URL (overrides the config file), e.g. "+DefaultServer)
 	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
-	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand())
+	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(a),
+		newDescribeCommand(a))
+	finishCommands(root, a)
 	return root
 }
 
@@ -171,6 +169,8 @@ func newCreateWorkloadCommand(a *app) *cobra.Command {
 func newCreateInstanceCommand(a *app) *cobra.Command {
 	var workloadID, name string
 	var replicas int
+	var wait bool
+	var timeout time.Duration
 	inst := &cobra.Command{
 		Use:     "instance --workload-id ID [--replicas N] [--name NAME]",
 		Aliases: []string{"instances"},
@@ -189,12 +189,18 @@ func newCreateInstanceCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			names := make([]string, 0, len(items))
 			for _, it := range items {
 				fmt.Fprintf(a.env.Stdout, "instance/%s created (id %s)\n", clean(it.Name), clean(it.ID))
+				names = append(names, it.Name)
+			}
+			if wait {
+				return waitRunning(cmd.Context(), c, names, timeout)
 			}
 			return nil
 		},
 	}
+	waitFlags(inst, &wait, &timeout, "every instance is RUNNING")
 	inst.Flags().StringVar(&workloadID, "workload-id", "", "workload id or name")
 	inst.Flags().IntVar(&replicas, "replicas", 1, "number of instances")
 	inst.Flags().StringVar(&name, "name", "", "instance name (default: <workload>-<random>)")
@@ -288,7 +294,7 @@ func newGetCommand(a *app) *cobra.Command {
 			return checkFormat(format)
 		},
 	}
-	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json or yaml")
+	get.PersistentFlags().StringVarP(&format, "output", "o", FormatTable, "output format: table, wide, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE")
 	get.AddCommand(newGetWorkloadsCommand(a, &format), newGetInstancesCommand(a, &format), newGetNodesCommand(a, &format))
 	return get
 }
@@ -312,7 +318,7 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, *format, "workload", args, items,
+			return showOneOrList(a.env, *format, "workload", args, items,
 				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
 				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, *format, items) })
 		},
@@ -350,8 +356,11 @@ func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(items, func(x, y InstanceItem) int { return strings.Compare(x.Name, y.Name) })
-			if *format == FormatJSON || *format == FormatYAML {
-				return writeData(a.env.Stdout, *format, nonNil(items))
+			if isData(*format) {
+				return writeOutput(a.env.Stdout, *format, "instance", nonNil(items))
+			}
+			if len(items) == 0 {
+				return noResources(a.env.Stderr)
 			}
 			return instanceTable(a.env.Stdout, *format, a.env.Now(), items)
 		},
@@ -367,8 +376,8 @@ func showInstance(ctx context.Context, a *app, c *Client, format, ref string) er
 	if err != nil {
 		return err
 	}
-	if format == FormatJSON || format == FormatYAML {
-		return writeData(a.env.Stdout, format, item)
+	if isData(format) {
+		return writeOutput(a.env.Stdout, format, "instance", item)
 	}
 	return instanceTable(a.env.Stdout, format, a.env.Now(), []InstanceItem{item})
 }
@@ -392,7 +401,7 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showOneOrList(a.env.Stdout, *format, "node", args, items,
+			return showOneOrList(a.env, *format, "node", args, items,
 				func(it api.Item[api.Node]) (string, string) { return it.ID, it.Name },
 				func(items []api.Item[api.Node]) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
 		},
@@ -404,13 +413,13 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 // showOneOrList sorts items by name and prints them in format, or, with
 // one argument, only the item whose id or name it is (an error naming kind
 // when there is none). table prints items in the table formats.
-func showOneOrList[T any](out io.Writer, format, kind string, args []string, items []T, key func(T) (id, name string), table func([]T) error) error {
+func showOneOrList[T any](env Env, format, kind string, args []string, items []T, key func(T) (id, name string), table func([]T) error) error {
 	slices.SortFunc(items, func(x, y T) int {
 		_, nx := key(x)
 		_, ny := key(y)
 		return strings.Compare(nx, ny)
 	})
-	data := format == FormatJSON || format == FormatYAML
+	data := isData(format)
 	if len(args) == 1 {
 		i := slices.IndexFunc(items, func(it T) bool {
 			id, name := key(it)
@@ -420,12 +429,15 @@ func showOneOrList[T any](out io.Writer, format, kind string, args []string, ite
 			return fmt.Errorf("%s %q not found", kind, args[0])
 		}
 		if data {
-			return writeData(out, format, items[i])
+			return writeOutput(env.Stdout, format, kind, items[i])
 		}
 		items = items[i : i+1]
 	}
 	if data {
-		return writeData(out, format, nonNil(items))
+		return writeOutput(env.Stdout, format, kind, nonNil(items))
+	}
+	if len(items) == 0 {
+		return noResources(env.Stderr)
 	}
 	return table(items)
 }
@@ -439,6 +451,8 @@ func nonNil[T any](s []T) []T {
 }
 
 func newDeleteCommand(a *app) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
 	del := &cobra.Command{Use: "delete", Short: "Delete workloads or instances", Args: resourceArgs("workload or instance"), RunE: needResource}
 	wl := &cobra.Command{
 		Use:     "workload ID|NAME...",
@@ -446,7 +460,17 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete workloads and all their instances",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deleteEach(cmd.Context(), a, "workload", args, (*Client).DeleteWorkload)
+			var insts []string
+			if wait {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				if insts, err = instancesOf(cmd.Context(), c, args); err != nil {
+					return err
+				}
+			}
+			return deleteThenWait(cmd.Context(), a, "workload", args, (*Client).DeleteWorkload, wait, insts, timeout)
 		},
 	}
 	inst := &cobra.Command{
@@ -455,8 +479,11 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short:   "Delete instances (they are destroyed, then removed)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deleteEach(cmd.Context(), a, "instance", args, (*Client).DeleteInstance)
+			return deleteThenWait(cmd.Context(), a, "instance", args, (*Client).DeleteInstance, wait, args, timeout)
 		},
+	}
+	for _, c := range []*cobra.Command{wl, inst} {
+		waitFlags(c, &wait, &timeout, "the instances are gone")
 	}
 	del.AddCommand(wl, inst)
 	return del
@@ -499,16 +526,4 @@ func newLogsCommand(a *app) *cobra.Command {
 	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep streaming new lines")
 	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "only the last N lines (0: all)")
 	return cmd
-}
-
-func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print rikctl's version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "rikctl %s\n", Version)
-			return nil
-		},
-	}
 }

@@ -28,9 +28,22 @@ const DefaultServer = "http://127.0.0.1:5000"
 //	  certificate-authority: /path/to/ca.crt   # or the PEM itself
 //	user:
 //	  token: rik_...
+//
+// or several clusters as named contexts, one of them current (see
+// contexts.go):
+//
+//	current-context: prod
+//	contexts:
+//	- name: prod
+//	  cluster: {server: https://10.0.0.1:5000, certificate-authority: /etc/rik/ca.crt}
+//	  user: {token: rik_...}
+//	- name: dev
+//	  cluster: {server: http://127.0.0.1:5000}
 type Config struct {
-	Cluster Cluster `json:"cluster"`
-	User    User    `json:"user,omitzero"`
+	Cluster        Cluster   `json:"cluster,omitzero"`
+	User           User      `json:"user,omitzero"`
+	CurrentContext string    `json:"current-context,omitempty"`
+	Contexts       []Context `json:"contexts,omitempty"`
 }
 
 // Cluster names the controller to talk to.
@@ -60,34 +73,55 @@ func ConfigPath(getenv func(string) string) string {
 	return filepath.Join(home, ".rik", "config.yaml")
 }
 
-// LoadConfig reads the configuration at path. A missing file gives the
-// default configuration.
-func LoadConfig(path string) (Config, error) {
-	cfg := Config{Cluster: Cluster{Server: DefaultServer}}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return cfg, nil
-	}
+// LoadConfig reads the configuration at path, for its current context. A
+// missing file gives the default configuration.
+func LoadConfig(path string) (Config, error) { return LoadContext(path, "") }
+
+// LoadContext reads the configuration at path for the context named (""
+// the current one): the cluster and user to talk to. A missing file gives
+// the default configuration.
+func LoadContext(path, name string) (Config, error) {
+	file, found, err := readConfigFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("reading config: %w", err)
+		return Config{}, err
 	}
-	if len(b) > 1<<20 {
-		return Config{}, fmt.Errorf("reading config %s: larger than 1 MiB", path)
+	if !found {
+		if name != "" {
+			return Config{}, fmt.Errorf("context %q: no config file %s", name, path)
+		}
+		return Config{Cluster: Cluster{Server: DefaultServer}}, nil
 	}
-	var file Config
-	if err := yaml.Unmarshal(b, &file); err != nil { // YAML is a superset of JSON
-		return Config{}, fmt.Errorf("parsing config %s: %w", path, err)
+	ctx, field, err := file.pick(name)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
-	if file.Cluster.Server != "" {
-		cfg.Cluster.Server = file.Cluster.Server
+	cfg := Config{Cluster: ctx.Cluster, User: ctx.User}
+	if cfg.Cluster.Server == "" {
+		cfg.Cluster.Server = DefaultServer
 	}
-	cfg.Cluster.Name = file.Cluster.Name
-	cfg.Cluster.CertificateAuthority = file.Cluster.CertificateAuthority
-	cfg.User = file.User
 	if err := checkServer(cfg.Cluster.Server); err != nil {
-		return Config{}, fmt.Errorf("config %s: cluster.server: %w", path, err)
+		return Config{}, fmt.Errorf("config %s: %s.server: %w", path, field, err)
 	}
 	return cfg, nil
+}
+
+// readConfigFile reads the file as it is; found is false when it does not
+// exist.
+func readConfigFile(path string) (cfg Config, found bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Config{}, false, nil
+	}
+	if err != nil {
+		return Config{}, false, fmt.Errorf("reading config: %w", err)
+	}
+	if len(b) > 1<<20 {
+		return Config{}, false, fmt.Errorf("reading config %s: larger than 1 MiB", path)
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil { // YAML is a superset of JSON
+		return Config{}, false, fmt.Errorf("parsing config %s: %w", path, err)
+	}
+	return cfg, true, nil
 }
 
 // checkServer accepts http(s)://host[:port][/path] URLs.

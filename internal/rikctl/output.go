@@ -24,11 +24,20 @@ const (
 )
 
 func checkFormat(f string) error {
-	switch f {
-	case FormatTable, FormatWide, FormatJSON, FormatYAML:
+	switch {
+	case f == FormatTable, f == FormatWide, f == FormatJSON, f == FormatYAML, f == FormatName:
 		return nil
+	case strings.HasPrefix(f, prefixJSONPath), strings.HasPrefix(f, prefixGoTemplate):
+		return checkTemplate(f)
 	}
-	return fmt.Errorf("unknown output format %q: want table, wide, json or yaml", f)
+	return fmt.Errorf("unknown output format %q: want table, wide, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE", f)
+}
+
+// noResources says that a list is empty, as kubectl does (on stderr: the
+// output stays empty).
+func noResources(stderr io.Writer) error {
+	_, err := fmt.Fprintln(stderr, "No resources found")
+	return err
 }
 
 // writeData writes v as JSON or YAML.
@@ -119,7 +128,7 @@ func instanceTable(w io.Writer, format string, now time.Time, items []InstanceIt
 }
 
 func instanceRows(w io.Writer, format string, now time.Time, items []InstanceItem, withHeader bool) error {
-	header := []string{"NAME", "WORKLOAD", "STATUS", "NODE", "IP", "PORTS", "RESTARTS", "AGE"}
+	header := []string{"NAME", "WORKLOAD", "STATUS", "READY", "NODE", "IP", "PORTS", "RESTARTS", "AGE"}
 	if format == FormatWide {
 		header = append(header, "REASON", "ID")
 	}
@@ -128,7 +137,7 @@ func instanceRows(w io.Writer, format string, now time.Time, items []InstanceIte
 		v := it.Value
 		name := firstNonEmpty(it.Name, v.Name)
 		wl := firstNonEmpty(v.WorkloadName, v.WorkloadID)
-		row := []string{name, wl, string(v.Status), v.Node, v.IP, portsString(v.Ports),
+		row := []string{name, wl, string(v.Status), strconv.FormatBool(v.Ready), v.Node, v.IP, portsString(v.Ports),
 			strconv.Itoa(v.Restarts), age(now, v.CreatedAt)}
 		if format == FormatWide {
 			reason := v.Reason

@@ -187,6 +187,7 @@ func fixtureInstances() []InstanceItem {
 			Status: workload.StatusRunning, Node: "node-1", IP: "10.62.0.1",
 			Ports:     []workload.PortMapping{{Port: 8080, TargetPort: 80, Protocol: "TCP"}, {Port: 53, TargetPort: 53, Protocol: "UDP"}},
 			Restarts:  2,
+			Ready:     true,
 			CreatedAt: testNow.Add(-3 * time.Hour),
 		}},
 		{ID: "1c9e-uuid", Name: "fn-abcde", Value: workload.Instance{
@@ -205,16 +206,16 @@ func TestGetInstancesFormats(t *testing.T) {
 		want string
 	}{
 		{[]string{"get", "instances"}, "" +
-			"NAME        WORKLOAD   STATUS    NODE     IP          PORTS                     RESTARTS   AGE\n" +
-			"fn-abcde    w-2        FAILED    <none>   <none>      <none>                    0          45s\n" +
-			"web-x1y2z   web        RUNNING   node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"},
+			"NAME        WORKLOAD   STATUS    READY   NODE     IP          PORTS                     RESTARTS   AGE\n" +
+			"fn-abcde    w-2        FAILED    false   <none>   <none>      <none>                    0          45s\n" +
+			"web-x1y2z   web        RUNNING   true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"},
 		{[]string{"get", "instance", "-o", "wide"}, "" +
-			"NAME        WORKLOAD   STATUS    NODE     IP          PORTS                     RESTARTS   AGE   REASON                            ID\n" +
-			"fn-abcde    w-2        FAILED    <none>   <none>      <none>                    0          45s   node lost: no heartbeat for 15s   1c9e-uuid\n" +
-			"web-x1y2z   web        RUNNING   node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h    <none>                            0b8f6a4e-uuid\n"},
+			"NAME        WORKLOAD   STATUS    READY   NODE     IP          PORTS                     RESTARTS   AGE   REASON                            ID\n" +
+			"fn-abcde    w-2        FAILED    false   <none>   <none>      <none>                    0          45s   node lost: no heartbeat for 15s   1c9e-uuid\n" +
+			"web-x1y2z   web        RUNNING   true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h    <none>                            0b8f6a4e-uuid\n"},
 		{[]string{"get", "instance", "web-x1y2z"}, "" +
-			"NAME        WORKLOAD   STATUS    NODE     IP          PORTS                     RESTARTS   AGE\n" +
-			"web-x1y2z   web        RUNNING   node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"},
+			"NAME        WORKLOAD   STATUS    READY   NODE     IP          PORTS                     RESTARTS   AGE\n" +
+			"web-x1y2z   web        RUNNING   true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"},
 	}
 	for _, tt := range tests {
 		r := runAt(t, srv, tt.args...)
@@ -327,7 +328,7 @@ func TestGetWorkloads(t *testing.T) {
 		t.Errorf("get workload w-2 -o yaml: %v\n%s", err, r.stdout)
 	}
 	wantErr(t, runAt(t, srv, "get", "workload", "nope"), `workload "nope" not found`)
-	wantErr(t, runAt(t, srv, "get", "workloads", "-o", "xml"), `unknown output format "xml": want table, wide, json or yaml`)
+	wantErr(t, runAt(t, srv, "get", "workloads", "-o", "xml"), `unknown output format "xml": want table, wide, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE`)
 }
 
 func TestGetNodes(t *testing.T) {
@@ -475,14 +476,6 @@ func TestUsageErrors(t *testing.T) {
 	wantErr(t, run(t, nil, "", "delete"), `"rikctl delete" needs a resource type; see "rikctl delete --help"`)
 	wantErr(t, run(t, nil, "", "frobnicate"), `unknown command "frobnicate" for "rikctl"`)
 	wantErr(t, run(t, nil, "", "--server", "ftp://x", "get", "nodes"), `--server: "ftp://x": must be an http:// or https:// URL`)
-}
-
-func TestVersion(t *testing.T) {
-	r := run(t, nil, "", "version")
-	wantOK(t, r)
-	if r.stdout != "rikctl "+Version+"\n" {
-		t.Errorf("stdout %q", r.stdout)
-	}
 }
 
 func TestConfig(t *testing.T) {

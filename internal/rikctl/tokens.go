@@ -92,13 +92,16 @@ func newTokenCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if listFormat == FormatJSON || listFormat == FormatYAML {
-				return writeData(a.env.Stdout, listFormat, nonNil(items))
+			if isData(listFormat) {
+				return writeOutput(a.env.Stdout, listFormat, "token", nonNil(items))
+			}
+			if len(items) == 0 {
+				return noResources(a.env.Stderr)
 			}
 			return tokenTable(a.env.Stdout, a.env.Now(), items)
 		},
 	}
-	list.Flags().StringVarP(&listFormat, "output", "o", FormatTable, "output format: table, json or yaml")
+	list.Flags().StringVarP(&listFormat, "output", "o", FormatTable, "output format: table, json, yaml, name, jsonpath=TEMPLATE or go-template=TEMPLATE")
 
 	del := &cobra.Command{
 		Use:   "delete ID...",

@@ -177,7 +177,7 @@ type watcher[T any] struct {
 
 func newWatcher[T any](spec watchSpec[T], out io.Writer, format string) *watcher[T] {
 	w := &watcher[T]{spec: spec, out: out, known: map[string]T{}, printed: map[string]string{}}
-	if format == FormatJSON || format == FormatYAML {
+	if isData(format) {
 		w.data = format
 	}
 	return w
@@ -285,7 +285,7 @@ func (w *watcher[T]) show(it T, id string) error {
 		if w.data == FormatYAML {
 			buf.WriteString("---\n")
 		}
-		if err := writeData(&buf, w.data, it); err != nil {
+		if err := writeOutput(&buf, w.data, w.spec.kind, it); err != nil {
 			return err
 		}
 	} else {

@@ -92,12 +92,12 @@ func TestWatchInstancesResumes(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	want := "" +
-		"NAME        WORKLOAD   STATUS       NODE     IP          PORTS                     RESTARTS   AGE\n" +
-		"fn-abcde    w-2        FAILED       <none>   <none>      <none>                    0          45s\n" +
-		"other-1     other      PENDING      node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
-		"web-x1y2z   web        PENDING      node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
-		"web-x1y2z   web        RUNNING      node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
-		"other-1     other      TERMINATED   node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"
+		"NAME        WORKLOAD   STATUS       READY   NODE     IP          PORTS                     RESTARTS   AGE\n" +
+		"fn-abcde    w-2        FAILED       false   <none>   <none>      <none>                    0          45s\n" +
+		"other-1     other      PENDING      true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
+		"web-x1y2z   web        PENDING      true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
+		"web-x1y2z   web        RUNNING      true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n" +
+		"other-1     other      TERMINATED   true    node-1   10.62.0.1   8080->80/TCP,53->53/UDP   2          3h\n"
 	if diff := cmp.Diff(want, out.String()); diff != "" {
 		t.Errorf("output (-want +got):\n%s", diff)
 	}

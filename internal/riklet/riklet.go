@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,13 +18,12 @@ import (
 	"github.com/rik-org/rik/internal/pki"
 	"github.com/rik-org/rik/internal/riklet/backoff"
 	"github.com/rik-org/rik/internal/riklet/ledger"
+	"github.com/rik-org/rik/internal/riklet/metrics"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/schedlink"
 	"github.com/rik-org/rik/internal/riklet/supervisor"
+	"github.com/rik-org/rik/internal/version"
 )
-
-// Version is reported in the registration.
-var Version = "dev"
 
 // RuntimeFactory builds one runtime; report receives the status changes it
 // sees on its own.
@@ -60,6 +60,12 @@ type Config struct {
 	// Insecure talks plaintext, with no certificate (RIK's scheduler, or
 	// one started with --insecure).
 	Insecure bool
+
+	// MetricsAddr, when set, serves the node's metrics at /metrics and
+	// /healthz there, without authentication; MetricsListener is used
+	// instead when set (tests).
+	MetricsAddr     string
+	MetricsListener net.Listener
 
 	// connMin and connMax bound the delays between reconnects and between
 	// runtime construction attempts; zero: the defaults. Tests shorten them.
@@ -112,7 +118,7 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) link() schedlink.Config {
 	return schedlink.Config{
 		Addr: c.MasterAddr, Hostname: c.Hostname, Labels: c.Labels, StateDir: c.StateDir,
-		HeartbeatInterval: c.HeartbeatInterval, Version: Version, Logger: c.Logger,
+		HeartbeatInterval: c.HeartbeatInterval, Version: version.Version, Logger: c.Logger,
 		Insecure: c.Insecure, PKIDir: c.PKIDir, JoinToken: c.JoinToken, CACertHash: c.CACertHash,
 		ConnMin: c.connMin, ConnMax: c.connMax,
 	}
@@ -148,7 +154,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	sup := supervisor.New(ctx, supervisor.Config{Ledger: led, Logger: cfg.Logger})
+	obs, stopMetrics, err := startMetrics(ctx, cfg, led)
+	if err != nil {
+		cancel()
+		return err
+	}
+	defer stopMetrics() // after the cancel below
+	sup := supervisor.New(ctx, supervisor.Config{Ledger: led, Logger: cfg.Logger, Observer: obs})
 	var rts []runtime.Runtime
 	defer func() {
 		cancel()
@@ -169,6 +181,30 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	sup.Recover(ctx)
 	return schedlink.New(cfg.link(), id, sup, led).Run(ctx)
+}
+
+// startMetrics serves the node's metrics until ctx is done, if asked to;
+// wait waits for the server to stop.
+func startMetrics(ctx context.Context, cfg Config, led *ledger.Ledger) (obs supervisor.Observer, wait func(), err error) {
+	l := cfg.MetricsListener
+	if l == nil && cfg.MetricsAddr == "" {
+		return nil, func() {}, nil
+	}
+	if l == nil {
+		if l, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, nil, fmt.Errorf("listening for metrics: %w", err)
+		}
+	}
+	m := metrics.New(led)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := m.Serve(ctx, l); err != nil {
+			cfg.Logger.Error("metrics endpoint failed", "error", err)
+		}
+	}()
+	cfg.Logger.Info("serving metrics", "addr", l.Addr().String())
+	return m, func() { <-done }, nil
 }
 
 // buildRuntimes builds the configured runtimes; one that fails is left

@@ -2,7 +2,11 @@ package scheduler
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
+	"time"
+
+	"github.com/rik-org/rik/internal/scheduler/placement"
 )
 
 // BenchmarkScheduleInstance measures CREATE orders through the real gRPC
@@ -51,5 +55,35 @@ func BenchmarkSubscribeReplay(b *testing.B) {
 		for range count {
 			s.next()
 		}
+	}
+}
+
+// BenchmarkSubscribe measures a controller (re)subscribing to a scheduler
+// that holds 10,000 instances: replaying the status of every one (a
+// controller without a cursor, or after a scheduler restart) versus
+// resuming after the last status it stored.
+//
+//	go test -run '^$' -bench Subscribe -benchtime 20x ./internal/scheduler/
+func BenchmarkSubscribe(b *testing.B) {
+	st := newState(slog.New(slog.DiscardHandler), placement.Spread, time.Second, 0, time.Now)
+	for i := range 10000 {
+		st.create(createOrder(fmt.Sprintf("i%05d", i)), placement.Request{Kind: "pod"}) // no node: PENDING
+	}
+	for _, tc := range []struct {
+		name  string
+		epoch string
+		after uint64
+	}{{"replay-10000", "", 0}, {"resumed", st.epoch, st.statusSeq}} {
+		b.Run(tc.name, func(b *testing.B) {
+			sent := 0
+			for b.Loop() {
+				sub, _, _ := st.subscribe(tc.epoch, tc.after)
+				for sub.next() != nil {
+					sent++
+				}
+				st.unsubscribe(sub)
+			}
+			b.ReportMetric(float64(sent)/float64(b.N), "statuses/op")
+		})
 	}
 }

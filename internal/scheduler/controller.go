@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -43,34 +45,36 @@ func (c *controllerAPI) ScheduleInstance(_ context.Context, ws *controllerpb.Wor
 }
 
 // GetStatusUpdates streams the last status of every instance, then every
-// instance status as it comes, until the caller goes away or falls too far
-// behind (then it is dropped and should subscribe again).
+// instance status as it comes, until the caller goes away. A slow caller
+// gets the latest status of each instance (see subscriber).
 func (c *controllerAPI) GetStatusUpdates(_ *emptypb.Empty, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
-	sub := c.st.subscribe()
+	return c.streamStatuses(&controllerpb.StatusCursor{}, stream)
+}
+
+// SubscribeStatuses is GetStatusUpdates resumed at a cursor: of the same
+// run, only the instances whose status changed after it are replayed.
+func (c *controllerAPI) SubscribeStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	return c.streamStatuses(cur, stream)
+}
+
+func (c *controllerAPI) streamStatuses(cur *controllerpb.StatusCursor, stream grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	sub, epoch, head := c.st.subscribe(cur.GetEpoch(), cur.GetSeq())
 	defer c.st.unsubscribe(sub)
-	// Headers tell the caller it is subscribed.
-	if err := stream.SendHeader(metadata.MD{}); err != nil {
+	// Headers tell the caller it is subscribed, to which run, and where
+	// the replay ends.
+	md := metadata.Pairs(grpcutil.EpochHeader, epoch, grpcutil.HeadHeader, strconv.FormatUint(head, 10))
+	if err := stream.SendHeader(md); err != nil {
 		return fmt.Errorf("accepting status subscriber: %w", err)
 	}
-	for _, ws := range sub.initial {
-		if err := stream.Send(ws); err != nil {
-			return err
-		}
-	}
-	sub.initial = nil
 	ctx := stream.Context()
 	for {
-		select {
-		case <-sub.dropped.done():
-			return status.Error(codes.ResourceExhausted, "status subscriber too slow: dropped, subscribe again")
-		default:
-		}
-		select {
-		case ws := <-sub.ch:
+		for ws, ok := sub.pop(); ok; ws, ok = sub.pop() {
 			if err := stream.Send(ws); err != nil {
 				return err
 			}
-		case <-sub.dropped.done():
+		}
+		select {
+		case <-sub.wake:
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-c.stop:
@@ -142,4 +146,16 @@ func (c *controllerAPI) GetLogs(req *commonpb.LogRequest, stream grpc.ServerStre
 			return status.Error(codes.Unavailable, "scheduler shutting down")
 		}
 	}
+}
+
+// maxUnknownQuery bounds the ids of one UnknownInstances call.
+const maxUnknownQuery = 20000
+
+// UnknownInstances answers which of the given instances the scheduler does
+// not have: a controller resuming its status stream sends CREATE for those.
+func (c *controllerAPI) UnknownInstances(_ context.Context, in *controllerpb.InstanceIds) (*controllerpb.InstanceIds, error) {
+	if len(in.GetIds()) > maxUnknownQuery {
+		return nil, status.Errorf(codes.InvalidArgument, "ids: %d given, at most %d per call", len(in.GetIds()), maxUnknownQuery)
+	}
+	return &controllerpb.InstanceIds{Ids: c.st.unknown(in.GetIds())}, nil
 }

@@ -39,11 +39,6 @@ func testLogger(t testing.TB) *slog.Logger {
 
 func startScheduler(t testing.TB, cfg Config) *harness {
 	t.Helper()
-	return startSchedulerBuffer(t, cfg, defaultSubBuffer)
-}
-
-func startSchedulerBuffer(t testing.TB, cfg Config, subBuffer int) *harness {
-	t.Helper()
 	wl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +54,7 @@ func startSchedulerBuffer(t testing.TB, cfg Config, subBuffer int) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, subBuffer) }()
+	go func() { done <- run(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -205,7 +200,7 @@ func (n *fakeNode) expectNoOrder(d time.Duration) {
 // subscription is one controller's GetStatusUpdates stream.
 type subscription struct {
 	t  testing.TB
-	ch chan *commonpb.InstanceMetric
+	ch chan *commonpb.WorkerStatus // instance statuses only
 }
 
 func (h *harness) subscribe() *subscription {
@@ -220,7 +215,7 @@ func (h *harness) subscribe() *subscription {
 	if _, err := stream.Header(); err != nil {
 		t.Fatalf("GetStatusUpdates: waiting for subscription: %v", err)
 	}
-	s := &subscription{t: t, ch: make(chan *commonpb.InstanceMetric, 10000)}
+	s := &subscription{t: t, ch: make(chan *commonpb.WorkerStatus, 10000)}
 	go func() {
 		for {
 			ws, err := stream.Recv()
@@ -228,8 +223,8 @@ func (h *harness) subscribe() *subscription {
 				close(s.ch)
 				return
 			}
-			if m := ws.GetInstance(); m != nil {
-				s.ch <- m
+			if ws.GetInstance() != nil {
+				s.ch <- ws
 			}
 		}
 	}()
@@ -242,11 +237,11 @@ func (s *subscription) expect(id string, st commonpb.ResourceStatus) *commonpb.I
 	timeout := time.After(waitTimeout)
 	for {
 		select {
-		case m, ok := <-s.ch:
+		case ws, ok := <-s.ch:
 			if !ok {
 				s.t.Fatalf("subscription ended waiting for %s %s", id, st)
 			}
-			if m.GetInstanceId() == id && m.GetStatus() == st {
+			if m := ws.GetInstance(); m.GetInstanceId() == id && m.GetStatus() == st {
 				return m
 			}
 		case <-timeout:
@@ -258,12 +253,18 @@ func (s *subscription) expect(id string, st commonpb.ResourceStatus) *commonpb.I
 // next returns the next status.
 func (s *subscription) next() *commonpb.InstanceMetric {
 	s.t.Helper()
+	return s.nextStatus().GetInstance()
+}
+
+// nextStatus returns the next status with its envelope.
+func (s *subscription) nextStatus() *commonpb.WorkerStatus {
+	s.t.Helper()
 	select {
-	case m, ok := <-s.ch:
+	case ws, ok := <-s.ch:
 		if !ok {
 			s.t.Fatal("subscription ended")
 		}
-		return m
+		return ws
 	case <-time.After(waitTimeout):
 		s.t.Fatal("no status")
 	}

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rik-org/rik/internal/version"
 )
 
 // Placement results, the label of rik_scheduler_placements_total.
@@ -31,6 +33,10 @@ type metrics struct {
 	// did not keep up with the node.
 	logReadersTooSlow prometheus.Counter
 	joins             *prometheus.CounterVec
+	// replayed counts the statuses sent to controllers on subscribe;
+	// coalesced those replaced by a newer one before a slow controller
+	// read them.
+	replayed, coalesced prometheus.Counter
 }
 
 func newMetrics(st *state) *metrics {
@@ -57,6 +63,14 @@ func newMetrics(st *state) *metrics {
 			Name: "rik_scheduler_joins_total",
 			Help: "Join calls of nodes asking for a certificate, by result (joined, refused).",
 		}, []string{"result"}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rik_scheduler_status_replayed_total",
+			Help: "Instance statuses replayed to controllers when they (re)subscribed.",
+		}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rik_scheduler_status_coalesced_total",
+			Help: "Instance statuses replaced by a newer one of the same instance before a controller read them.",
+		}),
 	}
 	for _, r := range []string{resultPlaced, resultNoFit} {
 		m.placements.WithLabelValues(r)
@@ -71,7 +85,7 @@ func newMetrics(st *state) *metrics {
 // process collectors cost more than a state that is never scraped).
 func (m *metrics) handler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, stateCollector{m.st},
+	reg.MustRegister(m.placements, m.nodesLost, m.latency, m.logReadersTooSlow, m.joins, m.replayed, m.coalesced, stateCollector{m.st}, version.BuildInfo(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
@@ -82,6 +96,10 @@ var (
 	instancesDesc = prometheus.NewDesc("rik_scheduler_instances",
 		"Instances known to the scheduler, by state (placed, pending, parked: waiting for its node after a restart).",
 		[]string{"state"}, nil)
+	subscribersDesc = prometheus.NewDesc("rik_scheduler_status_subscribers",
+		"Controllers subscribed to the status stream.", nil, nil)
+	queuedDesc = prometheus.NewDesc("rik_scheduler_status_queued",
+		"Instance statuses waiting to be sent to the controllers, all subscribers together.", nil, nil)
 )
 
 // stateCollector reports the gauges counted from the state.
@@ -90,6 +108,8 @@ type stateCollector struct{ st *state }
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- nodesDesc
 	ch <- instancesDesc
+	ch <- subscribersDesc
+	ch <- queuedDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -99,12 +119,15 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.placed), "placed")
 	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.pending), "pending")
 	ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(g.parked), "parked")
+	ch <- prometheus.MustNewConstMetric(subscribersDesc, prometheus.GaugeValue, float64(g.subscribers))
+	ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(g.queued))
 }
 
 // gaugeValues are the counts behind the gauges.
 type gaugeValues struct {
 	ready, notReady         int
 	placed, pending, parked int
+	subscribers, queued     int
 }
 
 func (s *state) gauges() gaugeValues {
@@ -120,5 +143,9 @@ func (s *state) gauges() gaugeValues {
 	}
 	g.pending, g.parked = len(s.pending), len(s.parked)
 	g.placed = len(s.insts) - g.pending - g.parked
+	g.subscribers = len(s.subs)
+	for sub := range s.subs {
+		g.queued += sub.queued()
+	}
 	return g
 }

@@ -25,7 +25,7 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	if st.insts["a"] != nil {
 		t.Fatal("TERMINATED instance not forgotten")
 	}
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", WorkloadId: "w", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
 	o := c.out.drain()
 	if len(o) != 1 || o[0].GetInstanceId() != "a" || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
@@ -33,19 +33,17 @@ func TestDestroyOfEndedInstanceReachesItsNode(t *testing.T) {
 	}
 	// DESTROYING until the node confirms: its pod keeps its address and
 	// network until then.
-	if m := (<-sub.ch).GetInstance(); m.GetInstanceId() != "a" || m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetNode() != "n1" {
+	if m := sub.next().GetInstance(); m.GetInstanceId() != "a" || m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetNode() != "n1" {
 		t.Errorf("status = %v, want DESTROYING a on n1", m)
 	}
 	// Its TERMINATED answer is the confirmation, forwarded once.
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != api.ReasonDestroyed {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED || m.GetReason() != api.ReasonDestroyed {
 		t.Errorf("status = %v, want TERMINATED %s", m, api.ReasonDestroyed)
 	}
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED})
-	select {
-	case m := <-sub.ch:
+	if m := sub.next(); m != nil {
 		t.Errorf("unexpected status %v", m)
-	default:
 	}
 
 	// A DESTROY naming no node, or an unknown one, orders nothing.

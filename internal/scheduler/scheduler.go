@@ -68,7 +68,9 @@ type Config struct {
 	// minRecoveryWindow.
 	RecoveryWindow time.Duration
 	// MetricsAddr, when set, serves Prometheus metrics at /metrics there
-	// (e.g. "127.0.0.1:9100"); "" (default): no metrics endpoint.
+	// (e.g. "127.0.0.1:4997"), and /healthz and /readyz; "" (default): no
+	// HTTP endpoint. On loopback, or when Insecure, it is plain HTTP and
+	// open; elsewhere HTTPS, /metrics only to controller certificates.
 	MetricsAddr string
 	// MetricsListener is used instead of MetricsAddr when set (tests).
 	MetricsListener net.Listener
@@ -91,14 +93,10 @@ type Config struct {
 	Insecure bool
 }
 
-// defaultSubBuffer is how many statuses a controller subscriber may lag behind
-// before it is dropped.
-const defaultSubBuffer = 1024
-
 // Run serves the worker and controller gRPC services until ctx is done, then
 // stops gracefully. It closes the listeners it is given.
 func Run(ctx context.Context, cfg Config) error {
-	return run(ctx, cfg, defaultSubBuffer)
+	return run(ctx, cfg)
 }
 
 func (cfg Config) withDefaults() Config {
@@ -118,7 +116,7 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-func run(ctx context.Context, cfg Config, subBuffer int) error {
+func run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	strategy, err := placement.ParseStrategy(cfg.Strategy)
@@ -130,14 +128,17 @@ func run(ctx context.Context, cfg Config, subBuffer int) error {
 	if err != nil {
 		return err
 	}
-	sec, err := loadSecurity(cfg, []net.Addr{wl.Addr(), cl.Addr()}, log)
+	addrs := []net.Addr{wl.Addr(), cl.Addr()}
+	if ml != nil {
+		addrs = append(addrs, ml.Addr()) // served over TLS when not on loopback
+	}
+	sec, err := loadSecurity(cfg, addrs, log)
 	if err != nil {
 		closeAll(wl, cl, ml)
 		return fmt.Errorf("scheduler config: %w", err)
 	}
 	st := newState(log, strategy, cfg.NodeTimeout, cfg.RecoveryWindow, time.Now)
 	st.goneAfter = cfg.NodeGoneAfter
-	st.subBuffer = subBuffer
 	log.Info("scheduler started", "workers", wl.Addr().String(), "controllers", cl.Addr().String(),
 		"strategy", string(strategy), "node_timeout", cfg.NodeTimeout, "node_heartbeat", heartbeatFor(cfg.NodeTimeout), "recovery_window", cfg.RecoveryWindow,
 		"tls", sec != nil)
@@ -153,6 +154,9 @@ func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml
 	workerpb.RegisterWorkerServer(ws, &workerAPI{st: st, sec: sec, stop: stop})
 	cs := grpc.NewServer(portOptions(sec, pki.RoleController, tls.RequireAndVerifyClientCert, maxControllerMsg, maxControllerCalls)...)
 	controllerpb.RegisterControllerServer(cs, &controllerAPI{st: st, stop: stop})
+	health := newHealth(st)
+	health.register(ws)
+	health.register(cs)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveGRPC(ws, wl, "workers") })
@@ -160,14 +164,17 @@ func serve(ctx context.Context, cfg Config, st *state, sec *security, wl, cl, ml
 	g.Go(func() error { monitor(gctx, st, cfg.NodeTimeout); return nil })
 	var hs *http.Server
 	if ml != nil {
-		hs = metricsServer(st.metrics)
+		hsec := httpSecurity(sec, ml)
+		hs = httpServer(st.metrics, health, hsec)
 		g.Go(func() error { return serveHTTP(hs, ml) })
-		cfg.Logger.Info("serving metrics", "addr", ml.Addr().String())
+		cfg.Logger.Info("serving metrics and health", "addr", ml.Addr().String(), "tls", hsec != nil)
 	}
+	health.setReady() // the listeners are open: connections queue until Serve takes them
 	// The one place that stops everything: when ctx is done or a server fails.
 	g.Go(func() error {
 		<-gctx.Done()
 		cfg.Logger.Info("scheduler stopping")
+		health.setNotReady(notReadyStopping)
 		close(stop)
 		var sg sync.WaitGroup
 		sg.Go(func() { gracefulStop(ws) })
@@ -223,16 +230,27 @@ func openListeners(cfg Config) (wl, cl, ml net.Listener, err error) {
 	return wl, cl, ml, nil
 }
 
-// metricsServer serves m at /metrics.
-func metricsServer(m *metrics) *http.Server {
+// httpServer serves m at /metrics and h at /healthz and /readyz; over
+// TLS, /metrics to controllers only, when sec is set (see httpSecurity).
+func httpServer(m *metrics, h *healthState, sec *security) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.handler())
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("GET /metrics", requireController(sec, m.handler()))
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if sec != nil {
+		hs.TLSConfig = sec.serverTLS(tls.VerifyClientCertIfGiven)
+	}
+	return hs
 }
 
 // serveHTTP serves hs on l until it is shut down.
 func serveHTTP(hs *http.Server, l net.Listener) error {
-	if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := hs.Serve
+	if hs.TLSConfig != nil {
+		serve = func(l net.Listener) error { return hs.ServeTLS(l, "", "") }
+	}
+	if err := serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving metrics on %s: %w", l.Addr(), err)
 	}
 	return nil

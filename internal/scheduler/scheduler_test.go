@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/api/proto/controllerpb"
+	"github.com/rik-org/rik/internal/grpcutil"
 )
 
 const (
@@ -580,8 +583,11 @@ func TestLogStreamBeforeRegistration(t *testing.T) {
 	}
 }
 
-func TestStuckSubscriberDropped(t *testing.T) {
-	h := startSchedulerBuffer(t, Config{}, 4)
+// A controller that reads slowly is never dropped: statuses of an
+// instance it has not read yet are replaced by the newer one, and it ends
+// up with the latest status of every instance, in sequence order.
+func TestStuckSubscriberKept(t *testing.T) {
+	h := startScheduler(t, Config{})
 	fast := h.subscribe()
 	// The stuck controller does not read; small fixed flow-control windows
 	// make the scheduler's sends to it block quickly.
@@ -593,31 +599,41 @@ func TestStuckSubscriberDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stuck.Header(); err != nil {
-		t.Fatal(err)
+	if md, err := stuck.Header(); err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 {
+		t.Fatalf("headers %v, %v: want the %s header", md, err, grpcutil.EpochHeader)
 	}
 	const n = 3000 // ~200 KB of statuses, far more than the windows
-	for i := range n {
-		h.create(fmt.Sprintf("i%04d", i), pod(0, 0, 0)) // no nodes: PENDING each
-		// The fast subscriber is never blocked by the stuck one.
-		if m := fast.next(); m.GetInstanceId() != fmt.Sprintf("i%04d", i) {
-			t.Fatalf("fast subscriber got %s, want i%04d", m.GetInstanceId(), i)
-		}
-	}
-	got := 0
-	for {
-		_, err := stuck.Recv()
-		if err != nil {
-			if status.Code(err) != codes.ResourceExhausted {
-				t.Errorf("stuck subscriber ended with %v, want ResourceExhausted", err)
+	latest := map[string]uint64{}
+	for round := range 2 { // the second round repeats every status, newer
+		for i := range n {
+			id := fmt.Sprintf("i%04d", i)
+			h.create(id, pod(0, 0, 0)) // no nodes: PENDING each
+			// The fast subscriber is never blocked by the stuck one.
+			ws := fast.nextStatus()
+			if ws.GetInstance().GetInstanceId() != id {
+				t.Fatalf("round %d: fast subscriber got %s, want %s", round, ws.GetInstance().GetInstanceId(), id)
 			}
-			break
+			latest[id] = ws.GetSeq()
 		}
-		got++
 	}
-	if got >= n {
-		t.Errorf("stuck subscriber got all %d statuses, want it dropped", got)
+	got, last := map[string]uint64{}, uint64(0)
+	received := 0
+	for len(got) < n || !maps.Equal(got, latest) {
+		ws, err := stuck.Recv()
+		if err != nil {
+			t.Fatalf("stuck subscriber ended after %d statuses: %v", received, err)
+		}
+		received++
+		if ws.GetSeq() <= last {
+			t.Fatalf("seq %d after %d: not in order", ws.GetSeq(), last)
+		}
+		last = ws.GetSeq()
+		got[ws.GetInstance().GetInstanceId()] = ws.GetSeq()
 	}
+	if received >= 2*n {
+		t.Errorf("stuck subscriber got all %d statuses, want the unread ones coalesced", received)
+	}
+	t.Logf("stuck subscriber read %d statuses for %d changes", received, 2*n)
 }
 
 // A server the scheduler stopped before it started serving (stopped at
@@ -640,5 +656,50 @@ func TestServeGRPCStopped(t *testing.T) {
 	l2.Close()
 	if err := serveGRPC(grpc.NewServer(), l2, "workers"); err == nil {
 		t.Error("serving on a closed listener succeeded")
+	}
+}
+
+// A controller resuming at a cursor of the same run is replayed only what
+// changed after it; UnknownInstances names the instances the scheduler
+// does not have.
+func TestSubscribeStatusesResumes(t *testing.T) {
+	h := startScheduler(t, Config{})
+	h.create("i1", pod(0, 0, 0))
+	h.create("i2", pod(0, 0, 0))
+	open := func(cur *controllerpb.StatusCursor) (string, func() *commonpb.WorkerStatus) {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		stream, err := h.ctrl.SubscribeStatuses(ctx, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := stream.Header()
+		if err != nil || len(md.Get(grpcutil.EpochHeader)) != 1 || len(md.Get(grpcutil.HeadHeader)) != 1 {
+			t.Fatalf("headers %v, %v: want the %s and %s headers", md, err, grpcutil.EpochHeader, grpcutil.HeadHeader)
+		}
+		return md.Get(grpcutil.EpochHeader)[0], func() *commonpb.WorkerStatus {
+			ws, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ws
+		}
+	}
+	epoch, recv := open(&controllerpb.StatusCursor{})
+	first, second := recv(), recv()
+	if first.GetInstance().GetInstanceId() != "i1" || second.GetInstance().GetInstanceId() != "i2" || second.GetSeq() <= first.GetSeq() {
+		t.Fatalf("full replay: %v then %v, want i1 then i2, numbered in order", first, second)
+	}
+	h.create("i3", pod(0, 0, 0))
+	_, again := open(&controllerpb.StatusCursor{Epoch: epoch, Seq: second.GetSeq()})
+	if ws := again(); ws.GetInstance().GetInstanceId() != "i3" {
+		t.Errorf("resumed after i2: got %v first, want i3", ws)
+	}
+	unknown, err := h.ctrl.UnknownInstances(context.Background(), &controllerpb.InstanceIds{Ids: []string{"i1", "nope", "i3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := unknown.GetIds(); !slices.Equal(got, []string{"nope"}) {
+		t.Errorf("unknown = %v, want [nope]", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -192,8 +193,14 @@ func requireRole(ctx context.Context, role pki.Role) error {
 	return nil
 }
 
-// unauthenticated lists the methods callable without a certificate.
-var unauthenticated = map[string]bool{workerpb.Worker_Join_FullMethodName: true}
+// unauthenticated lists the methods callable without a certificate (on
+// the workers' port: the controllers' requires one at the handshake).
+var unauthenticated = map[string]bool{
+	workerpb.Worker_Join_FullMethodName:  true,
+	healthpb.Health_Check_FullMethodName: true,
+	healthpb.Health_Watch_FullMethodName: true,
+	healthpb.Health_List_FullMethodName:  true,
+}
 
 // authorize returns interceptors letting only holders of role call the
 // service, except the unauthenticated methods.

@@ -440,7 +440,7 @@ func TestNodeCannotClaimPendingInstance(t *testing.T) {
 		t.Fatalf("thief holds %d instances, want 0", got)
 	}
 	for len(c.ch) > 0 { // new PENDING reasons, as the thief's capacity counts
-		if m := <-c.ch; m.GetNode() == "thief" || m.GetStatus() != pending {
+		if m := (<-c.ch).GetInstance(); m.GetNode() == "thief" || m.GetStatus() != pending {
 			t.Fatalf("controller saw %v from the thief", m)
 		}
 	}

@@ -72,6 +72,7 @@ type instance struct {
 	seq        uint64    // arrival order, for fair retries
 	createdAt  time.Time // when its CREATE arrived (zero when adopted)
 	last       *commonpb.InstanceMetric
+	lastSeq    uint64 // the status sequence number of last
 }
 
 type node struct {
@@ -99,19 +100,9 @@ type workerConn struct {
 	kicked *closer // closed when the stream is replaced or the node declared lost
 }
 
-// subscriber is one GetStatusUpdates stream.
-type subscriber struct {
-	// initial is the last status of every instance when it subscribed,
-	// oldest instance first: a controller that (re)subscribes learns about
-	// instances it does not know (and destroys them).
-	initial []*commonpb.WorkerStatus
-	ch      chan *commonpb.WorkerStatus
-	dropped *closer // closed when it fell behind and was dropped
-}
-
 // state is everything the scheduler knows, behind one mutex. Its methods
-// never block: orders go to per-connection queues and statuses to bounded
-// subscriber channels.
+// never block: orders go to per-connection queues and statuses to
+// per-subscriber queues coalesced by instance.
 type state struct {
 	mu            sync.Mutex
 	log           *slog.Logger
@@ -120,11 +111,13 @@ type state struct {
 	goneAfter     time.Duration // a node not heard from for this long is gone for good
 	recoveryUntil time.Time
 	recovering    bool // parked instances may exist
-	subBuffer     int
+	coalesceAfter int  // of the status subscribers
 	now           func() time.Time
 	metrics       *metrics
 
-	seq        uint64
+	seq        uint64 // arrival order of instances
+	epoch      string // this run, for the status sequence numbers
+	statusSeq  uint64 // sequence number of the last status recorded
 	nodes      map[string]*node
 	insts      map[string]*instance
 	pending    map[string]*instance
@@ -143,7 +136,8 @@ func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recove
 		goneAfter:     DefaultNodeGoneAfter,
 		recoveryUntil: now().Add(recovery),
 		recovering:    recovery > 0,
-		subBuffer:     defaultSubBuffer,
+		epoch:         newEpoch(),
+		coalesceAfter: defaultCoalesceAfter,
 		now:           now,
 		nodes:         map[string]*node{},
 		insts:         map[string]*instance{},
@@ -167,7 +161,8 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 	id := ws.GetInstanceId()
 	if inst := s.insts[id]; inst != nil {
 		// Duplicate (controller re-subscribed): learn the definition of an
-		// adopted instance, and repeat what we know.
+		// adopted instance, and repeat what we know (as a new status, so
+		// that the stream stays in sequence order).
 		if !inst.known {
 			inst.definition, inst.req, inst.known = ws.GetDefinition(), req, true
 			inst.name = ws.GetInstanceName()
@@ -180,7 +175,7 @@ func (s *state) create(ws *controllerpb.WorkloadScheduling, req placement.Reques
 			}
 		}
 		if inst.last != nil {
-			s.broadcast(inst.last)
+			s.record(inst, inst.last)
 		}
 		return
 	}
@@ -260,19 +255,45 @@ func (s *state) destroy(ws *controllerpb.WorkloadScheduling) {
 	}
 }
 
-// subscribe adds a status subscriber; call unsubscribe when done.
-func (s *state) subscribe() *subscriber {
+// subscribe adds a status subscriber resuming after the status numbered
+// after of the run epoch: it is first sent the last status of every
+// instance recorded since (of every instance, for a cursor of another run),
+// oldest first: a controller that (re)subscribes learns about instances it
+// does not know (and destroys them). It returns the current run and the
+// number of its last status (where the replay ends); call unsubscribe when
+// done.
+func (s *state) subscribe(epoch string, after uint64) (*subscriber, string, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub := &subscriber{ch: make(chan *commonpb.WorkerStatus, s.subBuffer), dropped: newCloser()}
-	insts := slices.SortedFunc(maps.Values(s.insts), func(a, b *instance) int { return cmp.Compare(a.seq, b.seq) })
-	for _, inst := range insts {
-		if inst.last != nil {
-			sub.initial = append(sub.initial, workerStatus(inst.last))
+	sub := newSubscriber(s.coalesceAfter)
+	from := replayFrom(s.epoch, epoch, after, s.statusSeq)
+	var replay []*instance
+	for _, inst := range s.insts {
+		if inst.last != nil && inst.lastSeq > from {
+			replay = append(replay, inst)
 		}
 	}
+	slices.SortFunc(replay, func(a, b *instance) int { return cmp.Compare(a.lastSeq, b.lastSeq) })
+	for _, inst := range replay {
+		sub.push(workerStatus(inst.last, inst.lastSeq))
+	}
 	s.subs[sub] = struct{}{}
-	return sub
+	s.metrics.replayed.Add(float64(len(replay)))
+	return sub, s.epoch, s.statusSeq
+}
+
+// unknown returns the ids, of those given, of the instances the scheduler
+// does not have.
+func (s *state) unknown(ids []string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if s.insts[id] == nil {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (s *state) unsubscribe(sub *subscriber) {
@@ -831,37 +852,30 @@ func (s *state) emit(inst *instance, st commonpb.ResourceStatus, nodeName, reaso
 	})
 }
 
-// record keeps m as inst's last status and broadcasts it. m must not be
-// modified afterwards.
+// record keeps m as inst's last status, numbers it and queues it for every
+// subscriber. m must not be modified afterwards.
 func (s *state) record(inst *instance, m *commonpb.InstanceMetric) {
 	if m.WorkloadId == "" {
 		m.WorkloadId = inst.workloadID
 	}
-	inst.last = m
-	s.broadcast(m)
-}
-
-// broadcast sends m to every subscriber; one that is full is dropped.
-func (s *state) broadcast(m *commonpb.InstanceMetric) {
-	ws := workerStatus(m)
+	s.statusSeq++
+	inst.last, inst.lastSeq = m, s.statusSeq
+	ws := workerStatus(m, s.statusSeq)
 	for sub := range s.subs {
-		select {
-		case sub.ch <- ws:
-		default:
-			delete(s.subs, sub)
-			sub.dropped.close()
-			s.log.Warn("status subscriber too slow: dropped", "buffer", cap(sub.ch))
+		if sub.push(ws) {
+			s.metrics.coalesced.Inc()
 		}
 	}
 }
 
-// workerStatus wraps m for the controllers, identified by its node.
-func workerStatus(m *commonpb.InstanceMetric) *commonpb.WorkerStatus {
+// workerStatus wraps m, numbered seq, for the controllers, identified by
+// its node.
+func workerStatus(m *commonpb.InstanceMetric, seq uint64) *commonpb.WorkerStatus {
 	id := m.GetNode()
 	if id == "" {
 		id = selfIdentifier
 	}
-	return &commonpb.WorkerStatus{Identifier: id, Status: &commonpb.WorkerStatus_Instance{Instance: m}}
+	return &commonpb.WorkerStatus{Identifier: id, Status: &commonpb.WorkerStatus_Instance{Instance: m}, Seq: seq}
 }
 
 func cloneResources(r *commonpb.Resources) *commonpb.Resources {

@@ -20,7 +20,7 @@ func FuzzStateOps(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 		st := newState(testLogger(t), placement.Spread, 10*time.Second, 5*time.Second, clk.now)
-		sub := st.subscribe()
+		sub, _, _ := st.subscribe("", 0)
 		for len(ops) >= 3 {
 			op, a, b := ops[0]%10, ops[1], ops[2]
 			ops = ops[3:]
@@ -61,9 +61,9 @@ func FuzzStateOps(f *testing.F) {
 			case 8:
 				st.listNodes()
 				st.gauges()
-			case 9: // drain the subscriber so it is not dropped
-				for len(sub.ch) > 0 {
-					<-sub.ch
+			case 9: // drain the subscriber
+				for sub.queued() > 0 {
+					sub.next()
 				}
 			}
 			checkInvariants(t, st)

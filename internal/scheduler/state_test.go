@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,43 +27,92 @@ func createOrder(id string) *controllerpb.WorkloadScheduling {
 	return &controllerpb.WorkloadScheduling{InstanceId: id, WorkloadId: "w", Action: commonpb.WorkloadRequestKind_CREATE}
 }
 
-func TestSlowSubscriberDropped(t *testing.T) {
+// A subscriber that does not read is never dropped: past coalesceAfter
+// statuses it holds the latest status of each instance, in sequence order,
+// and another subscriber is not held back by it.
+func TestSlowSubscriberCoalesced(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	st.subBuffer = 2
-	slow, fast := st.subscribe(), st.subscribe()
+	st.coalesceAfter = 2
+	slow, _, _ := st.subscribe("", 0)
+	fast, _, _ := st.subscribe("", 0)
 	req := placement.Request{Kind: "pod"}
-	st.create(createOrder("a"), req) // no nodes: PENDING each
-	st.create(createOrder("b"), req)
-	<-fast.ch
-	<-fast.ch
-	st.create(createOrder("c"), req) // slow is full: dropped, fast gets it
-	select {
-	case <-slow.dropped.done():
-	default:
-		t.Fatal("full subscriber not dropped")
-	}
-	select {
-	case ws := <-fast.ch:
-		if ws.GetInstance().GetInstanceId() != "c" {
-			t.Errorf("fast subscriber got %v, want c", ws)
+	for _, id := range []string{"a", "b", "c"} {
+		st.create(createOrder(id), req) // no nodes: PENDING each
+		if m := fast.next().GetInstance(); m.GetInstanceId() != id {
+			t.Fatalf("fast subscriber got %v, want %s", m, id)
 		}
-	default:
-		t.Fatal("fast subscriber did not get the status")
 	}
-	if len(st.subs) != 1 {
-		t.Errorf("%d subscribers, want 1", len(st.subs))
+	st.create(createOrder("a"), req) // a duplicate: a's status again, newer
+	if fast.next().GetInstance().GetInstanceId() != "a" {
+		t.Fatal("fast subscriber did not get a's repeated status")
 	}
-	if len(slow.ch) != 2 {
-		t.Errorf("slow subscriber buffer has %d statuses, want the 2 it could hold", len(slow.ch))
+	if n := slow.queued(); n != 3 {
+		t.Fatalf("slow subscriber holds %d statuses, want 3 (one per instance)", n)
+	}
+	var got []string
+	var last uint64
+	for ws := slow.next(); ws != nil; ws = slow.next() {
+		if ws.GetSeq() <= last {
+			t.Errorf("seq %d after %d: not in order", ws.GetSeq(), last)
+		}
+		last = ws.GetSeq()
+		got = append(got, ws.GetInstance().GetInstanceId())
+	}
+	if want := []string{"b", "c", "a"}; !slices.Equal(got, want) {
+		t.Errorf("slow subscriber got %v, want %v (a's latest last)", got, want)
+	}
+	if len(st.subs) != 2 {
+		t.Errorf("%d subscribers, want 2", len(st.subs))
+	}
+}
+
+// A subscriber resuming at a cursor of the current run is replayed only
+// the instances whose status changed after it; one of another run (or none)
+// every instance.
+func TestSubscribeResumes(t *testing.T) {
+	st, _ := newTestState(t, time.Second, 0)
+	req := placement.Request{Kind: "pod"}
+	for _, id := range []string{"a", "b", "c"} {
+		st.create(createOrder(id), req)
+	}
+	cursor := st.insts["b"].lastSeq
+	st.create(createOrder("a"), req) // a changes after the cursor
+	ids := func(sub *subscriber) []string {
+		var out []string
+		for ws := sub.next(); ws != nil; ws = sub.next() {
+			out = append(out, ws.GetInstance().GetInstanceId())
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		epoch string
+		after uint64
+		want  []string
+	}{
+		{"no cursor", "", 0, []string{"b", "c", "a"}},
+		{"same run", st.epoch, cursor, []string{"c", "a"}},
+		{"same run, up to date", st.epoch, st.statusSeq, nil},
+		{"another run", "other", cursor, []string{"b", "c", "a"}},
+		{"from the future", st.epoch, st.statusSeq + 10, []string{"b", "c", "a"}},
+	} {
+		sub, epoch, head := st.subscribe(tc.epoch, tc.after)
+		if epoch != st.epoch || head != st.statusSeq {
+			t.Errorf("%s: epoch %q head %d, want %q %d", tc.name, epoch, head, st.epoch, st.statusSeq)
+		}
+		if got := ids(sub); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: replayed %v, want %v", tc.name, got, tc.want)
+		}
+		st.unsubscribe(sub)
 	}
 }
 
 func TestNodeLostAfterTimeout(t *testing.T) {
 	st, clk := newTestState(t, 15*time.Second, 0)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{CPUMillis: 100, Kind: "pod"})
-	<-sub.ch // PENDING on n1
+	sub.next() // PENDING on n1
 
 	clk.t = clk.t.Add(14 * time.Second)
 	st.heartbeat("n1", "", &commonpb.WorkerMetric{})
@@ -76,7 +126,7 @@ func TestNodeLostAfterTimeout(t *testing.T) {
 	if st.nodes["n1"].ready {
 		t.Fatal("node still ready 16s after its last heartbeat")
 	}
-	m := (<-sub.ch).GetInstance()
+	m := sub.next().GetInstance()
 	if m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != api.ReasonNodeLost || m.GetNode() != "n1" ||
 		m.GetMessage() != "no heartbeat from n1 for 16s" {
 		t.Errorf("lost status = %v", m)
@@ -105,20 +155,20 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 	for _, back := range []string{"without it", "with it", "never"} {
 		t.Run(back, func(t *testing.T) {
 			st, clk := newTestState(t, time.Second, 0)
-			sub := st.subscribe()
+			sub, _, _ := st.subscribe("", 0)
 			st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 			st.create(createOrder("a"), placement.Request{Kind: "pod"})
-			<-sub.ch
+			sub.next()
 			st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
 			clk.t = clk.t.Add(2 * time.Second)
 			st.check()
-			m := (<-sub.ch).GetInstance()
+			m := sub.next().GetInstance()
 			if m.GetStatus() != commonpb.ResourceStatus_DESTROYING || m.GetReason() != api.ReasonNodeLost || m.GetNode() != "n1" {
 				t.Fatalf("instance being destroyed on a lost node reported %v, want DESTROYING %q", m, api.ReasonNodeLost)
 			}
 			// The controller's periodic DESTROY changes nothing.
 			st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n1"})
-			if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_DESTROYING {
+			if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_DESTROYING {
 				t.Fatalf("after a second DESTROY: %v, want DESTROYING", m)
 			}
 			switch back {
@@ -130,24 +180,20 @@ func TestDestroyOnLostNodeWaitsForItsNode(t *testing.T) {
 				if o := c.out.drain(); len(o) != 1 || o[0].GetAction() != commonpb.WorkloadRequestKind_DESTROY {
 					t.Fatalf("orders to the node back = %v, want DESTROY a", o)
 				}
-				select {
-				case m := <-sub.ch:
+				if m := sub.next(); m != nil {
 					t.Fatalf("status %v before the node stopped it", m)
-				default:
 				}
 				st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 			case "never":
 				clk.t = clk.t.Add(st.goneAfter - 10*time.Second)
 				st.check()
-				select {
-				case m := <-sub.ch:
+				if m := sub.next(); m != nil {
 					t.Fatalf("status %v before the node is lost for good", m)
-				default:
 				}
 				clk.t = clk.t.Add(2 * time.Minute)
 				st.check()
 			}
-			m = (<-sub.ch).GetInstance()
+			m = sub.next().GetInstance()
 			wantReason := api.ReasonDestroyed
 			if back == "never" {
 				wantReason = api.ReasonNodeLost
@@ -193,21 +239,21 @@ func TestFailedFreesAndRunningReallocates(t *testing.T) {
 // placed; nothing is destroyed nor placed twice.
 func TestLostInstanceAdoptedBackNotDestroyed(t *testing.T) {
 	st, clk := newTestState(t, time.Second, 0)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	running := []*commonpb.InstanceMetric{{InstanceId: "a", WorkloadId: "w", Status: commonpb.ResourceStatus_RUNNING}}
 	// Adopted after a scheduler restart, before the controller re-sent it.
 	st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running}, "")
-	<-sub.ch
+	sub.next()
 	clk.t = clk.t.Add(2 * time.Second)
 	st.check() // lost
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != api.ReasonNodeLost {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_FAILED || m.GetReason() != api.ReasonNodeLost {
 		t.Fatalf("lost: %v", m)
 	}
 	c, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: running}, "")
 	if o := c.out.drain(); len(o) != 0 {
 		t.Fatalf("orders to the node back = %v, want none (it runs what the controller wants)", o)
 	}
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n1" {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n1" {
 		t.Fatalf("adopted back: %v, want RUNNING on n1", m)
 	}
 	// The controller's rescheduling CREATE arrives late: already placed.
@@ -275,10 +321,10 @@ func TestHeartbeatDerivedFromNodeTimeout(t *testing.T) {
 // instance's: it was never asked to go, it must not end.
 func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	st.create(createOrder("a"), placement.Request{Kind: "pod"})
-	<-sub.ch
+	sub.next()
 	// n1 also lists a stale copy elsewhere... here it is the same node:
 	// the node destroys an old copy, then runs the new CREATE.
 	c1.out.drain()
@@ -289,7 +335,7 @@ func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 	} {
 		st.instanceStatus("n1", "", m)
 	}
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_CREATING {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_CREATING {
 		t.Errorf("forwarded %v, want only CREATING", m)
 	}
 	if st.insts["a"] == nil {
@@ -303,7 +349,7 @@ func TestDestroyedCopyStatusesNotTheInstances(t *testing.T) {
 // TERMINATED only once both nodes confirm.
 func TestDestroyWaitsForEveryCopy(t *testing.T) {
 	st, clk := newTestState(t, time.Second, time.Second)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	ws := createOrder("a")
 	ws.Node = "n1" // the controller's hint after the scheduler restarted
 	st.create(ws, placement.Request{Kind: "pod"})
@@ -318,8 +364,8 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY, Node: "n2"})
 	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	var last *commonpb.InstanceMetric
-	for len(sub.ch) > 0 {
-		last = (<-sub.ch).GetInstance()
+	for sub.queued() > 0 {
+		last = sub.next().GetInstance()
 		if last.GetStatus() == commonpb.ResourceStatus_TERMINATED {
 			t.Fatalf("TERMINATED %v while n1 may still run a copy", last)
 		}
@@ -330,8 +376,8 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 		t.Fatalf("orders to n1 = %v, want DESTROY", o)
 	}
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
-	for len(sub.ch) > 0 {
-		last = (<-sub.ch).GetInstance()
+	for sub.queued() > 0 {
+		last = sub.next().GetInstance()
 	}
 	if last.GetStatus() != commonpb.ResourceStatus_TERMINATED || last.GetNode() != "n1" {
 		t.Errorf("last status %v, want TERMINATED confirmed by n1", last)
@@ -343,7 +389,7 @@ func TestDestroyWaitsForEveryCopy(t *testing.T) {
 // adopted, and the live copy elsewhere destroyed; each restart flipped them.
 func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 	st, _ := newTestState(t, time.Second, time.Minute)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1", Instances: []*commonpb.InstanceMetric{
 		{InstanceId: "a", Status: commonpb.ResourceStatus_DESTROYING}}}, "")
 	if st.insts["a"] != nil {
@@ -357,7 +403,7 @@ func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 	if o := append(c1.out.drain(), c2.out.drain()...); len(o) != 0 {
 		t.Errorf("orders %v, want none", o)
 	}
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n2" {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_RUNNING || m.GetNode() != "n2" {
 		t.Errorf("status %v, want RUNNING on n2", m)
 	}
 }
@@ -367,7 +413,7 @@ func TestCopyBeingDestroyedNotAdopted(t *testing.T) {
 // nodes) and its DESTROY waits for each.
 func TestDestroyWaitsForFormerNodes(t *testing.T) {
 	st, _ := newTestState(t, time.Second, 0)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	c1, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n1"}, "")
 	c2, _ := st.register(&commonpb.WorkerRegistration{Hostname: "n2"}, "")
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY,
@@ -378,15 +424,15 @@ func TestDestroyWaitsForFormerNodes(t *testing.T) {
 		}
 	}
 	st.instanceStatus("n2", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
-	for len(sub.ch) > 0 {
-		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+	for sub.queued() > 0 {
+		if m := sub.next().GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
 			t.Fatalf("TERMINATED %v before n1 confirmed", m)
 		}
 	}
 	st.instanceStatus("n1", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
 	var last *commonpb.InstanceMetric
-	for len(sub.ch) > 0 {
-		last = (<-sub.ch).GetInstance()
+	for sub.queued() > 0 {
+		last = sub.next().GetInstance()
 	}
 	if last.GetStatus() != commonpb.ResourceStatus_TERMINATED {
 		t.Errorf("last status %v, want TERMINATED once both confirmed", last)
@@ -399,11 +445,11 @@ func TestDestroyWaitsForFormerNodes(t *testing.T) {
 // re-registered, ran it. Within the recovery window the scheduler waits.
 func TestDestroyAfterRestartWaitsForTheNodes(t *testing.T) {
 	st, clk := newTestState(t, time.Second, 5*time.Second)
-	sub := st.subscribe()
+	sub, _, _ := st.subscribe("", 0)
 	st.create(createOrder("a"), placement.Request{Kind: "pod"}) // re-sent, no node known
 	st.destroy(&controllerpb.WorkloadScheduling{InstanceId: "a", Action: commonpb.WorkloadRequestKind_DESTROY})
-	for len(sub.ch) > 0 {
-		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+	for sub.queued() > 0 {
+		if m := sub.next().GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
 			t.Fatalf("TERMINATED %v during the recovery window", m)
 		}
 	}
@@ -414,13 +460,13 @@ func TestDestroyAfterRestartWaitsForTheNodes(t *testing.T) {
 	clk.t = clk.t.Add(10 * time.Second)
 	st.heartbeat("n3", "", &commonpb.WorkerMetric{})
 	st.check()
-	for len(sub.ch) > 0 {
-		if m := (<-sub.ch).GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
+	for sub.queued() > 0 {
+		if m := sub.next().GetInstance(); m.GetStatus() == commonpb.ResourceStatus_TERMINATED {
 			t.Fatalf("TERMINATED %v before n3 stopped it", m)
 		}
 	}
 	st.instanceStatus("n3", "", &commonpb.InstanceMetric{InstanceId: "a", Status: commonpb.ResourceStatus_TERMINATED, Reason: api.ReasonDestroyed})
-	if m := (<-sub.ch).GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
+	if m := sub.next().GetInstance(); m.GetStatus() != commonpb.ResourceStatus_TERMINATED {
 		t.Errorf("%v, want TERMINATED once n3 stopped it", m)
 	}
 }

@@ -316,13 +316,43 @@ func (v *validator) function(s Spec) {
 			v.add(p+".kernelArgs", "%q is reserved (rik sets it)", truncate(arg))
 		}
 	}
-	if e.Entrypoint != "" {
-		if len(e.Entrypoint) > MaxPathLen || !strings.HasPrefix(e.Entrypoint, "/") ||
-			strings.ContainsFunc(e.Entrypoint, isSpaceOrControl) {
-			v.add(p+".entrypoint", "must be an absolute path without spaces (at most %d chars)", MaxPathLen)
-		}
-	}
+	v.execArgs(p, e)
 	v.ports("spec.function.exposure", f.Exposure)
+}
+
+// MaxExecBytes bounds a function's args and env together (what rik-init
+// hands its entrypoint).
+const MaxExecBytes = 64 << 10
+
+// execArgs checks a function's entrypoint (an absolute path, then
+// arguments separated by spaces), args and env; p is the execution's path.
+func (v *validator) execArgs(p string, e Execution) {
+	words := strings.Fields(e.Entrypoint)
+	switch {
+	case e.Entrypoint == "":
+	case len(e.Entrypoint) > MaxArgLen:
+		v.add(p+".entrypoint", "at most %d chars", MaxArgLen)
+	case strings.ContainsFunc(e.Entrypoint, isControl):
+		v.add(p+".entrypoint", "must not contain control characters")
+	case len(words) == 0 || !strings.HasPrefix(words[0], "/") || len(words[0]) > MaxPathLen:
+		v.add(p+".entrypoint", "must start with an absolute path (at most %d chars), then arguments separated by spaces", MaxPathLen)
+	}
+	if len(words) > 0 && len(words)-1+len(e.Args) > MaxArgs {
+		v.add(p+".args", "at most %d elements (with the entrypoint's arguments)", MaxArgs)
+		return
+	}
+	v.strings(p+".args", e.Args)
+	v.env(p+".env", e.Env)
+	size := 0
+	for _, a := range e.Args {
+		size += len(a) + 1
+	}
+	for _, ev := range e.Env {
+		size += len(ev.Name) + len(ev.Value) + 2
+	}
+	if size > MaxExecBytes {
+		v.add(p, "args and env: at most %d bytes together", MaxExecBytes)
+	}
 }
 
 // hostPorts reports a host port (and protocol) used twice in the workload.

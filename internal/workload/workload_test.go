@@ -117,9 +117,17 @@ func TestParseErrors(t *testing.T) {
 		{"rootfs path", fn(`{"rootfs":"/var/r.ext4"}`, `[]`), []string{"spec.function.execution.rootfs: must be an http://"}},
 		{"vm limits", fn(`{"rootfs":"http://x/r","vcpus":33,"memory":8,"sha256":"xyz","entrypoint":"init","kernelArgs":"a\nb"}`, `null`),
 			[]string{"spec.function.execution.vcpus: must be between 1 and 32", "spec.function.execution.memory: must be between 16 and 65536 MiB",
-				"spec.function.execution.sha256: must be 64 hex digits", "spec.function.execution.entrypoint: must be an absolute path",
+				"spec.function.execution.sha256: must be 64 hex digits", "spec.function.execution.entrypoint: must start with an absolute path",
 				"spec.function.execution.kernelArgs: must not contain control characters"}},
 		{"exposure", fn(`{"rootfs":"http://x/r"}`, `[{"port":80},{"port":80}]`), []string{"spec.function.exposure[1].port: host port 80/TCP used twice"}},
+		{"function args and env", fn(`{"rootfs":"http://x/r","entrypoint":"/bin/app\targ","args":["ok","a\u0000b"],"env":[{"name":"","value":"x"},{"name":"A=B"}]}`, `null`),
+			[]string{"spec.function.execution.entrypoint: must not contain control characters", "spec.function.execution.args[1]: must not contain NUL",
+				"spec.function.execution.env[0].name: required", "spec.function.execution.env[1].name: must not contain '='"}},
+		{"function entrypoint relative", fn(`{"rootfs":"http://x/r","entrypoint":"app -v"}`, `null`), []string{"spec.function.execution.entrypoint: must start with an absolute path"}},
+		{"function too many args", fn(`{"rootfs":"http://x/r","entrypoint":"/bin/app -v","args":[`+strings.Repeat(`"a",`, MaxArgs)+`"a"]}`, `null`),
+			[]string{"spec.function.execution.args: at most 256 elements"}},
+		{"function args and env too large", fn(`{"rootfs":"http://x/r","env":[`+strings.Repeat(`{"name":"V","value":"`+strings.Repeat("v", MaxArgLen)+`"},`, 16)+`{"name":"W"}]}`, `null`),
+			[]string{"spec.function.execution: args and env: at most 65536 bytes together"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -242,6 +242,7 @@ type cluster struct {
 type clusterOptions struct {
 	nodeTimeout time.Duration // scheduler --node-timeout; 0 = default
 	etcd        bool          // store in an etcd server (the etcd binary) instead of bolt
+	etcdMembers int           // > 1: store in an etcd cluster of that many members (startEtcdCluster)
 	insecure    bool          // --insecure on every component (default: mutual TLS with a CA of `rik ca init`)
 }
 
@@ -287,7 +288,9 @@ func newCluster(t testing.TB, opts clusterOptions) *cluster {
 	}
 	c.api = newAPIAccess(t, dir, c.ctlCerts)
 	c.scheduler = c.startProc("scheduler", c.ctl, c.bins.scheduler, nil, schedArgs...)
-	if opts.etcd {
+	if opts.etcdMembers > 1 {
+		c.store = c.startEtcdCluster(opts.etcdMembers)
+	} else if opts.etcd {
 		testutil.RequireTool(t, "etcd")
 		c.store = "etcd://" + net.JoinHostPort(ctlIP, strconv.Itoa(etcdPort))
 		c.startProc("etcd", c.ctl, "etcd", nil,

@@ -154,6 +154,9 @@ func TestFunctionLifecycle(t *testing.T) {
 	t.Logf("timings: create→RUNNING %s, create→page on host port %s", toRunning.Round(10*time.Millisecond), time.Since(created).Round(10*time.Millisecond))
 	c.waitPage(n.ns, nodeURL, guestPage, 30*time.Second)
 	c.waitPage(n.ns, fmt.Sprintf("http://127.0.0.1:%d/", hostPort), guestPage, 30*time.Second)
+	// The riklet's metrics show the start and the rootfs fetch.
+	c.waitPage(n.ns, rikletMetrics+"/metrics", `rik_riklet_start_duration_seconds_count{kind="function"} 1`, 10*time.Second)
+	c.waitPage(n.ns, rikletMetrics+"/metrics", "rik_riklet_rootfs_fetch_duration_seconds_count 1\n", 10*time.Second)
 
 	tr, err := functionTraces(n, id)
 	requireTraces(t, tr, err, "dnat", "link", "lease", "qemu", "file")

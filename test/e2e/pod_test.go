@@ -160,6 +160,7 @@ func testPodLifecycle(t *testing.T, fw, mark string) {
 	nodeURL := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)
 	c.waitPage(c.client, nodeURL, "hello from rik", 30*time.Second)
 	c.waitPage(n.ns, nodeURL, "hello from rik", 30*time.Second)
+	c.checkMetrics(n)
 
 	tr, err := podTraces(n, id)
 	requireTraces(t, tr, err, "container", "netns", "veth", "dnat")

@@ -133,7 +133,7 @@ func TestWatchSurvivesControllerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.mustRikctl("create", "workload", "-f", c.writeFile("api.json", bigPod("api")))
-	c.waitLine(insts, "web-0 RUNNING after the restart", before[insts], "web-0", "web", "RUNNING", "rik-worker")
+	c.waitLine(insts, "web-0 RUNNING after the restart", before[insts], "web-0", "web", "RUNNING", "*", "rik-worker")
 	c.waitLine(wls, "api created after the restart", before[wls], "api", "pod")
 	c.mustRikctl("delete", "workload", "api")
 	c.waitLine(wls, "api deleted after the restart", before[wls], "api", "(deleted)", "pod")

@@ -643,8 +643,12 @@ type WorkerStatus struct {
 	//
 	//	*WorkerStatus_Instance
 	//	*WorkerStatus_Worker
-	Status        isWorkerStatus_Status `protobuf_oneof:"status"`
-	Identifier    string                `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	Status     isWorkerStatus_Status `protobuf_oneof:"status"`
+	Identifier string                `protobuf:"bytes,3,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// rik extension: the scheduler's sequence number of this status within
+	// its run (named by the "rik-epoch" header of the status stream); it
+	// grows with every status the scheduler records. 0 from a riklet.
+	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -709,6 +713,13 @@ func (x *WorkerStatus) GetIdentifier() string {
 		return x.Identifier
 	}
 	return ""
+}
+
+func (x *WorkerStatus) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type isWorkerStatus_Status interface {
@@ -945,13 +956,14 @@ const file_common_proto_rawDesc = "" +
 	"\x05ready\x18\x0e \x01(\bR\x05ready\x1a<\n" +
 	"\x0eTimingsMsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9e\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb0\x01\n" +
 	"\fWorkerStatus\x124\n" +
 	"\binstance\x18\x01 \x01(\v2\x16.common.InstanceMetricH\x00R\binstance\x12.\n" +
 	"\x06worker\x18\x02 \x01(\v2\x14.common.WorkerMetricH\x00R\x06worker\x12\x1e\n" +
 	"\n" +
 	"identifier\x18\x03 \x01(\tR\n" +
-	"identifierB\b\n" +
+	"identifier\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seqB\b\n" +
 	"\x06status\"\xae\x01\n" +
 	"\n" +
 	"LogRequest\x12\x1d\n" +

@@ -287,6 +287,105 @@ func (x *Node) GetAddress() string {
 	return ""
 }
 
+// rik: where a controller resumes the status stream: after the last
+// status it stored, of the scheduler run named epoch.
+type StatusCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         string                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the "rik-epoch" header of the stream it came from
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`    // WorkerStatus.seq of the last status stored; 0: none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusCursor) Reset() {
+	*x = StatusCursor{}
+	mi := &file_controller_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusCursor) ProtoMessage() {}
+
+func (x *StatusCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_controller_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusCursor.ProtoReflect.Descriptor instead.
+func (*StatusCursor) Descriptor() ([]byte, []int) {
+	return file_controller_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StatusCursor) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *StatusCursor) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// rik: a list of instance ids.
+type InstanceIds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceIds) Reset() {
+	*x = InstanceIds{}
+	mi := &file_controller_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceIds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceIds) ProtoMessage() {}
+
+func (x *InstanceIds) ProtoReflect() protoreflect.Message {
+	mi := &file_controller_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceIds.ProtoReflect.Descriptor instead.
+func (*InstanceIds) Descriptor() ([]byte, []int) {
+	return file_controller_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *InstanceIds) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
 var File_controller_proto protoreflect.FileDescriptor
 
 const file_controller_proto_rawDesc = "" +
@@ -322,13 +421,20 @@ const file_controller_proto_rawDesc = "" +
 	"\aaddress\x18\v \x01(\tR\aaddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x8a\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\fStatusCursor\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x1f\n" +
+	"\vInstanceIds\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids2\x97\x03\n" +
 	"\n" +
 	"Controller\x12J\n" +
 	"\x10ScheduleInstance\x12\x1e.controller.WorkloadScheduling\x1a\x16.google.protobuf.Empty\x12B\n" +
 	"\x10GetStatusUpdates\x12\x16.google.protobuf.Empty\x1a\x14.common.WorkerStatus0\x01\x129\n" +
 	"\tListNodes\x12\x16.google.protobuf.Empty\x1a\x14.controller.NodeList\x121\n" +
-	"\aGetLogs\x12\x12.common.LogRequest\x1a\x10.common.LogChunk0\x01B/Z-github.com/rik-org/rik/api/proto/controllerpbb\x06proto3"
+	"\aGetLogs\x12\x12.common.LogRequest\x1a\x10.common.LogChunk0\x01\x12E\n" +
+	"\x11SubscribeStatuses\x12\x18.controller.StatusCursor\x1a\x14.common.WorkerStatus0\x01\x12D\n" +
+	"\x10UnknownInstances\x12\x17.controller.InstanceIds\x1a\x17.controller.InstanceIdsB/Z-github.com/rik-org/rik/api/proto/controllerpbb\x06proto3"
 
 var (
 	file_controller_proto_rawDescOnce sync.Once
@@ -342,36 +448,42 @@ func file_controller_proto_rawDescGZIP() []byte {
 	return file_controller_proto_rawDescData
 }
 
-var file_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_controller_proto_goTypes = []any{
 	(*WorkloadScheduling)(nil),        // 0: controller.WorkloadScheduling
 	(*NodeList)(nil),                  // 1: controller.NodeList
 	(*Node)(nil),                      // 2: controller.Node
-	nil,                               // 3: controller.Node.LabelsEntry
-	(commonpb.WorkloadRequestKind)(0), // 4: common.WorkloadRequestKind
-	(*commonpb.Resources)(nil),        // 5: common.Resources
-	(*emptypb.Empty)(nil),             // 6: google.protobuf.Empty
-	(*commonpb.LogRequest)(nil),       // 7: common.LogRequest
-	(*commonpb.WorkerStatus)(nil),     // 8: common.WorkerStatus
-	(*commonpb.LogChunk)(nil),         // 9: common.LogChunk
+	(*StatusCursor)(nil),              // 3: controller.StatusCursor
+	(*InstanceIds)(nil),               // 4: controller.InstanceIds
+	nil,                               // 5: controller.Node.LabelsEntry
+	(commonpb.WorkloadRequestKind)(0), // 6: common.WorkloadRequestKind
+	(*commonpb.Resources)(nil),        // 7: common.Resources
+	(*emptypb.Empty)(nil),             // 8: google.protobuf.Empty
+	(*commonpb.LogRequest)(nil),       // 9: common.LogRequest
+	(*commonpb.WorkerStatus)(nil),     // 10: common.WorkerStatus
+	(*commonpb.LogChunk)(nil),         // 11: common.LogChunk
 }
 var file_controller_proto_depIdxs = []int32{
-	4,  // 0: controller.WorkloadScheduling.action:type_name -> common.WorkloadRequestKind
+	6,  // 0: controller.WorkloadScheduling.action:type_name -> common.WorkloadRequestKind
 	2,  // 1: controller.NodeList.nodes:type_name -> controller.Node
-	5,  // 2: controller.Node.capacity:type_name -> common.Resources
-	5,  // 3: controller.Node.usage:type_name -> common.Resources
-	5,  // 4: controller.Node.allocated:type_name -> common.Resources
-	3,  // 5: controller.Node.labels:type_name -> controller.Node.LabelsEntry
+	7,  // 2: controller.Node.capacity:type_name -> common.Resources
+	7,  // 3: controller.Node.usage:type_name -> common.Resources
+	7,  // 4: controller.Node.allocated:type_name -> common.Resources
+	5,  // 5: controller.Node.labels:type_name -> controller.Node.LabelsEntry
 	0,  // 6: controller.Controller.ScheduleInstance:input_type -> controller.WorkloadScheduling
-	6,  // 7: controller.Controller.GetStatusUpdates:input_type -> google.protobuf.Empty
-	6,  // 8: controller.Controller.ListNodes:input_type -> google.protobuf.Empty
-	7,  // 9: controller.Controller.GetLogs:input_type -> common.LogRequest
-	6,  // 10: controller.Controller.ScheduleInstance:output_type -> google.protobuf.Empty
-	8,  // 11: controller.Controller.GetStatusUpdates:output_type -> common.WorkerStatus
-	1,  // 12: controller.Controller.ListNodes:output_type -> controller.NodeList
-	9,  // 13: controller.Controller.GetLogs:output_type -> common.LogChunk
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
+	8,  // 7: controller.Controller.GetStatusUpdates:input_type -> google.protobuf.Empty
+	8,  // 8: controller.Controller.ListNodes:input_type -> google.protobuf.Empty
+	9,  // 9: controller.Controller.GetLogs:input_type -> common.LogRequest
+	3,  // 10: controller.Controller.SubscribeStatuses:input_type -> controller.StatusCursor
+	4,  // 11: controller.Controller.UnknownInstances:input_type -> controller.InstanceIds
+	8,  // 12: controller.Controller.ScheduleInstance:output_type -> google.protobuf.Empty
+	10, // 13: controller.Controller.GetStatusUpdates:output_type -> common.WorkerStatus
+	1,  // 14: controller.Controller.ListNodes:output_type -> controller.NodeList
+	11, // 15: controller.Controller.GetLogs:output_type -> common.LogChunk
+	10, // 16: controller.Controller.SubscribeStatuses:output_type -> common.WorkerStatus
+	4,  // 17: controller.Controller.UnknownInstances:output_type -> controller.InstanceIds
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -388,7 +500,7 @@ func file_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controller_proto_rawDesc), len(file_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,10 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Controller_ScheduleInstance_FullMethodName = "/controller.Controller/ScheduleInstance"
-	Controller_GetStatusUpdates_FullMethodName = "/controller.Controller/GetStatusUpdates"
-	Controller_ListNodes_FullMethodName        = "/controller.Controller/ListNodes"
-	Controller_GetLogs_FullMethodName          = "/controller.Controller/GetLogs"
+	Controller_ScheduleInstance_FullMethodName  = "/controller.Controller/ScheduleInstance"
+	Controller_GetStatusUpdates_FullMethodName  = "/controller.Controller/GetStatusUpdates"
+	Controller_ListNodes_FullMethodName         = "/controller.Controller/ListNodes"
+	Controller_GetLogs_FullMethodName           = "/controller.Controller/GetLogs"
+	Controller_SubscribeStatuses_FullMethodName = "/controller.Controller/SubscribeStatuses"
+	Controller_UnknownInstances_FullMethodName  = "/controller.Controller/UnknownInstances"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -42,6 +44,16 @@ type ControllerClient interface {
 	ListNodes(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(ctx context.Context, in *commonpb.LogRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.LogChunk], error)
+	// rik: GetStatusUpdates resumed at a cursor. Of the same scheduler run
+	// (epoch), only the instances whose status changed after cursor.seq are
+	// replayed (their latest status), else every instance's. Both streams
+	// send the "rik-epoch" header once subscribed, number each status (seq)
+	// and coalesce per instance: a slow reader gets the latest status of
+	// each instance, in seq order, and is never dropped for being slow.
+	SubscribeStatuses(ctx context.Context, in *StatusCursor, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.WorkerStatus], error)
+	// rik: of the given instances, those the scheduler does not have (a
+	// controller that resumed its stream sends CREATE for those only).
+	UnknownInstances(ctx context.Context, in *InstanceIds, opts ...grpc.CallOption) (*InstanceIds, error)
 }
 
 type controllerClient struct {
@@ -110,6 +122,35 @@ func (c *controllerClient) GetLogs(ctx context.Context, in *commonpb.LogRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsClient = grpc.ServerStreamingClient[commonpb.LogChunk]
 
+func (c *controllerClient) SubscribeStatuses(ctx context.Context, in *StatusCursor, opts ...grpc.CallOption) (grpc.ServerStreamingClient[commonpb.WorkerStatus], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Controller_ServiceDesc.Streams[2], Controller_SubscribeStatuses_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StatusCursor, commonpb.WorkerStatus]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Controller_SubscribeStatusesClient = grpc.ServerStreamingClient[commonpb.WorkerStatus]
+
+func (c *controllerClient) UnknownInstances(ctx context.Context, in *InstanceIds, opts ...grpc.CallOption) (*InstanceIds, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstanceIds)
+	err := c.cc.Invoke(ctx, Controller_UnknownInstances_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -125,6 +166,16 @@ type ControllerServer interface {
 	ListNodes(context.Context, *emptypb.Empty) (*NodeList, error)
 	// rik: the logs of an instance, from the node that runs it.
 	GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error
+	// rik: GetStatusUpdates resumed at a cursor. Of the same scheduler run
+	// (epoch), only the instances whose status changed after cursor.seq are
+	// replayed (their latest status), else every instance's. Both streams
+	// send the "rik-epoch" header once subscribed, number each status (seq)
+	// and coalesce per instance: a slow reader gets the latest status of
+	// each instance, in seq order, and is never dropped for being slow.
+	SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error
+	// rik: of the given instances, those the scheduler does not have (a
+	// controller that resumed its stream sends CREATE for those only).
+	UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error)
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -146,6 +197,12 @@ func (UnimplementedControllerServer) ListNodes(context.Context, *emptypb.Empty) 
 }
 func (UnimplementedControllerServer) GetLogs(*commonpb.LogRequest, grpc.ServerStreamingServer[commonpb.LogChunk]) error {
 	return status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedControllerServer) SubscribeStatuses(*StatusCursor, grpc.ServerStreamingServer[commonpb.WorkerStatus]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeStatuses not implemented")
+}
+func (UnimplementedControllerServer) UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnknownInstances not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -226,6 +283,35 @@ func _Controller_GetLogs_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Controller_GetLogsServer = grpc.ServerStreamingServer[commonpb.LogChunk]
 
+func _Controller_SubscribeStatuses_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StatusCursor)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControllerServer).SubscribeStatuses(m, &grpc.GenericServerStream[StatusCursor, commonpb.WorkerStatus]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Controller_SubscribeStatusesServer = grpc.ServerStreamingServer[commonpb.WorkerStatus]
+
+func _Controller_UnknownInstances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstanceIds)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).UnknownInstances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_UnknownInstances_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).UnknownInstances(ctx, req.(*InstanceIds))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -241,6 +327,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListNodes",
 			Handler:    _Controller_ListNodes_Handler,
 		},
+		{
+			MethodName: "UnknownInstances",
+			Handler:    _Controller_UnknownInstances_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -251,6 +341,11 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetLogs",
 			Handler:       _Controller_GetLogs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeStatuses",
+			Handler:       _Controller_SubscribeStatuses_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -30,6 +30,7 @@ var routeRoles = map[string]service.Role{
 	"GET /api/v0/instances.logs/{id}":  service.RoleOperator,
 	"GET /api/v0/nodes.list":           service.RoleViewer,
 	"GET /api/v0/events":               service.RoleViewer,
+	"GET /api/v0/events.list":          service.RoleViewer,
 	"GET /api/v0/openapi.yaml":         service.RoleViewer,
 	"GET /api/v0/workload.schema.json": service.RoleViewer,
 	"POST /api/v0/tokens.create":       service.RoleAdmin,
@@ -136,21 +137,33 @@ func showWorkload(r *http.Request, rec service.WorkloadRecord) service.WorkloadR
 	return rec
 }
 
-// redactWorkload returns a copy of w with every env value replaced.
+// redactWorkload returns a copy of w with every env value replaced (its
+// containers' and its function's).
 func redactWorkload(w workload.Workload) workload.Workload {
 	cs := make([]workload.Container, len(w.Spec.Containers))
 	for i, c := range w.Spec.Containers {
-		if len(c.Env) > 0 {
-			env := make([]workload.EnvVar, len(c.Env))
-			for j, e := range c.Env {
-				env[j] = workload.EnvVar{Name: e.Name, Value: RedactedValue}
-			}
-			c.Env = env
-		}
+		c.Env = redactEnv(c.Env)
 		cs[i] = c
 	}
 	if w.Spec.Containers != nil {
 		w.Spec.Containers = cs
 	}
+	if f := w.Spec.Function; f != nil && len(f.Execution.Env) > 0 {
+		fc := *f
+		fc.Execution.Env = redactEnv(f.Execution.Env)
+		w.Spec.Function = &fc
+	}
 	return w
+}
+
+// redactEnv returns a copy of env with every value replaced.
+func redactEnv(env []workload.EnvVar) []workload.EnvVar {
+	if len(env) == 0 {
+		return env
+	}
+	out := make([]workload.EnvVar, len(env))
+	for j, e := range env {
+		out[j] = workload.EnvVar{Name: e.Name, Value: RedactedValue}
+	}
+	return out
 }

@@ -69,7 +69,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 
 // follow writes sub's live events, and a keepalive comment when quiet,
 // until the client goes, the server stops or sub is dropped.
-func (a *API) follow(ctx context.Context, w http.ResponseWriter, r *http.Request, rc *http.ResponseController, sub service.Subscription) {
+func (a *API) follow(ctx context.Context, w http.ResponseWriter, r *http.Request, rc *http.ResponseController, sub service.EventStream) {
 	tick := time.NewTicker(a.cfg.KeepaliveEvery)
 	defer tick.Stop()
 	for {
@@ -135,4 +135,12 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// eventsList answers the kept history of one object:
+// ?kind=workload|instance|node&name=NAME, oldest first.
+func (a *API) eventsList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	evs, err := a.svc.Events(r.Context(), q.Get("kind"), q.Get("name"))
+	a.reply(w, r, http.StatusOK, evs, err)
 }

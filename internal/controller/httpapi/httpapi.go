@@ -126,6 +126,7 @@ func (a *API) routes() http.Handler {
 	hf("GET /api/v0/instances.logs/{id}", a.instanceLogs)
 	hf("GET /api/v0/nodes.list", a.nodesList)
 	hf("GET /api/v0/events", a.events)
+	hf("GET /api/v0/events.list", a.eventsList)
 	hf("GET /api/v0/openapi.yaml", a.openAPI)
 	hf("GET /api/v0/workload.schema.json", a.schema)
 	hf("POST /api/v0/tokens.create", a.tokensCreate)

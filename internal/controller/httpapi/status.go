@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/rik-org/rik/api"
+	"github.com/rik-org/rik/internal/version"
 )
 
 // Nodes, health and the API's own documents.
@@ -22,17 +25,33 @@ func schedulerState(connected bool) string {
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	leader := a.svc.Leader()
-	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Scheduler: schedulerState(a.svc.SchedulerConnected()), Leader: &leader})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Scheduler: schedulerState(a.svc.SchedulerConnected()), Leader: &leader,
+		Version: version.Version, GoVersion: version.GoVersion()})
 }
 
-// ready says whether this controller can serve: 503 while its link to the
-// scheduler is down (orders would only be queued).
+// storeCheckTimeout bounds the store's answer to /readyz.
+const storeCheckTimeout = 2 * time.Second
+
+// ready says whether this controller can serve: 503 with the reason while
+// its store does not answer, or its link to the scheduler is down (orders
+// would only be queued).
 func (a *API) ready(w http.ResponseWriter, r *http.Request) {
-	if !a.svc.SchedulerConnected() {
-		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "not ready", Scheduler: schedulerState(false)})
+	connected := a.svc.SchedulerConnected()
+	h := api.Health{Status: "ready", Scheduler: schedulerState(connected)}
+	ctx, cancel := context.WithTimeout(r.Context(), storeCheckTimeout)
+	defer cancel()
+	switch err := a.svc.CheckStore(ctx); {
+	case err != nil:
+		h.Reason = "store unreachable: " + err.Error()
+	case !connected:
+		h.Reason = "scheduler link down"
+	}
+	if h.Reason != "" {
+		h.Status = "not ready"
+		writeJSON(w, http.StatusServiceUnavailable, h)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.Health{Status: "ready", Scheduler: schedulerState(true)})
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (a *API) openAPI(w http.ResponseWriter, r *http.Request) {

@@ -21,7 +21,7 @@ type runningLease struct {
 func startLease(t *testing.T, st store.Store, id string) *runningLease {
 	t.Helper()
 	r := &runningLease{done: make(chan struct{})}
-	r.l = New(Config{Store: st, ID: id, Renew: 10 * time.Millisecond, TTL: 100 * time.Millisecond,
+	r.l = New(Config{Store: st, ID: id, Renew: 10 * time.Millisecond, TTL: time.Second, // a loaded machine may stall renewals for long
 		Gained: func(context.Context) { r.gains.Add(1) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -56,7 +56,7 @@ func TestLeaseSingleHolderAndHandover(t *testing.T) {
 	a := startLease(t, st, "a")
 	eventually(t, "a holds", a.l.Held)
 	b := startLease(t, st, "b")
-	time.Sleep(300 * time.Millisecond) // several ttl periods: a keeps renewing
+	time.Sleep(300 * time.Millisecond) // many renew periods: a keeps renewing
 	if !a.l.Held() || b.l.Held() {
 		t.Fatalf("held: a=%v b=%v, want only a", a.l.Held(), b.l.Held())
 	}
@@ -104,5 +104,38 @@ func TestLeaseExclusiveStoreTakesLeftoverAtOnce(t *testing.T) {
 	restarted := New(Config{Store: st, ID: "restarted", TTL: time.Hour})
 	if !restarted.step(t.Context()) {
 		t.Fatal("restarted controller did not take the leftover lease at once")
+	}
+}
+
+// A holder whose renewals stall stops counting itself the holder before
+// another controller may take over, and a renewal after that lapse counts
+// as gaining the lease again (the holder catches up on what it skipped).
+func TestLeaseLapsesWithoutRenewal(t *testing.T) {
+	st := openShared(t)
+	l := New(Config{Store: st, ID: "slow", Renew: 10 * time.Millisecond, TTL: 50 * time.Millisecond})
+	if !l.step(t.Context()) || !l.Held() {
+		t.Fatal("first step did not acquire a free lease")
+	}
+	if l.step(t.Context()) {
+		t.Error("a timely renewal counted as gaining the lease")
+	}
+	time.Sleep(60 * time.Millisecond) // no renewal for more than ttl
+	if l.Held() {
+		t.Fatal("holder without a renewal for ttl still counts itself holding")
+	}
+	if !l.step(t.Context()) || !l.Held() {
+		t.Error("renewal after the lapse did not count as gaining the lease")
+	}
+}
+
+// A controller that does not hold the lease looks at the key several
+// times per ttl, so that it takes over soon after ttl.
+func TestLeasePollsWithinTTL(t *testing.T) {
+	l := New(Config{Store: openShared(t), ID: "b"})
+	if got := l.pollEvery(); got > DefaultTTL/5 {
+		t.Errorf("poll every %s, want several per ttl %s", got, DefaultTTL)
+	}
+	if DefaultTTL+l.pollEvery()+DefaultRenew > 5*time.Second {
+		t.Errorf("ttl %s + poll %s + renew %s: a crashed holder may be replaced after more than 5s", DefaultTTL, l.pollEvery(), DefaultRenew)
 	}
 }

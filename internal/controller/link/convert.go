@@ -54,7 +54,7 @@ func statusOf(m *commonpb.InstanceMetric) service.Status {
 	s := service.Status{
 		InstanceID: m.GetInstanceId(), WorkloadID: m.GetWorkloadId(), Status: st,
 		Node: m.GetNode(), IP: m.GetIp(), Reason: m.GetReason(), Message: m.GetMessage(),
-		Restarts: int(m.GetRestarts()), Timings: m.GetTimingsMs(),
+		Restarts: int(m.GetRestarts()), Timings: m.GetTimingsMs(), Ready: m.GetReady(),
 	}
 	if m.GetHasExitCode() {
 		code := int(m.GetExitCode())

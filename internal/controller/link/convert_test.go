@@ -31,6 +31,8 @@ func TestStatusOf(t *testing.T) {
 			service.Status{InstanceID: "i", Status: workload.StatusTerminated, ExitCode: &zero}},
 		{"no exit code", &commonpb.InstanceMetric{InstanceId: "i", Status: commonpb.ResourceStatus_RUNNING},
 			service.Status{InstanceID: "i", Status: workload.StatusRunning}},
+		{"ready", &commonpb.InstanceMetric{InstanceId: "i", Status: commonpb.ResourceStatus_RUNNING, Ready: true},
+			service.Status{InstanceID: "i", Status: workload.StatusRunning, Ready: true}},
 		{"unknown status", &commonpb.InstanceMetric{InstanceId: "i", Status: commonpb.ResourceStatus(42)},
 			service.Status{InstanceID: "i", Status: workload.StatusUnknown}},
 	} {

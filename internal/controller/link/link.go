@@ -8,15 +8,19 @@ package link
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/rik-org/rik/api"
@@ -29,12 +33,19 @@ import (
 
 // Handler is what the link reports to.
 type Handler interface {
+	// Resume is where to resume the status stream (zero: replay all).
+	Resume(ctx context.Context) service.Cursor
 	// Subscribed is called, in its own goroutine, each time the scheduler
 	// has subscribed the link: the orders it sends are answered with
 	// statuses on the new stream, read meanwhile.
-	Subscribed(ctx context.Context) error
-	// Ingest applies one status, in the order received.
-	Ingest(ctx context.Context, st service.Status)
+	Subscribed(ctx context.Context, sub service.Subscription) error
+	// Ingest applies one status, in the order received for its instance
+	// (statuses of different instances are ingested concurrently); false
+	// when it was not stored (the stream position then stops moving until
+	// the next subscribe).
+	Ingest(ctx context.Context, st service.Status) bool
+	// Stored reports that every status of the stream up to c was stored.
+	Stored(c service.Cursor)
 }
 
 // Defaults of Config.
@@ -59,11 +70,13 @@ type Config struct {
 
 // Link is the session with one scheduler.
 type Link struct {
-	cfg       Config
-	log       *slog.Logger
-	conn      *grpc.ClientConn
-	client    controllerpb.ControllerClient
-	connected atomic.Bool
+	cfg        Config
+	log        *slog.Logger
+	conn       *grpc.ClientConn
+	client     controllerpb.ControllerClient
+	connected  atomic.Bool
+	legacy     atomic.Bool   // the scheduler has no SubscribeStatuses (not rik's)
+	subscribes atomic.Uint64 // streams opened
 
 	mu        sync.Mutex
 	endStream context.CancelFunc // ends the current status stream
@@ -100,8 +113,12 @@ func (l *Link) Target() string { return l.cfg.Target }
 // Connected reports whether the status stream is up.
 func (l *Link) Connected() bool { return l.connected.Load() }
 
+// Subscribes counts the status streams the scheduler accepted: it stays
+// put while the link stays subscribed.
+func (l *Link) Subscribes() uint64 { return l.subscribes.Load() }
+
 // Resubscribe ends the current status stream; Run subscribes again at
-// once, and the scheduler replays the last status of every instance.
+// once, resuming where the handler says.
 func (l *Link) Resubscribe() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -162,25 +179,28 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 	l.endStream = cancel
 	l.again = false // this stream starts after any request
 	l.mu.Unlock()
-	stream, err := l.client.GetStatusUpdates(ctx, &emptypb.Empty{})
+	from := h.Resume(ctx)
+	stream, epoch, head, err := l.open(ctx, from)
 	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
-	}
-	// The call returns before the scheduler has subscribed us; it sends
-	// headers once it has. Orders re-sent before that would have their
-	// answering statuses lost.
-	if err := grpcutil.WaitHeader(ctx, stream, headerPatience); err != nil {
-		return fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+		return err
 	}
 	l.connected.Store(true)
-	l.log.Info("subscribed to scheduler", "scheduler", l.cfg.Target)
+	l.subscribes.Add(1)
+	sub := service.Subscription{Epoch: epoch, Resumed: service.Resumable(from, epoch), Head: head}
+	l.log.Info("subscribed to scheduler", "scheduler", l.cfg.Target, "epoch", epoch, "resumed", sub.Resumed, "after", from.Seq)
+	start := service.Cursor{Epoch: epoch}
+	if sub.Resumed {
+		start = from
+	}
+	d := newDispatcher(ctx, h, start)
+	defer d.close()
 	// Re-send while reading: the scheduler answers the orders on this
-	// stream and drops a subscriber that does not keep up.
+	// stream.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() {
-		if err := h.Subscribed(ctx); err != nil && ctx.Err() == nil {
+		if err := h.Subscribed(ctx, sub); err != nil && ctx.Err() == nil {
 			l.log.Warn("re-sending desired state", "err", err)
 		}
 	})
@@ -190,9 +210,69 @@ func (l *Link) subscribe(ctx context.Context, h Handler) error {
 			return fmt.Errorf("receiving statuses from %s: %w", l.cfg.Target, err)
 		}
 		if m := msg.GetInstance(); m != nil {
-			h.Ingest(ctx, statusOf(m))
+			st := statusOf(m)
+			st.At = service.Cursor{Epoch: epoch, Seq: msg.GetSeq()}
+			d.dispatch(st)
 		}
 	}
+}
+
+// open opens the status stream resuming at from (the plain RIK call on a
+// scheduler without SubscribeStatuses) and waits until the scheduler has
+// subscribed it; it returns the scheduler's run ("" when not numbered) and
+// where its replay ends.
+func (l *Link) open(ctx context.Context, from service.Cursor) (_ grpc.ServerStreamingClient[commonpb.WorkerStatus], epoch string, head uint64, _ error) {
+	var stream grpc.ServerStreamingClient[commonpb.WorkerStatus]
+	var err error
+	if l.legacy.Load() {
+		stream, err = l.client.GetStatusUpdates(ctx, &emptypb.Empty{})
+	} else {
+		stream, err = l.client.SubscribeStatuses(ctx, &controllerpb.StatusCursor{Epoch: from.Epoch, Seq: from.Seq})
+	}
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+	}
+	// The call returns before the scheduler has subscribed us; it sends
+	// headers once it has. Orders re-sent before that would have their
+	// answering statuses lost.
+	md, err := grpcutil.WaitHeaderMD(ctx, stream, headerPatience)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+	}
+	if md == nil && !l.legacy.Load() {
+		// No headers: the call failed. A scheduler without the call gets
+		// RIK's at once.
+		_, err := stream.Recv()
+		if status.Code(err) == codes.Unimplemented {
+			l.log.Info("scheduler without resumable status streams: subscribing with GetStatusUpdates", "scheduler", l.cfg.Target)
+			l.legacy.Store(true)
+			l.mu.Lock()
+			l.again = true
+			l.mu.Unlock()
+		}
+		if err == nil {
+			err = errors.New("no subscription headers")
+		}
+		return nil, "", 0, fmt.Errorf("subscribing to %s: %w", l.cfg.Target, err)
+	}
+	if v := md.Get(grpcutil.EpochHeader); len(v) == 1 {
+		epoch = v[0]
+	}
+	if v := md.Get(grpcutil.HeadHeader); len(v) == 1 {
+		head, _ = strconv.ParseUint(v[0], 10, 64) // 0 when not a number: nothing awaited
+	}
+	return stream, epoch, head, nil
+}
+
+// Unknown returns, of ids, those the scheduler does not have.
+func (l *Link) Unknown(ctx context.Context, ids []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	defer cancel()
+	out, err := l.client.UnknownInstances(ctx, &controllerpb.InstanceIds{Ids: ids})
+	if err != nil {
+		return nil, fmt.Errorf("asking %s which instances it lacks: %w", l.cfg.Target, errdefs.FromGRPC(err))
+	}
+	return out.GetIds(), nil
 }
 
 // Schedule sends one order, bounded by the call timeout.

@@ -41,12 +41,12 @@ func (e Event) Name() string {
 	return e.Kind
 }
 
-// Subscription is what a subscriber receives: first Backlog (events
+// EventStream is what a subscriber receives: first Backlog (events
 // replayed, or a resync's records), then Sync when it is a resync, then
 // the changes on C, which is closed when the subscriber lags too far
 // behind or the service lost track of the store (the subscriber resumes
 // from the last id it got).
-type Subscription struct {
+type EventStream struct {
 	Backlog []Event
 	// Sync, when not nil, ends a resync: the ids of every record of the
 	// kinds asked for, current at SyncID.
@@ -66,12 +66,12 @@ type Subscription struct {
 // subscriber gets a resync: every record changed after since (all of them
 // when since is 0 or unknown), then the ids of all that exist. It waits
 // for Run's first listing of the store, or ctx.
-func (s *Service) Subscribe(ctx context.Context, since int64, kinds []string) (Subscription, error) {
+func (s *Service) Subscribe(ctx context.Context, since int64, kinds []string) (EventStream, error) {
 	select {
 	case <-s.events.listed:
 		return s.events.subscribe(since, kinds), nil
 	case <-ctx.Done():
-		return Subscription{}, fmt.Errorf("subscribing to events: %w", ctx.Err())
+		return EventStream{}, fmt.Errorf("subscribing to events: %w", ctx.Err())
 	}
 }
 

@@ -25,6 +25,7 @@ type fakeScheduler struct {
 	listCalls int
 	logs      []LogChunk // what Logs streams
 	down      atomic.Bool
+	unknown   map[string]bool // ids Unknown reports
 }
 
 func (f *fakeScheduler) Schedule(_ context.Context, o Order) error {
@@ -170,4 +171,20 @@ func (f *fixture) instances(ref string, n int) []InstanceRecord {
 		f.t.Fatal(err)
 	}
 	return recs
+}
+
+// Unknown answers that the scheduler lacks the ids in f.unknown.
+func (f *fakeScheduler) Unknown(_ context.Context, ids []string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []string
+	for _, id := range ids {
+		if f.unknown[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }

@@ -150,11 +150,11 @@ func (f *feed) dropLocked(s *subscriber) {
 	}
 }
 
-func (f *feed) subscribe(since int64, kinds []string) Subscription {
+func (f *feed) subscribe(since int64, kinds []string) EventStream {
 	s := &subscriber{ch: make(chan Event, subscriberBuffer), kind: newFilter(kinds)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sub := Subscription{Head: f.head, C: s.ch}
+	sub := EventStream{Head: f.head, C: s.ch}
 	switch {
 	case since < 0: // from now on
 	case since > 0 && f.since != unknownSince && since >= f.since && since <= f.head:

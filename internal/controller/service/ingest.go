@@ -19,30 +19,34 @@ import (
 // (node, address, ports, reason, exit code, restarts, timings) are stored;
 // a deleted instance is removed once its node confirms it TERMINATED; one
 // lost with its node is rescheduled (or failed, restart policy Never); a
-// status of an instance the store does not know destroys it.
-func (s *Service) Ingest(ctx context.Context, st Status) {
+// status of an instance the store does not know destroys it. It reports
+// whether the status was dealt with: false when it was left to the lease
+// holder or could not be stored (the stream position stops there).
+func (s *Service) Ingest(ctx context.Context, st Status) bool {
 	log := s.log.With("instance_id", st.InstanceID, "status", string(st.Status))
 	if !s.leader.Held() {
 		log.Debug("status left to the controller holding the lease")
-		return
+		return false
 	}
 	rec, _, err := s.repo.findInstanceByID(ctx, st.InstanceID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		s.destroyOrphan(ctx, st)
-		return
+		return true
 	}
 	if err != nil {
 		log.Error("reading instance for status", "err", err)
-		return
+		return false
 	}
 	wl, exists, err := s.workloadOf(ctx, rec.Value)
 	if err != nil {
 		log.Error("reading workload for status", "err", err)
-		return
+		return false
 	}
 	ac := applyContext{WorkloadExists: exists, Policy: wl.Value.RestartPolicy, Now: s.now()}
 	var out outcome
+	var before workload.Instance
 	final, _, err := s.repo.updateInstance(ctx, rec.ID, func(i *workload.Instance) (store.Change, error) {
+		before = cloneInstance(*i)
 		out = applyStatus(i, st, ac)
 		switch out {
 		case outcomeKeep, outcomeDestroy:
@@ -53,16 +57,22 @@ func (s *Service) Ingest(ctx context.Context, st Status) {
 		return store.Write, nil
 	})
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return
+		return true
 	}
 	if err != nil {
 		log.Error("storing instance status", "err", err)
-		return
+		return false
 	}
-	if out != outcomeKeep {
+	switch out {
+	case outcomeKeep, outcomeDestroy:
+	case outcomeRemove:
+		s.forgetEvents(api.EventKindInstance, final.Name)
+	default:
 		log.Debug("instance status stored", "outcome", int(out))
+		s.recordInstance(ctx, final.Name, before, final.Value)
 	}
 	s.followUp(ctx, out, wl, exists, final.Value, st.Node)
+	return true
 }
 
 // followUp sends the order an outcome calls for: DESTROY for the copy of a
@@ -152,6 +162,7 @@ func applyStatus(inst *workload.Instance, m Status, c applyContext) outcome {
 		inst.Reason = api.ReasonUnknown // a node that says nothing (RIK's riklet)
 	}
 	inst.Message = m.Message
+	inst.Ready = m.Ready && status == workload.StatusRunning && !inst.DeleteRequested
 	switch {
 	case m.ExitCode != nil:
 		code := *m.ExitCode
@@ -186,6 +197,7 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusDestroying && inst.Reason == api.ReasonNodeLost && inst.Message == msg {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusDestroying
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = msg
@@ -202,12 +214,14 @@ func applyNodeLost(inst *workload.Instance, m Status, c applyContext) outcome {
 		if inst.Status == workload.StatusFailed && inst.Reason == api.ReasonNodeLost {
 			return outcomeKeep
 		}
+		inst.Ready = false
 		inst.Status = workload.StatusFailed
 		inst.Reason = api.ReasonNodeLost
 		inst.Message = m.Message
 		inst.UpdatedAt = c.Now
 		return outcomeWrite
 	}
+	inst.Ready = false
 	inst.Status = workload.StatusPending
 	inst.Reason = api.ReasonNodeLost
 	inst.Message = fmt.Sprintf("rescheduling: node %s lost", inst.Node)
@@ -258,5 +272,5 @@ func sameInstance(a, b workload.Instance) bool {
 	return a.Status == b.Status && a.Node == b.Node && slices.Equal(a.FormerNodes, b.FormerNodes) && a.IP == b.IP &&
 		slices.Equal(a.Ports, b.Ports) && a.Reason == b.Reason && a.Message == b.Message &&
 		sameExit && a.Restarts == b.Restarts && maps.Equal(a.Timings, b.Timings) &&
-		a.DeleteRequested == b.DeleteRequested
+		a.DeleteRequested == b.DeleteRequested && a.Ready == b.Ready
 }

@@ -16,6 +16,8 @@ func TestApplyStatus(t *testing.T) {
 	running := workload.Instance{ID: "i", Status: workload.StatusRunning, Node: "n1", IP: "10.0.0.2",
 		Ports: []workload.PortMapping{{Port: 80, TargetPort: 80}}}
 	pending := workload.Instance{ID: "i", Status: workload.StatusPending}
+	readyInst := running
+	readyInst.Ready = true
 	deleting := running
 	deleting.DeleteRequested = true
 	deleting.Status = workload.StatusDestroying
@@ -41,6 +43,14 @@ func TestApplyStatus(t *testing.T) {
 		{"pending to creating", pending, m(workload.StatusCreating, func(x *Status) { x.Message = "pulling" }), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Message: "pulling", UpdatedAt: now}},
 		{"same status again", running, m(workload.StatusRunning, nil), alive, outcomeKeep, running},
+		{"readiness stored", running, m(workload.StatusRunning, func(x *Status) { x.Ready = true }), alive, outcomeWrite,
+			func() workload.Instance { r := running; r.Ready = true; r.UpdatedAt = now; return r }()},
+		{"readiness lost", readyInst, m(workload.StatusRunning, nil), alive, outcomeWrite,
+			func() workload.Instance { r := running; r.UpdatedAt = now; return r }()},
+		{"never ready unless running", running, m(workload.StatusCreating, func(x *Status) { x.Ready = true }), alive, outcomeWrite,
+			workload.Instance{ID: "i", Status: workload.StatusCreating, Node: "n1", Ports: running.Ports, UpdatedAt: now}},
+		{"node lost is not ready", readyInst, m(workload.StatusFailed, func(x *Status) { x.Reason = api.ReasonNodeLost }), alive, outcomeReschedule,
+			workload.Instance{ID: "i", Status: workload.StatusPending, Reason: api.ReasonNodeLost, Message: "rescheduling: node n1 lost", FormerNodes: []string{"n1"}, Restarts: 1, UpdatedAt: now}},
 		{"unknown status ignored", running, m(workload.StatusUnknown, nil), alive, outcomeKeep, running},
 		{"exit code kept on failure", running, m(workload.StatusFailed, func(x *Status) { x.ExitCode = intp(1); x.Reason = api.ReasonError }), alive, outcomeWrite,
 			workload.Instance{ID: "i", Status: workload.StatusFailed, Node: "n1", IP: "10.0.0.2", Ports: running.Ports, Reason: api.ReasonError, ExitCode: intp(1), UpdatedAt: now}},

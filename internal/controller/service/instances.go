@@ -154,6 +154,7 @@ func (s *Service) DeleteInstance(ctx context.Context, ref string) error {
 	if err != nil {
 		return notFound("instance", ref, err)
 	}
+	s.Record(ctx, api.EventKindInstance, final.Name, api.EventDeleting, "asked for")
 	if destroy {
 		wl, ok, err := s.workloadOf(ctx, final.Value)
 		if err != nil || !ok {
@@ -180,6 +181,7 @@ func (s *Service) markDeleted(ctx context.Context, id string) (InstanceRecord, b
 		}
 		i.DeleteRequested = true
 		i.Status = workload.StatusDestroying
+		i.Ready = false
 		i.UpdatedAt = now
 		return store.Write, nil
 	})

@@ -14,8 +14,9 @@ var allStatuses = []workload.Status{
 // metrics are what the service counts: the instances in the store by
 // status (from its watch) and the watches established.
 type metrics struct {
-	instances *prometheus.GaugeVec
-	watches   prometheus.Counter
+	instances     *prometheus.GaugeVec
+	watches       prometheus.Counter
+	eventsDropped prometheus.Counter
 }
 
 // newMetrics makes the metrics, registered with reg unless nil; the
@@ -26,11 +27,13 @@ func newMetrics(reg prometheus.Registerer, events *feed) *metrics {
 			Help: "Instances in the store, by status."}, []string{"status"}),
 		watches: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_store_watches_total",
 			Help: "Watches of the store's records established (the first, and one after each break)."}),
+		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_events_dropped_total",
+			Help: "Events not kept in the history: too many were waiting to be written."}),
 	}
 	subscribers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rik_controller_event_subscribers",
 		Help: "Clients following the event stream."}, func() float64 { return float64(events.count()) })
 	if reg != nil {
-		reg.MustRegister(m.instances, m.watches, subscribers)
+		reg.MustRegister(m.instances, m.watches, m.eventsDropped, subscribers)
 	}
 	for _, st := range allStatuses {
 		m.instances.WithLabelValues(string(st)).Set(0)

@@ -171,6 +171,7 @@ func (s *Service) syncNodes(ctx context.Context) (int, error) {
 		switch {
 		case err == nil:
 			changed++
+			s.recordNode(ctx, prev, cur)
 		case !errors.Is(err, store.ErrConflict):
 			errs = append(errs, fmt.Errorf("writing %s: %w", key, err))
 		}
@@ -185,6 +186,20 @@ func (s *Service) syncNodes(ctx context.Context) (int, error) {
 		}
 	}
 	return changed, errors.Join(errs...)
+}
+
+// recordNode records a node's registration and its status changes (from
+// prev, nil when it was not stored, to cur).
+func (s *Service) recordNode(ctx context.Context, prev *api.Node, cur api.Node) {
+	switch {
+	case prev == nil:
+		s.Record(ctx, api.EventKindNode, cur.Name, api.EventRegistered, fmt.Sprintf("%s, address %s", cur.Status, cur.Address))
+	case prev.Status == cur.Status:
+	case cur.Status == "Ready":
+		s.Record(ctx, api.EventKindNode, cur.Name, api.EventNodeReady, "was "+prev.Status)
+	default:
+		s.Record(ctx, api.EventKindNode, cur.Name, api.EventNodeLost, "now "+cur.Status+", last heartbeat "+cur.LastHeartbeat)
+	}
 }
 
 // storedNodes returns the stored nodes as served while the scheduler is

@@ -33,6 +33,9 @@ type Scheduler interface {
 	Logs(ctx context.Context, req LogRequest) (LogStream, error)
 	// Connected reports whether the status stream is up.
 	Connected() bool
+	// Unknown returns, of the given instance ids, those the scheduler
+	// does not have.
+	Unknown(ctx context.Context, ids []string) ([]string, error)
 }
 
 // Leader says whether this controller holds the ingestion lease: only the
@@ -71,6 +74,8 @@ type Status struct {
 	ExitCode   *int
 	Restarts   int
 	Timings    map[string]int64 // milliseconds by step
+	Ready      bool             // RUNNING and its readiness probes pass
+	At         Cursor           // its position in the status stream (zero: not numbered)
 }
 
 // Defaults of Config.
@@ -97,6 +102,7 @@ type Config struct {
 	Now       func() time.Time      // nil: time.Now in UTC
 
 	ResyncEvery  time.Duration // DefaultResyncEvery
+	CursorEvery  time.Duration // DefaultCursorEvery
 	NodesEvery   time.Duration // DefaultNodesEvery
 	NodesRefresh time.Duration // DefaultNodesRefresh
 }
@@ -117,6 +123,8 @@ type Service struct {
 	quota     quota
 	metrics   *metrics
 	nodesKick chan struct{} // sync the nodes now
+	cursor    cursorState
+	history   *history
 }
 
 // New builds a Service over cfg.Store. Nothing runs until Run.
@@ -128,6 +136,7 @@ func New(cfg Config) *Service {
 		cfg.Now = func() time.Time { return time.Now().UTC() }
 	}
 	setDefault(&cfg.ResyncEvery, DefaultResyncEvery)
+	setDefault(&cfg.CursorEvery, DefaultCursorEvery)
 	setDefault(&cfg.NodesEvery, DefaultNodesEvery)
 	setDefault(&cfg.NodesRefresh, DefaultNodesRefresh)
 	events := newFeed()
@@ -138,6 +147,7 @@ func New(cfg Config) *Service {
 		events:    events,
 		metrics:   newMetrics(cfg.Metrics, events),
 		nodesKick: make(chan struct{}, 1),
+		history:   newHistory(),
 	}
 }
 
@@ -148,12 +158,15 @@ func setDefault(v *time.Duration, def time.Duration) {
 }
 
 // Run runs the background work until ctx is done: following the instance
-// records (events and metrics), the periodic resync and the node sync.
+// records (events and metrics), the periodic resync, the node sync,
+// saving the status stream position and writing the event history.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchRecords(ctx) })
 	wg.Go(func() { s.resyncLoop(ctx) })
 	wg.Go(func() { s.nodesLoop(ctx) })
+	wg.Go(func() { s.cursorLoop(ctx) })
+	wg.Go(func() { s.historyLoop(ctx) })
 	wg.Wait()
 }
 
@@ -162,15 +175,6 @@ func (s *Service) SchedulerConnected() bool { return s.sched.Connected() }
 
 // Leader reports whether this controller holds the ingestion lease.
 func (s *Service) Leader() bool { return s.leader.Held() }
-
-// Subscribed is called by the scheduler session once it is subscribed (it
-// reads statuses meanwhile): it syncs the nodes and re-sends the desired
-// state, CREATE for every live instance and DESTROY for every one being
-// deleted, which the scheduler answers with their statuses.
-func (s *Service) Subscribed(ctx context.Context) error {
-	s.kickNodes()
-	return s.resend(ctx, func(workload.Instance, bool) bool { return true })
-}
 
 // sleep waits d or until ctx is done; false if ctx is done.
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rik-org/rik/api"
 
 	"github.com/google/uuid"
 
@@ -42,6 +43,7 @@ func (s *Service) CreateWorkload(ctx context.Context, definition []byte) (Worklo
 	if err := s.repo.createWorkload(ctx, rec); err != nil {
 		return WorkloadRecord{}, err
 	}
+	s.Record(ctx, api.EventKindWorkload, rec.Name, api.EventCreated, string(def.Kind))
 	return rec, nil
 }
 
@@ -102,6 +104,7 @@ func (s *Service) DeleteWorkload(ctx context.Context, ref string) error {
 		return fmt.Errorf("deleting workload %s: %w", wl.Name, err)
 	}
 	s.repo.workloads.drop(wl.ID)
+	s.forgetEvents(api.EventKindWorkload, wl.Name)
 	s.log.Info("workload deleted", "workload", wl.Name, "instances", len(insts))
 	for _, inst := range toDestroy {
 		_ = s.sendDestroy(ctx, wl, inst) // retried by the resync

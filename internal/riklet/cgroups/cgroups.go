@@ -74,14 +74,7 @@ func hierarchies() []hierarchy {
 	if err != nil {
 		return nil
 	}
-	hs := parseMountinfo(string(b))
-	for i, h := range hs {
-		if h.V2 {
-			c, _ := os.ReadFile(filepath.Join(h.Root, "cgroup.controllers"))
-			hs[i].Controllers = strings.Fields(string(c))
-		}
-	}
-	return hs
+	return withControllers(parseMountinfo(string(b)), os.ReadFile)
 }
 
 // Roots returns the mount points of every cgroup hierarchy.

@@ -30,6 +30,8 @@ type LastStatus struct {
 	Message  string                 `json:"message,omitempty"`
 	ExitCode *int                   `json:"exitCode,omitempty"`
 	Timings  map[string]int64       `json:"timings_ms,omitempty"`
+	// Ready: RUNNING and every readiness probe passes (see package probe).
+	Ready bool `json:"ready,omitempty"`
 }
 
 // Entry is one instance the node owns.
@@ -326,6 +328,7 @@ func metric(e Entry) *commonpb.InstanceMetric {
 		Restarts:   int32(e.Restarts),
 		WorkloadId: e.WorkloadID,
 		TimingsMs:  e.Last.Timings,
+		Ready:      e.Last.Ready && e.Last.Status == workload.StatusRunning,
 	}
 	if e.Last.ExitCode != nil {
 		m.HasExitCode = true

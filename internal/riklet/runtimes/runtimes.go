@@ -22,6 +22,7 @@ import (
 	"github.com/rik-org/rik/internal/riklet/runtime/function"
 	"github.com/rik-org/rik/internal/riklet/runtime/pod"
 	"github.com/rik-org/rik/internal/riklet/sdn"
+	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -69,7 +70,9 @@ func (l *list) Set(s string) error {
 	return nil
 }
 
-// RegisterFlags adds the runtime flags to fs, with their defaults.
+// RegisterFlags adds the runtime flags to fs, with their defaults. The
+// default of --kernel-path is the value c already holds (`rik dev` sets
+// KernelAuto).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Pods, "pods", true, "offer the pod runtime (runc)")
 	fs.StringVar(&c.RuncBinary, "runc", "runc", "runc binary")
@@ -78,7 +81,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (riklets in separate network namespaces of one machine each need their own)")
 	fs.Var(&c.InsecureRegistries, "insecure-registry", "registry host:port reached over plain HTTP (repeatable)")
 	fs.StringVar(&c.VMM, "vmm", "auto", "microVM monitor for functions: auto, qemu or firecracker")
-	fs.StringVar(&c.KernelPath, "kernel-path", "", "guest kernel for functions (bzImage or vmlinux); empty: no functions on this node")
+	fs.StringVar(&c.KernelPath, "kernel-path", c.KernelPath, "guest kernel for functions (bzImage or vmlinux); empty: no functions on this node; "+
+		KernelAuto+": the newest one fetched into "+strings.Join(vmm.DefaultKernelDirs, " or ")+" (test/kernel/fetch.sh DIR)")
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rik-org/rik/api/proto/commonpb"
 	"github.com/rik-org/rik/internal/riklet/ledger"
+	"github.com/rik-org/rik/internal/riklet/probe"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/riklet/runtime/runtimetest"
 	"github.com/rik-org/rik/internal/riklet/schedlink/schedlinktest"
@@ -34,6 +35,7 @@ type node struct {
 	clock *fakeClock
 	led   *ledger.Ledger
 	fake  *runtimetest.Fake // nil: no runtime
+	probe *fakeProber
 	sup   *Supervisor
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -60,10 +62,11 @@ func newNode(t *testing.T, dir string, o options) *node {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{t: t, dir: dir, clock: newFakeClock(), led: led, ctx: ctx, stop: cancel}
+	n := &node{t: t, dir: dir, clock: newFakeClock(), led: led, ctx: ctx, stop: cancel, probe: &fakeProber{}}
 	n.sup = New(ctx, Config{
 		Ledger: led, Clock: n.clock, RestartBase: base, RestartMax: max, RestartReset: reset,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		NewProber: func(probe.Sink) Prober { return n.probe },
+		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	var rts []runtime.Runtime
 	if !o.noRuntime {

@@ -33,6 +33,7 @@ func (s *Supervisor) Destroy(id, workloadID string) {
 	if s.refused(id, workloadID, true) {
 		return
 	}
+	s.probes.Stop(id)
 	s.mu.Lock()
 	rs := s.runLocked(id) // forgotten by destroy if id is not owned
 	rs.aborted = true
@@ -125,7 +126,11 @@ func (s *Supervisor) start(rt runtime.Runtime, inst runtime.Instance) (runtime.S
 	if err != nil {
 		return runtime.Status{}, err
 	}
+	began := s.cfg.Clock.Now()
 	st, err := rt.Start(ctx, inst)
+	if s.ctx.Err() == nil { // not a start cut short by the riklet stopping
+		s.cfg.Observer.Started(rt.Kind(), s.cfg.Clock.Now().Sub(began), st, err)
+	}
 	ran := err == nil && st.Phase != runtime.PhaseFailed && st.Phase != runtime.PhaseExited
 	if s.endStart(rs, ran) && err != nil {
 		err = fmt.Errorf("%w (%w)", errAborted, err)
@@ -142,10 +147,14 @@ func (s *Supervisor) start(rt runtime.Runtime, inst runtime.Instance) (runtime.S
 		}
 		return st, fmt.Errorf("starting %s: %w", inst.Name, err)
 	}
+	ready := readyWhenRunning(inst.Workload)
 	s.led.Update(inst.ID, func(e *ledger.Entry) {
-		e.Last = ledger.LastStatus{Status: workload.StatusRunning, IP: st.IP, Ports: st.Ports, Timings: st.Timings}
+		e.Last = ledger.LastStatus{Status: workload.StatusRunning, IP: st.IP, Ports: st.Ports, Timings: st.Timings, Ready: ready}
 	})
 	s.log.Info("instance running", "instance", inst.ID, "name", inst.Name, "ip", st.IP)
+	if rs != nil {
+		s.watchProbes(rt, inst, st.IP, s.epochOf(inst.ID))
+	}
 	return st, nil
 }
 

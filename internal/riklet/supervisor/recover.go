@@ -74,7 +74,7 @@ func (s *Supervisor) recoverKind(ctx context.Context, k workload.Kind, rt runtim
 		byID[st.InstanceID] = st
 	}
 	for _, e := range entries {
-		s.settle(e, byID)
+		s.settle(rt, e, byID)
 	}
 	return true
 }
@@ -118,7 +118,7 @@ func (s *Supervisor) unsettled(e ledger.Entry) {
 }
 
 // settle sets the status of one recovered entry.
-func (s *Supervisor) settle(e ledger.Entry, byID map[string]runtime.Status) {
+func (s *Supervisor) settle(rt runtime.Runtime, e ledger.Entry, byID map[string]runtime.Status) {
 	switch e.Last.Status {
 	case workload.StatusFailed, workload.StatusTerminated:
 		return // ended before: kept until DESTROY
@@ -134,10 +134,15 @@ func (s *Supervisor) settle(e ledger.Entry, byID map[string]runtime.Status) {
 		s.mu.Lock()
 		s.runLocked(e.InstanceID).started = s.cfg.Clock.Now()
 		s.mu.Unlock()
+		inst, err := instanceOf(e)
+		ready := err == nil && readyWhenRunning(inst.Workload) // probed again from the start
 		s.led.Update(e.InstanceID, func(e *ledger.Entry) {
-			e.Last = ledger.LastStatus{Status: workload.StatusRunning, IP: st.IP, Ports: st.Ports, Timings: e.Last.Timings}
+			e.Last = ledger.LastStatus{Status: workload.StatusRunning, IP: st.IP, Ports: st.Ports, Timings: e.Last.Timings, Ready: ready}
 		})
 		s.log.Info("adopted running instance", "instance", e.InstanceID, "name", e.Name)
+		if err == nil {
+			s.watchProbes(rt, inst, st.IP, s.epochOf(e.InstanceID))
+		}
 		return
 	}
 	if st.Phase != runtime.PhaseExited {

@@ -30,6 +30,7 @@ func (s *Supervisor) Report(st runtime.Status) {
 			e, ok := s.led.Get(id)
 			if ok && e.Last.Status == workload.StatusRunning && st.IP != "" && st.IP != e.Last.IP {
 				s.led.Update(id, func(e *ledger.Entry) { e.Last.IP = st.IP })
+				s.rewatchProbes(e, st.IP)
 			}
 		})
 	}
@@ -69,6 +70,7 @@ func (s *Supervisor) exited(st runtime.Status, epoch int) {
 
 // applyExit applies the restart policy of e to an exit (or failure).
 func (s *Supervisor) applyExit(e ledger.Entry, st runtime.Status) {
+	s.probes.Stop(e.InstanceID)
 	log := s.log.With("instance", e.InstanceID, "name", e.Name)
 	code := 1
 	if st.ExitCode != nil {
@@ -103,7 +105,7 @@ func (s *Supervisor) applyExit(e ledger.Entry, st runtime.Status) {
 			why += ": " + st.Message
 		}
 	}
-	s.scheduleRestart(e.InstanceID, why, st.ExitCode)
+	s.scheduleRestart(e.InstanceID, api.ReasonBackOff, why, st.ExitCode)
 }
 
 // exitOutcome is what the supervisor does when an instance's process ended.
@@ -133,9 +135,11 @@ func (s *Supervisor) backoff(step int) time.Duration {
 	return backoff.Exponential(step, s.cfg.RestartBase, s.cfg.RestartMax)
 }
 
-// scheduleRestart reports the instance CREATING (BackOff), counts the
-// restart and restarts it after the backoff delay.
-func (s *Supervisor) scheduleRestart(id, why string, code *int) {
+// scheduleRestart reports the instance CREATING (with reason, and why it
+// restarts as the message), counts the restart and restarts it after the
+// backoff delay.
+func (s *Supervisor) scheduleRestart(id, reason, why string, code *int) {
+	s.probes.Stop(id)
 	s.mu.Lock()
 	rs := s.runLocked(id)
 	if !rs.started.IsZero() && s.cfg.Clock.Now().Sub(rs.started) >= s.cfg.RestartReset {
@@ -150,12 +154,13 @@ func (s *Supervisor) scheduleRestart(id, why string, code *int) {
 
 	e, ok := s.led.Update(id, func(e *ledger.Entry) {
 		e.Restarts++
-		e.Last = ledger.LastStatus{Status: workload.StatusCreating, Reason: api.ReasonBackOff,
+		e.Last = ledger.LastStatus{Status: workload.StatusCreating, Reason: reason,
 			Message: fmt.Sprintf("%s, restarting in %s", why, delay), ExitCode: code}
 	})
 	if !ok {
 		return
 	}
+	s.cfg.Observer.Restarting(e.Kind)
 	s.log.Info("restarting instance", "instance", id, "name", e.Name, "why", why, "in", delay, "restarts", e.Restarts)
 	s.queue.after(delay, id, func() { s.restart(id, gen) })
 }
@@ -187,6 +192,6 @@ func (s *Supervisor) restart(id string, gen int) {
 		if s.ctx.Err() != nil || errors.Is(err, errAborted) {
 			return
 		}
-		s.scheduleRestart(id, err.Error(), nil)
+		s.scheduleRestart(id, api.ReasonBackOff, err.Error(), nil)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rik-org/rik/internal/riklet/ledger"
+	"github.com/rik-org/rik/internal/riklet/probe"
 	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -33,7 +34,25 @@ type Config struct {
 	RestartReset time.Duration // running this long resets the restart delay (10m)
 	StartTimeout time.Duration // bound of one start, image pull included (10m)
 	StopTimeout  time.Duration // bound of one stop (2m)
+	Observer     Observer      // told of starts and restarts (metrics); nil: none
+
+	// NewProber makes the prober of the running instances' health checks,
+	// reporting to sink (nil: a probe.Prober on Clock).
+	NewProber func(sink probe.Sink) Prober
 }
+
+// Observer is told of each start attempt (how long it took, the status
+// and error it ended with) and each restart scheduled.
+type Observer interface {
+	Started(kind workload.Kind, took time.Duration, st runtime.Status, err error)
+	Restarting(kind workload.Kind)
+}
+
+// noObserver is the Observer of a supervisor given none.
+type noObserver struct{}
+
+func (noObserver) Started(workload.Kind, time.Duration, runtime.Status, error) {}
+func (noObserver) Restarting(workload.Kind)                                    {}
 
 func (c Config) withDefaults() Config {
 	for _, d := range []struct {
@@ -53,6 +72,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
+	}
 	return c
 }
 
@@ -67,6 +89,7 @@ type Supervisor struct {
 	ctx    context.Context // ends at Close: starts and stops in progress are cancelled
 	cancel context.CancelFunc
 	queue  *serializer
+	probes Prober
 
 	mu       sync.Mutex // guards the fields below
 	runtimes map[workload.Kind]runtime.Runtime
@@ -98,7 +121,7 @@ var errAborted = errors.New("start aborted: instance being destroyed")
 func New(ctx context.Context, cfg Config) *Supervisor {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(ctx)
-	return &Supervisor{
+	s := &Supervisor{
 		cfg:      cfg,
 		led:      cfg.Ledger,
 		log:      cfg.Logger,
@@ -108,6 +131,12 @@ func New(ctx context.Context, cfg Config) *Supervisor {
 		runtimes: map[workload.Kind]runtime.Runtime{},
 		runs:     map[string]*run{},
 	}
+	if cfg.NewProber != nil {
+		s.probes = cfg.NewProber(s)
+	} else {
+		s.probes = probe.New(cfg.Clock, cfg.Logger, s)
+	}
+	return s
 }
 
 // SetRuntimes gives the supervisor the node's runtimes, one per kind (a
@@ -142,6 +171,7 @@ func (s *Supervisor) Kinds() []string {
 // running, for the next riklet to adopt.
 func (s *Supervisor) Close() {
 	s.cancel()
+	s.probes.Close()
 	s.queue.close()
 }
 

@@ -215,10 +215,12 @@ func KVMUsable() bool {
 	}
 	f.Close()
 	b, err := os.ReadFile("/proc/cpuinfo")
-	return err == nil && hasVirtFlag(string(b))
+	return err == nil && HasVirtFlag(string(b))
 }
 
-func hasVirtFlag(cpuinfo string) bool {
+// HasVirtFlag reports whether the flags of a /proc/cpuinfo text have VMX
+// or SVM (hardware virtualization).
+func HasVirtFlag(cpuinfo string) bool {
 	for _, line := range strings.Split(cpuinfo, "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok || strings.TrimSpace(k) != "flags" {

@@ -48,8 +48,8 @@ func TestHasVirtFlag(t *testing.T) {
 		"flags : fpu vme hypervisor":          false,
 		"processor : 0\nmodel name : x vmx\n": false,
 	} {
-		if got := hasVirtFlag(in); got != want {
-			t.Errorf("hasVirtFlag(%q) = %v, want %v", in, got, want)
+		if got := HasVirtFlag(in); got != want {
+			t.Errorf("HasVirtFlag(%q) = %v, want %v", in, got, want)
 		}
 	}
 }

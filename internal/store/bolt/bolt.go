@@ -38,6 +38,10 @@ const WatchBuffer = 1024
 // lockTimeout bounds the wait for the file lock held by another process.
 const lockTimeout = time.Second
 
+// ErrLocked is the error of opening a store another process (a running
+// controller) holds.
+var ErrLocked = errors.New("locked by another process")
+
 var (
 	bucketMeta = []byte("meta")
 	bucketKV   = []byte("kv")
@@ -77,7 +81,7 @@ func Open(dir string) (*Store, error) {
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("opening store %s: locked by another process", path)
+		return nil, fmt.Errorf("opening store %s: %w", path, ErrLocked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
@@ -163,6 +167,43 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, expectRev int
 	}
 	s.publish(store.Event{Type: store.EventPut, KV: store.KV{Key: key, Value: bytes.Clone(value), Revision: rev}})
 	return rev, nil
+}
+
+// PutAll writes every kv unconditionally in one transaction
+// (store.Batcher).
+func (s *Store) PutAll(ctx context.Context, kvs []store.KV) error {
+	for _, kv := range kvs {
+		if err := checkKey(ctx, kv.Key); err != nil {
+			return fmt.Errorf("putting %s: %w", kv.Key, err)
+		}
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return fmt.Errorf("putting %d keys: %w", len(kvs), store.ErrClosed)
+	}
+	revs := make([]int64, len(kvs))
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketKV)
+		for i, kv := range kvs {
+			rev, err := nextRev(tx)
+			if err != nil {
+				return err
+			}
+			revs[i] = rev
+			if err := b.Put([]byte(kv.Key), encode(rev, kv.Value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("putting %d keys: %w", len(kvs), mapErr(err))
+	}
+	for i, kv := range kvs {
+		s.publish(store.Event{Type: store.EventPut, KV: store.KV{Key: kv.Key, Value: bytes.Clone(kv.Value), Revision: revs[i]}})
+	}
+	return nil
 }
 
 // Delete removes the key with the rules of store.Store: expectRev <= 0 is
@@ -307,20 +348,30 @@ func checkKey(ctx context.Context, key string) error {
 // nextRev increments and returns the global revision.
 func nextRev(tx *bbolt.Tx) (int64, error) {
 	b := tx.Bucket(bucketMeta)
-	var rev int64
-	if raw := b.Get(keyRev); raw != nil {
-		if len(raw) != 8 {
-			return 0, fmt.Errorf("corrupt revision counter (%d bytes)", len(raw))
-		}
-		rev = int64(binary.BigEndian.Uint64(raw))
-	}
-	rev++
-	var buf [8]byte
-	binary.BigEndian.PutUint64(buf[:], uint64(rev))
-	if err := b.Put(keyRev, buf[:]); err != nil {
+	rev, err := readRev(b)
+	if err != nil {
 		return 0, err
 	}
-	return rev, nil
+	rev++
+	return rev, writeRev(b, rev)
+}
+
+// readRev returns the global revision kept in the meta bucket, 0 if none.
+func readRev(meta *bbolt.Bucket) (int64, error) {
+	raw := meta.Get(keyRev)
+	if raw == nil {
+		return 0, nil
+	}
+	if len(raw) != 8 {
+		return 0, fmt.Errorf("corrupt revision counter (%d bytes)", len(raw))
+	}
+	return int64(binary.BigEndian.Uint64(raw)), nil
+}
+
+func writeRev(meta *bbolt.Bucket, rev int64) error {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(rev))
+	return meta.Put(keyRev, buf[:])
 }
 
 // encode lays out a record as 8 bytes of revision then the value.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,26 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, expectRev int
 		return 0, fmt.Errorf("putting %s: %w", key, store.ErrConflict)
 	}
 	return resp.Header.Revision, nil
+}
+
+// PutAll writes every kv unconditionally, store.MaxBatch keys per
+// transaction (store.Batcher).
+func (s *Store) PutAll(ctx context.Context, kvs []store.KV) error {
+	for _, kv := range kvs {
+		if err := s.check(kv.Key); err != nil {
+			return fmt.Errorf("putting %s: %w", kv.Key, err)
+		}
+	}
+	for chunk := range slices.Chunk(kvs, store.MaxBatch) {
+		ops := make([]clientv3.Op, 0, len(chunk))
+		for _, kv := range chunk {
+			ops = append(ops, clientv3.OpPut(kv.Key, string(kv.Value)))
+		}
+		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("putting %d keys: %w", len(chunk), s.mapErr(err))
+		}
+	}
+	return nil
 }
 
 // Delete removes the key with the rules of store.Store: expectRev <= 0 is

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ValueOwnedByCaller", testValueOwnedByCaller},
 		{"CanceledContext", testCanceledContext},
 		{"Closed", testClosed},
+		{"PutAll", testPutAll},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -461,6 +462,38 @@ func testCanceledContext(t *testing.T, s store.Store, p string) {
 	}
 	if _, err := s.Get(ctx(t), p+"k"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Put with canceled ctx wrote the key: Get error = %v", err)
+	}
+}
+
+// testPutAll writes more keys than one etcd transaction takes, over
+// existing and new keys, and watchers see every write.
+func testPutAll(t *testing.T, s store.Store, p string) {
+	if _, ok := s.(store.Batcher); !ok {
+		t.Fatal("backend does not write batches (store.Batcher)")
+	}
+	mustPut(t, s, p+"k000", "old", store.Any)
+	ch, err := s.Watch(ctx(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kvs []store.KV
+	for i := range store.MaxBatch + 2 {
+		kvs = append(kvs, store.KV{Key: fmt.Sprintf("%sk%03d", p, i), Value: []byte(fmt.Sprint(i))})
+	}
+	if err := store.PutAll(ctx(t), s, kvs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.List(ctx(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(kvs) || string(got[0].Value) != "0" || string(got[len(got)-1].Value) != fmt.Sprint(len(kvs)-1) {
+		t.Fatalf("after PutAll: %d keys, first %q", len(got), got[0].Value)
+	}
+	for range kvs {
+		if ev := next(t, ch); ev.Type != store.EventPut {
+			t.Fatalf("event %+v, want a put", ev)
+		}
 	}
 }
 

@@ -43,10 +43,7 @@ func kernelCmdline(name string, fn workload.Function, net NetConfig, dns []netip
 		parts = append(parts, "rik.hostname="+name)
 	}
 	if ep := strings.Fields(fn.Execution.Entrypoint); len(ep) > 0 {
-		parts = append(parts, "rik.init="+ep[0])
-		if len(ep) > 1 {
-			parts = append(parts, "rik.args="+strings.Join(ep[1:], ","))
-		}
+		parts = append(parts, "rik.init="+ep[0]) // its arguments: see execConfig
 	}
 	if fn.Execution.KernelArgs != "" {
 		parts = append(parts, fn.Execution.KernelArgs)

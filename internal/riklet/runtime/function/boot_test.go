@@ -26,7 +26,7 @@ func TestKernelCmdline(t *testing.T) {
 		{"network, dns, entrypoint with args, kernel args",
 			workload.Function{Execution: workload.Execution{Entrypoint: "/bin/httpd -f -p 80", KernelArgs: "loglevel=7"}},
 			nc, []netip.Addr{netip.MustParseAddr("1.1.1.1"), netip.MustParseAddr("9.9.9.9")},
-			"console=ttyS0 reboot=k panic=-1 quiet rik.root=/dev/vda rik.ip=10.62.0.1/30 rik.gw=10.62.0.2 rik.dns=1.1.1.1,9.9.9.9 rik.hostname=fn-1 rik.init=/bin/httpd rik.args=-f,-p,80 loglevel=7"},
+			"console=ttyS0 reboot=k panic=-1 quiet rik.root=/dev/vda rik.ip=10.62.0.1/30 rik.gw=10.62.0.2 rik.dns=1.1.1.1,9.9.9.9 rik.hostname=fn-1 rik.init=/bin/httpd loglevel=7"},
 	}
 	for _, tt := range tests {
 		if got := kernelCmdline("fn-1", tt.fn, tt.net, tt.dns, false); got != tt.want {

@@ -270,8 +270,12 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	if err != nil {
 		return failed(api.ReasonVMMFailed, fmt.Errorf("starting vm %s: %w", inst.ID, err))
 	}
+	initrd, err := initrdFor(r.initrd, v.dir, uid, *fn)
+	if err != nil {
+		return failed(api.ReasonVMMFailed, fmt.Errorf("starting vm %s: %w", inst.ID, err))
+	}
 	vc := vmm.Config{
-		ID: inst.ID, Dir: v.dir, Kernel: r.kernel, Initrd: r.initrd,
+		ID: inst.ID, Dir: v.dir, Kernel: r.kernel, Initrd: initrd,
 		Cmdline:  kernelCmdline(inst.Name, *fn, nc, r.cfg.DNS, r.driver.Name() == "firecracker"),
 		RootDisk: disk, Tap: nc.Tap, MAC: nc.MAC,
 		VCPUs: fn.Execution.VCPUs, MemoryMiB: fn.Execution.Memory,

@@ -42,6 +42,9 @@ type containers interface {
 	HasRecord(id string) bool
 	// DropRecord removes what runc keeps of id (a container it cannot load).
 	DropRecord(id string) error
+	// Exec runs cmd in running container id until it ends or ctx ends,
+	// its output going to out, and returns its exit code.
+	Exec(ctx context.Context, id string, cmd []string, out io.Writer) (int, error)
 }
 
 // ctrState is a container as runc describes it.

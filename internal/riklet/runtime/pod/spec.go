@@ -131,22 +131,8 @@ func processArgs(img image.Config, c workload.Container) ([]string, error) {
 
 // mergeEnv overlays the workload's variables on the image's, keeping order.
 func mergeEnv(imgEnv []string, env []workload.EnvVar) []string {
-	out := append([]string(nil), imgEnv...)
-	index := map[string]int{}
-	for i, kv := range out {
-		k, _, _ := strings.Cut(kv, "=")
-		index[k] = i
-	}
-	for _, e := range env {
-		kv := e.Name + "=" + e.Value
-		if i, ok := index[e.Name]; ok {
-			out[i] = kv
-			continue
-		}
-		index[e.Name] = len(out)
-		out = append(out, kv)
-	}
-	if _, ok := index["PATH"]; !ok {
+	out := workload.OverlayEnv(imgEnv, env)
+	if !slices.ContainsFunc(out, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
 		out = append(out, DefaultPath)
 	}
 	return out

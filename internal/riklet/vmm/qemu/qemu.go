@@ -236,12 +236,13 @@ func kvmGroups() ([]uint32, error) {
 	if !ok {
 		return nil, fmt.Errorf("/dev/kvm: no owner")
 	}
-	return kvmAccess(fi.Mode().Perm(), st.Gid)
+	return KVMAccess(fi.Mode().Perm(), st.Gid)
 }
 
-// kvmAccess: a /dev/kvm open to everyone needs no group; one open to its
-// group, that group; else an unprivileged QEMU cannot use it.
-func kvmAccess(mode os.FileMode, gid uint32) ([]uint32, error) {
+// KVMAccess tells which group an unprivileged QEMU needs to open a
+// /dev/kvm of mode and group gid: one open to everyone needs none; one
+// open to its group, that group; else an unprivileged QEMU cannot use it.
+func KVMAccess(mode os.FileMode, gid uint32) ([]uint32, error) {
 	switch {
 	case mode&0o006 == 0o006:
 		return nil, nil

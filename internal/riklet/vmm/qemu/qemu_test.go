@@ -256,9 +256,9 @@ func TestKVMAccess(t *testing.T) {
 		{0o640, nil, true},
 	}
 	for _, tt := range tests {
-		got, err := kvmAccess(tt.mode, 108)
+		got, err := KVMAccess(tt.mode, 108)
 		if (err != nil) != tt.err || !slices.Equal(got, tt.groups) {
-			t.Errorf("kvmAccess(%v) = %v, %v; want %v (error %v)", tt.mode, got, err, tt.groups, tt.err)
+			t.Errorf("KVMAccess(%v) = %v, %v; want %v (error %v)", tt.mode, got, err, tt.groups, tt.err)
 		}
 	}
 }

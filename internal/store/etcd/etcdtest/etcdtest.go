@@ -20,7 +20,19 @@ const startTimeout = 30 * time.Second
 // endpoint ("127.0.0.1:port"). It fails tb if the server cannot start.
 func Start(tb testing.TB) string {
 	tb.Helper()
-	endpoint, stop, err := start(tb.TempDir())
+	return StartIn(tb, tb.TempDir(), Name, "127.0.0.1:0")
+}
+
+// Name is the member name of the servers Start starts.
+const Name = "rik-test"
+
+// StartIn starts a server stopped when tb ends, member name with its data
+// in dir (which may hold a data directory already, e.g. one restored from
+// a snapshot) and its peer URL on peerAddr ("127.0.0.1:port"); it returns
+// its client endpoint.
+func StartIn(tb testing.TB, dir, name, peerAddr string) string {
+	tb.Helper()
+	endpoint, stop, err := start(dir, name, peerAddr)
 	if err != nil {
 		tb.Fatalf("starting embedded etcd: %v", err)
 	}
@@ -28,17 +40,18 @@ func Start(tb testing.TB) string {
 	return endpoint
 }
 
-func start(dir string) (string, func(), error) {
+func start(dir, name, peerAddr string) (string, func(), error) {
 	cfg := embed.NewConfig()
-	cfg.Name = "rik-test"
+	cfg.Name = name
 	cfg.Dir = dir
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
 	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	peer := url.URL{Scheme: "http", Host: peerAddr}
 	cfg.ListenClientUrls = []url.URL{local}
 	cfg.AdvertiseClientUrls = []url.URL{local}
-	cfg.ListenPeerUrls = []url.URL{local}
-	cfg.AdvertisePeerUrls = []url.URL{local}
+	cfg.ListenPeerUrls = []url.URL{peer}
+	cfg.AdvertisePeerUrls = []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
