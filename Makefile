@@ -29,7 +29,8 @@ dev: build ensure-dev
 # promtool, which checks every component's /metrics.
 DEPS := runc iptables nftables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
 	qemu-system-x86 etcd-server curl ca-certificates prometheus bash \
-	systemd file dpkg docker-compose chromium
+	systemd file dpkg docker-compose \
+	containernetworking-plugins chromium
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)

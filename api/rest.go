@@ -44,6 +44,7 @@ type Node struct {
 	Kinds     []string          `json:"kinds"`
 	Labels    map[string]string `json:"labels"`
 	Address   string            `json:"address"`
+	PodSubnet string            `json:"podSubnet,omitempty"` // the node's pod subnet, once allocated
 	Instances int32             `json:"instances"`
 	Load1     float64           `json:"load1"`
 	// LastHeartbeat is RFC 3339; empty before the first one.
@@ -109,4 +110,85 @@ type Health struct {
 	// `rikctl version`.
 	Version   string `json:"version,omitempty"`
 	GoVersion string `json:"goVersion,omitempty"`
+}
+
+// Rollout phases of a managed workload (Rollout.Phase).
+const (
+	RolloutProgressing = "Progressing" // instances are being created, replaced or removed
+	RolloutComplete    = "Complete"    // replicas instances of the current revision, all available
+	RolloutFailed      = "Failed"      // stopped: no progress within progressDeadlineSeconds
+)
+
+// ReasonProgressDeadline is the reason of a rollout stopped at its
+// progress deadline.
+const ReasonProgressDeadline = "ProgressDeadlineExceeded"
+
+// Rollout is the state of a managed workload (workloads.rollout,
+// workloads.rollouts, workloads.scale): counts of its live instances and
+// where its rollout stands.
+type Rollout struct {
+	Workload string `json:"workload"`
+	ID       string `json:"id"`
+	Revision int    `json:"revision"` // the current one
+	Replicas int    `json:"replicas"`
+	// Instances counts the live instances (not being deleted, not ended),
+	// of every revision; Ready those ready; UpToDate the live ones of the
+	// current revision; Available those of the current revision ready for
+	// minReadySeconds.
+	Instances int    `json:"instances"`
+	Ready     int    `json:"ready"`
+	UpToDate  int    `json:"upToDate"`
+	Available int    `json:"available"`
+	Phase     string `json:"phase"`
+	Reason    string `json:"reason,omitempty"`
+	Message   string `json:"message,omitempty"`
+	// StartedAt is when the rollout of the current revision started;
+	// ProgressAt when it last made progress (a new instance available).
+	StartedAt  time.Time `json:"startedAt"`
+	ProgressAt time.Time `json:"progressAt"`
+}
+
+// Done reports whether the rollout ended, and whether it succeeded.
+func (r Rollout) Done() (done, ok bool) {
+	switch r.Phase {
+	case RolloutComplete:
+		return true, true
+	case RolloutFailed:
+		return true, false
+	}
+	return false, false
+}
+
+// Revision is one numbered definition of a managed workload
+// (workloads.history); T is the definition type.
+type Revision[T any] struct {
+	Revision  int       `json:"revision"`
+	CreatedAt time.Time `json:"createdAt"`
+	// Cause says what made it: apply, or undo to revision N.
+	Cause      string `json:"cause,omitempty"`
+	Current    bool   `json:"current,omitempty"`
+	Definition T      `json:"definition"`
+}
+
+// Applied is the answer of workloads.apply and workloads.undo: the stored
+// workload, its current revision and whether this call made it (a
+// definition identical to the current one makes none).
+type Applied[T any] struct {
+	Workload Item[T] `json:"workload"`
+	Revision int     `json:"revision"`
+	Created  bool    `json:"created"` // the workload did not exist
+	Changed  bool    `json:"changed"` // a new revision was made
+}
+
+// ScaleRequest is the body of workloads.scale.
+type ScaleRequest struct {
+	ID       string `json:"id"` // id or name
+	Replicas *int   `json:"replicas"`
+}
+
+// UndoRequest is the body of workloads.undo: back to Revision, or to the
+// one before the current when 0.
+type UndoRequest struct {
+	ID       string `json:"id"` // id or name
+	Revision int    `json:"revision,omitempty"`
 }

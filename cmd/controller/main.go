@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +47,7 @@ type options struct {
 	listen         string
 	dataDir        string
 	store          string
+	clusterCIDR    string
 	schedulerAddr  string
 	tlsCert        string
 	tlsKey         string
@@ -109,6 +111,7 @@ func newCommand(getenv func(string) string, run func(context.Context, options) e
 	f.StringVar(&o.listen, "listen", ":"+port, "API address, host:port (RIK's PORT sets the default port)")
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/rik/data/", "directory of the embedded store and the admin token (RIK's DATABASE_LOCATION)")
 	f.StringVar(&o.store, "store", "", "etcd://host:port[,host:port] to keep the state in etcd instead of the embedded store")
+	f.StringVar(&o.clusterCIDR, "cluster-cidr", "", "IPv4 range the nodes' pod subnets (/24 each) are allocated from, for riklets with --pod-cidr auto (default 10.63.0.0/16)")
 	f.StringVar(&o.schedulerAddr, "scheduler-addr", "http://localhost:4996", "the scheduler's address for controllers (RIK's SCHEDULER_URL)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serving certificate, PEM, e.g. from 'rik ca issue controller'")
 	f.StringVar(&o.tlsKey, "tls-key", "", "private key of --tls-cert, PEM")
@@ -180,6 +183,10 @@ func run(ctx context.Context, o options) error {
 	if o.insecure {
 		log.Warn("insecure: plain HTTP, no authentication: anyone who reaches " + o.listen + " owns the cluster")
 	}
+	cluster, err := parseClusterCIDR(o.clusterCIDR)
+	if err != nil {
+		return err
+	}
 	st, err := backend.Open(ctx, o.dataDir, o.store)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
@@ -197,7 +204,21 @@ func run(ctx context.Context, o options) error {
 		Limits:         controller.Limits{MaxConnsPerIP: o.maxConnsPerIP, ReadTimeout: o.readTimeout},
 		Admission:      &o.admission,
 		SchedulerTLS:   schedTLS,
+		ClusterCIDR:    cluster,
 	})
+}
+
+// parseClusterCIDR reads --cluster-cidr: where the nodes' pod subnets are
+// taken from (the riklets' --cluster-cidr); "": the default, 10.63.0.0/16.
+func parseClusterCIDR(v string) (netip.Prefix, error) {
+	if v == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		return netip.Prefix{}, fmt.Errorf("--cluster-cidr %q: want an IPv4 range of /24 or larger", v)
+	}
+	return p.Masked(), nil
 }
 
 // schedulerTLS is how the controller dials the scheduler: with its

@@ -103,3 +103,12 @@ func TestTLSConfigLoadsPair(t *testing.T) {
 		t.Errorf("insecure: %v %v", cfg, err)
 	}
 }
+
+func TestClusterCIDR(t *testing.T) {
+	for v, ok := range map[string]bool{"": true, "10.63.0.0/16": true, "10.0.0.0/8": true, "10.63.0.0/25": false, "fd00::/48": false, "nope": false} {
+		_, err := parseClusterCIDR(v)
+		if (err == nil) != ok {
+			t.Errorf("RIK_CLUSTER_CIDR=%q: %v, want ok=%v", v, err, ok)
+		}
+	}
+}

@@ -3,9 +3,10 @@
 // Command rik-init is the PID 1 of a rik Function's microVM. It lives in an
 // initramfs built by the riklet: it mounts /proc, /sys and /dev, loads the
 // kernel modules listed in /rik/modules.order, configures eth0 from the
-// kernel command line (rik.ip=, rik.gw=, rik.dns=), mounts the root disk
-// (rik.root=) and runs the entrypoint (rik.init=, default /sbin/init) in it,
-// with the arguments and environment of the initramfs's /rik/exec.json.
+// kernel command line (rik.ip=, rik.gw=, rik.dns=) or, without rik.ip=, by
+// DHCP (dhcp.go), mounts the root disk (rik.root=) and runs the entrypoint
+// (rik.init=, default /sbin/init) in it, with the arguments and environment
+// of the initramfs's /rik/exec.json.
 // It stays PID 1: it reaps zombies, forwards a stop request (SIGTERM,
 // SIGINT from Ctrl-Alt-Del, ACPI power button) to the entrypoint, and when
 // the entrypoint exits prints "rik-init: exit <code>" on the console and
@@ -108,7 +109,7 @@ func boot(cfg bootConfig) (int, error) {
 			logf("setting hostname: %v", err)
 		}
 	}
-	if err := setupNetwork(cfg); err != nil {
+	if err := setupNetwork(&cfg); err != nil {
 		return 255, err
 	}
 	if err := switchRoot(cfg); err != nil {
@@ -173,7 +174,7 @@ func loadModule(path string) error {
 	return err
 }
 
-func setupNetwork(cfg bootConfig) error {
+func setupNetwork(cfg *bootConfig) error {
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
 		err = netlink.LinkSetUp(lo)
@@ -182,7 +183,7 @@ func setupNetwork(cfg bootConfig) error {
 		return fmt.Errorf("bringing up lo: %w", err)
 	}
 	if !cfg.IP.IsValid() {
-		return nil
+		return dhcpNetwork(cfg) // dhcp.go
 	}
 	var eth netlink.Link
 	for deadline := time.Now().Add(10 * time.Second); ; {

@@ -154,6 +154,9 @@ func newDevCommand() *cobra.Command {
 			if err := rt.Validate(); err != nil {
 				return usageError{fmt.Errorf("rik dev: %w", err)}
 			}
+			if rt.PodCIDR == runtimes.PodCIDRAuto {
+				return usageError{errors.New("rik dev: --pod-cidr auto is for the riklets of a fleet: rik dev runs one node")}
+			}
 			log, err := logging.Logger(cmd.ErrOrStderr())
 			if err != nil {
 				return usageError{fmt.Errorf("rik dev: %w", err)}

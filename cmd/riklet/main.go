@@ -166,11 +166,10 @@ func runRiklet(ctx context.Context, f flags, log *slog.Logger) error {
 		fmt.Fprintln(os.Stdout, "riklet: rik's network is removed from this node")
 		return nil
 	}
-	return riklet.Run(ctx, riklet.Config{
+	cfg := riklet.Config{
 		MasterAddr:        f.masterAddr,
 		Hostname:          f.hostname,
 		StateDir:          f.stateDir,
-		Runtimes:          runtimes.Factories(f.runtimes),
 		Labels:            f.labels,
 		HeartbeatInterval: f.heartbeat,
 		Logger:            log,
@@ -180,7 +179,12 @@ func runRiklet(ctx context.Context, f flags, log *slog.Logger) error {
 		Insecure:          f.insecure,
 		HostLockDir:       riklet.DefaultHostLockDir,
 		MetricsAddr:       f.metricsAddr,
-	})
+	}
+	if err := f.runtimes.JoinFabric(f.hostname, &cfg); err != nil {
+		return err
+	}
+	cfg.Runtimes = runtimes.Factories(f.runtimes)
+	return riklet.Run(ctx, cfg)
 }
 
 // uninstall removes rik's network from the node. It stops nothing, so it

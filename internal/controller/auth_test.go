@@ -148,6 +148,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 		t.Fatal("the operator creating the workload does not see its env")
 	}
 	in := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
+	e.must(http.StatusOK, "POST", "/api/v0/workloads.apply", secretPod) // managed: rollout and history too
 	viewer := e.newTokenFor(service.RoleViewer)
 	const secret = "hunter2"
 
@@ -157,6 +158,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 			continue
 		}
 		path = strings.NewReplacer("workloads.instances/{id}", "workloads.instances/"+wl.ID,
+			"workloads.rollout/{id}", "workloads.rollout/"+wl.ID, "workloads.history/{id}", "workloads.history/"+wl.ID,
 			"instances.get/{id}", "instances.get/"+in.ID).Replace(path)
 		if path == "/api/v0/events.list" {
 			path += "?kind=workload&name=" + wl.Name
@@ -188,7 +190,7 @@ func TestViewerSeesEnvRedacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	events := subscribeEvents(t, ctx, e.http, viewer)
-	e.createInstances(map[string]any{"workload_id": wl.ID})
+	e.must(http.StatusOK, "POST", "/api/v0/workloads.scale", `{"id":"secret","replicas":2}`) // the reconciler creates one
 	for ev := range events {
 		if strings.Contains(ev.data, secret) {
 			t.Errorf("event shows the secret: %s", ev.data)

@@ -8,6 +8,7 @@
 //	httpapi/  the REST API: routes, authorization, the HTTP error mapping
 //	link/     the scheduler session (statuses in, orders out)
 //	lease/    which of the controllers sharing a store ingests
+//	reconcile/ keeps managed workloads (workloads.apply): replicas, rollouts
 package controller
 
 import (
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -28,9 +30,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/controller/httpapi"
 	"github.com/rik-org/rik/internal/controller/lease"
 	"github.com/rik-org/rik/internal/controller/link"
+	"github.com/rik-org/rik/internal/controller/reconcile"
 	"github.com/rik-org/rik/internal/controller/service"
 	"github.com/rik-org/rik/internal/store"
 	"github.com/rik-org/rik/internal/version"
@@ -64,6 +68,10 @@ type Config struct {
 	// SchedulerTLS dials the scheduler over TLS, presenting the
 	// controller's certificate; nil: plaintext.
 	SchedulerTLS *tls.Config
+
+	// ClusterCIDR is where the nodes' pod subnets (/24 each) are taken
+	// from; zero: service.DefaultClusterCIDR (10.63.0.0/16).
+	ClusterCIDR netip.Prefix
 }
 
 // Defaults (the HTTP server's limits are httpapi's).
@@ -102,6 +110,7 @@ type Server struct {
 	link  *link.Link
 	lease *lease.Lease
 	api   *httpapi.API
+	rec   *reconcile.Reconciler
 }
 
 // NewServer checks cfg, applies defaults and builds a Server. Nothing runs
@@ -149,10 +158,14 @@ func newServer(cfg Config, t tuning) (*Server, error) {
 		}, func() float64 { return float64(l.Subscribes()) }))
 	s.svc = service.New(service.Config{Store: cfg.Store, Scheduler: l, Leader: s.lease,
 		Admission: admissionFor(cfg), Logger: cfg.Logger, Metrics: reg,
-		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery})
+		Now: t.now, ResyncEvery: t.resyncEvery, NodesEvery: t.nodesEvery, ClusterCIDR: cfg.ClusterCIDR})
 	s.api = httpapi.New(httpapi.Config{Service: s.svc, Logger: cfg.Logger, Metrics: reg,
 		Insecure: cfg.Insecure, MaxBodyBytes: cfg.MaxBodyBytes, TLS: cfg.TLS, KeepaliveEvery: t.keepaliveEvery,
 		Limits: cfg.Limits})
+	// Keeps managed workloads; rollout progress goes to the workload's
+	// event history.
+	s.rec = reconcile.New(reconcile.Config{Cluster: s.svc.Cluster(), Leader: s.lease, Logger: cfg.Logger, Now: t.now,
+		Notifier: rolloutEvents{s.svc}})
 	return s, nil
 }
 
@@ -279,4 +292,22 @@ func (s *Server) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Go(func() { s.lease.Run(ctx) })
 	wg.Go(func() { s.link.Run(ctx, s.svc) })
 	wg.Go(func() { s.svc.Run(ctx) })
+	wg.Go(func() { s.rec.Run(ctx) })
+	wg.Go(func() { s.svc.FollowChanges(ctx, s.rec.Kick) })
+}
+
+// rolloutEvents records a rollout's changes of phase in its workload's
+// event history.
+type rolloutEvents struct{ svc *service.Service }
+
+func (r rolloutEvents) Rollout(ctx context.Context, workload string, st reconcile.State) {
+	msg := fmt.Sprintf("revision %d: %s", st.Revision, st.Phase)
+	if st.Message != "" {
+		msg += ": " + st.Message
+	}
+	reason := st.Reason
+	if reason == "" {
+		reason = "Rollout" + st.Phase
+	}
+	r.svc.Record(ctx, api.EventKindWorkload, workload, reason, msg)
 }

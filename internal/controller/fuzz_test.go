@@ -26,7 +26,9 @@ var fuzzSeeds = []string{
 	`{"kind":"Function","name":"f","spec":{"function":{"execution":null}}}`,
 	`{"kind":"Pod","name":"a","spec":{"containers":[{"name":"c","image":"i","ports":{"port":-5}}]}}`,
 	`{"role":"viewer"}`, `{"role":"admin","description":"d","ttl":"24h"}`, `{"role":"viewer","ttl":"-1s"}`,
-	`{"role":"operator","ttl":"9999999h"}`, `{"id":"rik_aaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaa"}`, `{"id":"aaaaaaaaaa"}`,
+	`{"role":"operator","ttl":"9999999h"}`, `{"id":"web","replicas":2}`, `{"id":"web","replicas":-3}`, `{"id":"web","revision":1}`,
+	`{"kind":"Pod","name":"web","update":{"maxSurge":0,"maxUnavailable":0},"spec":{"containers":[{"name":"c","image":"i"}]}}`,
+	`{"kind":"Pod","name":"web","spec":{"containers":[{"name":"c","image":"i","healthcheck":{"readiness":{"tcp":{"port":80},"exec":{}}}}]}}`, `{"id":"rik_aaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaa"}`, `{"id":"aaaaaaaaaa"}`,
 	"\x00\xff", strings.Repeat("[", 10000),
 }
 
@@ -60,9 +62,15 @@ func FuzzTokensCreate(f *testing.F)    { fuzzRoute(f, "tokens.create", 201, 400,
 // 409: the last admin token.
 func FuzzTokensDelete(f *testing.F) { fuzzRoute(f, "tokens.delete", 204, 400, 404, 409, 413) }
 
+// Managed workloads: 409 for an unmanaged one (or no earlier revision).
+func FuzzWorkloadsApply(f *testing.F) { fuzzRoute(f, "workloads.apply", 200, 201, 400, 413) }
+func FuzzWorkloadsScale(f *testing.F) { fuzzRoute(f, "workloads.scale", 200, 400, 404, 409, 413) }
+func FuzzWorkloadsUndo(f *testing.F)  { fuzzRoute(f, "workloads.undo", 200, 400, 404, 409, 413) }
+
 // Every POST route has a fuzz target above.
 func TestEveryPostRouteFuzzed(t *testing.T) {
-	fuzzed := []string{"workloads.create", "workloads.delete", "instances.create", "instances.delete", "tokens.create", "tokens.delete"}
+	fuzzed := []string{"workloads.create", "workloads.delete", "instances.create", "instances.delete", "tokens.create", "tokens.delete",
+		"workloads.apply", "workloads.scale", "workloads.undo"}
 	for p := range documentedRoutes(t) {
 		if route, ok := strings.CutPrefix(p, "POST /api/v0/"); ok && !slices.Contains(fuzzed, route) {
 			t.Errorf("POST route %s has no fuzz target", route)

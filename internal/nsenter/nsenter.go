@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -30,4 +31,19 @@ func Do(path string, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Netlink opens a netlink handle on the network namespace at path; the
+// handle works there from any thread.
+func Netlink(path string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening netns %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
+	}
+	return h, nil
 }

@@ -126,7 +126,7 @@ func newRootCommand(a *app) *cobra.Command {
 	root.PersistentFlags().StringVar(&a.token, "token", "", "bearer token (overrides $RIK_TOKEN and the config file's user.token, which is sent only to the config file's server)")
 	root.PersistentFlags().StringVar(&a.ca, "certificate-authority", "", "CA certificate file the controller's certificate is checked against (overrides cluster.certificate-authority)")
 	root.AddCommand(newCreateCommand(a), newGetCommand(a), newDeleteCommand(a), newLogsCommand(a), newTokenCommand(a), newVersionCommand(a),
-		newDescribeCommand(a))
+		newDescribeCommand(a), newApplyCommand(a), newScaleCommand(a), newRolloutCommand(a))
 	finishCommands(root, a)
 	return root
 }
@@ -245,24 +245,39 @@ func needResource(cmd *cobra.Command, _ []string) error {
 // readDefinition reads a workload definition file (or stdin for "-"),
 // converts YAML to JSON and validates it locally.
 func readDefinition(stdin io.Reader, file string) ([]byte, error) {
-	var r io.Reader
-	if file == "-" {
-		r, file = stdin, "stdin"
-	} else {
+	data, name, err := readSource(stdin, file, "definition", workload.MaxDefinitionBytes)
+	if err != nil {
+		return nil, err
+	}
+	return checkDefinition(name, data)
+}
+
+// readSource reads file (stdin for "-"), what it holds, at most limit
+// bytes; name is what messages call it.
+func readSource(stdin io.Reader, file, what string, limit int) (data []byte, name string, err error) {
+	r, name := stdin, "stdin"
+	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, fmt.Errorf("reading definition: %w", err)
+			return nil, file, fmt.Errorf("reading %s: %w", what, err)
 		}
 		defer f.Close()
-		r = f
+		r, name = f, file
 	}
-	data, err := io.ReadAll(io.LimitReader(r, workload.MaxDefinitionBytes+1))
+	data, err = io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading definition %s: %w", file, err)
+		return nil, name, fmt.Errorf("reading %s %s: %w", what, name, err)
 	}
-	if len(data) > workload.MaxDefinitionBytes {
-		return nil, fmt.Errorf("definition %s: larger than %d bytes", file, workload.MaxDefinitionBytes)
+	if len(data) > limit {
+		return nil, name, fmt.Errorf("%s %s: larger than %d bytes", what, name, limit)
 	}
+	return data, name, nil
+}
+
+// checkDefinition converts a definition read from file (JSON or YAML) to
+// JSON and validates it locally, listing every problem with its field.
+func checkDefinition(file string, data []byte) ([]byte, error) {
+	var err error
 	if !json.Valid(data) { // not JSON: YAML (a superset of JSON)
 		if data, err = yaml.YAMLToJSON(data); err != nil {
 			return nil, fmt.Errorf("definition %s: not JSON or YAML: %w", file, err)
@@ -320,7 +335,13 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 			}
 			return showOneOrList(a.env, *format, "workload", args, items,
 				func(it WorkloadItem) (string, string) { return it.ID, it.Name },
-				func(items []WorkloadItem) error { return workloadTable(a.env.Stdout, *format, items) })
+				func(items []WorkloadItem) error {
+					states, err := workloadStates(cmd.Context(), c)
+					if err != nil {
+						return err
+					}
+					return workloadTable(a.env.Stdout, *format, items, states)
+				})
 		},
 	}
 	addWatchFlag(cmd, &watch)

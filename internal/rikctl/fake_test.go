@@ -34,6 +34,7 @@ type fakeAPI struct {
 	// viewer writes or a non-admin manages tokens.
 	roles     map[string]string
 	apiTokens []TokenItem
+	managed   map[string]*fakeManaged // see managed_test.go
 }
 
 type fakeRequest struct {
@@ -240,7 +241,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.apiTokens = slices.Delete(f.apiTokens, i, i+1)
 		w.WriteHeader(204)
 	default:
-		apiError(w, 404, "no route %s %s", r.Method, r.URL.Path)
+		if !f.serveManaged(w, r.Method+" "+route, arg, body) {
+			apiError(w, 404, "no route %s %s", r.Method, r.URL.Path)
+		}
 	}
 }
 

@@ -154,23 +154,23 @@ func instanceRows(w io.Writer, format string, now time.Time, items []InstanceIte
 	return writeTable(w, header, rows)
 }
 
-func workloadTable(w io.Writer, format string, items []WorkloadItem) error {
-	header := []string{"NAME", "KIND", "REPLICAS", "SOURCE", "PORTS"}
+// workloadTable prints workloads with their state (by name, from
+// workloadStates).
+func workloadTable(w io.Writer, format string, items []WorkloadItem, states map[string]workloadState) error {
+	header := []string{"NAME", "KIND", "READY", "UP-TO-DATE", "REVISION", "MANAGED", "SOURCE", "PORTS"}
 	if format == FormatWide {
 		header = append(header, "RESTART", "REQUESTS", "ID")
 	}
 	rows := make([][]string, 0, len(items))
 	for _, it := range items {
 		v := it.Value
-		var source []string
-		for _, c := range v.Spec.Containers {
-			source = append(source, c.Image)
+		name := firstNonEmpty(it.Name, v.Name)
+		st, ok := states[name]
+		if !ok {
+			st = workloadState{ready: "0/0", upToDate: "-", revision: "-", managed: "no"}
 		}
-		if v.Spec.Function != nil {
-			source = append(source, v.Spec.Function.Execution.Rootfs)
-		}
-		row := []string{firstNonEmpty(it.Name, v.Name), string(v.Kind), strconv.Itoa(v.Replicas),
-			strings.Join(source, ","), portsString(v.HostPorts())}
+		row := []string{name, string(v.Kind), st.ready, st.upToDate, st.revision, st.managed,
+			strings.Join(definitionSource(v), ","), portsString(v.HostPorts())}
 		if format == FormatWide {
 			cpu, mem := v.Requests()
 			row = append(row, string(v.RestartPolicy), fmt.Sprintf("cpu=%dm,memory=%dMi", cpu, mem), it.ID)

@@ -306,18 +306,18 @@ func TestGetWorkloads(t *testing.T) {
 	r := runAt(t, srv, "get", "workloads")
 	wantOK(t, r)
 	want := "" +
-		"NAME          KIND       REPLICAS   SOURCE                            PORTS\n" +
-		"2-distro      pod        1          ubuntu:latest,alpine:latest       <none>\n" +
-		"fc-function   function   1          https://example.com/rootfs.ext4   8080->80/TCP\n" +
-		"httpd         pod        1          busybox:latest                    8080->80/TCP\n"
+		"NAME          KIND       READY   UP-TO-DATE   REVISION   MANAGED   SOURCE                            PORTS\n" +
+		"2-distro      pod        0/0     -            -          no        ubuntu:latest,alpine:latest       <none>\n" +
+		"fc-function   function   0/0     -            -          no        https://example.com/rootfs.ext4   8080->80/TCP\n" +
+		"httpd         pod        0/0     -            -          no        busybox:latest                    8080->80/TCP\n"
 	if r.stdout != want {
 		t.Errorf("get workloads:\n%s\nwant:\n%s", r.stdout, want)
 	}
 	r = runAt(t, srv, "get", "wl", "httpd", "-o", "wide")
 	wantOK(t, r)
 	want = "" +
-		"NAME    KIND   REPLICAS   SOURCE           PORTS          RESTART   REQUESTS               ID\n" +
-		"httpd   pod    1          busybox:latest   8080->80/TCP   Always    cpu=100m,memory=32Mi   w-1\n"
+		"NAME    KIND   READY   UP-TO-DATE   REVISION   MANAGED   SOURCE           PORTS          RESTART   REQUESTS               ID\n" +
+		"httpd   pod    0/0     -            -          no        busybox:latest   8080->80/TCP   Always    cpu=100m,memory=32Mi   w-1\n"
 	if r.stdout != want {
 		t.Errorf("get workload httpd -o wide:\n%s\nwant:\n%s", r.stdout, want)
 	}

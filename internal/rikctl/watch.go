@@ -329,7 +329,15 @@ func watchWorkloads(ctx context.Context, a *app, c *Client, format string) error
 			it.Name, it.Value.Name = deletedName(firstNonEmpty(it.Name, it.Value.Name)), ""
 			return it
 		},
-		table: func(w io.Writer, items []WorkloadItem) error { return workloadTable(w, format, items) },
+		// The READY, UP-TO-DATE and REVISION columns as they are when a
+		// row is printed (a workload's own events do not carry them).
+		table: func(w io.Writer, items []WorkloadItem) error {
+			states, err := workloadStates(ctx, c)
+			if err != nil {
+				return err
+			}
+			return workloadTable(w, format, items, states)
+		},
 	})
 }
 

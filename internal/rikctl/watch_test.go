@@ -28,7 +28,12 @@ type restartingEvents struct {
 }
 
 func (e *restartingEvents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/v0/events" {
+	switch r.URL.Path {
+	case "/api/v0/events":
+	case "/api/v0/instances.list": // the workloads' READY column
+		fmt.Fprint(w, "[]")
+		return
+	default:
 		http.NotFound(w, r)
 		return
 	}
@@ -123,9 +128,9 @@ func TestWatchWorkloadsAndNodes(t *testing.T) {
 	}{
 		{[]string{"get", "workloads", "-w"},
 			sse(0, "workload", wl) + sse(3, "sync", api.Sync{Workloads: []string{"w-1"}}) + sse(4, "workload.deleted", wl),
-			"NAME            KIND   REPLICAS   SOURCE    PORTS\n" +
-				"web             pod    1          nginx:1   <none>\n" +
-				"web (deleted)   pod    1          nginx:1   <none>\n"},
+			"NAME            KIND   READY   UP-TO-DATE   REVISION   MANAGED   SOURCE    PORTS\n" +
+				"web             pod    0/0     -            -          no        nginx:1   <none>\n" +
+				"web (deleted)   pod    0/0     -            -          no        nginx:1   <none>\n"},
 		{[]string{"get", "nodes", "-w"},
 			sse(0, "node", nd) + sse(3, "sync", api.Sync{Nodes: []string{"node-1"}}) + sse(4, "node", nd) +
 				sse(5, "node", notReady) + sse(6, "node.deleted", notReady),

@@ -67,6 +67,12 @@ type Config struct {
 	MetricsAddr     string
 	MetricsListener net.Listener
 
+	// Network, when set, receives the node's network maps from the
+	// scheduler (its pod subnet and its peers': fabric.Fabric), and
+	// NodeAddress is the address registered ("": the first of the host's).
+	Network     schedlink.Network
+	NodeAddress string
+
 	// connMin and connMax bound the delays between reconnects and between
 	// runtime construction attempts; zero: the defaults. Tests shorten them.
 	connMin, connMax time.Duration
@@ -120,7 +126,7 @@ func (c Config) link() schedlink.Config {
 		Addr: c.MasterAddr, Hostname: c.Hostname, Labels: c.Labels, StateDir: c.StateDir,
 		HeartbeatInterval: c.HeartbeatInterval, Version: version.Version, Logger: c.Logger,
 		Insecure: c.Insecure, PKIDir: c.PKIDir, JoinToken: c.JoinToken, CACertHash: c.CACertHash,
-		ConnMin: c.connMin, ConnMax: c.connMax,
+		ConnMin: c.connMin, ConnMax: c.connMax, Network: c.Network, Address: c.NodeAddress,
 	}
 }
 

@@ -126,6 +126,7 @@ type state struct {
 	subs       map[*subscriber]struct{}
 	logConns   map[string]*logConn // by node name; may come before the registration
 	logRoutes  map[string]*logRoute
+	network    networkState // the nodes' pod subnets (network.go)
 }
 
 func newState(log *slog.Logger, strategy placement.Strategy, nodeTimeout, recovery time.Duration, now func() time.Time) *state {
@@ -325,6 +326,7 @@ func (s *state) listNodes() *controllerpb.NodeList {
 			Instances:           int32(len(n.insts)),
 			Load1:               n.load1,
 			Address:             n.address,
+			PodSubnet:           s.network.subnets[n.name],
 		})
 	}
 	return out

@@ -142,7 +142,17 @@ type Function struct {
 	Exposure  PortList  `json:"exposure,omitempty"`
 	// Healthcheck probes reach the guest at its address (http and tcp only).
 	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
+	// Network is how the guest is attached: NetworkNAT (a /30 of its own,
+	// reached through its host ports) or NetworkBridge (on the pod network,
+	// at a pod address handed out by DHCP). "" = the node's default.
+	Network string `json:"network,omitempty"`
 }
+
+// Function network modes (Function.Network).
+const (
+	NetworkNAT    = "nat"
+	NetworkBridge = "bridge"
+)
 
 // Execution says how a Function's VM boots.
 type Execution struct {

@@ -172,6 +172,8 @@ func (v *validator) workload(w Workload) {
 		v.add("kind", "must be pod or function, got %q", truncate(string(w.Kind)))
 	}
 	v.hostPorts(w)
+	v.update(w.Update)
+	v.healthchecks(w)
 }
 
 func (v *validator) pod(s Spec) {
@@ -318,6 +320,11 @@ func (v *validator) function(s Spec) {
 	}
 	v.execArgs(p, e)
 	v.ports("spec.function.exposure", f.Exposure)
+	switch f.Network {
+	case "", NetworkNAT, NetworkBridge:
+	default:
+		v.add("spec.function.network", "must be %s or %s, got %q", NetworkNAT, NetworkBridge, truncate(f.Network))
+	}
 }
 
 // MaxExecBytes bounds a function's args and env together (what rik-init
@@ -448,4 +455,118 @@ func ValidInstanceID(id string) error {
 		}
 	}
 	return nil
+}
+
+// MaxProbeSeconds bounds every duration of a probe and of an update.
+const MaxProbeSeconds = 86400
+
+// update checks a rolling update policy: no negative field, and one that
+// can progress (maxSurge and maxUnavailable not both 0).
+func (v *validator) update(u *Update) {
+	if u == nil {
+		return
+	}
+	if u.MaxSurge != nil && (*u.MaxSurge < 0 || *u.MaxSurge > MaxReplicas) {
+		v.add("update.maxSurge", "must be between 0 and %d", MaxReplicas)
+	}
+	if u.MaxUnavailable != nil && (*u.MaxUnavailable < 0 || *u.MaxUnavailable > MaxReplicas) {
+		v.add("update.maxUnavailable", "must be between 0 and %d", MaxReplicas)
+	}
+	if u.Surge() == 0 && u.Unavailable() == 0 {
+		v.add("update", "maxSurge and maxUnavailable cannot both be 0: the rollout could never progress")
+	}
+	if u.MinReadySeconds < 0 || u.MinReadySeconds > MaxProbeSeconds {
+		v.add("update.minReadySeconds", "must be between 0 and %d", MaxProbeSeconds)
+	}
+	if u.ProgressDeadlineSeconds < 0 || u.ProgressDeadlineSeconds > MaxProbeSeconds {
+		v.add("update.progressDeadlineSeconds", "must be between 0 (default %d) and %d", DefaultProgressDeadlineSeconds, MaxProbeSeconds)
+	}
+}
+
+// healthchecks checks the probes of every container and of the function.
+// A probe's port must be one the container (or guest) listens on as
+// declared: the targetPort of one of its ports (the riklet probes the
+// instance's own address, not the node's host port).
+func (v *validator) healthchecks(w Workload) {
+	if len(w.Spec.Containers) <= MaxContainers {
+		for i, c := range w.Spec.Containers {
+			v.healthcheck(fmt.Sprintf("spec.containers[%d]", i), c.Healthcheck, c.Ports, true)
+		}
+	}
+	if f := w.Spec.Function; f != nil {
+		v.healthcheck("spec.function", f.Healthcheck, f.Exposure, false)
+	}
+}
+
+func (v *validator) healthcheck(path string, h *Healthcheck, ports PortList, execOK bool) {
+	if h == nil {
+		return
+	}
+	path += ".healthcheck"
+	v.probe(path+".readiness", h.Readiness, ports, execOK)
+	v.probe(path+".liveness", h.Liveness, ports, execOK)
+}
+
+func (v *validator) probe(path string, p *Probe, ports PortList, execOK bool) {
+	if p == nil {
+		return
+	}
+	n := 0
+	if p.HTTP != nil {
+		n++
+		if p.HTTP.Path != "" && (!strings.HasPrefix(p.HTTP.Path, "/") || len(p.HTTP.Path) > MaxPathLen ||
+			strings.ContainsFunc(p.HTTP.Path, isSpaceOrControl)) {
+			v.add(path+".http.path", "must be an absolute path without spaces (at most %d chars)", MaxPathLen)
+		}
+		v.probePort(path+".http.port", p.HTTP.Port, ports)
+	}
+	if p.TCP != nil {
+		n++
+		v.probePort(path+".tcp.port", p.TCP.Port, ports)
+	}
+	if p.Exec != nil {
+		n++
+		switch {
+		case !execOK:
+			v.add(path+".exec", "exec probes are for pods: a Function is probed over http or tcp at its guest address")
+		case len(p.Exec.Command) == 0:
+			v.add(path+".exec.command", "required")
+		case len(p.Exec.Command) > MaxArgs:
+			v.add(path+".exec.command", "at most %d elements", MaxArgs)
+		default:
+			v.strings(path+".exec.command", p.Exec.Command)
+		}
+	}
+	if n != 1 {
+		v.add(path, "exactly one of http, tcp or exec required, got %d", n)
+	}
+	for _, f := range []struct {
+		name string
+		val  int
+	}{{"intervalSeconds", p.IntervalSeconds}, {"timeoutSeconds", p.TimeoutSeconds},
+		{"failureThreshold", p.FailureThreshold}, {"initialDelaySeconds", p.InitialDelaySeconds}} {
+		if f.val < 0 || f.val > MaxProbeSeconds {
+			v.add(path+"."+f.name, "must be between 0 and %d", MaxProbeSeconds)
+		}
+	}
+}
+
+// probePort checks that port is the targetPort of one of ports.
+func (v *validator) probePort(path string, port int, ports PortList) {
+	if port < 1 || port > 65535 {
+		v.add(path, "must be between 1 and 65535")
+		return
+	}
+	var declared []string
+	for _, p := range ports {
+		if p.TargetPort == port {
+			return
+		}
+		declared = append(declared, fmt.Sprint(p.TargetPort))
+	}
+	if len(declared) == 0 {
+		v.add(path, "port %d is not exposed: declare it in ports (targetPort)", port)
+		return
+	}
+	v.add(path, "port %d is not exposed: must be one of the targetPorts %s", port, strings.Join(declared, ", "))
 }

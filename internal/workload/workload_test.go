@@ -128,6 +128,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"spec.function.execution.args: at most 256 elements"}},
 		{"function args and env too large", fn(`{"rootfs":"http://x/r","env":[`+strings.Repeat(`{"name":"V","value":"`+strings.Repeat("v", MaxArgLen)+`"},`, 16)+`{"name":"W"}]}`, `null`),
 			[]string{"spec.function.execution: args and env: at most 65536 bytes together"}},
+		{"network mode", `{"kind":"function","name":"f","spec":{"function":{"execution":{"rootfs":"http://x/r"},"network":"host"}}}`,
+			[]string{`spec.function.network: must be nat or bridge, got "host"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

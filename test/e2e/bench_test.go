@@ -110,12 +110,21 @@ func BenchmarkPodCreateToRunning(b *testing.B) {
 // node's host port (from the client namespace), rootfs cached. The VM runs
 // under QEMU (TCG without usable KVM). Deleting is not timed.
 //
+// Sub-benchmarks nat and bridge run the Function in each network mode.
+//
 //	go test -run '^$' -bench FunctionCreateToReachable -benchtime 5x ./test/e2e/
 func BenchmarkFunctionCreateToReachable(b *testing.B) {
+	b.Run("nat", func(b *testing.B) { benchFunctionCreateToReachable(b, functionDef) })
+	b.Run("bridge", func(b *testing.B) { benchFunctionCreateToReachable(b, bridgeFunctionDef) })
+}
+
+// benchFunctionCreateToReachable is BenchmarkFunctionCreateToReachable
+// with the workload def makes.
+func benchFunctionCreateToReachable(b *testing.B, def func(name, rootfs string, hostPort int) string) {
 	c, n := functionCluster(b)
 	ev := c.watchEvents()
 	const hostPort = 8082
-	if err := c.post("/api/v0/workloads.create", json.RawMessage(functionDef("bench", c.rootfsURL, hostPort)), nil); err != nil {
+	if err := c.post("/api/v0/workloads.create", json.RawMessage(def("bench", c.rootfsURL, hostPort)), nil); err != nil {
 		b.Fatal(err)
 	}
 	url := fmt.Sprintf("http://%s:%d/", n.ip, hostPort)

@@ -405,8 +405,16 @@ func (c *cluster) startProc(name string, ns *netns.NS, bin string, env []string,
 func (c *cluster) addNode(extraArgs ...string) *node {
 	c.t.Helper()
 	i := len(c.nodes) + 1
-	n := &node{name: fmt.Sprintf("node%d", i), ip: fmt.Sprintf("172.31.0.%d", nodeIPBase+i)}
-	n.ns = c.attach(n.name, n.ip)
+	return c.addNodeAt(fmt.Sprintf("172.31.0.%d", nodeIPBase+i), c.attach, extraArgs...)
+}
+
+// addNodeAt is addNode with the node's address ip, its namespace made by
+// attach (c.attach: on the cluster's bridge).
+func (c *cluster) addNodeAt(ip string, attach func(role, addr string) *netns.NS, extraArgs ...string) *node {
+	c.t.Helper()
+	i := len(c.nodes) + 1
+	n := &node{name: fmt.Sprintf("node%d", i), ip: ip}
+	n.ns = attach(n.name, n.ip)
 	n.stateDir = filepath.Join(c.dir, n.name)
 	// Registered before the riklet's kill, so it runs after it.
 	c.t.Cleanup(func() { cleanupNode(c.t, n) })
@@ -452,8 +460,11 @@ func (c *cluster) dumpLogs() {
 }
 
 // rikctl runs rikctl in the client namespace against the controller.
-func (c *cluster) rikctl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+func (c *cluster) rikctl(args ...string) (string, error) { return c.rikctlFor(30*time.Second, args...) }
+
+// rikctlFor is rikctl, killed after timeout.
+func (c *cluster) rikctlFor(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	full := append([]string{"--net=" + c.client.Path, "--", c.bins.rikctl, "--server", c.apiURL()}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
@@ -557,6 +568,7 @@ type nodeItem struct {
 		Status        string   `json:"status"`
 		Kinds         []string `json:"kinds"`
 		Address       string   `json:"address"`
+		PodSubnet     string   `json:"podSubnet"`
 		Instances     int      `json:"instances"`
 		LastHeartbeat string   `json:"lastHeartbeat"`
 	} `json:"value"`

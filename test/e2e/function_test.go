@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,6 +44,13 @@ func testKernel(t testing.TB) (kernel, modules string) {
 // /sbin/init serving page with httpd on :80.
 func guestRootfs(t testing.TB, page string) []byte {
 	t.Helper()
+	return guestRootfsWith(t, page, nil)
+}
+
+// guestRootfsWith is guestRootfs with extra executable files (path in the
+// guest without its leading slash -> content).
+func guestRootfsWith(t testing.TB, page string, extra map[string]string) []byte {
+	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		testutil.Unavailable(t, "busybox (busybox-static) not found")
@@ -73,6 +81,9 @@ func guestRootfs(t testing.TB, page string) []byte {
 	add(&tar.Header{Name: "sbin/init", Typeflag: tar.TypeReg, Mode: 0o755},
 		[]byte("#!/bin/sh\necho guest: serving\nexec /bin/httpd -f -p 80 -h /www\n"))
 	add(&tar.Header{Name: "www/index.html", Typeflag: tar.TypeReg, Mode: 0o644}, []byte(page))
+	for _, name := range slices.Sorted(maps.Keys(extra)) {
+		add(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755}, []byte(extra[name]))
+	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}

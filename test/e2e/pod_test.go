@@ -21,10 +21,11 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// podRegistry serves the busybox image from the ctl namespace and returns
-// the registry's host:port there. The image is pushed through a second
+// podRegistry serves the busybox image from the ctl namespace (as
+// busybox:latest and busybox:TAG for each of tags) and returns the
+// registry's host:port there. The image is pushed through a second
 // listener on the host's 127.0.0.1 sharing the same registry state.
-func podRegistry(c *cluster) string {
+func podRegistry(c *cluster, tags ...string) string {
 	c.t.Helper()
 	testutil.RequireFile(c.t, ociimage.BusyboxPath)
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -35,7 +36,9 @@ func podRegistry(c *cluster) string {
 		c.t.Fatal(err)
 	}
 	pr := &ociimage.Registry{Host: strings.TrimPrefix(push.URL, "http://")}
-	pr.Push(c.t, "busybox:latest", img)
+	for _, tag := range append([]string{"latest"}, tags...) {
+		pr.Push(c.t, "busybox:"+tag, img)
+	}
 	return c.serve(h)
 }
 

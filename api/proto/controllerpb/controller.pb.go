@@ -176,6 +176,7 @@ type Node struct {
 	Instances           int32                  `protobuf:"varint,9,opt,name=instances,proto3" json:"instances,omitempty"`
 	Load1               float64                `protobuf:"fixed64,10,opt,name=load1,proto3" json:"load1,omitempty"`
 	Address             string                 `protobuf:"bytes,11,opt,name=address,proto3" json:"address,omitempty"`
+	PodSubnet           string                 `protobuf:"bytes,12,opt,name=pod_subnet,json=podSubnet,proto3" json:"pod_subnet,omitempty"` // the node's pod subnet, as the scheduler last got it (SetNodeNetworks)
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -287,6 +288,119 @@ func (x *Node) GetAddress() string {
 	return ""
 }
 
+func (x *Node) GetPodSubnet() string {
+	if x != nil {
+		return x.PodSubnet
+	}
+	return ""
+}
+
+// rik: the pod subnet of every node, allocated by the controller and kept in
+// its store. The scheduler hands each node its own and its peers'.
+type NodeNetworks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterCidr   string                 `protobuf:"bytes,1,opt,name=cluster_cidr,json=clusterCidr,proto3" json:"cluster_cidr,omitempty"` // the range every node's subnet is taken from
+	Nodes         []*NodeNetwork         `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeNetworks) Reset() {
+	*x = NodeNetworks{}
+	mi := &file_controller_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeNetworks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeNetworks) ProtoMessage() {}
+
+func (x *NodeNetworks) ProtoReflect() protoreflect.Message {
+	mi := &file_controller_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeNetworks.ProtoReflect.Descriptor instead.
+func (*NodeNetworks) Descriptor() ([]byte, []int) {
+	return file_controller_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NodeNetworks) GetClusterCidr() string {
+	if x != nil {
+		return x.ClusterCidr
+	}
+	return ""
+}
+
+func (x *NodeNetworks) GetNodes() []*NodeNetwork {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type NodeNetwork struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PodSubnet     string                 `protobuf:"bytes,2,opt,name=pod_subnet,json=podSubnet,proto3" json:"pod_subnet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeNetwork) Reset() {
+	*x = NodeNetwork{}
+	mi := &file_controller_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeNetwork) ProtoMessage() {}
+
+func (x *NodeNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_controller_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeNetwork.ProtoReflect.Descriptor instead.
+func (*NodeNetwork) Descriptor() ([]byte, []int) {
+	return file_controller_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NodeNetwork) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeNetwork) GetPodSubnet() string {
+	if x != nil {
+		return x.PodSubnet
+	}
+	return ""
+}
+
 // rik: where a controller resumes the status stream: after the last
 // status it stored, of the scheduler run named epoch.
 type StatusCursor struct {
@@ -299,7 +413,7 @@ type StatusCursor struct {
 
 func (x *StatusCursor) Reset() {
 	*x = StatusCursor{}
-	mi := &file_controller_proto_msgTypes[3]
+	mi := &file_controller_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +425,7 @@ func (x *StatusCursor) String() string {
 func (*StatusCursor) ProtoMessage() {}
 
 func (x *StatusCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_proto_msgTypes[3]
+	mi := &file_controller_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +438,7 @@ func (x *StatusCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusCursor.ProtoReflect.Descriptor instead.
 func (*StatusCursor) Descriptor() ([]byte, []int) {
-	return file_controller_proto_rawDescGZIP(), []int{3}
+	return file_controller_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StatusCursor) GetEpoch() string {
@@ -351,7 +465,7 @@ type InstanceIds struct {
 
 func (x *InstanceIds) Reset() {
 	*x = InstanceIds{}
-	mi := &file_controller_proto_msgTypes[4]
+	mi := &file_controller_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +477,7 @@ func (x *InstanceIds) String() string {
 func (*InstanceIds) ProtoMessage() {}
 
 func (x *InstanceIds) ProtoReflect() protoreflect.Message {
-	mi := &file_controller_proto_msgTypes[4]
+	mi := &file_controller_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +490,7 @@ func (x *InstanceIds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceIds.ProtoReflect.Descriptor instead.
 func (*InstanceIds) Descriptor() ([]byte, []int) {
-	return file_controller_proto_rawDescGZIP(), []int{4}
+	return file_controller_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InstanceIds) GetIds() []string {
@@ -405,7 +519,7 @@ const file_controller_proto_rawDesc = "" +
 	"\x04node\x18\x06 \x01(\tR\x04node\x12!\n" +
 	"\fformer_nodes\x18\a \x03(\tR\vformerNodes\"2\n" +
 	"\bNodeList\x12&\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x10.controller.NodeR\x05nodes\"\xc5\x03\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.controller.NodeR\x05nodes\"\xe4\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12-\n" +
@@ -418,15 +532,24 @@ const file_controller_proto_rawDesc = "" +
 	"\tinstances\x18\t \x01(\x05R\tinstances\x12\x14\n" +
 	"\x05load1\x18\n" +
 	" \x01(\x01R\x05load1\x12\x18\n" +
-	"\aaddress\x18\v \x01(\tR\aaddress\x1a9\n" +
+	"\aaddress\x18\v \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"pod_subnet\x18\f \x01(\tR\tpodSubnet\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\fNodeNetworks\x12!\n" +
+	"\fcluster_cidr\x18\x01 \x01(\tR\vclusterCidr\x12-\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x17.controller.NodeNetworkR\x05nodes\"@\n" +
+	"\vNodeNetwork\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"pod_subnet\x18\x02 \x01(\tR\tpodSubnet\"6\n" +
 	"\fStatusCursor\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x1f\n" +
 	"\vInstanceIds\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\tR\x03ids2\x97\x03\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids2\xdc\x03\n" +
 	"\n" +
 	"Controller\x12J\n" +
 	"\x10ScheduleInstance\x12\x1e.controller.WorkloadScheduling\x1a\x16.google.protobuf.Empty\x12B\n" +
@@ -434,7 +557,8 @@ const file_controller_proto_rawDesc = "" +
 	"\tListNodes\x12\x16.google.protobuf.Empty\x1a\x14.controller.NodeList\x121\n" +
 	"\aGetLogs\x12\x12.common.LogRequest\x1a\x10.common.LogChunk0\x01\x12E\n" +
 	"\x11SubscribeStatuses\x12\x18.controller.StatusCursor\x1a\x14.common.WorkerStatus0\x01\x12D\n" +
-	"\x10UnknownInstances\x12\x17.controller.InstanceIds\x1a\x17.controller.InstanceIdsB/Z-github.com/rik-org/rik/api/proto/controllerpbb\x06proto3"
+	"\x10UnknownInstances\x12\x17.controller.InstanceIds\x1a\x17.controller.InstanceIds\x12C\n" +
+	"\x0fSetNodeNetworks\x12\x18.controller.NodeNetworks\x1a\x16.google.protobuf.EmptyB/Z-github.com/rik-org/rik/api/proto/controllerpbb\x06proto3"
 
 var (
 	file_controller_proto_rawDescOnce sync.Once
@@ -448,45 +572,50 @@ func file_controller_proto_rawDescGZIP() []byte {
 	return file_controller_proto_rawDescData
 }
 
-var file_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_controller_proto_goTypes = []any{
 	(*WorkloadScheduling)(nil),        // 0: controller.WorkloadScheduling
 	(*NodeList)(nil),                  // 1: controller.NodeList
 	(*Node)(nil),                      // 2: controller.Node
-	(*StatusCursor)(nil),              // 3: controller.StatusCursor
-	(*InstanceIds)(nil),               // 4: controller.InstanceIds
-	nil,                               // 5: controller.Node.LabelsEntry
-	(commonpb.WorkloadRequestKind)(0), // 6: common.WorkloadRequestKind
-	(*commonpb.Resources)(nil),        // 7: common.Resources
-	(*emptypb.Empty)(nil),             // 8: google.protobuf.Empty
-	(*commonpb.LogRequest)(nil),       // 9: common.LogRequest
-	(*commonpb.WorkerStatus)(nil),     // 10: common.WorkerStatus
-	(*commonpb.LogChunk)(nil),         // 11: common.LogChunk
+	(*NodeNetworks)(nil),              // 3: controller.NodeNetworks
+	(*NodeNetwork)(nil),               // 4: controller.NodeNetwork
+	(*StatusCursor)(nil),              // 5: controller.StatusCursor
+	(*InstanceIds)(nil),               // 6: controller.InstanceIds
+	nil,                               // 7: controller.Node.LabelsEntry
+	(commonpb.WorkloadRequestKind)(0), // 8: common.WorkloadRequestKind
+	(*commonpb.Resources)(nil),        // 9: common.Resources
+	(*emptypb.Empty)(nil),             // 10: google.protobuf.Empty
+	(*commonpb.LogRequest)(nil),       // 11: common.LogRequest
+	(*commonpb.WorkerStatus)(nil),     // 12: common.WorkerStatus
+	(*commonpb.LogChunk)(nil),         // 13: common.LogChunk
 }
 var file_controller_proto_depIdxs = []int32{
-	6,  // 0: controller.WorkloadScheduling.action:type_name -> common.WorkloadRequestKind
+	8,  // 0: controller.WorkloadScheduling.action:type_name -> common.WorkloadRequestKind
 	2,  // 1: controller.NodeList.nodes:type_name -> controller.Node
-	7,  // 2: controller.Node.capacity:type_name -> common.Resources
-	7,  // 3: controller.Node.usage:type_name -> common.Resources
-	7,  // 4: controller.Node.allocated:type_name -> common.Resources
-	5,  // 5: controller.Node.labels:type_name -> controller.Node.LabelsEntry
-	0,  // 6: controller.Controller.ScheduleInstance:input_type -> controller.WorkloadScheduling
-	8,  // 7: controller.Controller.GetStatusUpdates:input_type -> google.protobuf.Empty
-	8,  // 8: controller.Controller.ListNodes:input_type -> google.protobuf.Empty
-	9,  // 9: controller.Controller.GetLogs:input_type -> common.LogRequest
-	3,  // 10: controller.Controller.SubscribeStatuses:input_type -> controller.StatusCursor
-	4,  // 11: controller.Controller.UnknownInstances:input_type -> controller.InstanceIds
-	8,  // 12: controller.Controller.ScheduleInstance:output_type -> google.protobuf.Empty
-	10, // 13: controller.Controller.GetStatusUpdates:output_type -> common.WorkerStatus
-	1,  // 14: controller.Controller.ListNodes:output_type -> controller.NodeList
-	11, // 15: controller.Controller.GetLogs:output_type -> common.LogChunk
-	10, // 16: controller.Controller.SubscribeStatuses:output_type -> common.WorkerStatus
-	4,  // 17: controller.Controller.UnknownInstances:output_type -> controller.InstanceIds
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	9,  // 2: controller.Node.capacity:type_name -> common.Resources
+	9,  // 3: controller.Node.usage:type_name -> common.Resources
+	9,  // 4: controller.Node.allocated:type_name -> common.Resources
+	7,  // 5: controller.Node.labels:type_name -> controller.Node.LabelsEntry
+	4,  // 6: controller.NodeNetworks.nodes:type_name -> controller.NodeNetwork
+	0,  // 7: controller.Controller.ScheduleInstance:input_type -> controller.WorkloadScheduling
+	10, // 8: controller.Controller.GetStatusUpdates:input_type -> google.protobuf.Empty
+	10, // 9: controller.Controller.ListNodes:input_type -> google.protobuf.Empty
+	11, // 10: controller.Controller.GetLogs:input_type -> common.LogRequest
+	5,  // 11: controller.Controller.SubscribeStatuses:input_type -> controller.StatusCursor
+	6,  // 12: controller.Controller.UnknownInstances:input_type -> controller.InstanceIds
+	3,  // 13: controller.Controller.SetNodeNetworks:input_type -> controller.NodeNetworks
+	10, // 14: controller.Controller.ScheduleInstance:output_type -> google.protobuf.Empty
+	12, // 15: controller.Controller.GetStatusUpdates:output_type -> common.WorkerStatus
+	1,  // 16: controller.Controller.ListNodes:output_type -> controller.NodeList
+	13, // 17: controller.Controller.GetLogs:output_type -> common.LogChunk
+	12, // 18: controller.Controller.SubscribeStatuses:output_type -> common.WorkerStatus
+	6,  // 19: controller.Controller.UnknownInstances:output_type -> controller.InstanceIds
+	10, // 20: controller.Controller.SetNodeNetworks:output_type -> google.protobuf.Empty
+	14, // [14:21] is the sub-list for method output_type
+	7,  // [7:14] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_controller_proto_init() }
@@ -500,7 +629,7 @@ func file_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_controller_proto_rawDesc), len(file_controller_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Controller_GetLogs_FullMethodName           = "/controller.Controller/GetLogs"
 	Controller_SubscribeStatuses_FullMethodName = "/controller.Controller/SubscribeStatuses"
 	Controller_UnknownInstances_FullMethodName  = "/controller.Controller/UnknownInstances"
+	Controller_SetNodeNetworks_FullMethodName   = "/controller.Controller/SetNodeNetworks"
 )
 
 // ControllerClient is the client API for Controller service.
@@ -54,6 +55,8 @@ type ControllerClient interface {
 	// rik: of the given instances, those the scheduler does not have (a
 	// controller that resumed its stream sends CREATE for those only).
 	UnknownInstances(ctx context.Context, in *InstanceIds, opts ...grpc.CallOption) (*InstanceIds, error)
+	// rik: the pod subnets of the nodes (the whole map, replacing the last).
+	SetNodeNetworks(ctx context.Context, in *NodeNetworks, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type controllerClient struct {
@@ -151,6 +154,16 @@ func (c *controllerClient) UnknownInstances(ctx context.Context, in *InstanceIds
 	return out, nil
 }
 
+func (c *controllerClient) SetNodeNetworks(ctx context.Context, in *NodeNetworks, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Controller_SetNodeNetworks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServer is the server API for Controller service.
 // All implementations must embed UnimplementedControllerServer
 // for forward compatibility.
@@ -176,6 +189,8 @@ type ControllerServer interface {
 	// rik: of the given instances, those the scheduler does not have (a
 	// controller that resumed its stream sends CREATE for those only).
 	UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error)
+	// rik: the pod subnets of the nodes (the whole map, replacing the last).
+	SetNodeNetworks(context.Context, *NodeNetworks) (*emptypb.Empty, error)
 	mustEmbedUnimplementedControllerServer()
 }
 
@@ -203,6 +218,9 @@ func (UnimplementedControllerServer) SubscribeStatuses(*StatusCursor, grpc.Serve
 }
 func (UnimplementedControllerServer) UnknownInstances(context.Context, *InstanceIds) (*InstanceIds, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnknownInstances not implemented")
+}
+func (UnimplementedControllerServer) SetNodeNetworks(context.Context, *NodeNetworks) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNodeNetworks not implemented")
 }
 func (UnimplementedControllerServer) mustEmbedUnimplementedControllerServer() {}
 func (UnimplementedControllerServer) testEmbeddedByValue()                    {}
@@ -312,6 +330,24 @@ func _Controller_UnknownInstances_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Controller_SetNodeNetworks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeNetworks)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServer).SetNodeNetworks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Controller_SetNodeNetworks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServer).SetNodeNetworks(ctx, req.(*NodeNetworks))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Controller_ServiceDesc is the grpc.ServiceDesc for Controller service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -330,6 +366,10 @@ var Controller_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnknownInstances",
 			Handler:    _Controller_UnknownInstances_Handler,
+		},
+		{
+			MethodName: "SetNodeNetworks",
+			Handler:    _Controller_SetNodeNetworks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -261,6 +261,172 @@ func (x *RenewRequest) GetCsrPem() string {
 	return ""
 }
 
+// rik: a node asking for its network map.
+type NetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRequest) Reset() {
+	*x = NetworkRequest{}
+	mi := &file_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRequest) ProtoMessage() {}
+
+func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
+func (*NetworkRequest) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NetworkRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+// rik: a node's pod subnet and its peers', sent again whenever they change.
+type NetworkMap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodSubnet     string                 `protobuf:"bytes,1,opt,name=pod_subnet,json=podSubnet,proto3" json:"pod_subnet,omitempty"`       // this node's; "" while the controller has not allocated it
+	ClusterCidr   string                 `protobuf:"bytes,2,opt,name=cluster_cidr,json=clusterCidr,proto3" json:"cluster_cidr,omitempty"` // every node's subnet is in it: traffic inside it is not masqueraded
+	Peers         []*Peer                `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`                                // the other connected nodes that have a subnet
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkMap) Reset() {
+	*x = NetworkMap{}
+	mi := &file_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkMap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkMap) ProtoMessage() {}
+
+func (x *NetworkMap) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkMap.ProtoReflect.Descriptor instead.
+func (*NetworkMap) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkMap) GetPodSubnet() string {
+	if x != nil {
+		return x.PodSubnet
+	}
+	return ""
+}
+
+func (x *NetworkMap) GetClusterCidr() string {
+	if x != nil {
+		return x.ClusterCidr
+	}
+	return ""
+}
+
+func (x *NetworkMap) GetPeers() []*Peer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type Peer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // its node address (registration), where its pods are reached
+	PodSubnet     string                 `protobuf:"bytes,3,opt,name=pod_subnet,json=podSubnet,proto3" json:"pod_subnet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Peer) Reset() {
+	*x = Peer{}
+	mi := &file_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Peer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Peer) ProtoMessage() {}
+
+func (x *Peer) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Peer.ProtoReflect.Descriptor instead.
+func (*Peer) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Peer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Peer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Peer) GetPodSubnet() string {
+	if x != nil {
+		return x.PodSubnet
+	}
+	return ""
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -284,13 +450,27 @@ const file_worker_proto_rawDesc = "" +
 	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12,\n" +
 	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\"'\n" +
 	"\fRenewRequest\x12\x17\n" +
-	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem2\xc3\x02\n" +
+	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\",\n" +
+	"\x0eNetworkRequest\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\"r\n" +
+	"\n" +
+	"NetworkMap\x12\x1d\n" +
+	"\n" +
+	"pod_subnet\x18\x01 \x01(\tR\tpodSubnet\x12!\n" +
+	"\fcluster_cidr\x18\x02 \x01(\tR\vclusterCidr\x12\"\n" +
+	"\x05peers\x18\x03 \x03(\v2\f.worker.PeerR\x05peers\"S\n" +
+	"\x04Peer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"pod_subnet\x18\x03 \x01(\tR\tpodSubnet2\x81\x03\n" +
 	"\x06Worker\x12D\n" +
 	"\bRegister\x12\x1a.common.WorkerRegistration\x1a\x1a.worker.InstanceScheduling0\x01\x12C\n" +
 	"\x11SendStatusUpdates\x12\x14.common.WorkerStatus\x1a\x16.google.protobuf.Empty(\x01\x125\n" +
 	"\tServeLogs\x12\x10.common.LogChunk\x1a\x12.common.LogRequest(\x010\x01\x124\n" +
 	"\x04Join\x12\x13.worker.JoinRequest\x1a\x17.worker.NodeCertificate\x12A\n" +
-	"\x10RenewCertificate\x12\x14.worker.RenewRequest\x1a\x17.worker.NodeCertificateB+Z)github.com/rik-org/rik/api/proto/workerpbb\x06proto3"
+	"\x10RenewCertificate\x12\x14.worker.RenewRequest\x1a\x17.worker.NodeCertificate\x12<\n" +
+	"\fWatchNetwork\x12\x16.worker.NetworkRequest\x1a\x12.worker.NetworkMap0\x01B+Z)github.com/rik-org/rik/api/proto/workerpbb\x06proto3"
 
 var (
 	file_worker_proto_rawDescOnce sync.Once
@@ -304,36 +484,42 @@ func file_worker_proto_rawDescGZIP() []byte {
 	return file_worker_proto_rawDescData
 }
 
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_worker_proto_goTypes = []any{
 	(*InstanceScheduling)(nil),          // 0: worker.InstanceScheduling
 	(*JoinRequest)(nil),                 // 1: worker.JoinRequest
 	(*NodeCertificate)(nil),             // 2: worker.NodeCertificate
 	(*RenewRequest)(nil),                // 3: worker.RenewRequest
-	(commonpb.WorkloadRequestKind)(0),   // 4: common.WorkloadRequestKind
-	(*commonpb.WorkerRegistration)(nil), // 5: common.WorkerRegistration
-	(*commonpb.WorkerStatus)(nil),       // 6: common.WorkerStatus
-	(*commonpb.LogChunk)(nil),           // 7: common.LogChunk
-	(*emptypb.Empty)(nil),               // 8: google.protobuf.Empty
-	(*commonpb.LogRequest)(nil),         // 9: common.LogRequest
+	(*NetworkRequest)(nil),              // 4: worker.NetworkRequest
+	(*NetworkMap)(nil),                  // 5: worker.NetworkMap
+	(*Peer)(nil),                        // 6: worker.Peer
+	(commonpb.WorkloadRequestKind)(0),   // 7: common.WorkloadRequestKind
+	(*commonpb.WorkerRegistration)(nil), // 8: common.WorkerRegistration
+	(*commonpb.WorkerStatus)(nil),       // 9: common.WorkerStatus
+	(*commonpb.LogChunk)(nil),           // 10: common.LogChunk
+	(*emptypb.Empty)(nil),               // 11: google.protobuf.Empty
+	(*commonpb.LogRequest)(nil),         // 12: common.LogRequest
 }
 var file_worker_proto_depIdxs = []int32{
-	4, // 0: worker.InstanceScheduling.action:type_name -> common.WorkloadRequestKind
-	5, // 1: worker.Worker.Register:input_type -> common.WorkerRegistration
-	6, // 2: worker.Worker.SendStatusUpdates:input_type -> common.WorkerStatus
-	7, // 3: worker.Worker.ServeLogs:input_type -> common.LogChunk
-	1, // 4: worker.Worker.Join:input_type -> worker.JoinRequest
-	3, // 5: worker.Worker.RenewCertificate:input_type -> worker.RenewRequest
-	0, // 6: worker.Worker.Register:output_type -> worker.InstanceScheduling
-	8, // 7: worker.Worker.SendStatusUpdates:output_type -> google.protobuf.Empty
-	9, // 8: worker.Worker.ServeLogs:output_type -> common.LogRequest
-	2, // 9: worker.Worker.Join:output_type -> worker.NodeCertificate
-	2, // 10: worker.Worker.RenewCertificate:output_type -> worker.NodeCertificate
-	6, // [6:11] is the sub-list for method output_type
-	1, // [1:6] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7,  // 0: worker.InstanceScheduling.action:type_name -> common.WorkloadRequestKind
+	6,  // 1: worker.NetworkMap.peers:type_name -> worker.Peer
+	8,  // 2: worker.Worker.Register:input_type -> common.WorkerRegistration
+	9,  // 3: worker.Worker.SendStatusUpdates:input_type -> common.WorkerStatus
+	10, // 4: worker.Worker.ServeLogs:input_type -> common.LogChunk
+	1,  // 5: worker.Worker.Join:input_type -> worker.JoinRequest
+	3,  // 6: worker.Worker.RenewCertificate:input_type -> worker.RenewRequest
+	4,  // 7: worker.Worker.WatchNetwork:input_type -> worker.NetworkRequest
+	0,  // 8: worker.Worker.Register:output_type -> worker.InstanceScheduling
+	11, // 9: worker.Worker.SendStatusUpdates:output_type -> google.protobuf.Empty
+	12, // 10: worker.Worker.ServeLogs:output_type -> common.LogRequest
+	2,  // 11: worker.Worker.Join:output_type -> worker.NodeCertificate
+	2,  // 12: worker.Worker.RenewCertificate:output_type -> worker.NodeCertificate
+	5,  // 13: worker.Worker.WatchNetwork:output_type -> worker.NetworkMap
+	8,  // [8:14] is the sub-list for method output_type
+	2,  // [2:8] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -347,7 +533,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Worker_ServeLogs_FullMethodName         = "/worker.Worker/ServeLogs"
 	Worker_Join_FullMethodName              = "/worker.Worker/Join"
 	Worker_RenewCertificate_FullMethodName  = "/worker.Worker/RenewCertificate"
+	Worker_WatchNetwork_FullMethodName      = "/worker.Worker/WatchNetwork"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -48,6 +49,9 @@ type WorkerClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*NodeCertificate, error)
 	// rik: a node renews its certificate before it expires.
 	RenewCertificate(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*NodeCertificate, error)
+	// rik: the node's network map, then a new one at every change, until
+	// the call ends.
+	WatchNetwork(ctx context.Context, in *NetworkRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NetworkMap], error)
 }
 
 type workerClient struct {
@@ -123,6 +127,25 @@ func (c *workerClient) RenewCertificate(ctx context.Context, in *RenewRequest, o
 	return out, nil
 }
 
+func (c *workerClient) WatchNetwork(ctx context.Context, in *NetworkRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NetworkMap], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[3], Worker_WatchNetwork_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NetworkRequest, NetworkMap]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_WatchNetworkClient = grpc.ServerStreamingClient[NetworkMap]
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -143,6 +166,9 @@ type WorkerServer interface {
 	Join(context.Context, *JoinRequest) (*NodeCertificate, error)
 	// rik: a node renews its certificate before it expires.
 	RenewCertificate(context.Context, *RenewRequest) (*NodeCertificate, error)
+	// rik: the node's network map, then a new one at every change, until
+	// the call ends.
+	WatchNetwork(*NetworkRequest, grpc.ServerStreamingServer[NetworkMap]) error
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -167,6 +193,9 @@ func (UnimplementedWorkerServer) Join(context.Context, *JoinRequest) (*NodeCerti
 }
 func (UnimplementedWorkerServer) RenewCertificate(context.Context, *RenewRequest) (*NodeCertificate, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedWorkerServer) WatchNetwork(*NetworkRequest, grpc.ServerStreamingServer[NetworkMap]) error {
+	return status.Error(codes.Unimplemented, "method WatchNetwork not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -250,6 +279,17 @@ func _Worker_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Worker_WatchNetwork_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NetworkRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServer).WatchNetwork(m, &grpc.GenericServerStream[NetworkRequest, NetworkMap]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_WatchNetworkServer = grpc.ServerStreamingServer[NetworkMap]
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +322,11 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Worker_ServeLogs_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchNetwork",
+			Handler:       _Worker_WatchNetwork_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "worker.proto",

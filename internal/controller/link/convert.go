@@ -76,7 +76,7 @@ func nodeOf(n *controllerpb.Node) api.Node {
 		Capacity: resourcesOf(n.GetCapacity()), Usage: resourcesOf(n.GetUsage()),
 		Allocated: api.Allocation{CPU: n.GetAllocated().GetCpuMillis(), Memory: n.GetAllocated().GetMemoryMib()},
 		Kinds:     n.GetKinds(), Labels: n.GetLabels(), Address: n.GetAddress(),
-		Instances: n.GetInstances(), Load1: n.GetLoad1(),
+		Instances: n.GetInstances(), Load1: n.GetLoad1(), PodSubnet: n.GetPodSubnet(),
 	}
 	if v.Kinds == nil {
 		v.Kinds = []string{}

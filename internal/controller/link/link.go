@@ -11,6 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -298,6 +301,21 @@ func (l *Link) Nodes(ctx context.Context) ([]api.Node, error) {
 		nodes = append(nodes, nodeOf(n))
 	}
 	return nodes, nil
+}
+
+// SetNetworks sends the pod subnets of the nodes, bounded by the call
+// timeout.
+func (l *Link) SetNetworks(ctx context.Context, cluster netip.Prefix, subnets map[string]netip.Prefix) error {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	defer cancel()
+	m := &controllerpb.NodeNetworks{ClusterCidr: cluster.String()}
+	for _, name := range slices.Sorted(maps.Keys(subnets)) {
+		m.Nodes = append(m.Nodes, &controllerpb.NodeNetwork{Name: name, PodSubnet: subnets[name].String()})
+	}
+	if _, err := l.client.SetNodeNetworks(ctx, m); err != nil {
+		return fmt.Errorf("sending pod subnets to %s: %w", l.cfg.Target, errdefs.FromGRPC(err))
+	}
+	return nil
 }
 
 // Logs opens the log stream of an instance; it ends with ctx.

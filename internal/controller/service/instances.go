@@ -70,12 +70,19 @@ func (s *Service) CreateInstances(ctx context.Context, req api.CreateInstancesRe
 	if err != nil {
 		return nil, notFound("workload", req.WorkloadID, err)
 	}
+	if _, managed, err := s.getManaged(ctx, wl); err != nil || managed {
+		if err == nil {
+			err = errdefs.Errorf(errdefs.ErrFailedPrecondition,
+				"workload %q is managed (workloads.apply): its instances are kept by the controller; change its replicas with workloads.scale", wl.Name)
+		}
+		return nil, err
+	}
 	if err := s.admitInstances(ctx, wl, n); err != nil {
 		return nil, err
 	}
 	created := make([]InstanceRecord, 0, n)
 	for range n {
-		rec, err := s.newInstance(ctx, wl, req.Name)
+		rec, err := s.newInstance(ctx, wl, req.Name, 0)
 		if err != nil {
 			if len(created) == 0 {
 				return nil, err
@@ -93,8 +100,9 @@ func (s *Service) CreateInstances(ctx context.Context, req api.CreateInstancesRe
 	return created, nil
 }
 
-// newInstance stores a PENDING instance of wl, named name or generated.
-func (s *Service) newInstance(ctx context.Context, wl WorkloadRecord, name *string) (InstanceRecord, error) {
+// newInstance stores a PENDING instance of wl, named name or generated, of
+// a revision (0: unmanaged).
+func (s *Service) newInstance(ctx context.Context, wl WorkloadRecord, name *string, revision int) (InstanceRecord, error) {
 	now := s.now()
 	for attempt := 0; ; attempt++ {
 		n := ""
@@ -105,7 +113,7 @@ func (s *Service) newInstance(ctx context.Context, wl WorkloadRecord, name *stri
 		}
 		inst := workload.Instance{
 			ID: uuid.NewString(), Name: n, WorkloadID: wl.ID, WorkloadName: wl.Name,
-			Kind: wl.Value.Kind, Status: workload.StatusPending, CreatedAt: now, UpdatedAt: now,
+			Kind: wl.Value.Kind, Status: workload.StatusPending, Revision: revision, CreatedAt: now, UpdatedAt: now,
 		}
 		rec := InstanceRecord{ID: inst.ID, Name: n, Value: inst}
 		err := s.repo.createInstance(ctx, rec)
@@ -161,6 +169,9 @@ func (s *Service) DeleteInstance(ctx context.Context, ref string) error {
 			wl = destroyStub(final.Value)
 		}
 		_ = s.sendDestroy(ctx, wl, final.Value) // retried by the resync
+	}
+	if final.Value.Revision > 0 {
+		s.kickReconcile() // a managed instance: replaced
 	}
 	return nil
 }

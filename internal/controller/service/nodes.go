@@ -72,7 +72,7 @@ func nodeNeedsWrite(stored *api.Node, cur api.Node, refresh time.Duration) bool 
 	}
 	a, b := stableNode(*stored), stableNode(cur)
 	if a.Name != b.Name || a.Status != b.Status || a.Capacity != b.Capacity || a.Allocated != b.Allocated ||
-		a.Address != b.Address || a.Instances != b.Instances ||
+		a.Address != b.Address || a.Instances != b.Instances || a.PodSubnet != b.PodSubnet ||
 		!slices.Equal(a.Kinds, b.Kinds) || !maps.Equal(a.Labels, b.Labels) {
 		return true
 	}
@@ -135,6 +135,10 @@ func (s *Service) syncNodes(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var errs []error
+	if err := s.syncNetworks(ctx, nodes); err != nil {
+		errs = append(errs, fmt.Errorf("pod subnets: %w", err))
+	}
 	kvs, err := s.st.List(ctx, nodePrefix)
 	if err != nil {
 		return 0, fmt.Errorf("listing %s: %w", nodePrefix, err)
@@ -143,7 +147,6 @@ func (s *Service) syncNodes(ctx context.Context) (int, error) {
 	for _, kv := range kvs {
 		gone[kv.Key] = kv
 	}
-	var errs []error
 	changed := 0
 	for _, cur := range nodes {
 		if !validNodeName(cur.Name) {

@@ -48,7 +48,7 @@ func refused(err error) bool {
 // sent again by the resync or on reconnect. It returns the instance as
 // stored afterwards, and the error when the scheduler could not be reached.
 func (s *Service) sendCreate(ctx context.Context, wl WorkloadRecord, inst workload.Instance, node string) (workload.Instance, error) {
-	err := s.sched.Schedule(ctx, order(Create, wl, inst, node))
+	err := s.sched.Schedule(ctx, order(Create, s.revisionOf(ctx, wl, inst), inst, node))
 	switch {
 	case err == nil || errors.Is(err, errdefs.ErrAlreadyExists):
 		return inst, nil

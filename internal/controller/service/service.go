@@ -10,6 +10,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -105,6 +106,11 @@ type Config struct {
 	CursorEvery  time.Duration // DefaultCursorEvery
 	NodesEvery   time.Duration // DefaultNodesEvery
 	NodesRefresh time.Duration // DefaultNodesRefresh
+
+	// The nodes' pod subnets (podsubnets.go): /NodeSubnetBits subnets of
+	// ClusterCIDR; DefaultClusterCIDR, DefaultNodeSubnetBits.
+	ClusterCIDR    netip.Prefix
+	NodeSubnetBits int
 }
 
 // Service is the controller's domain.
@@ -115,6 +121,8 @@ type Service struct {
 	sched  Scheduler
 	leader Leader
 	now    func() time.Time
+	// reconcileKick: a managed workload changed (ReconcileKicks).
+	reconcileKick chan struct{}
 
 	repo      *repo
 	tokens    *tokenStore
@@ -139,9 +147,17 @@ func New(cfg Config) *Service {
 	setDefault(&cfg.CursorEvery, DefaultCursorEvery)
 	setDefault(&cfg.NodesEvery, DefaultNodesEvery)
 	setDefault(&cfg.NodesRefresh, DefaultNodesRefresh)
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	if cfg.NodeSubnetBits == 0 {
+		cfg.NodeSubnetBits = DefaultNodeSubnetBits
+	}
 	events := newFeed()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,
+		reconcileKick: make(chan struct{}, 1),
+
 		repo:      newRepo(cfg.Store),
 		tokens:    newTokenStore(cfg.Store, cfg.Now),
 		events:    events,

@@ -83,6 +83,10 @@ func (s *Service) DeleteWorkload(ctx context.Context, ref string) error {
 	if err != nil {
 		return notFound("workload", ref, err)
 	}
+	// Unmanaged first: the reconciler must not replace what goes away.
+	if err := s.dropManaged(ctx, wl); err != nil {
+		return err
+	}
 	insts, err := s.instancesOf(ctx, wl.ID)
 	if err != nil {
 		return err

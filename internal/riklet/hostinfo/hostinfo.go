@@ -137,14 +137,15 @@ func diskMiB(path string) (total, used int64, err error) {
 }
 
 // Address is the first non-loopback IPv4 address of an interface that is
-// up, else 127.0.0.1.
+// up and not rik's own (rik0, rikvx, veths and TAPs: names starting with
+// "rik"), else 127.0.0.1.
 func Address() string {
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		return "127.0.0.1"
 	}
 	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || strings.HasPrefix(ifc.Name, "rik") {
 			continue
 		}
 		addrs, err := ifc.Addrs()

@@ -52,7 +52,16 @@ type Config struct {
 	Bridge    string       // default rik0
 	HostNetns string       // netns holding the bridge (tests); "" = the riklet's own
 	IPAM      Allocator    // default: an ipam.Pool in StateDir
+	// VethPrefix starts the host-side veth names (4 characters, default
+	// "rikp"): a second Manager (bridge-mode Functions) uses its own, so
+	// that neither lists the other's veths among its owners.
+	VethPrefix string
 	Logger    *slog.Logger
+	// Subnet, when set, gives the node's pod range instead of CIDR: the
+	// subnet the control plane allocated the node (fabric.Fabric.Subnet).
+	// It blocks until known; Setup waits for it, the rest of the Manager
+	// sees no pod network until then.
+	Subnet func(ctx context.Context) (netip.Prefix, error)
 }
 
 // Net is a pod's network.
@@ -65,21 +74,29 @@ type Net struct {
 
 // Manager sets up and tears down pod networks. Safe for concurrent use.
 type Manager struct {
-	cfg     Config
-	gateway netip.Addr
-	log     *slog.Logger
-	mu      sync.Mutex // bridge creation
+	cfg Config
+	log *slog.Logger
+	mu  sync.Mutex // bridge creation
+
+	amu  sync.Mutex
+	addr *addressing // nil until the node's range is known (Config.Subnet)
 }
+
+// addressing is the node's pod range, its gateway and its leases.
+type addressing struct {
+	cidr    netip.Prefix
+	gateway netip.Addr
+	ipam    Allocator
+}
+
+// errNoSubnet: the node's pod range is not known yet.
+var errNoSubnet = errors.New("pod network: the node has no pod subnet yet")
 
 // New returns a Manager, opening the default allocator if cfg.IPAM is nil.
 // It does not touch the host until the first Setup.
 func New(cfg Config) (*Manager, error) {
 	if !cfg.CIDR.IsValid() {
 		cfg.CIDR = DefaultCIDR
-	}
-	cfg.CIDR = cfg.CIDR.Masked()
-	if !cfg.CIDR.Addr().Is4() || cfg.CIDR.Bits() > 29 {
-		return nil, fmt.Errorf("pod network %s: want an IPv4 range of /29 or larger", cfg.CIDR)
 	}
 	if cfg.Bridge == "" {
 		cfg.Bridge = DefaultBridge
@@ -90,24 +107,98 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("pod network: state dir required")
 	}
+	if cfg.VethPrefix == "" {
+		cfg.VethPrefix = vethPrefix
+	}
+	if len(cfg.VethPrefix) != len(vethPrefix) {
+		return nil, fmt.Errorf("veth prefix %q: want %d characters", cfg.VethPrefix, len(vethPrefix))
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "netns"), 0o700); err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}
-	gw := cfg.CIDR.Addr().Next()
-	if cfg.IPAM == nil {
-		bcast := lastAddr(cfg.CIDR)
-		pool, err := ipam.Open(filepath.Join(cfg.StateDir, "ipam.json"), cfg.CIDR, 32,
-			netip.PrefixFrom(cfg.CIDR.Addr(), 32), netip.PrefixFrom(gw, 32), netip.PrefixFrom(bcast, 32))
+	m := &Manager{cfg: cfg, log: cfg.Logger}
+	if cfg.Subnet == nil {
+		a, err := newAddressing(cfg, cfg.CIDR)
 		if err != nil {
-			return nil, fmt.Errorf("pod network: %w", err)
+			return nil, err
 		}
-		cfg.IPAM = pool
+		m.addr = a
 	}
-	return &Manager{cfg: cfg, gateway: gw, log: cfg.Logger}, nil
+	return m, nil
 }
+
+// newAddressing opens the leases of range cidr (cfg.IPAM if set).
+func newAddressing(cfg Config, cidr netip.Prefix) (*addressing, error) {
+	cidr = cidr.Masked()
+	if !cidr.Addr().Is4() || cidr.Bits() > 29 {
+		return nil, fmt.Errorf("pod network %s: want an IPv4 range of /29 or larger", cidr)
+	}
+	gw := cidr.Addr().Next()
+	alloc := cfg.IPAM
+	if alloc == nil {
+		pool, err := OpenPool(cfg.StateDir, cidr)
+		if err != nil {
+			return nil, err
+		}
+		alloc = pool
+	}
+	return &addressing{cidr: cidr, gateway: gw, ipam: alloc}, nil
+}
+
+// OpenPool opens the address pool of cidr kept in stateDir (ipam.json),
+// one address per pod, never the network, gateway or broadcast address.
+func OpenPool(stateDir string, cidr netip.Prefix) (*ipam.Pool, error) {
+	cidr = cidr.Masked()
+	gw := cidr.Addr().Next()
+	pool, err := ipam.Open(filepath.Join(stateDir, "ipam.json"), cidr, 32,
+		netip.PrefixFrom(cidr.Addr(), 32), netip.PrefixFrom(gw, 32), netip.PrefixFrom(lastAddr(cidr), 32))
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	return pool, nil
+}
+
+// addressing returns the node's range, waiting for Config.Subnet until ctx
+// is done (a done ctx: errNoSubnet at once when it is not known).
+func (m *Manager) addressing(ctx context.Context) (*addressing, error) {
+	m.amu.Lock()
+	a := m.addr
+	m.amu.Unlock()
+	if a != nil {
+		return a, nil
+	}
+	if ctx.Err() != nil {
+		ctx = doneCtx // peek: no wait
+	}
+	cidr, err := m.cfg.Subnet(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoSubnet, err)
+	}
+	m.amu.Lock()
+	defer m.amu.Unlock()
+	if m.addr == nil {
+		if m.addr, err = newAddressing(m.cfg, cidr); err != nil {
+			return nil, err
+		}
+		m.log.Info("pod network range", "cidr", m.addr.cidr, "gateway", m.addr.gateway)
+	}
+	return m.addr, nil
+}
+
+// known returns the node's range if it is known, without waiting.
+func (m *Manager) known() (*addressing, bool) {
+	a, err := m.addressing(doneCtx)
+	return a, err == nil
+}
+
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().As4()
@@ -116,11 +207,23 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
-// Gateway is the bridge address, the pods' default gateway.
-func (m *Manager) Gateway() netip.Addr { return m.gateway }
+// Gateway is the bridge address, the pods' default gateway (invalid while
+// the node's range is not known).
+func (m *Manager) Gateway() netip.Addr {
+	a, _ := m.known()
+	if a == nil {
+		return netip.Addr{}
+	}
+	return a.gateway
+}
+
+const vethPrefix = "rikp"
 
 // VethName is the host-side veth of pod id: "rikp" + 10 hex digits.
-func VethName(id string) string { return "rikp" + hash(id) }
+func VethName(id string) string { return vethPrefix + hash(id) }
+
+// vethName is the host-side veth of id with this Manager's prefix.
+func (m *Manager) vethName(id string) string { return m.cfg.VethPrefix + hash(id) }
 
 func peerName(id string) string { return "rikc" + hash(id) }
 
@@ -157,7 +260,11 @@ func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
 			}
 		}
 	}()
-	pfx, err := m.cfg.IPAM.Allocate(id)
+	a, err := m.addressing(ctx)
+	if err != nil {
+		return Net{}, fmt.Errorf("setting up pod %s network: %w", id, err)
+	}
+	pfx, err := a.ipam.Allocate(id)
 	if err != nil {
 		return Net{}, fmt.Errorf("allocating address for pod %s: %w", id, err)
 	}
@@ -170,7 +277,7 @@ func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
 		return Net{}, err
 	}
 	defer host.Close()
-	br, err := m.ensureBridge(host)
+	br, err := m.ensureBridge(host, a)
 	if err != nil {
 		return Net{}, err
 	}
@@ -184,7 +291,7 @@ func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
 	}
 	defer podns.Close()
 
-	vname, pname := VethName(id), peerName(id)
+	vname, pname := m.vethName(id), peerName(id)
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: vname, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU},
 		PeerName:      pname,
@@ -203,14 +310,14 @@ func (m *Manager) Setup(ctx context.Context, id string) (n Net, err error) {
 	if err := host.LinkSetUp(hl); err != nil {
 		return Net{}, fmt.Errorf("bringing up veth %s: %w", vname, err)
 	}
-	if err := m.configurePod(podns, pname, ip); err != nil {
+	if err := m.configurePod(podns, pname, ip, a); err != nil {
 		return Net{}, fmt.Errorf("configuring pod %s network: %w", id, err)
 	}
 	m.log.Info("pod network up", "id", id, "ip", ip, "veth", vname)
-	return Net{NetnsPath: path, IP: ip, Gateway: m.gateway, HostVeth: vname}, nil
+	return Net{NetnsPath: path, IP: ip, Gateway: a.gateway, HostVeth: vname}, nil
 }
 
-func (m *Manager) configurePod(podns netns.NsHandle, peer string, ip netip.Addr) error {
+func (m *Manager) configurePod(podns netns.NsHandle, peer string, ip netip.Addr, a *addressing) error {
 	h, err := netlink.NewHandleAt(podns)
 	if err != nil {
 		return fmt.Errorf("opening netlink in pod netns: %w", err)
@@ -230,16 +337,16 @@ func (m *Manager) configurePod(podns netns.NsHandle, peer string, ip netip.Addr)
 	if err := h.LinkSetName(l, "eth0"); err != nil {
 		return fmt.Errorf("renaming %s to eth0: %w", peer, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(m.cfg.CIDR.Bits(), 32)}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(a.cidr.Bits(), 32)}}
 	if err := h.AddrAdd(l, addr); err != nil {
 		return fmt.Errorf("adding %s to eth0: %w", addr, err)
 	}
 	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bringing up eth0: %w", err)
 	}
-	route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: m.gateway.AsSlice()}
+	route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: a.gateway.AsSlice()}
 	if err := h.RouteAdd(route); err != nil {
-		return fmt.Errorf("adding default route via %s: %w", m.gateway, err)
+		return fmt.Errorf("adding default route via %s: %w", a.gateway, err)
 	}
 	return nil
 }
@@ -255,21 +362,12 @@ func openHost(path string) (*netlink.Handle, error) {
 		}
 		return h, nil
 	}
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening host netns %s: %w", path, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", path, err)
-	}
-	return h, nil
+	return nsenter.Netlink(path)
 }
 
 // ensureBridge returns the node bridge, creating it (gateway address, up)
 // if needed.
-func (m *Manager) ensureBridge(h *netlink.Handle) (netlink.Link, error) {
+func (m *Manager) ensureBridge(h *netlink.Handle, a *addressing) (netlink.Link, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := m.cfg.Bridge
@@ -287,7 +385,7 @@ func (m *Manager) ensureBridge(h *netlink.Handle) (netlink.Link, error) {
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return nil, fmt.Errorf("bridge %s: exists and is a %s", name, br.Type())
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: m.gateway.AsSlice(), Mask: net.CIDRMask(m.cfg.CIDR.Bits(), 32)}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.gateway.AsSlice(), Mask: net.CIDRMask(a.cidr.Bits(), 32)}}
 	if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("adding %s to bridge %s: %w", addr, name, err)
 	}
@@ -319,7 +417,11 @@ func disableIPv6(path, dev string) error {
 
 // Get returns pod id's network if its netns and lease exist.
 func (m *Manager) Get(id string) (Net, bool) {
-	pfx, ok := m.cfg.IPAM.Lookup(id)
+	a, ok := m.known()
+	if !ok {
+		return Net{}, false
+	}
+	pfx, ok := a.ipam.Lookup(id)
 	if !ok {
 		return Net{}, false
 	}
@@ -332,10 +434,10 @@ func (m *Manager) Get(id string) (Net, bool) {
 		return Net{}, false
 	}
 	defer host.Close()
-	if _, err := host.LinkByName(VethName(id)); err != nil {
+	if _, err := host.LinkByName(m.vethName(id)); err != nil {
 		return Net{}, false
 	}
-	return Net{NetnsPath: path, IP: pfx.Addr(), Gateway: m.gateway, HostVeth: VethName(id)}, true
+	return Net{NetnsPath: path, IP: pfx.Addr(), Gateway: a.gateway, HostVeth: m.vethName(id)}, true
 }
 
 // Teardown removes pod id's veth, netns and lease. Missing pieces are fine.
@@ -349,7 +451,11 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 		// and must not go to another pod. A later Teardown releases it.
 		return err
 	}
-	if err := m.cfg.IPAM.Release(id); err != nil {
+	a, ok := m.known()
+	if !ok {
+		return nil // no range: no lease either
+	}
+	if err := a.ipam.Release(id); err != nil {
 		return fmt.Errorf("releasing address of pod %s: %w", id, err)
 	}
 	return nil
@@ -361,19 +467,15 @@ func (m *Manager) removeNet(id string) error {
 	if host, err := m.hostHandle(); err != nil {
 		errs = append(errs, err)
 	} else {
-		if l, err := host.LinkByName(VethName(id)); err == nil {
+		if l, err := host.LinkByName(m.vethName(id)); err == nil {
 			if err := host.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("deleting veth %s: %w", VethName(id), err))
+				errs = append(errs, fmt.Errorf("deleting veth %s: %w", m.vethName(id), err))
 			}
 		}
 		host.Close()
 	}
-	path := m.NetnsPath(id)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		errs = append(errs, fmt.Errorf("unmounting netns %s: %w", path, err))
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("removing netns %s: %w", path, err))
+	if err := RemoveNetns(m.NetnsPath(id)); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -382,8 +484,10 @@ func (m *Manager) removeNet(id string) error {
 // netns file, a veth labelled with the id, or a lease.
 func (m *Manager) Owners() ([]string, error) {
 	set := map[string]bool{}
-	for _, o := range m.cfg.IPAM.Owners() {
-		set[o] = true
+	if a, ok := m.known(); ok {
+		for _, o := range a.ipam.Owners() {
+			set[o] = true
+		}
 	}
 	ents, err := os.ReadDir(filepath.Join(m.cfg.StateDir, "netns"))
 	if err != nil {
@@ -403,7 +507,7 @@ func (m *Manager) Owners() ([]string, error) {
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		if strings.HasPrefix(a.Name, "rikp") && a.Alias != "" && VethName(a.Alias) == a.Name {
+		if strings.HasPrefix(a.Name, m.cfg.VethPrefix) && a.Alias != "" && m.vethName(a.Alias) == a.Name {
 			set[a.Alias] = true
 		}
 	}

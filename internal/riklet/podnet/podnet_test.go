@@ -86,7 +86,7 @@ func TestSetupReachableAndTeardown(t *testing.T) {
 	if _, err := os.Lstat(a.NetnsPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns %s left behind: %v", a.NetnsPath, err)
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); ok {
 		t.Error("lease of pod-a left behind")
 	}
 	if owners, _ := m.Owners(); !slices.Equal(owners, []string{"pod-b"}) {
@@ -205,7 +205,7 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	}
 	defer hold.Close()
 	// The same node, but its host netns cannot be reached.
-	broken, err := New(Config{StateDir: dir, HostNetns: dir + "/no-such-netns", CIDR: netip.MustParsePrefix("10.99.1.0/24"), IPAM: m.cfg.IPAM})
+	broken, err := New(Config{StateDir: dir, HostNetns: dir + "/no-such-netns", CIDR: netip.MustParsePrefix("10.99.1.0/24"), IPAM: m.addr.ipam})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	if !slices.Contains(host.Links(t), VethName("pod-a")) {
 		t.Fatal("test broken: the veth is gone")
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); !ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); !ok {
 		t.Error("lease released while the veth still holds the address")
 	}
 	b, err := m.Setup(ctx, "pod-b")
@@ -229,7 +229,56 @@ func TestTeardownFailureKeepsLease(t *testing.T) {
 	if err := m.Teardown(ctx, "pod-a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.cfg.IPAM.Lookup("pod-a"); ok {
+	if _, ok := m.addr.ipam.Lookup("pod-a"); ok {
 		t.Error("lease kept after a successful Teardown")
+	}
+}
+
+// TestSetupWaitsForSubnet: with Config.Subnet the pod range is the one
+// the control plane gives, once it is known.
+func TestSetupWaitsForSubnet(t *testing.T) {
+	host := netns.New(t)
+	given := make(chan struct{})
+	subnet := netip.MustParsePrefix("10.98.3.0/24")
+	m, err := New(Config{StateDir: t.TempDir(), HostNetns: host.Path, Bridge: "riktest0",
+		Subnet: func(ctx context.Context) (netip.Prefix, error) {
+			select {
+			case <-given:
+				return subnet, nil
+			case <-ctx.Done():
+				return netip.Prefix{}, ctx.Err()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Gateway().IsValid() {
+		t.Errorf("gateway %s before the subnet is known", m.Gateway())
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := m.Setup(short, "pod-a"); !errors.Is(err, errNoSubnet) {
+		t.Fatalf("Setup before the subnet: %v, want errNoSubnet", err)
+	}
+	if owners, err := m.Owners(); err != nil || len(owners) != 0 {
+		t.Fatalf("Owners before the subnet: %v, %v", owners, err)
+	}
+	done := make(chan error, 1)
+	var n Net
+	go func() {
+		var err error
+		n, err = m.Setup(context.Background(), "pod-a")
+		done <- err
+	}()
+	close(given)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(context.Background(), "pod-a") })
+	if !subnet.Contains(n.IP) || n.Gateway != netip.MustParseAddr("10.98.3.1") || m.Gateway() != n.Gateway {
+		t.Fatalf("pod network %+v, want an address in %s behind 10.98.3.1", n, subnet)
+	}
+	if got, ok := m.Get("pod-a"); !ok || got != n {
+		t.Fatalf("Get = %+v, %v", got, ok)
 	}
 }

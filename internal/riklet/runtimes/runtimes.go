@@ -4,6 +4,7 @@
 package runtimes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,9 @@ import (
 	"sync"
 
 	"github.com/rik-org/rik/internal/riklet"
+	"github.com/rik-org/rik/internal/riklet/cni"
+	"github.com/rik-org/rik/internal/riklet/fabric"
+	"github.com/rik-org/rik/internal/riklet/hostinfo"
 	"github.com/rik-org/rik/internal/riklet/image"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
@@ -32,7 +36,13 @@ type Config struct {
 
 	Pods               bool   // offer the pod runtime (needs root and runc)
 	RuncBinary         string // default "runc"
-	PodCIDR            string // default 10.63.0.0/16
+	PodCIDR            string // default 10.63.0.0/16; "auto": the subnet the control plane allocates (fabric)
+	ClusterCIDR        string // every node's pod subnet is in it (auto): not masqueraded; default 10.63.0.0/16
+	FabricMode         string // auto (direct routes on one segment, else VXLAN) or vxlan
+	NodeIP             string // the node address registered and used by the fabric; "": the host's first
+	Network            string // pods' network: builtin (podnet) or cni
+	CNIConfDir         string // --network cni: network configuration directory
+	CNIBinDir          string // --network cni: plugin directory
 	Bridge             string // default rik0
 	CgroupParent       string // cgroup under which pods live, default rik/pods; unique per riklet sharing a machine (each in its own network namespace)
 	InsecureRegistries list   // host:port reached over plain HTTP
@@ -42,6 +52,9 @@ type Config struct {
 	KernelModules string // lib/modules/<version> of a distro kernel
 	InitBinary    string // static rik-init; "" = next to the executable, then PATH
 	FunctionCIDR  string // default 10.62.0.0/16
+	// FunctionNetwork is the default network mode of Functions: nat (a
+	// /30 each, RIK's) or bridge (on the pod network, address by DHCP).
+	FunctionNetwork string
 
 	Firewall string // auto|nftables|iptables: where port mappings and guards live
 
@@ -54,7 +67,19 @@ type Config struct {
 	Sandbox // privileged pods, VM uids, protected ports (sandbox.go)
 
 	Logger *slog.Logger
+
+	fab *fabric.Fabric // set by JoinFabric when PodCIDR is auto
 }
+
+// Values of --network.
+const (
+	NetworkBuiltin = "builtin"
+	NetworkCNI     = "cni"
+)
+
+// PodCIDRAuto is the --pod-cidr value asking for the subnet the control
+// plane allocates.
+const PodCIDRAuto = "auto"
 
 // list is a repeatable or comma-separated flag.
 type list []string
@@ -76,7 +101,13 @@ func (l *list) Set(s string) error {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Pods, "pods", true, "offer the pod runtime (runc)")
 	fs.StringVar(&c.RuncBinary, "runc", "runc", "runc binary")
-	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", sdn.DefaultPodCIDR.String(), "address range of this node's pods, or auto: the subnet the controller allocates this node out of the cluster's, with routes to every other node's (the fleet network)")
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", sdn.DefaultPodCIDR.String(), "with --pod-cidr auto: the range of every node's pod subnet (traffic inside it is routed, never masqueraded); must match the controller's")
+	fs.StringVar(&c.FabricMode, "fabric", string(fabric.ModeAuto), "with --pod-cidr auto: how other nodes' pods are reached: auto (a direct route to a node on one of this node's networks, VXLAN to the others) or vxlan (always)")
+	fs.StringVar(&c.Network, "network", NetworkBuiltin, "pods' network: builtin (rik's bridge and addresses) or cni (the first configuration of --cni-conf-dir, run by libcni; its portmap plugin publishes the pods' node ports)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", cni.DefaultConfDir, "with --network cni: CNI network configuration directory")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", cni.DefaultBinDir, "with --network cni: CNI plugin directory")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "the node's address, registered and used to reach its pods from other nodes (default: the first IPv4 address of the host's interfaces)")
 	fs.StringVar(&c.Bridge, "bridge", sdn.DefaultPodBridge, "bridge the pods are attached to")
 	fs.StringVar(&c.CgroupParent, "cgroup-parent", "rik/pods", "cgroup the pods live under (riklets in separate network namespaces of one machine each need their own)")
 	fs.Var(&c.InsecureRegistries, "insecure-registry", "registry host:port reached over plain HTTP (repeatable)")
@@ -86,6 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KernelModules, "kernel-modules", "", "lib/modules/<version> directory of a distro guest kernel (virtio as modules)")
 	fs.StringVar(&c.InitBinary, "init-binary", "", "static rik-init for the guest (default: next to this executable, then PATH)")
 	fs.StringVar(&c.FunctionCIDR, "function-cidr", sdn.DefaultFunctionPool.String(), "address pool of this node's functions (one /30 each)")
+	fs.StringVar(&c.FunctionNetwork, "function-network", workload.NetworkNAT, "default network mode of functions: nat (a /30 each, reached through host ports) or bridge (on the pod network, address by DHCP); spec.function.network overrides it")
 	fs.StringVar(&c.Firewall, "firewall", sdn.FirewallAuto, "firewall backend for port mappings and guards: auto (nftables when the kernel can, else iptables), nftables or iptables")
 	c.registerAdmissionFlags(fs)
 	c.Sandbox.registerFlags(fs)
@@ -108,9 +140,26 @@ func (c *Config) registerAdmissionFlags(fs *flag.FlagSet) {
 // Validate checks the values of the flags, so that a typo fails at start
 // instead of leaving the node without the runtime it was meant to offer.
 func (c Config) Validate() error {
-	pods, err := netip.ParsePrefix(c.PodCIDR)
+	pods, err := c.podRange()
 	if err != nil {
-		return fmt.Errorf("--pod-cidr: %w", err)
+		return err
+	}
+	switch c.Network {
+	case "", NetworkBuiltin:
+	case NetworkCNI:
+		if c.PodCIDR == PodCIDRAuto {
+			return errors.New("--pod-cidr auto: with --network builtin only (a CNI configuration gives the addresses)")
+		}
+	default:
+		return fmt.Errorf("--network %q: want builtin or cni", c.Network)
+	}
+	if _, err := fabric.ParseMode(c.FabricMode); err != nil {
+		return fmt.Errorf("--fabric: %w", err)
+	}
+	if c.NodeIP != "" {
+		if a, err := netip.ParseAddr(c.NodeIP); err != nil || !a.Is4() {
+			return fmt.Errorf("--node-ip %q: want an IPv4 address", c.NodeIP)
+		}
 	}
 	fns, err := netip.ParsePrefix(c.FunctionCIDR)
 	if err != nil {
@@ -132,6 +181,12 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("--vmm %q: want auto, qemu or firecracker", c.VMM)
 	}
+	if err := validFunctionNetwork(c.FunctionNetwork); err != nil {
+		return err
+	}
+	if c.FunctionNetwork == workload.NetworkBridge && !c.bridgeCapable() {
+		return fmt.Errorf("--function-network bridge: needs the built-in pod network on a static --pod-cidr (not auto, not cni) for now")
+	}
 	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
 		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
 	}
@@ -139,6 +194,59 @@ func (c Config) Validate() error {
 		return err
 	}
 	return checkCgroupParent(c.CgroupParent)
+}
+
+// podRange is the range of the node's pods: --pod-cidr, or with auto the
+// cluster's (--cluster-cidr), which the node's subnet will be in.
+func (c Config) podRange() (netip.Prefix, error) {
+	if c.PodCIDR != PodCIDRAuto {
+		p, err := netip.ParsePrefix(c.PodCIDR)
+		if err != nil {
+			return p, fmt.Errorf("--pod-cidr: %w", err)
+		}
+		return p, nil
+	}
+	cidr := c.ClusterCIDR
+	if cidr == "" {
+		cidr = sdn.DefaultPodCIDR.String()
+	}
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return p, fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	return p, nil
+}
+
+// JoinFabric makes the node's fabric when --pod-cidr is auto (nothing
+// otherwise): the pods take their addresses from the subnet the control
+// plane allocates node name, and rc receives the network maps. Call it
+// before Factories.
+func (c *Config) JoinFabric(name string, rc *riklet.Config) error {
+	if c.PodCIDR != PodCIDRAuto {
+		return nil
+	}
+	mode, err := fabric.ParseMode(c.FabricMode)
+	if err != nil {
+		return fmt.Errorf("--fabric: %w", err)
+	}
+	host, err := fabric.NewNetlinkHost("")
+	if err != nil {
+		return err
+	}
+	nodeIP := c.NodeIP
+	addr := func() netip.Addr {
+		a, _ := netip.ParseAddr(cmp.Or(nodeIP, hostinfo.Address()))
+		return a
+	}
+	f, err := fabric.New(fabric.Config{StateDir: c.StateDir, Name: name, Addr: addr, Mode: mode, Host: host,
+		Logger: c.Logger.With("component", "fabric")})
+	if err != nil {
+		host.Close()
+		return err
+	}
+	c.fab = f
+	rc.Network, rc.NodeAddress = f, nodeIP
+	return nil
 }
 
 // Factories returns the runtime factories the configuration asks for.
@@ -155,25 +263,49 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
-			cidr, err := netip.ParsePrefix(cfg.PodCIDR)
+			cidr, err := cfg.podRange()
 			if err != nil {
-				return nil, fmt.Errorf("--pod-cidr: %w", err)
+				return nil, err
+			}
+			var subnet func(context.Context) (netip.Prefix, error)
+			if cfg.fab != nil {
+				subnet = cfg.fab.Subnet
+			} else if cfg.PodCIDR == PodCIDRAuto {
+				return nil, errors.New("--pod-cidr auto: the node has no fabric (JoinFabric was not called)")
 			}
 			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
 				return nil, err
 			}
-			rt, err := pod.New(ctx, pod.Config{
+			var podPool podnet.Allocator // shared with bridge-mode Functions when the range is static
+			if n.bridgeMode() {
+				if podPool, _, err = n.podPools(); err != nil {
+					return nil, err
+				}
+			}
+			pc := pod.Config{
 				StateDir:   filepath.Join(cfg.StateDir, "pods"),
 				RuncBinary: cfg.RuncBinary,
 				PodCIDR:    cidr,
+				PodSubnet:  subnet,
 				Bridge:     cfg.Bridge,
 				CgroupDir:  cfg.CgroupParent,
 				ImageOpts:  image.Options{Insecure: cfg.InsecureRegistries, Logger: cfg.Logger.With("runtime", "pod")},
 				Exposer:    m,
+				IPAM:       podPool,
 				Logger:     cfg.Logger.With("runtime", "pod"),
 
 				AllowPrivileged: cfg.AllowPrivileged,
-			}, report)
+			}
+			if cfg.Network == NetworkCNI {
+				cn, err := cni.New(cni.Config{ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir,
+					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), ReservedPorts: cfg.ReservedPorts,
+					Logger: cfg.Logger.With("component", "cni")})
+				if err != nil {
+					return nil, err
+				}
+				pc.Network, pc.Exposer = cn, nil // portmap publishes the ports
+			}
+			rt, err := pod.New(ctx, pc, report)
 			if err != nil {
 				return nil, err
 			}
@@ -186,6 +318,14 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
+			var bridge function.BridgeNetwork // nil: bridge-mode Functions fail with a clear reason
+			if n.bridgeMode() {
+				b, err := n.bridgeNetwork(m)
+				if err != nil {
+					return nil, err
+				}
+				bridge = b
+			}
 			fc := function.Config{
 				StateDir:         filepath.Join(cfg.StateDir, "functions"),
 				VMM:              cfg.VMM,
@@ -194,6 +334,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				InitBinary:       cfg.InitBinary,
 				Fetch:            rootfs.FetchPolicy{Dirs: cfg.RootfsDirs, AllowPrivate: cfg.AllowPrivateFetch},
 				Network:          functionNetwork{m},
+				BridgeNetwork:    bridge,
+				NetworkMode:      cfg.FunctionNetwork,
 				Logger:           cfg.Logger.With("runtime", "function"),
 			}
 			if err := cfg.Sandbox.functionSandbox(&fc, cfg.CgroupParent); err != nil {
@@ -212,7 +354,20 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 // stops nothing: the caller makes sure no instance runs any more. It is
 // idempotent.
 func Uninstall(ctx context.Context, cfg Config) error {
-	return uninstall(ctx, cfg, sdn.Uninstall, podnet.RemoveBridge)
+	return errors.Join(uninstall(ctx, cfg, sdn.Uninstall, podnet.RemoveBridge), removeFabric())
+}
+
+// removeFabric removes the routes to other nodes and the VXLAN device.
+func removeFabric() error {
+	h, err := fabric.NewNetlinkHost("")
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := fabric.Uninstall(h); err != nil {
+		return fmt.Errorf("uninstalling the node's network: %w", err)
+	}
+	return nil
 }
 
 // uninstall is Uninstall over the given removers.
@@ -238,6 +393,11 @@ type network struct {
 	once sync.Once
 	m    *sdn.Manager
 	err  error
+
+	poolOnce sync.Once // podPools (bridge.go)
+	podPool  podnet.Allocator
+	fnPool   podnet.Allocator
+	poolErr  error
 }
 
 func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
@@ -247,15 +407,19 @@ func (n *network) manager(ctx context.Context) (*sdn.Manager, error) {
 			n.err = fmt.Errorf("--function-cidr: %w", err)
 			return
 		}
-		pp, err := netip.ParsePrefix(n.cfg.PodCIDR)
+		pp, err := n.cfg.podRange()
 		if err != nil {
-			n.err = fmt.Errorf("--pod-cidr: %w", err)
+			n.err = err
 			return
+		}
+		bridge := n.cfg.Bridge
+		if n.cfg.Network == NetworkCNI { // pods are on the CNI bridge: guard that one
+			bridge = cmp.Or(cni.BridgeName(n.cfg.CNIConfDir), bridge)
 		}
 		n.m, n.err = sdn.New(ctx, sdn.Config{
 			FunctionPool:   fp,
 			PodCIDR:        pp,
-			PodBridge:      n.cfg.Bridge,
+			PodBridge:      bridge,
 			StateDir:       n.cfg.StateDir,
 			ReservedPorts:  n.cfg.ReservedPorts,
 			ProtectedPorts: n.cfg.ProtectedPorts,

@@ -1,6 +1,7 @@
 package runtimes
 
 import (
+	"strings"
 	"flag"
 	"io"
 	"testing"
@@ -45,6 +46,17 @@ func TestValidate(t *testing.T) {
 		"--vm-uid-range=1-4294967295":      false,
 		"--allow-privileged":               true,
 		"--protected-ports=22,8443":        true,
+		"--pod-cidr=auto":                  true,
+		"--fabric=vxlan":                   true,
+		"--fabric=host-gw":                 false,
+		"--node-ip=192.168.1.10":           true,
+		"--node-ip=fd00::1":                false,
+		"--node-ip=node1":                  false,
+		"--function-network=bridge":        true,
+		"--function-network=nat":           true,
+		"--function-network=host":          false,
+		"--function-network=bridge --pod-cidr=auto": false,
+		"--function-network=bridge --network=cni":   false,
 	} {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
@@ -52,7 +64,7 @@ func TestValidate(t *testing.T) {
 		c.RegisterFlags(fs)
 		var argv []string
 		if args != "" {
-			argv = []string{args}
+			argv = strings.Fields(args)
 		}
 		if err := fs.Parse(argv); err != nil {
 			t.Fatal(err)

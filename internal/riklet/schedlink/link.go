@@ -62,6 +62,11 @@ type Config struct {
 	HeartbeatInterval time.Duration // 5s, or shorter when the scheduler asks
 	Version           string        // reported in the registration
 	Logger            *slog.Logger
+	// Address is the node address registered ("": hostinfo.Address()).
+	Address string
+	// Network, when set, receives the node's network maps (its pod
+	// subnet and its peers').
+	Network Network
 
 	// Unless Insecure, the session runs over TLS with the node certificate
 	// of PKIDir, joining with JoinToken and the pinned CACertHash when

@@ -35,6 +35,9 @@ func (l *Link) session(ctx context.Context, client workerpb.WorkerClient) error 
 	var wg sync.WaitGroup
 	wg.Go(func() { l.statusLoop(sctx, client) })
 	wg.Go(func() { l.logsLoop(sctx, client) })
+	if l.cfg.Network != nil {
+		wg.Go(func() { l.networkLoop(sctx, client) })
+	}
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	for {
@@ -73,9 +76,17 @@ func (l *Link) registration() *commonpb.WorkerRegistration {
 		Labels:    l.cfg.Labels,
 		Kinds:     l.sup.Kinds(),
 		Instances: l.st.Snapshot(),
-		Address:   hostinfo.Address(),
+		Address:   l.address(),
 		Version:   l.cfg.Version,
 	}
+}
+
+// address is the node address registered.
+func (l *Link) address() string {
+	if l.cfg.Address != "" {
+		return l.cfg.Address
+	}
+	return hostinfo.Address()
 }
 
 // heartbeat is the node's periodic metric.

@@ -293,6 +293,24 @@ func (m *Manager) TeardownFunction(ctx context.Context, id string) error {
 // error wrapping ErrPortConflict; one the node's policy refuses, with
 // ErrPortRefused.
 func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
+	return m.expose(ctx, workload.KindPod, id, ip, ports)
+}
+
+// ExposeFunction forwards the node's ports to a Function on the pod
+// network (bridge mode) at its pod address ip, as Expose does for a pod;
+// the mapping is the Function's (ReconcileKind of Functions keeps or
+// drops it). TeardownFunction or UnexposeFunction removes it.
+func (m *Manager) ExposeFunction(ctx context.Context, id string, ip netip.Addr, ports []workload.PortMapping) error {
+	return m.expose(ctx, workload.KindFunction, id, ip, ports)
+}
+
+// UnexposeFunction removes the port mappings of a bridge-mode Function.
+// An unknown id is not an error.
+func (m *Manager) UnexposeFunction(ctx context.Context, id string) error {
+	return m.unexpose(ctx, workload.KindFunction, id)
+}
+
+func (m *Manager) expose(ctx context.Context, kind workload.Kind, id string, ip netip.Addr, ports []workload.PortMapping) error {
 	if err := checkID(id); err != nil {
 		return fmt.Errorf("exposing %s: %w", id, err)
 	}
@@ -305,11 +323,11 @@ func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []
 		return fmt.Errorf("exposing %s: %w", id, err)
 	}
 	if len(ports) == 0 {
-		return m.Unexpose(ctx, id)
+		return m.unexpose(ctx, kind, id)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.st[id]; ok && e.Kind != workload.KindPod {
+	if e, ok := m.st[id]; ok && e.Kind != kind {
 		return fmt.Errorf("exposing %s: it is a %s: %w", id, e.Kind, ErrInvalid)
 	}
 	if err := m.admitPorts(ctx, id, ports); err != nil {
@@ -322,7 +340,7 @@ func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		m.log.Warn("enabling route_localnet on pod bridge", "bridge", m.cfg.PodBridge, "err", err)
 	}
-	if err := m.commitEntry(ctx, id, entry{Kind: workload.KindPod, IP: ip, Ports: ports}); err != nil {
+	if err := m.commitEntry(ctx, id, entry{Kind: kind, IP: ip, Ports: ports}); err != nil {
 		return fmt.Errorf("exposing %s: %w", id, err)
 	}
 	return nil
@@ -330,10 +348,14 @@ func (m *Manager) Expose(ctx context.Context, id string, ip netip.Addr, ports []
 
 // Unexpose removes the ports of pod id. An unknown id is not an error.
 func (m *Manager) Unexpose(ctx context.Context, id string) error {
+	return m.unexpose(ctx, workload.KindPod, id)
+}
+
+func (m *Manager) unexpose(ctx context.Context, kind workload.Kind, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.st[id]
-	if !ok || e.Kind != workload.KindPod {
+	if !ok || e.Kind != kind {
 		return nil
 	}
 	next := m.st.clone()

@@ -37,6 +37,10 @@ type Config struct {
 	MemoryMiB  int              // default 128
 	ConsoleLog string           // file the guest console is appended to
 	Netns      string           // optional: path of a network namespace to run the VMM in
+	// TapNetns, when set, is the network namespace holding Tap, which the
+	// VMM gets as a file descriptor without entering that namespace
+	// (drivers that open the TAP themselves run in it instead).
+	TapNetns string
 
 	// UID and GID the VMM runs as; 0 is root. Drivers that cannot run
 	// unprivileged ignore them (see the driver's documentation).

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/bridgenet"
 	"github.com/rik-org/rik/internal/riklet/rootfs"
 	"github.com/rik-org/rik/internal/riklet/vmm"
 	"github.com/rik-org/rik/internal/riklet/vmm/firecracker"
@@ -30,6 +31,8 @@ type Config struct {
 	KernelModulesDir  string // lib/modules/<ver> of a distro kernel; "" = kernel has virtio built in
 	InitBinary        string // static rik-init; "" = next to the riklet executable, then PATH
 	Network           Network
+	BridgeNetwork     BridgeNetwork      // network mode bridge (bridge.go); nil: not offered
+	NetworkMode       string             // the node's default mode: workload.NetworkNAT (default) or NetworkBridge
 	MaxRootfsBytes    int64              // default 2 GiB
 	Fetch             rootfs.FetchPolicy // where rootfs may come from (zero: rootfs's defaults)
 	StopGrace         time.Duration      // default 10s
@@ -67,7 +70,11 @@ type NetConfig struct {
 	PrefixLen int
 	MAC       net.HardwareAddr
 	Ports     []workload.PortMapping
-	Netns     string // optional: path of the network namespace holding the TAP (tests)
+	Netns     string // optional: path of the network namespace holding the TAP (tests; bridge mode)
+	Mode      string // workload.NetworkBridge, or "" for NAT
+	// Bridge is the bridge-mode network (persisted in vm.json, so that a
+	// restarted riklet starts its DHCP server again).
+	Bridge *bridgenet.Net `json:",omitempty"`
 }
 
 // Network sets up and tears down the network of Functions (the SDN).

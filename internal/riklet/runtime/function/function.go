@@ -174,10 +174,14 @@ func newRuntime(ctx context.Context, cfg Config, report runtime.Reporter, driver
 // VMM returns the name of the driver in use ("qemu" or "firecracker").
 func (r *Runtime) VMM() string { return r.driver.Name() }
 
-// Close stops watching VMs (they keep running; Recover adopts them).
+// Close stops watching VMs and serving their DHCP (they keep running;
+// Recover adopts them).
 func (r *Runtime) Close() error {
 	r.cancel()
 	r.wg.Wait()
+	if r.cfg.BridgeNetwork != nil {
+		r.cfg.BridgeNetwork.Close()
+	}
 	return nil
 }
 
@@ -274,12 +278,14 @@ func (r *Runtime) start(ctx context.Context, v *vm, inst runtime.Instance) (runt
 	if err != nil {
 		return failed(api.ReasonVMMFailed, fmt.Errorf("starting vm %s: %w", inst.ID, err))
 	}
+	bootName, bootNC, bootDNS := bootNet(inst.Name, nc, r.cfg.DNS)
+	netns, tapNetns := vmmNetns(nc)
 	vc := vmm.Config{
 		ID: inst.ID, Dir: v.dir, Kernel: r.kernel, Initrd: initrd,
-		Cmdline:  kernelCmdline(inst.Name, *fn, nc, r.cfg.DNS, r.driver.Name() == "firecracker"),
+		Cmdline:  kernelCmdline(bootName, *fn, bootNC, bootDNS, r.driver.Name() == "firecracker"),
 		RootDisk: disk, Tap: nc.Tap, MAC: nc.MAC,
 		VCPUs: fn.Execution.VCPUs, MemoryMiB: fn.Execution.Memory,
-		ConsoleLog: filepath.Join(v.dir, "console.log"), Netns: nc.Netns,
+		ConsoleLog: filepath.Join(v.dir, "console.log"), Netns: netns, TapNetns: tapNetns,
 		UID: uid, GID: uid, Cgroup: cgroup,
 	}
 	state := vmState{ID: inst.ID, Name: inst.Name, VMM: vc, Net: nc, Timings: timings}
@@ -338,6 +344,11 @@ func (r *Runtime) prepareDisk(ctx context.Context, v *vm, inst runtime.Instance,
 
 // setupNetwork gives inst its network (none without a Network) and its MAC.
 func (r *Runtime) setupNetwork(ctx context.Context, inst runtime.Instance, progress func(string)) (NetConfig, error) {
+	fn := inst.Workload.Spec.Function
+	if r.networkMode(fn) == workload.NetworkBridge {
+		progress("setting up bridge network")
+		return r.setupBridge(ctx, inst.ID, inst.Name, exposedPorts(fn.Exposure))
+	}
 	var nc NetConfig
 	if r.cfg.Network != nil {
 		progress("setting up network")
@@ -521,6 +532,9 @@ func (r *Runtime) cleanup(ctx context.Context, v *vm) error {
 			errs = append(errs, fmt.Errorf("tearing down network of %s: %w", v.id, err))
 		}
 	}
+	if err := r.teardownBridge(ctx, v.id); err != nil {
+		errs = append(errs, err)
+	}
 	if err := os.RemoveAll(v.dir); err != nil {
 		errs = append(errs, fmt.Errorf("removing %s: %w", v.dir, err))
 	}
@@ -608,6 +622,11 @@ func (r *Runtime) Recover(ctx context.Context, owned []runtime.Instance) ([]runt
 			errs = append(errs, fmt.Errorf("reconciling function network: %w", err))
 		}
 	}
+	if r.cfg.BridgeNetwork != nil {
+		if err := r.cfg.BridgeNetwork.Reconcile(ctx, ids); err != nil {
+			errs = append(errs, fmt.Errorf("reconciling function bridge network: %w", err))
+		}
+	}
 	return out, errors.Join(errs...)
 }
 
@@ -641,7 +660,7 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
 			Message: "the riklet stopped while this vm was starting"}
 	case alive:
-		st, err = runningStatus(s), nil
+		st, err = runningStatus(s), r.adoptBridge(s)
 		v.uid = s.VMM.UID
 	default:
 		st, err = exitStatus(id, filepath.Join(v.dir, "console.log")), nil

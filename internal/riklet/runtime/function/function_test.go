@@ -324,6 +324,7 @@ func TestStartRollsBack(t *testing.T) {
 		setup      func(e *fakeEnv)
 		entrypoint string
 		rootfs     string
+		bridge     bool // spec.function.network: bridge
 		reason     string
 	}{
 		{name: "network", setup: func(e *fakeEnv) { e.net.failSetup = true }, reason: api.ReasonNetworkFailed},
@@ -331,6 +332,7 @@ func TestStartRollsBack(t *testing.T) {
 		{name: "boot", entrypoint: "/noboot", reason: api.ReasonBootFailed},
 		{name: "rootfs", rootfs: "file:///nonexistent.ext4", reason: api.ReasonRootfsFailed},
 		{name: "invalid", rootfs: "-", reason: api.ReasonInvalidSpec},
+		{name: "bridge without a bridge network", bridge: true, reason: api.ReasonNetworkFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -339,6 +341,9 @@ func TestStartRollsBack(t *testing.T) {
 				tt.setup(e)
 			}
 			in := e.inst("inst-rb", tt.entrypoint)
+			if tt.bridge {
+				in.Workload.Spec.Function.Network = workload.NetworkBridge
+			}
 			if tt.rootfs == "-" {
 				in.Workload.Spec.Function.Execution.Rootfs = ""
 			} else if tt.rootfs != "" {

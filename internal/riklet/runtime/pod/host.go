@@ -15,6 +15,7 @@ import (
 
 	"github.com/rik-org/rik/internal/procfs"
 	"github.com/rik-org/rik/internal/riklet/podnet"
+	"github.com/rik-org/rik/internal/workload"
 )
 
 // What a pod runtime does to its node goes through the small interfaces
@@ -69,12 +70,22 @@ type processes interface {
 	Reap(pid int)
 }
 
-// network is the pod network (package podnet).
-type network interface {
+// network is the pod network (package podnet, or cni).
+type network = Network
+
+// Network gives pods their network: podnet's built-in one by default, or
+// Config.Network (CNI).
+type Network interface {
 	Setup(ctx context.Context, id string) (podnet.Net, error)
 	Get(id string) (podnet.Net, bool)
 	Teardown(ctx context.Context, id string) error
 	Owners() ([]string, error)
+}
+
+// portNetwork is a network that publishes the pods' node ports itself
+// (CNI's portmap), given at setup.
+type portNetwork interface {
+	SetupWithPorts(ctx context.Context, id string, ports []workload.PortMapping) (podnet.Net, error)
 }
 
 // mounts make and remove the containers' root filesystems.

@@ -63,10 +63,16 @@ type Exposer interface {
 
 // Config configures a Runtime.
 type Config struct {
-	StateDir   string        // required
-	RuncBinary string        // default "runc"
-	RuncRoot   string        // default <StateDir>/runc
-	PodCIDR    netip.Prefix  // default 10.63.0.0/16
+	StateDir   string       // required
+	RuncBinary string       // default "runc"
+	RuncRoot   string       // default <StateDir>/runc
+	PodCIDR    netip.Prefix // default 10.63.0.0/16
+	// PodSubnet, when set, gives the node's pod range instead of PodCIDR
+	// once the control plane allocated it (podnet.Config.Subnet).
+	PodSubnet func(ctx context.Context) (netip.Prefix, error)
+	// Network, when set, replaces the built-in pod network (PodCIDR,
+	// PodSubnet, Bridge, HostNetns are then unused): CNI.
+	Network    Network
 	Bridge     string        // default rik0
 	HostNetns  string        // netns holding the bridge; "" = the riklet's (tests use another)
 	StopGrace  time.Duration // SIGTERM to SIGKILL; default 10s
@@ -77,6 +83,9 @@ type Config struct {
 	Images     *image.Store  // default: an image.Store in <StateDir>/images with ImageOptions
 	ImageOpts  image.Options // used when Images is nil
 	Exposer    Exposer       // nil: ports are not exposed
+	// IPAM is the pod address pool; nil: podnet's own in <StateDir>/net
+	// (shared with bridge-mode Functions: see runtimes).
+	IPAM podnet.Allocator
 	Logger     *slog.Logger
 
 	// AllowPrivileged lets containers be privileged or add capabilities
@@ -186,15 +195,21 @@ func New(ctx context.Context, cfg Config, report runtime.Reporter) (*Runtime, er
 			return nil, fmt.Errorf("pod runtime: %w", err)
 		}
 	}
-	nm, err := podnet.New(podnet.Config{
-		StateDir:  filepath.Join(cfg.StateDir, "net"),
-		CIDR:      cfg.PodCIDR,
-		Bridge:    cfg.Bridge,
-		HostNetns: cfg.HostNetns,
-		Logger:    cfg.Logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pod runtime: %w", err)
+	nm := cfg.Network
+	if nm == nil {
+		pn, err := podnet.New(podnet.Config{
+			StateDir:  filepath.Join(cfg.StateDir, "net"),
+			CIDR:      cfg.PodCIDR,
+			Subnet:    cfg.PodSubnet,
+			Bridge:    cfg.Bridge,
+			HostNetns: cfg.HostNetns,
+			IPAM:      cfg.IPAM,
+			Logger:    cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pod runtime: %w", err)
+		}
+		nm = pn
 	}
 	hostCaps, err := boundingCaps()
 	if err != nil {

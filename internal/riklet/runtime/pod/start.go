@@ -69,7 +69,13 @@ func (r *Runtime) prepare(ctx context.Context, p *pod, inst runtime.Instance) (p
 	if err := r.save(p); err != nil {
 		return podnet.Net{}, err
 	}
-	n, err := r.net.Setup(ctx, id)
+	var n podnet.Net
+	var err error
+	if pn, ok := r.net.(portNetwork); ok {
+		n, err = pn.SetupWithPorts(ctx, id, nodePorts(inst))
+	} else {
+		n, err = r.net.Setup(ctx, id)
+	}
 	if err != nil {
 		return podnet.Net{}, fmt.Errorf("setting up pod network: %w", err)
 	}
@@ -86,9 +92,8 @@ func (r *Runtime) prepare(ctx context.Context, p *pod, inst runtime.Instance) (p
 	return n, nil
 }
 
-// expose publishes the pod's ports (those with a node port), when the
-// runtime has an Exposer.
-func (r *Runtime) expose(ctx context.Context, p *pod, inst runtime.Instance, ip netip.Addr) error {
+// nodePorts are the pod's ports with a node port.
+func nodePorts(inst runtime.Instance) []workload.PortMapping {
 	var ports []workload.PortMapping
 	for _, c := range inst.Workload.Spec.Containers {
 		for _, pt := range c.Ports {
@@ -101,6 +106,13 @@ func (r *Runtime) expose(ctx context.Context, p *pod, inst runtime.Instance, ip 
 			}
 		}
 	}
+	return ports
+}
+
+// expose publishes the pod's ports (those with a node port), when the
+// runtime has an Exposer.
+func (r *Runtime) expose(ctx context.Context, p *pod, inst runtime.Instance, ip netip.Addr) error {
+	ports := nodePorts(inst)
 	if len(ports) == 0 || r.cfg.Exposer == nil {
 		return nil
 	}

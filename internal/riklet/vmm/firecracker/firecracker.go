@@ -6,6 +6,7 @@ package firecracker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -40,7 +41,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 	// Firecracker writes the guest's serial console on its stdout.
 	p, err := vmm.StartDetached(vmm.Launch{
 		Argv:    []string{d.Binary, "--api-sock", sock, "--id", cfg.ID},
-		LogPath: cfg.ConsoleLog, Netns: cfg.Netns, Cgroup: cfg.Cgroup,
+		LogPath: cfg.ConsoleLog, Netns: cmp.Or(cfg.TapNetns, cfg.Netns), Cgroup: cfg.Cgroup,
 	})
 	if err != nil {
 		return vmm.Process{}, fmt.Errorf("starting firecracker: %w", err)

@@ -12,6 +12,7 @@ package qemu
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -167,7 +168,7 @@ func files(cfg vmm.Config) (fs []*os.File, err error) {
 		return err
 	}
 	if cfg.Tap != "" {
-		t, err := vmm.OpenTap(cfg.Tap, cfg.Netns)
+		t, err := vmm.OpenTap(cfg.Tap, cmp.Or(cfg.TapNetns, cfg.Netns))
 		if err := set(f.Tap, t, err); err != nil {
 			return nil, err
 		}
