@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X $(PKG)/internal/version.Version=$(VERSION)
 
 .PHONY: all build dev deps test test-short bench proto vet fmt clean \
-	ensure-dev ensure-test test-tools release
+	ensure-dev ensure-test test-tools release ui-screenshots
 
 all: build
 
@@ -30,7 +30,7 @@ dev: build ensure-dev
 DEPS := runc iptables nftables iproute2 kmod busybox-static e2fsprogs lz4 cpio xz-utils \
 	qemu-system-x86 etcd-server curl ca-certificates prometheus bash \
 	systemd file dpkg docker-compose \
-	containernetworking-plugins
+	containernetworking-plugins chromium
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
@@ -44,6 +44,10 @@ test: build ensure-test test-tools
 # Unit tests only: no root, no host tools.
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The dashboard's screenshots in docs/, taken by its browser test.
+ui-screenshots:
+	RIK_UI_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestDashboard$$' ./test/ui
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

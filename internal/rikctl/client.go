@@ -1,7 +1,6 @@
 package rikctl
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
@@ -168,53 +167,6 @@ func (c *Client) Logs(ctx context.Context, id string, opts LogOptions, w io.Writ
 
 // maxEventBytes bounds one server-sent event.
 const maxEventBytes = 1 << 20
-
-// WatchInstances follows the controller's event stream (/api/v0/events) and
-// calls fn for each instance status change, until ctx is done (nil), the
-// stream ends (an error) or fn fails.
-func (c *Client) WatchInstances(ctx context.Context, fn func(InstanceItem) error) error {
-	resp, err := c.send(ctx, http.MethodGet, "events", nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := checkStatus(resp); err != nil {
-		return err
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), maxEventBytes)
-	event, data := "", ""
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if event == "instance" && data != "" {
-				var it InstanceItem
-				if err := json.Unmarshal([]byte(data), &it); err != nil {
-					return fmt.Errorf("decoding event: %w", err)
-				}
-				if err := fn(it); err != nil {
-					return err
-				}
-			}
-			event, data = "", ""
-		case strings.HasPrefix(line, "event:"):
-			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-		case strings.HasPrefix(line, "data:"):
-			if data != "" {
-				data += "\n"
-			}
-			data += strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading events: %w", err)
-	}
-	return errors.New("event stream ended")
-}
 
 // do sends body as JSON (if not nil) and decodes a 2xx answer into out (if
 // not nil), within the client's timeout.

@@ -315,7 +315,8 @@ func newGetCommand(a *app) *cobra.Command {
 }
 
 func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	cmd := &cobra.Command{
 		Use:     "workloads [NAME|ID]",
 		Aliases: []string{"workload", "wl"},
 		Short:   "List workloads, or show one",
@@ -324,6 +325,9 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 			c, err := a.client()
 			if err != nil {
 				return err
+			}
+			if watch && len(args) == 0 {
+				return watchWorkloads(cmd.Context(), a, c, *format)
 			}
 			items, err := c.ListWorkloads(cmd.Context())
 			if err != nil {
@@ -340,6 +344,8 @@ func newGetWorkloadsCommand(a *app, format *string) *cobra.Command {
 				})
 		},
 	}
+	addWatchFlag(cmd, &watch)
+	return cmd
 }
 
 func newGetInstancesCommand(a *app, format *string) *cobra.Command {
@@ -358,6 +364,9 @@ func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 			if len(args) == 1 {
 				return showInstance(cmd.Context(), a, c, *format, args[0])
 			}
+			if watch {
+				return watchInstances(cmd.Context(), a, c, *format, ofWorkload)
+			}
 			var items []InstanceItem
 			if ofWorkload != "" {
 				items, err = c.WorkloadInstances(cmd.Context(), ofWorkload)
@@ -368,9 +377,6 @@ func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 				return err
 			}
 			slices.SortFunc(items, func(x, y InstanceItem) int { return strings.Compare(x.Name, y.Name) })
-			if watch {
-				return watchInstances(cmd.Context(), a, c, *format, ofWorkload, items)
-			}
 			if isData(*format) {
 				return writeOutput(a.env.Stdout, *format, "instance", nonNil(items))
 			}
@@ -381,7 +387,7 @@ func newGetInstancesCommand(a *app, format *string) *cobra.Command {
 		},
 	}
 	inst.Flags().StringVar(&ofWorkload, "workload", "", "only the instances of this workload (id or name)")
-	inst.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, print every status change (until interrupted)")
+	addWatchFlag(inst, &watch)
 	return inst
 }
 
@@ -398,7 +404,8 @@ func showInstance(ctx context.Context, a *app, c *Client, format, ref string) er
 }
 
 func newGetNodesCommand(a *app, format *string) *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	cmd := &cobra.Command{
 		Use:     "nodes [NAME]",
 		Aliases: []string{"node", "no"},
 		Short:   "List nodes, or show one",
@@ -407,6 +414,9 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 			c, err := a.client()
 			if err != nil {
 				return err
+			}
+			if watch && len(args) == 0 {
+				return watchNodes(cmd.Context(), a, c, *format)
 			}
 			items, err := c.ListNodes(cmd.Context())
 			if err != nil {
@@ -417,36 +427,8 @@ func newGetNodesCommand(a *app, format *string) *cobra.Command {
 				func(items []api.Item[api.Node]) error { return nodeTable(a.env.Stdout, *format, a.env.Now(), items) })
 		},
 	}
-}
-
-// watchInstances prints the listed instances, then one line (or JSON
-// document) per status change, until ctx is done.
-func watchInstances(ctx context.Context, a *app, c *Client, format, ofWorkload string, items []InstanceItem) error {
-	out := a.env.Stdout
-	data := format == FormatJSON || format == FormatYAML
-	show := func(its []InstanceItem, header bool) error {
-		if !data {
-			return instanceRows(out, format, a.env.Now(), its, header)
-		}
-		for _, it := range its {
-			if format == FormatYAML {
-				fmt.Fprintln(out, "---")
-			}
-			if err := writeData(out, format, it); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := show(items, true); err != nil {
-		return err
-	}
-	return c.WatchInstances(ctx, func(it InstanceItem) error {
-		if ofWorkload != "" && it.Value.WorkloadID != ofWorkload && it.Value.WorkloadName != ofWorkload {
-			return nil
-		}
-		return show([]InstanceItem{it}, false)
-	})
+	addWatchFlag(cmd, &watch)
+	return cmd
 }
 
 // showOneOrList sorts items by name and prints them in format, or, with

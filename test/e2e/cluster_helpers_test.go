@@ -709,7 +709,7 @@ func (c *cluster) watchEvents() *events {
 	ev := &events{}
 	ctx, cancel := context.WithCancel(context.Background())
 	connect := func() (io.ReadCloser, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL()+"/api/v0/events", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL()+"/api/v0/events?kinds=instance", nil)
 		if err != nil {
 			return nil, err
 		}

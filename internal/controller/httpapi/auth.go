@@ -45,6 +45,9 @@ var routeRoles = map[string]service.Role{
 	"GET /healthz":                     rolePublic,
 	"GET /readyz":                      rolePublic,
 	"GET /metrics":                     service.RoleViewer,
+	// The dashboard's files hold no data: its pages call the API with
+	// the user's token.
+	"GET /ui/": rolePublic,
 }
 
 // unmatchedRole is what a request no route matches needs: without a token

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rik-org/rik/internal/controller/service"
+	"github.com/rik-org/rik/internal/ui"
 )
 
 // Config configures the API.
@@ -140,6 +141,7 @@ func (a *API) routes() http.Handler {
 	hf("GET /healthz", a.health)
 	hf("GET /readyz", a.ready)
 	handle("GET /metrics", a.metrics.handler(a.cfg.Metrics))
+	handle("GET "+ui.Prefix, ui.Handler()) // the dashboard; "/ui" redirects here
 	pattern := func(r *http.Request) string {
 		_, p := mux.Handler(r)
 		return p

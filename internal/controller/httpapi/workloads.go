@@ -1,7 +1,12 @@
 package httpapi
 
 import (
+	"mime"
 	"net/http"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/rik-org/rik/internal/errdefs"
 )
 
 // Workloads and instances: RIK's routes.
@@ -21,6 +26,9 @@ func (a *API) workloadInstances(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) workloadsCreate(w http.ResponseWriter, r *http.Request) {
 	data, err := a.readBody(w, r, nil)
+	if err == nil {
+		data, err = yamlBodyToJSON(r, data)
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -60,4 +68,20 @@ func (a *API) instancesDelete(w http.ResponseWriter, r *http.Request) {
 		err = a.svc.DeleteInstance(r.Context(), ref)
 	}
 	a.done(w, r, err)
+}
+
+// yamlBodyToJSON converts a YAML body (Content-Type application/yaml: a
+// definition pasted in the dashboard) to JSON; other bodies are returned
+// as they are.
+func yamlBodyToJSON(r *http.Request, data []byte) ([]byte, error) {
+	switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
+	case "application/yaml", "application/x-yaml", "text/yaml":
+	default:
+		return data, nil
+	}
+	out, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, errdefs.Errorf(errdefs.ErrInvalidArgument, "invalid YAML body: %v", err)
+	}
+	return out, nil
 }

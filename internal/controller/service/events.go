@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/rik-org/rik/api"
@@ -18,80 +20,76 @@ const (
 	backoffMax = 5 * time.Second
 )
 
-// subscriberBuffer is how many events a slow subscriber may lag before it
-// is dropped.
-const subscriberBuffer = 256
-
-// Subscribe follows the instance records in the store, whoever wrote them:
-// every change is sent on the channel (a removed instance once more, as
-// TERMINATED), which is closed when the subscriber lags subscriberBuffer
-// changes behind. cancel unsubscribes.
-func (s *Service) Subscribe() (changes <-chan InstanceRecord, cancel func()) {
-	return s.events.subscribe()
+// Event is one change of a workload, instance or node record.
+type Event struct {
+	// ID is the store revision of the change: it grows with every write
+	// and survives restarts, so a client can resume from it.
+	ID   int64
+	Kind string // api.EventInstance, api.EventWorkload or api.EventNode
+	// Deleted: the record was removed (an instance is then also
+	// TERMINATED).
+	Deleted bool
+	// Item is the record: InstanceRecord, WorkloadRecord or NodeRecord.
+	Item any
 }
 
-// broker fans instance changes out to subscribers without blocking.
-type broker struct {
-	mu   sync.Mutex
-	subs map[chan InstanceRecord]struct{}
+// Name is the event's name on the stream (api.Event*).
+func (e Event) Name() string {
+	if e.Deleted && e.Kind != api.EventInstance {
+		return e.Kind + ".deleted"
+	}
+	return e.Kind
 }
 
-func newBroker() *broker { return &broker{subs: map[chan InstanceRecord]struct{}{}} }
+// EventStream is what a subscriber receives: first Backlog (events
+// replayed, or a resync's records), then Sync when it is a resync, then
+// the changes on C, which is closed when the subscriber lags too far
+// behind or the service lost track of the store (the subscriber resumes
+// from the last id it got).
+type EventStream struct {
+	Backlog []Event
+	// Sync, when not nil, ends a resync: the ids of every record of the
+	// kinds asked for, current at SyncID.
+	Sync   *api.Sync
+	SyncID int64
+	// Head is the id of the last change the stream holds.
+	Head   int64
+	C      <-chan Event
+	Cancel func()
+}
 
-// subscribe returns a channel of changes, closed when the subscriber is
-// dropped for being slow, and a function to unsubscribe.
-func (b *broker) subscribe() (<-chan InstanceRecord, func()) {
-	ch := make(chan InstanceRecord, subscriberBuffer)
-	b.mu.Lock()
-	b.subs[ch] = struct{}{}
-	b.mu.Unlock()
-	return ch, func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if _, ok := b.subs[ch]; ok {
-			delete(b.subs, ch)
-			close(ch)
-		}
+// Subscribe follows the workload, instance and node records in the store,
+// whoever wrote them, for the kinds asked (nil: all). since is the id of
+// the last event the subscriber has (< 0: none, follow from now; 0: send
+// every record first). Events after since still held are replayed; when
+// they are not (since too old, from before a restart, or 0), the
+// subscriber gets a resync: every record changed after since (all of them
+// when since is 0 or unknown), then the ids of all that exist. It waits
+// for Run's first listing of the store, or ctx.
+func (s *Service) Subscribe(ctx context.Context, since int64, kinds []string) (EventStream, error) {
+	select {
+	case <-s.events.listed:
+		return s.events.subscribe(since, kinds), nil
+	case <-ctx.Done():
+		return EventStream{}, fmt.Errorf("subscribing to events: %w", ctx.Err())
 	}
 }
 
-func (b *broker) publish(rec InstanceRecord) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for ch := range b.subs {
-		select {
-		case ch <- rec:
-		default:
-			delete(b.subs, ch)
-			close(ch)
-		}
-	}
-}
-
-func (b *broker) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
-}
-
-// watchInstances follows the instance records in the store (whichever
-// controller wrote them) and publishes every change to subscribers and the
-// instances-by-status gauge. It re-lists and re-watches when the watch
-// breaks, publishing what changed in between.
-func (s *Service) watchInstances(ctx context.Context) {
+// watchRecords follows the records in the store and publishes every change
+// to subscribers and the instances-by-status gauge. It re-lists and
+// re-watches when the watch breaks.
+func (s *Service) watchRecords(ctx context.Context) {
 	wait := backoffMin
-	var cache map[string]InstanceRecord
 	for ctx.Err() == nil {
 		started := time.Now()
-		var err error
-		cache, err = s.watchOnce(ctx, cache)
+		err := s.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(started) > 10*time.Second {
 			wait = backoffMin
 		}
-		s.log.Warn("instance watch ended, re-watching", "err", err, "in", wait)
+		s.log.Warn("record watch ended, re-watching", "err", err, "in", wait)
 		if !sleep(ctx, wait) {
 			return
 		}
@@ -99,85 +97,166 @@ func (s *Service) watchInstances(ctx context.Context) {
 	}
 }
 
-// watchOnce primes the cache from a listing made after the watch started
-// (so nothing falls in between), publishing differences from the previous
-// cache (nil the first time), then applies events until the watch ends. It
-// returns the cache as last known.
-func (s *Service) watchOnce(ctx context.Context, prev map[string]InstanceRecord) (map[string]InstanceRecord, error) {
+// watchPrefixes are the records the stream follows, by kind.
+var watchPrefixes = map[string]string{
+	workloadPrefix: api.EventWorkload,
+	instancePrefix: api.EventInstance,
+	nodePrefix:     api.EventNode,
+}
+
+// kindOf is the kind of the record at key ("" for other keys).
+func kindOf(key string) string {
+	for p, k := range watchPrefixes {
+		if strings.HasPrefix(key, p) {
+			return k
+		}
+	}
+	return ""
+}
+
+// watchOnce watches the whole store (one watch keeps the three kinds in
+// revision order), lists the records after the watch started (so nothing
+// falls in between), resets the feed with them, then applies changes until
+// the watch ends.
+func (s *Service) watchOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch, err := s.st.Watch(ctx, instancePrefix)
+	ch, err := s.st.Watch(ctx, "/")
 	if err != nil {
-		return prev, fmt.Errorf("watching %s: %w", instancePrefix, err)
+		return fmt.Errorf("watching the store: %w", err)
 	}
-	kvs, err := s.st.List(ctx, instancePrefix)
-	if err != nil {
-		return prev, fmt.Errorf("listing %s: %w", instancePrefix, err)
-	}
-	cache := map[string]InstanceRecord{}
-	for _, kv := range kvs {
-		if rec, err := decode[workload.Instance](kv); err == nil {
-			cache[kv.Key] = rec
+	objects := map[string]object{}
+	for prefix, kind := range watchPrefixes {
+		kvs, err := s.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("listing %s: %w", prefix, err)
+		}
+		for _, kv := range kvs {
+			if o, ok := decodeObject(kind, kv); ok {
+				objects[kv.Key] = o
+			}
 		}
 	}
-	if prev != nil {
-		s.publishChanges(prev, cache)
-	}
-	s.metrics.resetInstances(cache)
+	s.events.reset(objects)
+	s.metrics.resetInstances(instancesOf(objects))
 	s.metrics.watches.Inc()
 	for ev := range ch {
-		s.applyEvent(cache, ev)
+		s.applyEvent(ev)
 	}
 	if ctx.Err() != nil {
-		return cache, ctx.Err()
+		return ctx.Err()
 	}
-	return cache, errors.New("watch channel closed")
+	return errors.New("watch channel closed")
 }
 
-// publishChanges publishes the records that differ between two snapshots;
-// removed ones go out as TERMINATED.
-func (s *Service) publishChanges(old, cur map[string]InstanceRecord) {
-	for key, rec := range cur {
-		if o, ok := old[key]; !ok || o.ID != rec.ID || !sameInstance(o.Value, rec.Value) {
-			s.events.publish(rec)
+func instancesOf(objects map[string]object) map[string]InstanceRecord {
+	out := map[string]InstanceRecord{}
+	for k, o := range objects {
+		if rec, ok := o.item.(InstanceRecord); ok {
+			out[k] = rec
 		}
 	}
-	for key, rec := range old {
-		if _, ok := cur[key]; !ok {
-			s.publishRemoved(rec)
-		}
-	}
+	return out
 }
 
-func (s *Service) applyEvent(cache map[string]InstanceRecord, ev store.Event) {
-	old, had := cache[ev.KV.Key]
-	switch ev.Type {
-	case store.EventPut:
-		rec, err := decode[workload.Instance](ev.KV)
-		if err != nil {
+// decodeObject decodes a stored record of kind; false when it does not
+// decode (it is left out of the stream).
+func decodeObject(kind string, kv store.KV) (object, bool) {
+	var item any
+	var id string
+	var err error
+	switch kind {
+	case api.EventInstance:
+		var r InstanceRecord
+		r, err = decode[workload.Instance](kv)
+		item, id = r, r.ID
+	case api.EventWorkload:
+		var r WorkloadRecord
+		r, err = decode[workload.Workload](kv)
+		item, id = r, r.ID
+	case api.EventNode:
+		var r NodeRecord
+		r, err = decode[api.Node](kv)
+		item, id = r, r.ID
+	}
+	if err != nil || id == "" {
+		return object{}, false
+	}
+	return object{kind: kind, id: id, rev: kv.Revision, item: item}, true
+}
+
+// applyEvent applies one store change to the feed and the gauge.
+func (s *Service) applyEvent(ev store.Event) {
+	kind := kindOf(ev.KV.Key)
+	if kind == "" {
+		return
+	}
+	var o object
+	if ev.Type == store.EventPut {
+		var ok bool
+		if o, ok = decodeObject(kind, ev.KV); !ok {
 			return
 		}
-		cache[ev.KV.Key] = rec
-		if had {
-			s.metrics.instanceGone(old.Value.Status)
-		}
-		s.metrics.instanceSeen(rec.Value.Status)
-		s.events.publish(rec)
-	case store.EventDelete:
-		if !had {
-			return
-		}
-		delete(cache, ev.KV.Key)
-		s.metrics.instanceGone(old.Value.Status)
-		s.publishRemoved(old)
+	}
+	old, had, cur, has := s.events.apply(ev.KV.Key, ev.KV.Revision, ev.Type == store.EventDelete, o)
+	if kind != api.EventInstance {
+		return
+	}
+	if had {
+		s.metrics.instanceGone(old.item.(InstanceRecord).Value.Status)
+	}
+	if has {
+		s.metrics.instanceSeen(cur.item.(InstanceRecord).Value.Status)
 	}
 }
 
-// publishRemoved publishes the TERMINATED event of a removed record.
-func (s *Service) publishRemoved(rec InstanceRecord) {
+// removedInstance is the TERMINATED record sent for a removed instance.
+func removedInstance(rec InstanceRecord) InstanceRecord {
 	if !rec.Value.Status.Terminal() {
 		rec.Value.Reason, rec.Value.Message = api.ReasonDeleted, ""
 	}
 	rec.Value.Status = workload.StatusTerminated
-	s.events.publish(rec)
+	return rec
+}
+
+// unknownSince marks a feed that cannot replay yet: it was just reset
+// from a listing, and the store's revision at that listing is unknown.
+const unknownSince = math.MaxInt64
+
+// filter is the set of kinds a subscriber follows.
+type filter map[string]bool
+
+func newFilter(kinds []string) filter {
+	f := filter{}
+	for _, k := range kinds {
+		f[k] = true
+	}
+	if len(f) == 0 {
+		for _, k := range api.EventKinds {
+			f[k] = true
+		}
+	}
+	return f
+}
+
+// syncOf lists the ids of the objects of the kinds in f, sorted.
+func syncOf(objects map[string]object, f filter) *api.Sync {
+	out := &api.Sync{}
+	for _, o := range objects {
+		if !f[o.kind] {
+			continue
+		}
+		switch o.kind {
+		case api.EventInstance:
+			out.Instances = append(out.Instances, o.id)
+		case api.EventWorkload:
+			out.Workloads = append(out.Workloads, o.id)
+		case api.EventNode:
+			out.Nodes = append(out.Nodes, o.id)
+		}
+	}
+	slices.Sort(out.Instances)
+	slices.Sort(out.Workloads)
+	slices.Sort(out.Nodes)
+	return out
 }

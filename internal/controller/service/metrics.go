@@ -21,12 +21,12 @@ type metrics struct {
 
 // newMetrics makes the metrics, registered with reg unless nil; the
 // number of event subscribers is read from events.
-func newMetrics(reg prometheus.Registerer, events *broker) *metrics {
+func newMetrics(reg prometheus.Registerer, events *feed) *metrics {
 	m := &metrics{
 		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rik_controller_instances",
 			Help: "Instances in the store, by status."}, []string{"status"}),
 		watches: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_store_watches_total",
-			Help: "Watches of the instance records established (the first, and one after each break)."}),
+			Help: "Watches of the store's records established (the first, and one after each break)."}),
 		eventsDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "rik_controller_events_dropped_total",
 			Help: "Events not kept in the history: too many were waiting to be written."}),
 	}

@@ -126,7 +126,7 @@ type Service struct {
 
 	repo      *repo
 	tokens    *tokenStore
-	events    *broker
+	events    *feed
 	orphans   orphans
 	quota     quota
 	metrics   *metrics
@@ -153,7 +153,7 @@ func New(cfg Config) *Service {
 	if cfg.NodeSubnetBits == 0 {
 		cfg.NodeSubnetBits = DefaultNodeSubnetBits
 	}
-	events := newBroker()
+	events := newFeed()
 	return &Service{
 		cfg: cfg, log: cfg.Logger, st: cfg.Store, sched: cfg.Scheduler, leader: cfg.Leader, now: cfg.Now,
 		reconcileKick: make(chan struct{}, 1),
@@ -178,7 +178,7 @@ func setDefault(v *time.Duration, def time.Duration) {
 // saving the status stream position and writing the event history.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { s.watchInstances(ctx) })
+	wg.Go(func() { s.watchRecords(ctx) })
 	wg.Go(func() { s.resyncLoop(ctx) })
 	wg.Go(func() { s.nodesLoop(ctx) })
 	wg.Go(func() { s.cursorLoop(ctx) })
