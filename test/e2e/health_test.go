@@ -19,6 +19,7 @@ func probedPod(name, image, policy, script, healthcheck string) string {
     "name": "web", "image": %q,
     "command": ["/bin/sh", "-c"],
     "args": [%q],
+    "ports": [{"targetPort": 80}],
     "healthcheck": %s
   }]}
 }`, name, policy, image, script+"\nexec httpd -f -p 80 -h /www", healthcheck)

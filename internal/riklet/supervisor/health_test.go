@@ -69,7 +69,7 @@ func (p *fakeProber) isWatched(id string) bool {
 // probedPod is a pod whose container has the given healthcheck (JSON).
 func probedPod(policy, healthcheck string) string {
 	return fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","name":"web","restartPolicy":%q,
-		"spec":{"containers":[{"name":"c","image":"alpine:3","healthcheck":%s}]}}`, policy, healthcheck)
+		"spec":{"containers":[{"name":"c","image":"alpine:3","ports":[{"targetPort":80}],"healthcheck":%s}]}}`, policy, healthcheck)
 }
 
 const (
