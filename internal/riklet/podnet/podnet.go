@@ -56,7 +56,7 @@ type Config struct {
 	// "rikp"): a second Manager (bridge-mode Functions) uses its own, so
 	// that neither lists the other's veths among its owners.
 	VethPrefix string
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 	// Subnet, when set, gives the node's pod range instead of CIDR: the
 	// subnet the control plane allocated the node (fabric.Fabric.Subnet).
 	// It blocks until known; Setup waits for it, the rest of the Manager

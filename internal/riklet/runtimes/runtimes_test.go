@@ -1,9 +1,9 @@
 package runtimes
 
 import (
-	"strings"
 	"flag"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/rik-org/rik/internal/riklet/runtime/function"
@@ -27,34 +27,34 @@ func TestCheckCgroupParent(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for args, ok := range map[string]bool{
-		"":                                 true,
-		"--vmm=qemu":                       true,
-		"--pod-cidr=10.0.0.0/24":           true,
-		"--pod-cidr=nope":                  false,
-		"--function-cidr=10.62.0.0":        false,
-		"--pod-cidr=fd00::/64":             false,
-		"--function-cidr=10.63.1.0/24":     false, // inside the default pod CIDR
-		"--vmm=kvm":                        false,
-		"--cgroup-parent=../../sys/fs":     false,
-		"--cgroup-parent=rik-e2e-1/pods":   true,
-		"--function-cidr=192.168.100.0/22": true,
-		"--vm-uid-range=100000-165535":     true,
-		"--vm-uid-range=5-5":               true,
-		"--vm-uid-range=0-10":              false,
-		"--vm-uid-range=10-5":              false,
-		"--vm-uid-range=100000":            false,
-		"--vm-uid-range=1-4294967295":      false,
-		"--allow-privileged":               true,
-		"--protected-ports=22,8443":        true,
-		"--pod-cidr=auto":                  true,
-		"--fabric=vxlan":                   true,
-		"--fabric=host-gw":                 false,
-		"--node-ip=192.168.1.10":           true,
-		"--node-ip=fd00::1":                false,
-		"--node-ip=node1":                  false,
-		"--function-network=bridge":        true,
-		"--function-network=nat":           true,
-		"--function-network=host":          false,
+		"":                                          true,
+		"--vmm=qemu":                                true,
+		"--pod-cidr=10.0.0.0/24":                    true,
+		"--pod-cidr=nope":                           false,
+		"--function-cidr=10.62.0.0":                 false,
+		"--pod-cidr=fd00::/64":                      false,
+		"--function-cidr=10.63.1.0/24":              false, // inside the default pod CIDR
+		"--vmm=kvm":                                 false,
+		"--cgroup-parent=../../sys/fs":              false,
+		"--cgroup-parent=rik-e2e-1/pods":            true,
+		"--function-cidr=192.168.100.0/22":          true,
+		"--vm-uid-range=100000-165535":              true,
+		"--vm-uid-range=5-5":                        true,
+		"--vm-uid-range=0-10":                       false,
+		"--vm-uid-range=10-5":                       false,
+		"--vm-uid-range=100000":                     false,
+		"--vm-uid-range=1-4294967295":               false,
+		"--allow-privileged":                        true,
+		"--protected-ports=22,8443":                 true,
+		"--pod-cidr=auto":                           true,
+		"--fabric=vxlan":                            true,
+		"--fabric=host-gw":                          false,
+		"--node-ip=192.168.1.10":                    true,
+		"--node-ip=fd00::1":                         false,
+		"--node-ip=node1":                           false,
+		"--function-network=bridge":                 true,
+		"--function-network=nat":                    true,
+		"--function-network=host":                   false,
 		"--function-network=bridge --pod-cidr=auto": true,
 		"--function-network=bridge --network=cni":   false,
 	} {

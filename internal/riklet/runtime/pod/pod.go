@@ -85,8 +85,8 @@ type Config struct {
 	Exposer    Exposer       // nil: ports are not exposed
 	// IPAM is the pod address pool; nil: podnet's own in <StateDir>/net
 	// (shared with bridge-mode Functions: see runtimes).
-	IPAM podnet.Allocator
-	Logger     *slog.Logger
+	IPAM   podnet.Allocator
+	Logger *slog.Logger
 
 	// AllowPrivileged lets containers be privileged or add capabilities
 	// outside Docker's default set; refused (reason PrivilegedNotAllowed)
