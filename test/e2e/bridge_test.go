@@ -172,8 +172,9 @@ func (c *cluster) waitLogs(name, want string, timeout time.Duration) {
 // with --pod-cidr auto (one segment, direct routes), a bridge-mode
 // Function on node 2 (the only one running Functions) takes its address
 // from node 2's subnet by DHCP; a pod on node 1 fetches its page at that
-// address and a bridge-mode Function on node 2 fetches the pod's page,
-// each seeing the other's pod address (no NAT); delete leaves nothing.
+// address, also after node 2's riklet was SIGKILLed and adopted it, and a
+// bridge-mode Function on node 2 fetches the pod's page, seen from its own
+// pod address (no NAT); delete leaves nothing.
 func TestFunctionBridgeFleet(t *testing.T) {
 	requireHost(t, "qemu-system-x86_64")
 	kernel, modules := testKernel(t)
@@ -205,6 +206,14 @@ func TestFunctionBridgeFleet(t *testing.T) {
 	}
 	c.waitLogs("bfn-0", "eth0 "+inst.Value.IP+"/24 by DHCP", 3*time.Minute)
 	c.waitPage(nsWeb, "http://"+inst.Value.IP+"/", guestPage, 60*time.Second) // pod on node 1 → Function on node 2
+
+	// A SIGKILLed riklet on node 2 adopts it: its network is its own,
+	// kept, and still reached from node 1.
+	c.crashRiklet(f.n2)
+	if it, _, _ := c.instance("bfn-0"); it.Value.Status != workload.StatusRunning || it.Value.Restarts != 0 {
+		t.Errorf("after riklet restart: %s, restarts %d; want RUNNING, 0", it.Value.Status, it.Value.Restarts)
+	}
+	c.waitPage(nsWeb, "http://"+inst.Value.IP+"/", guestPage, 30*time.Second)
 
 	deleteBridgeFunction(t, c, f.n2, inst) // frees node 2's CPU for the next one
 
