@@ -178,7 +178,7 @@ func (c *cluster) waitLogs(name, want string, timeout time.Duration) {
 func TestFunctionBridgeFleet(t *testing.T) {
 	requireHost(t, "qemu-system-x86_64")
 	kernel, modules := testKernel(t)
-	c := newCluster(t, clusterOptions{nodeTimeout: 3 * time.Second})
+	c := newCluster(t, clusterOptions{}) // the default node timeout: the riklet's restart below is no loss
 	rootfs := guestRootfsWith(t, guestPage, map[string]string{"bin/fetch.sh": guestFetch})
 	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, bytes.NewReader(rootfs))
