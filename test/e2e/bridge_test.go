@@ -169,13 +169,22 @@ func (c *cluster) waitLogs(name, want string, timeout time.Duration) {
 }
 
 // TestFunctionBridgeFleet is bridge mode on the fleet network: two nodes
-// with --pod-cidr auto (one segment, direct routes), a bridge-mode
-// Function on node 2 (the only one running Functions) takes its address
-// from node 2's subnet by DHCP; a pod on node 1 fetches its page at that
-// address, also after node 2's riklet was SIGKILLed and adopted it, and a
-// bridge-mode Function on node 2 fetches the pod's page, seen from its own
-// pod address (no NAT); delete leaves nothing.
+// with --pod-cidr auto, on one segment (direct routes) or on two (VXLAN),
+// a bridge-mode Function on node 2 (the only one running Functions) takes
+// its address from node 2's subnet by DHCP; a pod on node 1 fetches its
+// page at that address, also after node 2's riklet was SIGKILLed and
+// adopted it, and a bridge-mode Function on node 2 fetches the pod's page,
+// seen from its own pod address (no NAT); delete leaves nothing.
 func TestFunctionBridgeFleet(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		routed bool
+	}{{"host-gw", false}, {"vxlan", true}} {
+		t.Run(tc.name, func(t *testing.T) { testFunctionBridgeFleet(t, tc.routed) })
+	}
+}
+
+func testFunctionBridgeFleet(t *testing.T, routed bool) {
 	requireHost(t, "qemu-system-x86_64")
 	kernel, modules := testKernel(t)
 	c := newCluster(t, clusterOptions{}) // the default node timeout: the riklet's restart below is no loss
@@ -183,7 +192,7 @@ func TestFunctionBridgeFleet(t *testing.T) {
 	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, bytes.NewReader(rootfs))
 	}))
-	f := fleetClusterOn(c, false, nil, []string{"--vmm", "qemu", "--allow-private-fetch=false",
+	f := fleetClusterOn(c, routed, nil, []string{"--vmm", "qemu", "--allow-private-fetch=false",
 		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit,
 		"--function-network", "bridge"})
 	c.waitNodesReady("function", 60*time.Second, f.n2.name)
