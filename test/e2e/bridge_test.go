@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,4 +166,83 @@ func (c *cluster) waitLogs(name, want string, timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// TestFunctionBridgeFleet is bridge mode on the fleet network: two nodes
+// with --pod-cidr auto, on one segment (direct routes) or on two (VXLAN),
+// a bridge-mode Function on node 2 (the only one running Functions) takes
+// its address from node 2's subnet by DHCP; a pod on node 1 fetches its
+// page at that address, also after node 2's riklet was SIGKILLed and
+// adopted it, and a bridge-mode Function on node 2 fetches the pod's page,
+// seen from its own pod address (no NAT); delete leaves nothing.
+func TestFunctionBridgeFleet(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		routed bool
+	}{{"host-gw", false}, {"vxlan", true}} {
+		t.Run(tc.name, func(t *testing.T) { testFunctionBridgeFleet(t, tc.routed) })
+	}
+}
+
+func testFunctionBridgeFleet(t *testing.T, routed bool) {
+	requireHost(t, "qemu-system-x86_64")
+	kernel, modules := testKernel(t)
+	c := newCluster(t, clusterOptions{}) // the default node timeout: the riklet's restart below is no loss
+	rootfs := guestRootfsWith(t, guestPage, map[string]string{"bin/fetch.sh": guestFetch})
+	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, bytes.NewReader(rootfs))
+	}))
+	f := fleetClusterOn(c, routed, nil, []string{"--vmm", "qemu", "--allow-private-fetch=false",
+		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit,
+		"--function-network", "bridge"})
+	c.waitNodesReady("function", 60*time.Second, f.n2.name)
+	_, s2 := f.subnets()
+	web, other := f.podPair("web", 8080) // a pod on node 1; the one on node 2 is not needed
+	c.mustRikctl("delete", "instance", other.Name)
+	c.waitGone(other.Name, 60*time.Second)
+	nsWeb := podNS(f.n1, web)
+
+	def := c.writeFile("fn.json", bridgeFunctionDef("bfn", "http://"+srv+"/rootfs.tar.gz", 8083))
+	c.mustRikctl("create", "workload", "-f", def)
+	c.mustRikctl("create", "instance", "--workload-id", "bfn", "--name", "bfn-0")
+	inst := c.waitStatus("bfn-0", workload.StatusRunning, 3*time.Minute)
+	if inst.Value.Node != f.n2.name {
+		t.Fatalf("function on %s, want %s", inst.Value.Node, f.n2.name)
+	}
+	ip, err := netip.ParseAddr(inst.Value.IP)
+	if err != nil || !s2.Contains(ip) {
+		t.Fatalf("bridge-mode function at %q, want an address of node 2's subnet %s", inst.Value.IP, s2)
+	}
+	c.waitLogs("bfn-0", "eth0 "+inst.Value.IP+"/24 by DHCP", 3*time.Minute)
+	c.waitPage(nsWeb, "http://"+inst.Value.IP+"/", guestPage, 60*time.Second) // pod on node 1 → Function on node 2
+
+	// A SIGKILLed riklet on node 2 adopts it: its network is its own,
+	// kept, and still reached from node 1.
+	c.crashRiklet(f.n2)
+	if it, _, _ := c.instance("bfn-0"); it.Value.Status != workload.StatusRunning || it.Value.Restarts != 0 {
+		t.Errorf("after riklet restart: %s, restarts %d; want RUNNING, 0", it.Value.Status, it.Value.Restarts)
+	}
+	c.waitPage(nsWeb, "http://"+inst.Value.IP+"/", guestPage, 30*time.Second)
+
+	deleteBridgeFunction(t, c, f.n2, inst) // frees node 2's CPU for the next one
+
+	// A bridge-mode Function on node 2 fetches the page of the pod on node 1.
+	client := c.writeFile("client.json", fetchFunctionDef("bclient", "http://"+srv+"/rootfs.tar.gz", web.Value.IP))
+	c.mustRikctl("create", "workload", "-f", client)
+	c.mustRikctl("create", "instance", "--workload-id", "bclient", "--name", "bclient-0")
+	cl := c.waitStatus("bclient-0", workload.StatusRunning, 3*time.Minute)
+	c.waitLogs("bclient-0", "hello from rik", 2*time.Minute)
+	c.waitLogs(web.Name, "[::ffff:"+cl.Value.IP+"]:", 30*time.Second) // httpd -v logs the peer: the Function's own address, no NAT
+	deleteBridgeFunction(t, c, f.n2, cl)
+}
+
+// deleteBridgeFunction deletes bridge-mode Function it of node n and waits
+// until nothing of it is left.
+func deleteBridgeFunction(t *testing.T, c *cluster, n *node, it instanceItem) {
+	t.Helper()
+	tr, err := bridgeTraces(n, it.ID)
+	requireTraces(t, tr, err, "netns", "link", "pod lease", "qemu", "file")
+	c.mustRikctl("delete", "instance", it.Name)
+	c.waitGone(it.Name, 2*time.Minute)
+	c.eventually(30*time.Second, it.Name+"'s leftovers removed", func() error { return noTraces(bridgeTraces(n, it.ID)) })
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,16 +38,25 @@ type fleet struct {
 func fleetCluster(t testing.TB, routed bool, nodeArgs ...string) fleet {
 	t.Helper()
 	requireHost(t)
-	c := newCluster(t, clusterOptions{nodeTimeout: 3 * time.Second}) // a stopped node is soon lost
+	return fleetClusterOn(newCluster(t, clusterOptions{nodeTimeout: 3 * time.Second}), // a stopped node is soon lost
+		routed, nodeArgs, nil)
+}
+
+// fleetClusterOn is fleetCluster on cluster c, node 2's riklet also given
+// n2Args.
+func fleetClusterOn(c *cluster, routed bool, nodeArgs, n2Args []string) fleet {
+	t := c.t
+	t.Helper()
 	c.registry = podRegistry(c)
 	args := append([]string{"--insecure-registry", c.registry, "--pod-cidr", "auto"}, nodeArgs...)
 	f := fleet{c: c, n1: c.addNode(args...)}
+	args2 := append(slices.Clone(args), n2Args...)
 	if !routed {
-		f.n2 = c.addNode(args...)
+		f.n2 = c.addNode(args2...)
 	} else {
 		attach := c.segment()
 		f.n1.ns.Run(t, "ip", "route", "add", "172.31.1.0/24", "via", routerIP0)
-		f.n2 = c.addNodeAt(fmt.Sprintf("172.31.1.%d", nodeIPBase+2), attach, args...)
+		f.n2 = c.addNodeAt(fmt.Sprintf("172.31.1.%d", nodeIPBase+2), attach, args2...)
 	}
 	c.waitNodesReady("pod", 60*time.Second, f.n1.name, f.n2.name)
 	return f

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/internal/riklet/fabric"
 	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
 )
@@ -210,7 +211,7 @@ func TestFunctionLifecycle(t *testing.T) {
 }
 
 // functionTraces lists, by kind, what the node holds for function id: nat
-// rules, links other than lo/eth0/rik0 (the TAP), its lease, QEMU
+// rules, links other than lo/eth0/rik0/rikvx (the TAP), its lease, QEMU
 // processes of the node, processes and files naming the instance.
 func functionTraces(n *node, id string) (map[string][]string, error) {
 	tr := map[string][]string{}
@@ -228,7 +229,7 @@ func functionTraces(n *node, id string) (map[string][]string, error) {
 		return nil, err
 	}
 	for _, l := range ls {
-		if l != "lo" && l != "eth0" && l != "rik0" {
+		if l != "lo" && l != "eth0" && l != "rik0" && l != fabric.Device { // the node's, not the instance's
 			tr["link"] = append(tr["link"], l)
 		}
 	}

@@ -160,7 +160,7 @@ func (s *Server) serve(l Lease) {
 		n, _, err := s.conn.ReadFrom(buf)
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
-				s.log.Warn("dhcp server stopped", "mac", l.MAC, "err", err)
+				s.log.Warn("dhcp server stopped", "mac", l.MAC.String(), "err", err)
 			}
 			return
 		}
@@ -175,10 +175,10 @@ func (s *Server) serve(l Lease) {
 		// The guest has no address yet: broadcast on br0 (the guard keeps
 		// it off the veth).
 		if _, err := s.conn.WriteTo(resp.ToBytes(), bcast); err != nil {
-			s.log.Warn("dhcp server: answering", "mac", l.MAC, "err", err)
+			s.log.Warn("dhcp server: answering", "mac", l.MAC.String(), "err", err)
 			continue
 		}
-		s.log.Info("dhcp answered", "mac", l.MAC, "type", resp.MessageType(), "ip", l.IP)
+		s.log.Info("dhcp answered", "mac", l.MAC.String(), "type", resp.MessageType(), "ip", l.IP)
 	}
 }
 

@@ -1,6 +1,8 @@
 package runtimes
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -25,29 +27,53 @@ func validFunctionNetwork(mode string) error {
 }
 
 // bridgeCapable reports whether Functions can join this node's pod
-// network: built-in podnet on a static range. Not yet with --pod-cidr auto
-// (the range is known only once the control plane allocated it) nor with
-// CNI.
+// network: the built-in podnet, on a static range or with --pod-cidr auto.
+// Not with CNI: the plugins, not rik, own the pods' addresses and bridge.
 func (c Config) bridgeCapable() bool {
-	return c.PodCIDR != PodCIDRAuto && c.Network != NetworkCNI
+	return c.Network != NetworkCNI
 }
 
 // bridgeMode reports whether this node runs bridge-mode Functions.
 func (n *network) bridgeMode() bool { return n.cfg.bridgeCapable() }
 
+// podSubnet returns how the node's pod range becomes known: nil for a
+// static --pod-cidr (podnet uses podRange), the fabric's subnet with auto.
+func (c Config) podSubnet() (func(context.Context) (netip.Prefix, error), error) {
+	if c.PodCIDR != PodCIDRAuto {
+		return nil, nil
+	}
+	if c.fab == nil {
+		return nil, errors.New("--pod-cidr auto: the node has no fabric (JoinFabric was not called)")
+	}
+	return c.fab.Subnet, nil
+}
+
 // podPools opens the node's pod address pool once (where the pod runtime
 // always kept it) and splits it between pods and bridge-mode Functions.
+// With --pod-cidr auto the pool is opened on first use, once the control
+// plane gave the node its subnet (lazyPool).
 func (n *network) podPools() (pods, functions podnet.Allocator, err error) {
 	n.poolOnce.Do(func() {
-		cidr, err := netip.ParsePrefix(n.cfg.PodCIDR)
-		if err != nil {
-			n.poolErr = fmt.Errorf("--pod-cidr: %w", err)
-			return
-		}
-		pool, err := podnet.OpenPool(filepath.Join(n.cfg.StateDir, "pods", "net"), cidr)
+		cidr, err := n.cfg.podRange()
 		if err != nil {
 			n.poolErr = err
 			return
+		}
+		subnet, err := n.cfg.podSubnet()
+		if err != nil {
+			n.poolErr = err
+			return
+		}
+		static := subnet == nil
+		if static {
+			subnet = func(context.Context) (netip.Prefix, error) { return cidr, nil }
+		}
+		pool := newLazyPool(filepath.Join(n.cfg.StateDir, "pods", "net"), subnet)
+		if static { // known: a bad pool file fails the start, as it always did
+			if _, err := pool.open(); err != nil {
+				n.poolErr = err
+				return
+			}
 		}
 		n.podPool, n.fnPool = bridgenet.SplitPool(pool)
 	})
@@ -55,20 +81,26 @@ func (n *network) podPools() (pods, functions podnet.Allocator, err error) {
 }
 
 // bridgeNetwork builds the bridge-mode network of Functions: podnet on the
-// pods' bridge and pool (its own namespaces and veth names), sdn's DNAT.
+// pods' bridge, range and pool (its own namespaces and veth names), sdn's
+// DNAT.
 func (n *network) bridgeNetwork(m *sdn.Manager) (*bridgenet.Manager, error) {
 	_, fnPool, err := n.podPools()
 	if err != nil {
 		return nil, err
 	}
-	cidr, err := netip.ParsePrefix(n.cfg.PodCIDR)
+	cidr, err := n.cfg.podRange()
 	if err != nil {
-		return nil, fmt.Errorf("--pod-cidr: %w", err)
+		return nil, err
+	}
+	subnet, err := n.cfg.podSubnet()
+	if err != nil {
+		return nil, err
 	}
 	log := n.cfg.Logger.With("component", "bridgenet")
 	pods, err := podnet.New(podnet.Config{
 		StateDir:   filepath.Join(n.cfg.StateDir, "functions", "bridgenet"),
 		CIDR:       cidr,
+		Subnet:     subnet,
 		Bridge:     n.cfg.Bridge,
 		IPAM:       fnPool,
 		VethPrefix: functionVethPrefix,

@@ -185,7 +185,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.FunctionNetwork == workload.NetworkBridge && !c.bridgeCapable() {
-		return fmt.Errorf("--function-network bridge: needs the built-in pod network on a static --pod-cidr (not auto, not cni) for now")
+		return fmt.Errorf("--function-network bridge: needs the built-in pod network (not --network cni: the plugins own the pods' addresses)")
 	}
 	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
 		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
@@ -267,16 +267,14 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err != nil {
 				return nil, err
 			}
-			var subnet func(context.Context) (netip.Prefix, error)
-			if cfg.fab != nil {
-				subnet = cfg.fab.Subnet
-			} else if cfg.PodCIDR == PodCIDRAuto {
-				return nil, errors.New("--pod-cidr auto: the node has no fabric (JoinFabric was not called)")
+			subnet, err := cfg.podSubnet()
+			if err != nil {
+				return nil, err
 			}
 			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
 				return nil, err
 			}
-			var podPool podnet.Allocator // shared with bridge-mode Functions when the range is static
+			var podPool podnet.Allocator // shared with bridge-mode Functions
 			if n.bridgeMode() {
 				if podPool, _, err = n.podPools(); err != nil {
 					return nil, err

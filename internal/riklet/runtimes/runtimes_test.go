@@ -55,7 +55,7 @@ func TestValidate(t *testing.T) {
 		"--function-network=bridge":                 true,
 		"--function-network=nat":                    true,
 		"--function-network=host":                   false,
-		"--function-network=bridge --pod-cidr=auto": false,
+		"--function-network=bridge --pod-cidr=auto": true,
 		"--function-network=bridge --network=cni":   false,
 	} {
 		var c Config
