@@ -11,12 +11,13 @@ import (
 	"github.com/rik-org/rik/internal/workload"
 )
 
-// benchReplicas is the size of the managed workload BenchmarkApplyToRunning
-// applies.
-const benchReplicas = 1000
-
 // benchNodes riklets share the replicas.
 const benchNodes = 10
+
+// benchReplicas is the size of the managed workload BenchmarkApplyToRunning
+// applies: the most a workload may have, and the default cap of PENDING
+// instances.
+const benchReplicas = workload.MaxReplicas
 
 // BenchmarkApplyToRunning applies one managed workload of 1,000 replicas and
 // measures the time until all of them are RUNNING and ready: the real
