@@ -38,7 +38,7 @@ type proc struct {
 	done   chan error
 }
 
-func start(t *testing.T, name string, f func(ctx context.Context) error) *proc {
+func start(t testing.TB, name string, f func(ctx context.Context) error) *proc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{cancel: cancel, done: make(chan error, 1)}
@@ -47,7 +47,7 @@ func start(t *testing.T, name string, f func(ctx context.Context) error) *proc {
 	return p
 }
 
-func (p *proc) stop(t *testing.T, name string) {
+func (p *proc) stop(t testing.TB, name string) {
 	p.cancel()
 	select {
 	case err := <-p.done:
@@ -61,7 +61,7 @@ func (p *proc) stop(t *testing.T, name string) {
 }
 
 type cluster struct {
-	t         *testing.T
+	t         testing.TB
 	log       *slog.Logger
 	st        store.Store
 	schedAddr string // controllers
@@ -72,7 +72,7 @@ type cluster struct {
 	dirs      map[string]string
 }
 
-func listen(t *testing.T, addr string) net.Listener {
+func listen(t testing.TB, addr string) net.Listener {
 	t.Helper()
 	var l net.Listener
 	var err error
@@ -89,26 +89,31 @@ func listen(t *testing.T, addr string) net.Listener {
 
 // freeAddr returns a loopback address nothing listens on (the scheduler must
 // come back on the same addresses after a restart).
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l := listen(t, "127.0.0.1:0")
 	defer l.Close()
 	return l.Addr().String()
 }
 
-func newCluster(t *testing.T, nodes ...string) *cluster {
+func newCluster(t testing.TB, nodes ...string) *cluster {
+	t.Helper()
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return newClusterOn(t, st, nodes...)
+}
+
+// newClusterOn starts a scheduler, a controller on st and a riklet per node.
+func newClusterOn(t testing.TB, st store.Store, nodes ...string) *cluster {
 	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("RIK_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
 	c := &cluster{t: t, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		nodes: map[string]*proc{}, dirs: map[string]string{}}
-	st, err := bolt.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	c.st = st
+		nodes: map[string]*proc{}, dirs: map[string]string{}, st: st}
 	c.workAddr, c.schedAddr = freeAddr(t), freeAddr(t)
 	c.startScheduler()
 

@@ -58,12 +58,24 @@ type quota struct {
 // it was stored), and the caps leave room for n more
 // (ErrResourceExhausted). The n instances are counted from then on.
 func (s *Service) admitInstances(ctx context.Context, wl WorkloadRecord, n int) error {
+	_, err := s.admit(ctx, wl, n, false)
+	return err
+}
+
+// admitUpTo is admitInstances admitting as many of the n as the caps leave
+// room for: it returns how many (counted from then on) and, when fewer
+// than n, the cap's ErrResourceExhausted.
+func (s *Service) admitUpTo(ctx context.Context, wl WorkloadRecord, n int) (int, error) {
+	return s.admit(ctx, wl, n, true)
+}
+
+func (s *Service) admit(ctx context.Context, wl WorkloadRecord, n int, partial bool) (int, error) {
 	if _, err := workload.Admit(wl.Value, s.cfg.Admission.Policy); err != nil {
-		return errdefs.Errorf(errdefs.ErrInvalidArgument, "workload %s: %w", wl.Name, err)
+		return 0, errdefs.Errorf(errdefs.ErrInvalidArgument, "workload %s: %w", wl.Name, err)
 	}
 	maxAll, maxPending := s.cfg.Admission.MaxInstances, s.cfg.Admission.MaxPending
 	if maxAll <= 0 && maxPending <= 0 {
-		return nil
+		return n, nil
 	}
 	q := &s.quota
 	q.mu.Lock()
@@ -82,16 +94,24 @@ func (s *Service) admitInstances(ctx context.Context, wl WorkloadRecord, n int) 
 	if since := s.now().Sub(q.counted); since >= quotaRefresh || since < 0 {
 		total, pending, err := countInstances(ctx, s.st)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		q.total, q.pending, q.counted = total, pending, s.now()
 	}
-	if err := over(); err != nil {
-		return err
+	err := over()
+	if err != nil && !partial {
+		return 0, err
 	}
+	if maxAll > 0 {
+		n = min(n, maxAll-q.total)
+	}
+	if maxPending > 0 {
+		n = min(n, maxPending-q.pending)
+	}
+	n = max(n, 0)
 	q.total += n
 	q.pending += n
-	return nil
+	return n, err
 }
 
 // countInstances counts the instances in the store, and those PENDING.

@@ -379,3 +379,23 @@ func TestOldRevisionKeepsItsDefinition(t *testing.T) {
 		t.Fatalf("old instance re-sent as %+v", last.Definition.Spec.Containers[0])
 	}
 }
+
+// More missing replicas than the cap of PENDING instances leaves room for:
+// a pass creates what fits, the next ones the rest as instances leave
+// PENDING (before, a pass asked for all at once and created nothing).
+func TestApplyAbovePendingCap(t *testing.T) {
+	f := newManagedFixture(t, func(c *Config) { c.Admission.MaxPending = 4 })
+	f.apply(managedDef(6, "nginx:1", ""))
+	if err := f.rec.Pass(context.Background()); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("first pass: %v, want the cap reported", err)
+	}
+	if n := len(f.live()); n != 4 {
+		t.Fatalf("first pass: %d live, want the 4 the cap allows", n)
+	}
+	f.report(nil)
+	f.clock.Add(quotaRefresh) // counted again: 0 PENDING
+	f.pass()
+	if n := len(f.live()); n != 6 {
+		t.Fatalf("second pass: %d live, want 6", n)
+	}
+}

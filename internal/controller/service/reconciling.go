@@ -155,8 +155,14 @@ func (c cluster) Create(ctx context.Context, w reconcile.Workload, n int) error 
 		return err
 	}
 	wl.Value = m.Definition
-	if err := s.admitInstances(ctx, wl, n); err != nil {
-		return fmt.Errorf("workload %s: %w", wl.Name, err)
+	// As many as the caps leave room for: the rest in later passes, as
+	// instances leave PENDING.
+	n, capErr := s.admitUpTo(ctx, wl, n)
+	if capErr != nil {
+		capErr = fmt.Errorf("workload %s: %w", wl.Name, capErr)
+	}
+	if n == 0 {
+		return capErr
 	}
 	var created []workload.Instance
 	for range n {
@@ -169,7 +175,7 @@ func (c cluster) Create(ctx context.Context, w reconcile.Workload, n int) error 
 	for _, inst := range created {
 		_, _ = s.sendCreate(ctx, wl, inst, "") // failure is recorded on the instance
 	}
-	return nil
+	return capErr
 }
 
 // Delete deletes instances as instances.delete does.
