@@ -25,11 +25,11 @@ func validFunctionNetwork(mode string) error {
 }
 
 // bridgeCapable reports whether Functions can join this node's pod
-// network: built-in podnet on a static range. Not yet with --pod-cidr auto
-// (the range is known only once the control plane allocated it) nor with
-// CNI.
+// network: built-in podnet on a static range, or CNI (bridge_cni.go). Not
+// yet with --pod-cidr auto (the range is known only once the control plane
+// allocated it).
 func (c Config) bridgeCapable() bool {
-	return c.PodCIDR != PodCIDRAuto && c.Network != NetworkCNI
+	return c.PodCIDR != PodCIDRAuto
 }
 
 // bridgeMode reports whether this node runs bridge-mode Functions.
@@ -57,6 +57,9 @@ func (n *network) podPools() (pods, functions podnet.Allocator, err error) {
 // bridgeNetwork builds the bridge-mode network of Functions: podnet on the
 // pods' bridge and pool (its own namespaces and veth names), sdn's DNAT.
 func (n *network) bridgeNetwork(m *sdn.Manager) (*bridgenet.Manager, error) {
+	if n.cfg.Network == NetworkCNI {
+		return n.cniBridgeNetwork(m)
+	}
 	_, fnPool, err := n.podPools()
 	if err != nil {
 		return nil, err

@@ -185,7 +185,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.FunctionNetwork == workload.NetworkBridge && !c.bridgeCapable() {
-		return fmt.Errorf("--function-network bridge: needs the built-in pod network on a static --pod-cidr (not auto, not cni) for now")
+		return fmt.Errorf("--function-network bridge: needs a static --pod-cidr (not auto) for now")
 	}
 	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
 		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
@@ -277,7 +277,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				return nil, err
 			}
 			var podPool podnet.Allocator // shared with bridge-mode Functions when the range is static
-			if n.bridgeMode() {
+			if n.bridgeMode() && cfg.Network != NetworkCNI {
 				if podPool, _, err = n.podPools(); err != nil {
 					return nil, err
 				}

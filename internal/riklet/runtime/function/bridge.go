@@ -83,10 +83,15 @@ func (r *Runtime) teardownBridge(ctx context.Context, id string) error {
 	return nil
 }
 
-// adoptBridge restarts the DHCP server of an adopted bridge-mode VM.
+// adoptBridge checks the network of a bridge-mode VM found running and
+// restarts its DHCP server; an error says the VM cannot be adopted.
 func (r *Runtime) adoptBridge(s vmState) error {
 	if r.cfg.BridgeNetwork == nil || s.Net.Bridge == nil {
 		return nil
 	}
-	return r.cfg.BridgeNetwork.Adopt(s.ID, *s.Net.Bridge)
+	if err := r.cfg.BridgeNetwork.Adopt(s.ID, *s.Net.Bridge); err != nil {
+		r.log.Warn("not adopting function: its bridge network failed", "instance", s.ID, "err", err)
+		return err
+	}
+	return nil
 }

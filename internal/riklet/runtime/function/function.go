@@ -659,8 +659,13 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 		err = r.kill(ctx, s)
 		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
 			Message: "the riklet stopped while this vm was starting"}
+	case alive && r.adoptBridge(s) != nil:
+		// Its network failed its check (CNI CHECK): not adopted.
+		err = r.kill(ctx, s)
+		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonNetworkFailed,
+			Message: "the vm's bridge network failed its check after the riklet restarted"}
 	case alive:
-		st, err = runningStatus(s), r.adoptBridge(s)
+		st = runningStatus(s)
 		v.uid = s.VMM.UID
 	default:
 		st, err = exitStatus(id, filepath.Join(v.dir, "console.log")), nil
@@ -669,7 +674,7 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 	v.state, v.status = s, st
 	r.vms[id] = v
 	r.mu.Unlock()
-	if alive && booted {
+	if st.Phase == runtime.PhaseRunning {
 		r.watch(v, s.Process)
 		r.log.Info("adopted function", "instance", id, "pid", s.Process.Pid)
 	}
