@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rik-org/rik/internal/testutil"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -25,9 +24,7 @@ import (
 // DEL: no lease, namespace, veth, rule, process or file is left.
 func TestFunctionBridgeCNI(t *testing.T) {
 	requireHost(t, "qemu-system-x86_64")
-	for _, p := range []string{"bridge", "host-local", "portmap"} {
-		testutil.RequireFile(t, filepath.Join(cniBinDir, p))
-	}
+	requireCNIPlugins(t)
 	kernel, modules := testKernel(t)
 	c := newCluster(t, clusterOptions{})
 	c.registry = podRegistry(c)
@@ -35,14 +32,9 @@ func TestFunctionBridgeCNI(t *testing.T) {
 	srv := c.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, bytes.NewReader(rootfs))
 	}))
-	confDir := filepath.Join(c.dir, "cni-conf")
-	ipamDir := filepath.Join(c.dir, "cni-ipam")
-	if err := os.MkdirAll(confDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.writeFile("cni-conf/10-rik.conflist", cniConf(ipamDir))
-	n := c.addNode("--insecure-registry", c.registry, "--network", "cni", "--cni-conf-dir", confDir, "--cni-bin-dir", cniBinDir,
-		"--vmm", "qemu", "--allow-private-fetch=false", "--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit)
+	flags, ipamDir := c.cniNetwork()
+	n := c.addNode(append(flags, "--insecure-registry", c.registry, "--vmm", "qemu", "--allow-private-fetch=false",
+		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit)...)
 	c.waitNodesReady("function", 60*time.Second, n.name)
 
 	const hostPort = 8084

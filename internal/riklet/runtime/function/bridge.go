@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/bridgenet"
+	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -81,6 +83,17 @@ func (r *Runtime) teardownBridge(ctx context.Context, id string) error {
 		return fmt.Errorf("tearing down bridge network of %s: %w", id, err)
 	}
 	return nil
+}
+
+// adoptVM adopts VM s, found running: its status, or, when its bridge
+// network fails (a CNI CHECK), it is killed and reported failed. An error
+// is one of killing it.
+func (r *Runtime) adoptVM(ctx context.Context, s vmState) (runtime.Status, error) {
+	if r.adoptBridge(s) == nil {
+		return runningStatus(s), nil
+	}
+	return runtime.Status{InstanceID: s.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonNetworkFailed,
+		Message: "the vm's bridge network failed its check after the riklet restarted"}, r.kill(ctx, s)
 }
 
 // adoptBridge checks the network of a bridge-mode VM found running and

@@ -659,13 +659,8 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 		err = r.kill(ctx, s)
 		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
 			Message: "the riklet stopped while this vm was starting"}
-	case alive && r.adoptBridge(s) != nil:
-		// Its network failed its check (CNI CHECK): not adopted.
-		err = r.kill(ctx, s)
-		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonNetworkFailed,
-			Message: "the vm's bridge network failed its check after the riklet restarted"}
 	case alive:
-		st = runningStatus(s)
+		st, err = r.adoptVM(ctx, s)
 		v.uid = s.VMM.UID
 	default:
 		st, err = exitStatus(id, filepath.Join(v.dir, "console.log")), nil
