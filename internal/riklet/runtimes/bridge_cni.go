@@ -1,6 +1,7 @@
 package runtimes
 
 import (
+	"log/slog"
 	"path/filepath"
 
 	"github.com/rik-org/rik/internal/riklet/bridgenet"
@@ -18,11 +19,15 @@ import (
 // for all of rik's Functions, and rules that need no CHECK.
 func (n *network) cniBridgeNetwork(m *sdn.Manager) (*bridgenet.Manager, error) {
 	log := n.cfg.Logger.With("component", "bridgenet")
-	pods, err := cni.New(cni.Config{ConfDir: n.cfg.CNIConfDir, BinDir: n.cfg.CNIBinDir,
-		StateDir: filepath.Join(n.cfg.StateDir, "functions", "cni"), ReservedPorts: n.cfg.ReservedPorts,
-		Logger: log.With("component", "cni")})
+	pods, err := n.cfg.cniManager(filepath.Join(n.cfg.StateDir, "functions", "cni"), n.cfg.Logger.With("runtime", "function"))
 	if err != nil {
 		return nil, err
 	}
 	return bridgenet.New(bridgenet.Config{Pods: pods, Ports: m, CNI: pods, Logger: log})
+}
+
+// cniManager runs the node's CNI configuration with its state in stateDir.
+func (c Config) cniManager(stateDir string, log *slog.Logger) (*cni.Manager, error) {
+	return cni.New(cni.Config{ConfDir: c.CNIConfDir, BinDir: c.CNIBinDir, StateDir: stateDir,
+		ReservedPorts: c.ReservedPorts, Logger: log.With("component", "cni")})
 }

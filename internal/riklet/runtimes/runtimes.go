@@ -297,9 +297,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				AllowPrivileged: cfg.AllowPrivileged,
 			}
 			if cfg.Network == NetworkCNI {
-				cn, err := cni.New(cni.Config{ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir,
-					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), ReservedPorts: cfg.ReservedPorts,
-					Logger: cfg.Logger.With("component", "cni")})
+				cn, err := cfg.cniManager(filepath.Join(cfg.StateDir, "pods", "cni"), cfg.Logger)
 				if err != nil {
 					return nil, err
 				}
