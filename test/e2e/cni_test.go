@@ -31,7 +31,7 @@ func cniConf(ipamDir string) string {
 }
 
 // requireCNIPlugins requires the plugins of cniConf.
-func requireCNIPlugins(t *testing.T) {
+func requireCNIPlugins(t testing.TB) {
 	for _, p := range []string{"bridge", "host-local", "portmap"} {
 		testutil.RequireFile(t, filepath.Join(cniBinDir, p))
 	}
