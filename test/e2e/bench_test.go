@@ -110,18 +110,26 @@ func BenchmarkPodCreateToRunning(b *testing.B) {
 // node's host port (from the client namespace), rootfs cached. The VM runs
 // under QEMU (TCG without usable KVM). Deleting is not timed.
 //
-// Sub-benchmarks nat and bridge run the Function in each network mode.
+// Sub-benchmarks nat and bridge run the Function in each network mode;
+// bridge-cni in bridge mode on a --network cni node (bridge + host-local).
 //
 //	go test -run '^$' -bench FunctionCreateToReachable -benchtime 5x ./test/e2e/
 func BenchmarkFunctionCreateToReachable(b *testing.B) {
 	b.Run("nat", func(b *testing.B) { benchFunctionCreateToReachable(b, functionDef) })
 	b.Run("bridge", func(b *testing.B) { benchFunctionCreateToReachable(b, bridgeFunctionDef) })
+	b.Run("bridge-cni", func(b *testing.B) {
+		requireCNIPlugins(b)
+		benchFunctionCreateToReachable(b, bridgeFunctionDef, func(c *cluster) []string {
+			flags, _ := c.cniNetwork()
+			return flags
+		})
+	})
 }
 
 // benchFunctionCreateToReachable is BenchmarkFunctionCreateToReachable
-// with the workload def makes.
-func benchFunctionCreateToReachable(b *testing.B, def func(name, rootfs string, hostPort int) string) {
-	c, n := functionCluster(b)
+// with the workload def makes, on a node with the riklet flags flags give.
+func benchFunctionCreateToReachable(b *testing.B, def func(name, rootfs string, hostPort int) string, flags ...func(*cluster) []string) {
+	c, n := functionCluster(b, flags...)
 	ev := c.watchEvents()
 	const hostPort = 8082
 	if err := c.post("/api/v0/workloads.create", json.RawMessage(def("bench", c.rootfsURL, hostPort)), nil); err != nil {

@@ -30,24 +30,37 @@ func cniConf(ipamDir string) string {
 }`, ipamDir)
 }
 
+// requireCNIPlugins requires the plugins of cniConf.
+func requireCNIPlugins(t testing.TB) {
+	for _, p := range []string{"bridge", "host-local", "portmap"} {
+		testutil.RequireFile(t, filepath.Join(cniBinDir, p))
+	}
+}
+
+// cniNetwork writes cniConf into the cluster's directory; it returns the
+// riklet flags that use it and host-local's lease directory.
+func (c *cluster) cniNetwork() (flags []string, ipamDir string) {
+	c.t.Helper()
+	confDir := filepath.Join(c.dir, "cni-conf")
+	ipamDir = filepath.Join(c.dir, "cni-ipam")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	c.writeFile("cni-conf/10-rik.conflist", cniConf(ipamDir))
+	return []string{"--network", "cni", "--cni-conf-dir", confDir, "--cni-bin-dir", cniBinDir}, ipamDir
+}
+
 // TestPodCNI: with --network cni a pod gets its address from host-local,
 // its node port is published by portmap, a riklet killed with SIGKILL
 // adopts it after a CNI CHECK, and deleting it runs DEL (lease, veth,
 // netns and port all gone).
 func TestPodCNI(t *testing.T) {
 	requireHost(t)
-	for _, p := range []string{"bridge", "host-local", "portmap"} {
-		testutil.RequireFile(t, filepath.Join(cniBinDir, p))
-	}
+	requireCNIPlugins(t)
 	c := newCluster(t, clusterOptions{})
 	c.registry = podRegistry(c)
-	confDir := filepath.Join(c.dir, "cni-conf")
-	ipamDir := filepath.Join(c.dir, "cni-ipam")
-	if err := os.MkdirAll(confDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.writeFile("cni-conf/10-rik.conflist", cniConf(ipamDir))
-	n := c.addNode("--insecure-registry", c.registry, "--network", "cni", "--cni-conf-dir", confDir, "--cni-bin-dir", cniBinDir)
+	flags, ipamDir := c.cniNetwork()
+	n := c.addNode(append([]string{"--insecure-registry", c.registry}, flags...)...)
 	c.waitNodesReady("pod", 60*time.Second, n.name)
 
 	const hostPort = 8080

@@ -99,7 +99,7 @@ const guestPage = "hello from a rik function\n"
 
 // functionCluster starts a cluster with one function node (QEMU) and
 // serves the guest rootfs at c.rootfsURL.
-func functionCluster(t testing.TB) (*cluster, *node) {
+func functionCluster(t testing.TB, flags ...func(*cluster) []string) (*cluster, *node) {
 	t.Helper()
 	requireHost(t, "qemu-system-x86_64")
 	kernel, modules := testKernel(t)
@@ -117,8 +117,12 @@ func functionCluster(t testing.TB) (*cluster, *node) {
 	// The node's fetch policy as shipped: the rootfs server is another
 	// host of the test's network (the ctl namespace), neither loopback nor
 	// one of the node's own addresses, so no private fetch is needed.
-	n := c.addNode("--pods=false", "--vmm", "qemu", "--allow-private-fetch=false",
-		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit)
+	args := []string{"--pods=false", "--vmm", "qemu", "--allow-private-fetch=false",
+		"--kernel-path", kernel, "--kernel-modules", modules, "--init-binary", c.bins.rikInit}
+	for _, f := range flags {
+		args = append(args, f(c)...)
+	}
+	n := c.addNode(args...)
 	c.waitNodesReady("function", 60*time.Second, n.name)
 	return c, n
 }

@@ -41,10 +41,23 @@ type Ports interface {
 	UnexposeFunction(ctx context.Context, id string) error
 }
 
+// CNI is the plugin side of a Pods that runs CNI plugins (package cni).
+// The plugins CHECK and DEL the namespace as their ADD left it, address on
+// the veth: Adopt and Teardown give it back first (WithAddress, Unplumb).
+type CNI interface {
+	// Check runs CHECK for id's network.
+	Check(id string) error
+	// NetnsPath is where id's namespace is.
+	NetnsPath(id string) string
+}
+
 // Config configures a Manager.
 type Config struct {
-	Pods   Pods
-	Ports  Ports
+	Pods  Pods
+	Ports Ports
+	// CNI is set when Pods runs CNI plugins: Adopt then runs CHECK, and
+	// Teardown unplumbs the namespace before DEL.
+	CNI    CNI
 	DNS    []netip.Addr // handed to guests
 	Logger *slog.Logger
 }
@@ -118,7 +131,7 @@ func (m *Manager) Setup(ctx context.Context, req Request) (n Net, err error) {
 	}
 	n = Net{Netns: pn.NetnsPath, Tap: TapDev,
 		Lease: Lease{MAC: req.MAC, Addressing: a, DNS: m.cfg.DNS, Hostname: req.Hostname}}
-	if err := m.Adopt(req.ID, n); err != nil {
+	if err := m.serve(req.ID, n); err != nil {
 		return Net{}, err
 	}
 	if err := m.cfg.Ports.ExposeFunction(ctx, req.ID, a.IP.Addr(), req.Ports); err != nil {
@@ -130,8 +143,25 @@ func (m *Manager) Setup(ctx context.Context, req Request) (n Net, err error) {
 
 // Adopt starts the DHCP server of id's network n, unless it runs: after a
 // riklet restart, a guest still running keeps its address, and the server
-// is back for a guest that reboots.
+// is back for a guest that reboots. With CNI, the network is checked
+// first (CHECK); a network that fails it is not adopted.
 func (m *Manager) Adopt(id string, n Net) error {
+	m.mu.Lock()
+	running := m.servers[id] != nil
+	m.mu.Unlock()
+	if running || m.cfg.CNI == nil {
+		return m.serve(id, n)
+	}
+	err := WithAddress(n.Netns, n.Lease.Addressing, func() error { return m.cfg.CNI.Check(id) })
+	if err != nil {
+		return fmt.Errorf("bridge network of %s: check: %w", id, err)
+	}
+	m.log.Info("bridge network passed its CNI CHECK", "id", id, "ip", n.Lease.IP)
+	return m.serve(id, n)
+}
+
+// serve starts the DHCP server of id's network n, unless it runs.
+func (m *Manager) serve(id string, n Net) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.servers[id] != nil {
@@ -165,6 +195,12 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	var errs []error
 	if err := m.cfg.Ports.UnexposeFunction(ctx, id); err != nil {
 		errs = append(errs, err)
+	}
+	if m.cfg.CNI != nil {
+		// Best effort: DEL runs anyway, and removes what it finds.
+		if err := Unplumb(m.cfg.CNI.NetnsPath(id)); err != nil {
+			m.log.Warn("giving the veth its address back before CNI DEL", "id", id, "err", err)
+		}
 	}
 	if err := m.cfg.Pods.Teardown(ctx, id); err != nil {
 		errs = append(errs, err)

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/rik-org/rik/internal/nsenter"
+	"github.com/rik-org/rik/internal/riklet/podnet"
 )
 
 // Device names inside a Function's network namespace (its own: no clash).
@@ -195,4 +197,101 @@ func plumbed(h *netlink.Handle) (Addressing, error) {
 		return Addressing{}, fmt.Errorf("%s has no address and bridge %s no saved addressing", VethDev, BridgeDev)
 	}
 	return a, nil
+}
+
+// WithAddress runs f with the veth of the plumbed namespace at nsPath
+// carrying a again, with its routes, as its CNI plugins left it: their
+// CHECK looks for the address and routes on the container interface, and
+// Plumb moved them to the guest. br0 first stops answering ARP for
+// addresses it does not hold, so the guest keeps its address meanwhile.
+// The address goes again afterwards, and its routes with it, whatever f
+// returned; a riklet killed in between leaves an address that the next
+// WithAddress, Unplumb or Plumb handles.
+func WithAddress(nsPath string, a Addressing, f func() error) (err error) {
+	h, err := nsenter.Netlink(nsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	veth, addr, err := restore(h, nsPath, a)
+	if addr != nil {
+		defer func() {
+			if derr := h.AddrDel(veth, addr); derr != nil && !errors.Is(derr, unix.EADDRNOTAVAIL) && err == nil {
+				err = fmt.Errorf("removing %s from %s: %w", a.IP, VethDev, derr)
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	return f()
+}
+
+// Unplumb gives the veth of the plumbed namespace at nsPath its address
+// and routes back for good, before CNI's DEL: the bridge plugin finds the
+// rules it made for the address (ipMasq) by reading it from the
+// interface. No namespace, or one not plumbed, is left as it is.
+func Unplumb(nsPath string) error {
+	if !podnet.IsNetns(nsPath) {
+		return nil
+	}
+	h, err := nsenter.Netlink(nsPath)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	veth, err := h.LinkByName(VethDev)
+	if err != nil {
+		return nil // no veth: nothing to give back
+	}
+	if _, found, err := readAddressing(h, veth); err != nil || found {
+		return err
+	}
+	a, err := plumbed(h)
+	if err != nil {
+		return nil // never plumbed
+	}
+	_, _, err = restore(h, nsPath, a)
+	return err
+}
+
+// restore puts a back on the veth (br0 answering no ARP for it).
+func restore(h *netlink.Handle, nsPath string, a Addressing) (netlink.Link, *netlink.Addr, error) {
+	veth, err := h.LinkByName(VethDev)
+	if err != nil {
+		return nil, nil, fmt.Errorf("finding %s: %w", VethDev, err)
+	}
+	err = nsenter.Do(nsPath, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/"+BridgeDev+"/arp_ignore", []byte("1"), 0o644)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("setting arp_ignore on %s: %w", BridgeDev, err)
+	}
+	addr := &netlink.Addr{IPNet: prefixNet(a.IP)}
+	if err := h.AddrReplace(veth, addr); err != nil {
+		return nil, nil, fmt.Errorf("adding %s to %s: %w", a.IP, VethDev, err)
+	}
+	for _, r := range routesOf(a) {
+		r.LinkIndex = veth.Attrs().Index
+		if err := h.RouteReplace(&r); err != nil {
+			return veth, addr, fmt.Errorf("adding route %s via %s: %w", r.Dst, r.Gw, err)
+		}
+	}
+	return veth, addr, nil
+}
+
+// routesOf are the routes of a through a gateway, the default one first.
+func routesOf(a Addressing) []netlink.Route {
+	var out []netlink.Route
+	if a.Gateway.IsValid() {
+		out = append(out, netlink.Route{Gw: a.Gateway.AsSlice()})
+	}
+	for _, r := range a.Routes {
+		out = append(out, netlink.Route{Dst: prefixNet(r.Dst.Masked()), Gw: r.Via.AsSlice()})
+	}
+	return out
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

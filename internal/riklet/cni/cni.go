@@ -167,6 +167,9 @@ func validID(id string) error {
 }
 
 func (m *Manager) netnsPath(id string) string { return filepath.Join(m.cfg.StateDir, "netns", id) }
+
+// NetnsPath is where pod id's network namespace is bound.
+func (m *Manager) NetnsPath(id string) string { return m.netnsPath(id) }
 func (m *Manager) recordPath(id string) string {
 	return filepath.Join(m.cfg.StateDir, "pods", id+".json")
 }
@@ -334,7 +337,7 @@ func (m *Manager) Get(id string) (podnet.Net, bool) {
 	if checked {
 		return n, true
 	}
-	if err := m.check(id); err != nil {
+	if err := m.Check(id); err != nil {
 		m.log.Warn("pod network failed its CNI CHECK", "id", id, "err", err)
 		return podnet.Net{}, false
 	}
@@ -345,8 +348,13 @@ func (m *Manager) Get(id string) (podnet.Net, bool) {
 	return n, true
 }
 
-// check runs CHECK with the configuration and arguments pod id was added with.
-func (m *Manager) check(id string) error {
+// Check runs CHECK with the configuration and arguments pod id was added
+// with (a bridge-mode Function's, whose namespace bridgenet plumbed, runs
+// it through bridgenet.WithAddress).
+func (m *Manager) Check(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	list, rt, err := m.cached(id)

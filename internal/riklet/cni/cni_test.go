@@ -212,3 +212,37 @@ func TestBridgeName(t *testing.T) {
 		t.Errorf("BridgeName without a name = %q, want cni0", got)
 	}
 }
+
+// TestCheck: Check (what bridgenet runs for an adopted Function) runs CHECK
+// with the cached configuration, without portmap, every time it is asked,
+// and reports its error; an id without a network fails.
+func TestCheck(t *testing.T) {
+	testutil.RequireRoot(t) // network namespaces
+	p, state := newFakePlugins(), t.TempDir()
+	m := newTestManager(t, p, state)
+	ctx := context.Background()
+	if err := m.Check("fn-a"); err == nil {
+		t.Error("Check of an id never added: no error")
+	}
+	if err := m.Check("../x"); err == nil {
+		t.Error("Check of a bad id: no error")
+	}
+	if _, err := m.Setup(ctx, "fn-a"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Teardown(ctx, "fn-a") })
+	m2 := newTestManager(t, p, state)
+	for range 2 {
+		p.checks = nil
+		if err := m2.Check("fn-a"); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(p.checks, []string{"bridge"}) {
+			t.Errorf("CHECK ran %v, want bridge only", p.checks)
+		}
+	}
+	p.checkErr = errors.New("veth gone")
+	if err := m2.Check("fn-a"); !errors.Is(err, p.checkErr) {
+		t.Errorf("Check = %v, want the plugins' error", err)
+	}
+}

@@ -27,10 +27,10 @@ func validFunctionNetwork(mode string) error {
 }
 
 // bridgeCapable reports whether Functions can join this node's pod
-// network: the built-in podnet, on a static range or with --pod-cidr auto.
-// Not with CNI: the plugins, not rik, own the pods' addresses and bridge.
+// network: the built-in podnet (on a static range or with --pod-cidr auto)
+// or CNI (bridge_cni.go). Not CNI with --pod-cidr auto (refused elsewhere).
 func (c Config) bridgeCapable() bool {
-	return c.Network != NetworkCNI
+	return c.Network != NetworkCNI || c.PodCIDR != PodCIDRAuto
 }
 
 // bridgeMode reports whether this node runs bridge-mode Functions.
@@ -84,6 +84,9 @@ func (n *network) podPools() (pods, functions podnet.Allocator, err error) {
 // pods' bridge, range and pool (its own namespaces and veth names), sdn's
 // DNAT.
 func (n *network) bridgeNetwork(m *sdn.Manager) (*bridgenet.Manager, error) {
+	if n.cfg.Network == NetworkCNI {
+		return n.cniBridgeNetwork(m)
+	}
 	_, fnPool, err := n.podPools()
 	if err != nil {
 		return nil, err

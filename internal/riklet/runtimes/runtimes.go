@@ -185,7 +185,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if c.FunctionNetwork == workload.NetworkBridge && !c.bridgeCapable() {
-		return fmt.Errorf("--function-network bridge: needs the built-in pod network (not --network cni: the plugins own the pods' addresses)")
+		return fmt.Errorf("--function-network bridge: not with --network cni on --pod-cidr auto")
 	}
 	if _, err := sdn.ParseFirewall(c.Firewall); err != nil {
 		return fmt.Errorf("--firewall %q: want auto, nftables or iptables", c.Firewall)
@@ -274,8 +274,8 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 			if err := checkCgroupParent(cfg.CgroupParent); err != nil {
 				return nil, err
 			}
-			var podPool podnet.Allocator // shared with bridge-mode Functions
-			if n.bridgeMode() {
+			var podPool podnet.Allocator // shared with bridge-mode Functions when the range is static
+			if n.bridgeMode() && cfg.Network != NetworkCNI {
 				if podPool, _, err = n.podPools(); err != nil {
 					return nil, err
 				}
@@ -295,9 +295,7 @@ func Factories(cfg Config) []riklet.RuntimeFactory {
 				AllowPrivileged: cfg.AllowPrivileged,
 			}
 			if cfg.Network == NetworkCNI {
-				cn, err := cni.New(cni.Config{ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir,
-					StateDir: filepath.Join(cfg.StateDir, "pods", "cni"), ReservedPorts: cfg.ReservedPorts,
-					Logger: cfg.Logger.With("component", "cni")})
+				cn, err := cfg.cniManager(filepath.Join(cfg.StateDir, "pods", "cni"), cfg.Logger)
 				if err != nil {
 					return nil, err
 				}

@@ -56,7 +56,7 @@ func TestValidate(t *testing.T) {
 		"--function-network=nat":                    true,
 		"--function-network=host":                   false,
 		"--function-network=bridge --pod-cidr=auto": true,
-		"--function-network=bridge --network=cni":   false,
+		"--function-network=bridge --network=cni":   true,
 	} {
 		var c Config
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)

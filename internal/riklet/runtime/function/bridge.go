@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/bridgenet"
+	"github.com/rik-org/rik/internal/riklet/runtime"
 	"github.com/rik-org/rik/internal/workload"
 )
 
@@ -83,10 +85,26 @@ func (r *Runtime) teardownBridge(ctx context.Context, id string) error {
 	return nil
 }
 
-// adoptBridge restarts the DHCP server of an adopted bridge-mode VM.
+// adoptVM adopts VM s, found running: its status, or, when its bridge
+// network fails (a CNI CHECK), it is killed and reported failed. An error
+// is one of killing it.
+func (r *Runtime) adoptVM(ctx context.Context, s vmState) (runtime.Status, error) {
+	if r.adoptBridge(s) == nil {
+		return runningStatus(s), nil
+	}
+	return runtime.Status{InstanceID: s.ID, Phase: runtime.PhaseFailed, Reason: api.ReasonNetworkFailed,
+		Message: "the vm's bridge network failed its check after the riklet restarted"}, r.kill(ctx, s)
+}
+
+// adoptBridge checks the network of a bridge-mode VM found running and
+// restarts its DHCP server; an error says the VM cannot be adopted.
 func (r *Runtime) adoptBridge(s vmState) error {
 	if r.cfg.BridgeNetwork == nil || s.Net.Bridge == nil {
 		return nil
 	}
-	return r.cfg.BridgeNetwork.Adopt(s.ID, *s.Net.Bridge)
+	if err := r.cfg.BridgeNetwork.Adopt(s.ID, *s.Net.Bridge); err != nil {
+		r.log.Warn("not adopting function: its bridge network failed", "instance", s.ID, "err", err)
+		return err
+	}
+	return nil
 }

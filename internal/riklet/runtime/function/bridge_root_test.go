@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rik-org/rik/api"
 	"github.com/rik-org/rik/internal/riklet/bridgenet"
 	"github.com/rik-org/rik/internal/riklet/podnet"
 	"github.com/rik-org/rik/internal/riklet/runtime"
@@ -152,7 +153,27 @@ func TestBridgeVM(t *testing.T) {
 	if got := e.get(t, "http://10.99.5.2/", 10*time.Second); got != e.page {
 		t.Fatalf("GET adopted guest = %q", got)
 	}
-	if err := r2.Stop(ctx, a); err != nil {
+
+	// Restart again, its network failing its check (a CNI CHECK): the VM
+	// is not adopted but killed, and reported failed.
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg3 := b.config(t, e, logger)
+	cfg3.BridgeNetwork = &adoptRecorder{BridgeNetwork: cfg3.BridgeNetwork, fail: errors.New("CNI CHECK failed")}
+	r3, err := New(ctx, cfg3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	sts, err := r3.Recover(ctx, []runtime.Instance{a})
+	if err != nil || len(sts) != 1 || sts[0].Phase != runtime.PhaseFailed || sts[0].Reason != api.ReasonNetworkFailed {
+		t.Fatalf("Recover with a failing network check = %+v, %v; want FAILED %s", sts, err, api.ReasonNetworkFailed)
+	}
+	if vmm.Alive(s.Process) {
+		t.Error("vm whose network failed its check still runs")
+	}
+	if err := r3.Stop(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	if vmm.Alive(s.Process) {
@@ -188,13 +209,18 @@ func getWith(t testing.TB, c *http.Client, url string) string {
 }
 
 // adoptRecorder records the ids whose DHCP server Adopt started.
+// With fail set, Adopt fails as a network failing its check does.
 type adoptRecorder struct {
 	BridgeNetwork
+	fail    error
 	mu      sync.Mutex
 	adopted []string
 }
 
 func (a *adoptRecorder) Adopt(id string, n bridgenet.Net) error {
+	if a.fail != nil {
+		return a.fail
+	}
 	a.mu.Lock()
 	a.adopted = append(a.adopted, id)
 	a.mu.Unlock()

@@ -660,7 +660,7 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 		st = runtime.Status{InstanceID: id, Phase: runtime.PhaseFailed, Reason: api.ReasonStartInterrupted,
 			Message: "the riklet stopped while this vm was starting"}
 	case alive:
-		st, err = runningStatus(s), r.adoptBridge(s)
+		st, err = r.adoptVM(ctx, s)
 		v.uid = s.VMM.UID
 	default:
 		st, err = exitStatus(id, filepath.Join(v.dir, "console.log")), nil
@@ -669,7 +669,7 @@ func (r *Runtime) recoverVM(ctx context.Context, id string) (runtime.Status, err
 	v.state, v.status = s, st
 	r.vms[id] = v
 	r.mu.Unlock()
-	if alive && booted {
+	if st.Phase == runtime.PhaseRunning {
 		r.watch(v, s.Process)
 		r.log.Info("adopted function", "instance", id, "pid", s.Process.Pid)
 	}
