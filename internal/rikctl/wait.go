@@ -103,9 +103,13 @@ func waitGone(ctx context.Context, c *Client, names []string, timeout time.Durat
 func poll(ctx context.Context, timeout time.Duration, check func(context.Context) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	last := "" // what the previous check waited for
 	for {
 		waiting, err := check(ctx)
 		switch {
+		case err != nil && ctx.Err() != nil && last != "":
+			// The time ran out during a request: say what was awaited.
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, last)
 		case err != nil && ctx.Err() != nil:
 			return fmt.Errorf("timed out after %s waiting: %w", timeout, err)
 		case err != nil:
@@ -113,6 +117,7 @@ func poll(ctx context.Context, timeout time.Duration, check func(context.Context
 		case waiting == "":
 			return nil
 		}
+		last = waiting
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, waiting)
