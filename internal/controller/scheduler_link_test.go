@@ -150,6 +150,8 @@ func TestResubscribeAfterSchedulerRestart(t *testing.T) {
 	gone := e.createInstances(map[string]any{"workload_id": wl.ID})[0]
 	e.sched.push(&commonpb.InstanceMetric{InstanceId: placed.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1"})
 	e.sched.push(&commonpb.InstanceMetric{InstanceId: gone.ID, Status: commonpb.ResourceStatus_RUNNING, Node: "n1"})
+	// Statuses of different instances are stored in parallel: wait for both.
+	e.waitInstance(placed.ID, "running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
 	e.waitInstance(gone.ID, "running", func(i workload.Instance) bool { return i.Status == workload.StatusRunning })
 
 	addr := e.sched.addr
