@@ -82,16 +82,11 @@ var pollEvery = time.Second
 // (Complete with every instance of revision at least minRevision
 // available), failed (an error with its reason) or timeout passes.
 func waitRollout(ctx context.Context, a *app, c *Client, ref string, minRevision int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	last := ""
-	for {
+	return poll(ctx, timeout, pollEvery, func(ctx context.Context) (string, error) {
 		r, err := c.Rollout(ctx, ref)
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("workload/%s: not done after %s", clean(ref), timeout)
-			}
-			return err
+			return "", err
 		}
 		if line := rolloutLine(r); line != last {
 			fmt.Fprintln(a.env.Stdout, line)
@@ -100,17 +95,13 @@ func waitRollout(ctx context.Context, a *app, c *Client, ref string, minRevision
 		if r.Revision >= minRevision {
 			switch done, ok := r.Done(); {
 			case done && !ok:
-				return fmt.Errorf("workload/%s: rollout of revision %d failed: %s: %s", clean(r.Workload), r.Revision, clean(r.Reason), clean(r.Message))
+				return "", fmt.Errorf("workload/%s: rollout of revision %d failed: %s: %s", clean(r.Workload), r.Revision, clean(r.Reason), clean(r.Message))
 			case done && r.Instances == r.Replicas && r.Available == r.Replicas:
-				return nil
+				return "", nil
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("workload/%s: not done after %s: %s", clean(ref), timeout, clean(r.Message))
-		case <-time.After(pollEvery):
-		}
-	}
+		return fmt.Sprintf("the rollout of workload/%s (revision %d: %s)", clean(ref), r.Revision, firstNonEmpty(clean(r.Message), r.Phase)), nil
+	})
 }
 
 // rolloutLine is one line of rollout status.

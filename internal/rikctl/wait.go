@@ -54,7 +54,7 @@ func reasonOf(v workload.Instance) string {
 // waitRunning waits until every instance named is RUNNING, failing at the
 // first one that ends otherwise, or after timeout.
 func waitRunning(ctx context.Context, c *Client, names []string, timeout time.Duration) error {
-	return poll(ctx, timeout, func(ctx context.Context) (string, error) {
+	return poll(ctx, timeout, waitPoll, func(ctx context.Context) (string, error) {
 		for _, name := range names {
 			it, err := c.GetInstance(ctx, name)
 			if err != nil {
@@ -82,7 +82,7 @@ func optional(reason string) string {
 // waitGone waits until every instance named is gone (removed once its
 // node confirmed it stopped), or after timeout.
 func waitGone(ctx context.Context, c *Client, names []string, timeout time.Duration) error {
-	return poll(ctx, timeout, func(ctx context.Context) (string, error) {
+	return poll(ctx, timeout, waitPoll, func(ctx context.Context) (string, error) {
 		for _, name := range names {
 			it, err := c.GetInstance(ctx, name)
 			var apiErr *APIError
@@ -98,9 +98,9 @@ func waitGone(ctx context.Context, c *Client, names []string, timeout time.Durat
 	})
 }
 
-// poll calls check every waitPoll until it reports nothing left to wait
+// poll calls check every interval until it reports nothing left to wait
 // for ("") or fails; after timeout it fails saying what it waited for.
-func poll(ctx context.Context, timeout time.Duration, check func(context.Context) (string, error)) error {
+func poll(ctx context.Context, timeout, every time.Duration, check func(context.Context) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := "" // what the previous check waited for
@@ -121,7 +121,7 @@ func poll(ctx context.Context, timeout time.Duration, check func(context.Context
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, waiting)
-		case <-time.After(waitPoll):
+		case <-time.After(every):
 		}
 	}
 }
