@@ -332,7 +332,9 @@ func Observe(n *Node) (NodeState, error) {
 	for _, root := range cgroupRoots(n.CgroupParent) {
 		ents, _ := os.ReadDir(root)
 		for _, e := range ents {
-			if e.IsDir() {
+			// _functions is the parent of the VMs' cgroups (runtimes'
+			// sandbox), not a pod's: VMs are observed as QEMU processes.
+			if e.IsDir() && e.Name() != "_functions" {
 				s.Cgroups[e.Name()] = true
 			}
 		}
